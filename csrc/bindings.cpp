@@ -1,0 +1,94 @@
+// The only PYBIND11_MODULE and the only CUDA #ifdef. Arrays arrive as NumPy
+// buffers already validated by nnphases.kernels; the GIL is released around
+// every kernel so callers' threads keep running.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "ops.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T = void>
+T* ptr(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+int64_t row_stride(const py::array& a) { return a.ndim() == 2 ? a.strides(0) / a.itemsize() : 0; }
+
+#ifdef NNPHASES_WITH_CUDA
+void check(const char* err) {
+  if (err && *err) throw std::runtime_error(std::string("CUDA error: ") + err);
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "nnphases native kernels (CPU, and CUDA when built with nvcc).";
+
+  m.def(
+      "class_counts",
+      [](py::array acts, int kind, py::array labels, int64_t num_classes, py::array out, bool check_finite,
+         int threads, int strategy) {
+        py::gil_scoped_release nogil;
+        return nnp::class_counts_cpu(acts.data(), kind, acts.shape(0), acts.shape(1), row_stride(acts),
+                                     static_cast<const int32_t*>(labels.data()), num_classes, ptr<int64_t>(out),
+                                     check_finite, threads, strategy);
+      },
+      py::arg("acts"), py::arg("kind"), py::arg("labels"), py::arg("num_classes"), py::arg("out"),
+      py::arg("check_finite"), py::arg("threads"), py::arg("strategy"));
+
+  m.def(
+      "pack_masks",
+      [](py::array acts, int kind, py::array out, bool check_finite, int threads) {
+        py::gil_scoped_release nogil;
+        return nnp::pack_masks_cpu(acts.data(), kind, acts.shape(0), acts.shape(1), row_stride(acts),
+                                   ptr<uint8_t>(out), out.shape(1), check_finite, threads);
+      },
+      py::arg("acts"), py::arg("kind"), py::arg("out"), py::arg("check_finite"), py::arg("threads"));
+
+  m.def(
+      "packed_class_counts",
+      [](py::array packed, py::array class_offsets, py::array seg_word, py::array seg_mask, py::array out,
+         int threads) {
+        py::gil_scoped_release nogil;
+        nnp::packed_class_counts_cpu(static_cast<const uint8_t*>(packed.data()), packed.shape(0), packed.shape(1),
+                                     static_cast<const int64_t*>(class_offsets.data()), class_offsets.shape(0) - 1,
+                                     static_cast<const int64_t*>(seg_word.data()),
+                                     static_cast<const uint64_t*>(seg_mask.data()), ptr<int64_t>(out), threads);
+      },
+      py::arg("packed"), py::arg("class_offsets"), py::arg("seg_word"), py::arg("seg_mask"), py::arg("out"),
+      py::arg("threads"));
+
+  m.attr("direct_table_bytes") = nnp::kDirectTableBytes;
+
+#ifdef NNPHASES_WITH_CUDA
+  m.attr("has_cuda") = true;
+  m.def("cuda_device_report", []() { return std::string(nnp::cuda_device_report()); });
+  m.def(
+      "class_counts_cuda",
+      [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int64_t C, uintptr_t out,
+         uintptr_t work, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        check(nnp::class_counts_cuda(acts, kind, S, N, rs, labels, C, out, work, flags, check_finite, device, stream));
+      });
+  m.def("pack_masks_cuda", [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t out,
+                              int64_t row_bytes, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    check(nnp::pack_masks_cuda(acts, kind, S, N, rs, out, row_bytes, flags, check_finite, device, stream));
+  });
+  m.def("packed_class_counts_cuda", [](uintptr_t packed, int64_t N, int64_t row_bytes, uintptr_t class_offsets,
+                                       int64_t C, uintptr_t seg_word, uintptr_t seg_mask, uintptr_t out,
+                                       int device, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    check(nnp::packed_class_counts_cuda(packed, N, row_bytes, class_offsets, C, seg_word, seg_mask, out, device, stream));
+  });
+#else
+  m.attr("has_cuda") = false;
+#endif
+}

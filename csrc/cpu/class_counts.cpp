@@ -1,0 +1,132 @@
+// class_counts on the CPU: one pass over the activations, exact int64 counts.
+// Direct strategy: each thread adds every row's 0/1 vector into its own narrow
+// counter table [classes, nodes] (the row's label picks the table row); narrow
+// counters are flushed into int64 before they can overflow. Sorted strategy, for
+// tables that do not fit in cache: samples are grouped by class once and threads
+// split the node axis, summing one class's rows into a small row buffer.
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../dispatch.h"
+#include "../ops.h"
+#include "parallel.h"
+
+namespace nnp {
+namespace {
+
+// Narrow counters: as wide as the element, so the compare-and-add stays in one
+// vector lane width (16-bit lanes double float16's element rate).
+template <typename K>
+using Counter = typename std::conditional<sizeof(typename K::Bits) <= 2, uint16_t, uint32_t>::type;
+
+template <typename K, bool Check>
+inline typename K::Bits add_row(const typename K::Bits* __restrict row, Counter<K>* __restrict acc, int64_t n) {
+  using U = typename K::Bits;
+  U bad = 0;
+  for (int64_t d = 0; d < n; ++d) {
+    const U b = row[d];
+    acc[d] += static_cast<Counter<K>>(K::active(b));
+    if (Check) bad |= static_cast<U>(K::nonfinite(b));
+  }
+  return bad;
+}
+
+template <typename C>
+void flush(C* narrow, int64_t* wide, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) wide[i] += narrow[i];
+  std::memset(narrow, 0, n * sizeof(C));
+}
+
+template <typename K, bool Check>
+bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C,
+            int64_t* out, int threads) {
+  using Cnt = Counter<K>;
+  const int64_t limit = std::numeric_limits<Cnt>::max();
+  const int nt = resolve_threads(threads, S / 64 + 1);
+  std::vector<std::vector<int64_t>> wide(nt);
+  std::vector<int> bad(nt, 0);
+  run_threads(nt, [&](int t) {
+    int64_t s0, s1;
+    split_range(S, nt, t, 64, s0, s1);
+    int64_t* total = out;
+    if (t > 0) {
+      wide[t].assign(C * N, 0);
+      total = wide[t].data();
+    }
+    std::vector<Cnt> narrow(C * N, 0);
+    typename K::Bits any = 0;
+    for (int64_t s = s0; s < s1; s += limit) {
+      const int64_t e = std::min(s1, s + limit);
+      for (int64_t r = s; r < e; ++r)
+        any |= add_row<K, Check>(acts + r * rs, narrow.data() + labels[r] * N, N);
+      flush(narrow.data(), total, C * N);
+    }
+    bad[t] = any != 0;
+  });
+  for (int t = 1; t < nt; ++t)
+    for (int64_t i = 0; i < C * N; ++i) out[i] += wide[t][i];
+  for (int b : bad)
+    if (b) return true;
+  return false;
+}
+
+template <typename K, bool Check>
+bool sorted(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C,
+            int64_t* out, int threads) {
+  using Cnt = Counter<K>;
+  const int64_t limit = std::numeric_limits<Cnt>::max();
+  std::vector<int64_t> start(C + 1, 0);
+  for (int64_t s = 0; s < S; ++s) ++start[labels[s] + 1];
+  for (int64_t c = 0; c < C; ++c) start[c + 1] += start[c];
+  std::vector<int64_t> order(S);
+  {
+    std::vector<int64_t> next(start.begin(), start.end() - 1);
+    for (int64_t s = 0; s < S; ++s) order[next[labels[s]]++] = s;
+  }
+  // A tile's row buffer stays in L2 while one class's rows stream through it.
+  const int64_t tile = std::min<int64_t>(N, 32768);
+  const int nt = resolve_threads(threads, N / 256 + 1);
+  std::vector<int> bad(nt, 0);
+  run_threads(nt, [&](int t) {
+    int64_t d0, d1;
+    split_range(N, nt, t, 64, d0, d1);
+    std::vector<Cnt> buf(std::min(tile, std::max<int64_t>(d1 - d0, 1)), 0);
+    typename K::Bits any = 0;
+    for (int64_t a = d0; a < d1; a += tile) {
+      const int64_t w = std::min(tile, d1 - a);
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t k = start[c]; k < start[c + 1]; k += limit) {
+          const int64_t e = std::min(start[c + 1], k + limit);
+          for (int64_t j = k; j < e; ++j) any |= add_row<K, Check>(acts + order[j] * rs + a, buf.data(), w);
+          flush(buf.data(), out + c * N + a, w);
+        }
+      }
+    }
+    bad[t] = any != 0;
+  });
+  for (int b : bad)
+    if (b) return true;
+  return false;
+}
+
+}  // namespace
+
+bool class_counts_cpu(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, const int32_t* labels,
+                      int64_t C, int64_t* out, bool check_finite, int threads, int strategy) {
+  if (S == 0 || N == 0) return false;
+  return dispatch_kind(kind, [&](auto k) {
+    using K = decltype(k);
+    using U = typename K::Bits;
+    const U* a = static_cast<const U*>(acts);
+    const bool use_sorted =
+        strategy == 2 || (strategy == 0 && C * N * static_cast<int64_t>(sizeof(Counter<K>)) > kDirectTableBytes);
+    if (use_sorted)
+      return check_finite ? sorted<K, true>(a, S, N, rs, labels, C, out, threads)
+                          : sorted<K, false>(a, S, N, rs, labels, C, out, threads);
+    return check_finite ? direct<K, true>(a, S, N, rs, labels, C, out, threads)
+                        : direct<K, false>(a, S, N, rs, labels, C, out, threads);
+  });
+}
+
+}  // namespace nnp

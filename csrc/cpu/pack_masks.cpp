@@ -1,0 +1,66 @@
+// pack_masks on the CPU: bits along samples, so a node's sample set is one
+// contiguous bit row. Reads 64 sample rows over a tile of nodes and builds one
+// 64-bit word per node in registers/L1 (shift-or vectorises across nodes), then
+// stores each word once. Threads take ranges of whole output cache lines (512
+// samples) so no two threads write the same line.
+#include <cstring>
+
+#include "../dispatch.h"
+#include "../ops.h"
+#include "parallel.h"
+
+namespace nnp {
+namespace {
+
+constexpr int64_t kTile = 512;
+
+template <typename K, bool Check>
+bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_t* out, int64_t row_bytes,
+          int threads) {
+  using U = typename K::Bits;
+  const int nt = resolve_threads(threads, S / 512 + 1);
+  std::vector<int> bad(nt, 0);
+  run_threads(nt, [&](int t) {
+    int64_t s0, s1;
+    split_range(S, nt, t, 512, s0, s1);
+    alignas(64) uint64_t acc[kTile];
+    U any = 0;
+    for (int64_t blk = s0; blk < s1; blk += 64) {
+      const int rows = static_cast<int>(std::min<int64_t>(64, s1 - blk));
+      for (int64_t d0 = 0; d0 < N; d0 += kTile) {
+        const int64_t w = std::min(kTile, N - d0);
+        std::memset(acc, 0, sizeof(acc));
+        for (int k = 0; k < rows; ++k) {
+          const U* __restrict row = acts + (blk + k) * rs + d0;
+          U b_any = 0;
+          for (int64_t d = 0; d < w; ++d) {
+            acc[d] |= static_cast<uint64_t>(K::active(row[d])) << k;
+            if (Check) b_any |= static_cast<U>(K::nonfinite(row[d]));
+          }
+          any |= b_any;
+        }
+        uint8_t* dst = out + d0 * row_bytes + blk / 8;
+        for (int64_t d = 0; d < w; ++d) std::memcpy(dst + d * row_bytes, &acc[d], 8);
+      }
+    }
+    bad[t] = any != 0;
+  });
+  for (int b : bad)
+    if (b) return true;
+  return false;
+}
+
+}  // namespace
+
+bool pack_masks_cpu(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, uint8_t* out, int64_t row_bytes,
+                    bool check_finite, int threads) {
+  if (S == 0 || N == 0) return false;
+  return dispatch_kind(kind, [&](auto k) {
+    using K = decltype(k);
+    const auto* a = static_cast<const typename K::Bits*>(acts);
+    return check_finite ? pack<K, true>(a, S, N, rs, out, row_bytes, threads)
+                        : pack<K, false>(a, S, N, rs, out, row_bytes, threads);
+  });
+}
+
+}  // namespace nnp

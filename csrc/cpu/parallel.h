@@ -1,0 +1,34 @@
+// Minimal fork-join over std::thread: the kernels split work into a few large
+// contiguous pieces, so a pool buys nothing and a fixed thread count keeps runs
+// reproducible on a busy two-core machine.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace nnp {
+
+inline int resolve_threads(int threads, int64_t work_items) {
+  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, work_items)));
+}
+
+// Calls fn(t) for t in [0, n) on n threads (the caller's thread is thread 0).
+template <typename Fn>
+void run_threads(int n, Fn fn) {
+  std::vector<std::thread> pool;
+  pool.reserve(n > 0 ? n - 1 : 0);
+  for (int t = 1; t < n; ++t) pool.emplace_back(fn, t);
+  fn(0);
+  for (auto& th : pool) th.join();
+}
+
+// Piece t of [0, total) split into n near-equal ranges, boundaries multiples of align.
+inline void split_range(int64_t total, int n, int t, int64_t align, int64_t& begin, int64_t& end) {
+  int64_t units = (total + align - 1) / align;
+  begin = std::min(total, units * t / n * align);
+  end = std::min(total, units * (t + 1) / n * align);
+}
+
+}  // namespace nnp

@@ -1,0 +1,55 @@
+// Host helpers for the launchers: device facts, alignment, error strings.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace nnp {
+
+inline int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 132;
+  return sms;
+}
+
+inline bool aligned16(uintptr_t ptr, int64_t row_bytes) { return ptr % 16 == 0 && row_bytes % 16 == 0; }
+
+inline const char* last_error() {
+  cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+
+// Makes `device` current for the launch and restores the caller's device: the
+// extension's static cudart keeps its own notion of the current device.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
+    if (prev_ != device) cudaSetDevice(device);
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) cudaSetDevice(prev_);
+  }
+
+ private:
+  int prev_ = -1;
+};
+
+inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+constexpr int kBlock = 256;  // 8 warps
+
+// Rows per warp for class_counts: enough warps for about two full waves of the
+// GPU, each warp at least one 32-row batch, grid.y within its limit.
+inline int64_t rows_per_warp(int64_t samples, int64_t node_tiles) {
+  const int64_t warps = static_cast<int64_t>(sm_count()) * 64 * 2;
+  const int64_t segments = (warps + node_tiles - 1) / node_tiles;
+  int64_t r = (samples + segments - 1) / segments;
+  r = (r + 31) / 32 * 32;
+  const int64_t floor_rows = (samples + 65535LL * 8 - 1) / (65535LL * 8);
+  r = r > floor_rows ? r : (floor_rows + 31) / 32 * 32;
+  return r > 32 ? r : 32;
+}
+
+}  // namespace nnp

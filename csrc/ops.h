@@ -1,0 +1,44 @@
+// Declarations of every entry point of nnphases._C. CPU kernels take raw host
+// buffers; CUDA launchers take device pointers, sizes and a stream handle, so the
+// extension never depends on torch's C++ ABI. Inputs are validated in Python.
+#pragma once
+#include <cstdint>
+
+namespace nnp {
+
+// out[c, d] += #{s : labels[s] == c and active(acts[s, d])}; out is zeroed by the
+// caller. row_stride is in elements. strategy: 0 auto, 1 direct, 2 sorted.
+// Returns true when a non-finite value was seen (check_finite only).
+bool class_counts_cpu(const void* acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
+                      const int32_t* labels, int64_t num_classes, int64_t* out, bool check_finite,
+                      int threads, int strategy);
+
+// out is [nodes, row_bytes] with row_bytes = ceil(samples / 64) * 8.
+bool pack_masks_cpu(const void* acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
+                    uint8_t* out, int64_t row_bytes, bool check_finite, int threads);
+
+// packed is [nodes, row_bytes]; segments as in nnphases/kernels/_segments.py.
+void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes,
+                             const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
+                             const uint64_t* seg_mask, int64_t* out, int threads);
+
+// Auto strategy threshold for class_counts_cpu: bytes of one thread's counter table.
+constexpr int64_t kDirectTableBytes = 4 << 20;
+
+#ifdef NNPHASES_WITH_CUDA
+// Device pointers; stream is a cudaStream_t as an integer. work holds
+// 2 * samples + num_classes + 1 int32, flags one uint64. Returns a CUDA error
+// string, empty on success. device is the pointers' CUDA device ordinal.
+const char* class_counts_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
+                              uintptr_t labels, int64_t num_classes, uintptr_t out, uintptr_t work,
+                              uintptr_t flags, bool check_finite, int device, uintptr_t stream);
+const char* pack_masks_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
+                            uintptr_t out, int64_t row_bytes, uintptr_t flags, bool check_finite,
+                            int device, uintptr_t stream);
+const char* packed_class_counts_cuda(uintptr_t packed, int64_t nodes, int64_t row_bytes, uintptr_t class_offsets,
+                                     int64_t num_classes, uintptr_t seg_word, uintptr_t seg_mask, uintptr_t out,
+                                     int device, uintptr_t stream);
+const char* cuda_device_report();
+#endif
+
+}  // namespace nnp

@@ -1,0 +1,145 @@
+"""Public kernels of nnphases: per-class counts of active ReLU nodes, bit-packed
+activation masks, and the sample-set metrics computed from the counts.
+
+Every kernel takes NumPy arrays, torch tensors or CuPy arrays and returns the same
+kind of array on the same device, crossing by DLPack without copies. ``backend``
+picks an implementation (see :data:`BACKENDS`); ``None`` takes the first that
+works for the input's device, in the order of :data:`AUTO_ORDER`. GPU work runs
+on the caller's current stream (torch's for tensors, CuPy's for CuPy arrays).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _arrays, _validate
+from ._dispatch import AUTO_ORDER, BACKENDS, BackendError, report, select
+from ._validate import NonFiniteError
+from ..metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
+
+__all__ = [
+    "class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics",
+    "NodeMetrics", "LayerMetrics", "BACKENDS", "AUTO_ORDER", "BackendError", "NonFiniteError", "backends",
+]
+
+Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+
+
+def _options(backend: Any, ref: _arrays.Array, threads: int | None, **cpu: Any) -> dict[str, Any]:
+    if backend.native == "numpy":
+        return {"threads": threads, **cpu}
+    return {"stream": _arrays.current_stream(ref), "device": ref.device_index}
+
+
+def _labels(lab: _arrays.Array, native: str) -> Any:
+    """Labels as int32, contiguous, in the backend's native type (a small copy at most)."""
+    x = lab.obj
+    if lab.lib == "torch":
+        import torch
+
+        x = x.detach().to(torch.int32).contiguous()
+    elif lab.lib == "cupy":
+        import cupy
+
+        x = cupy.ascontiguousarray(x, dtype=cupy.int32)
+    else:
+        import numpy as np
+
+        x = np.ascontiguousarray(x, dtype=np.int32)
+    return _arrays.to_native(x, native)
+
+
+def _nonfinite(kernel: str) -> NonFiniteError:
+    return NonFiniteError(f"acts contains NaN or infinite values ({kernel}); a NaN would silently count as "
+                          "inactive. Fix the model, or pass check_finite=False to count them as z > 0 does")
+
+
+def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str | None = None,
+                 check_finite: bool = True, threads: int | None = None, strategy: str = "auto") -> Array:
+    """Per-class counts of active samples: int64 ``[num_classes, nodes]`` with ``out[c, d]`` the number of
+    samples ``n`` with ``labels[n] == c`` and ``acts[n, d] > 0``. ``acts`` is ``[samples, nodes]`` bool,
+    float16, bfloat16, float32 or float64, any strides (rows with adjacent nodes are read in place, others
+    copied once); ``labels`` is ``[samples]`` int32 or int64 in ``[0, num_classes)``, same library and
+    device as ``acts``. NaN or infinite activations raise :class:`NonFiniteError` (detected in the same
+    pass) unless ``check_finite=False``, when they count as ``z > 0`` does (+inf active, NaN not).
+    ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
+    CPU counting layout and exists for tests and benchmarks.
+    """
+    a = _arrays.describe(acts, "acts")
+    kind = _validate.acts_kind(a)
+    n = _validate.num_classes_value(num_classes)
+    lab = _arrays.describe(labels, "labels")
+    _validate.labels_for(lab, a.shape[0], a, n)
+    threads = _validate.threads_value(threads)
+    _validate.check_strategy(strategy)
+    b, fn = select("class_counts", a.device, backend)
+    x = _arrays.to_native(_arrays.bits(a), b.native)
+    if b.native == "numpy":
+        x = x.view(kind.storage)
+    out, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
+                  **_options(b, a, threads, strategy=strategy))
+    if bad:
+        raise _nonfinite("class_counts")
+    return _arrays.like(out, a)
+
+
+def pack_masks(acts: Array, *, backend: str | None = None, check_finite: bool = True,
+               threads: int | None = None) -> Array:
+    """Bit-packed activation masks along samples: uint8 ``[nodes, ceil(samples / 64) * 8]`` where bit
+    ``s % 8`` (least significant first) of byte ``s // 8`` in row ``d`` is ``acts[s, d] > 0``; padding bits
+    are zero, and each row is a whole number of little-endian 64-bit words, so a node's sample set is one
+    contiguous bit row. ``acts`` and ``check_finite`` as in :func:`class_counts`.
+    """
+    a = _arrays.describe(acts, "acts")
+    kind = _validate.acts_kind(a)
+    threads = _validate.threads_value(threads)
+    b, fn = select("pack_masks", a.device, backend)
+    x = _arrays.to_native(_arrays.bits(a), b.native)
+    if b.native == "numpy":
+        x = x.view(kind.storage)
+    out, bad = fn(x, kind, check_finite=check_finite, **_options(b, a, threads))
+    if bad:
+        raise _nonfinite("pack_masks")
+    return _arrays.like(out, a)
+
+
+def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backend: str | None = None,
+                        threads: int | None = None) -> Array:
+    """:func:`class_counts` from masks made by :func:`pack_masks`: int64 ``[num_classes, nodes]`` from
+    ``packed`` uint8 ``[nodes, ceil(samples / 64) * 8]`` and the ``labels`` of its samples. Padding bits are
+    ignored. GPU backends read the labels on the host once to build the class segments.
+    """
+    p = _arrays.describe(packed, "packed")
+    n = _validate.num_classes_value(num_classes)
+    lab = _arrays.describe(labels, "labels")
+    _validate.packed_for(p, lab.shape[0] if len(lab.shape) == 1 else -1)
+    _validate.labels_for(lab, lab.shape[0] if len(lab.shape) == 1 else -1, p, n)
+    threads = _validate.threads_value(threads)
+    b, fn = select("packed_class_counts", p.device, backend)
+    x = _arrays.to_native(p.obj, b.native)
+    if b.native == "numpy":
+        import numpy as np
+
+        x = np.ascontiguousarray(x)
+    opts = _options(b, p, threads)
+    return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
+
+
+def node_metrics(counts: Array, class_sizes: Array) -> NodeMetrics:
+    """Per-node sample-set metrics (float64; see :mod:`nnphases.metrics`) from ``counts`` int ``[C, N]``
+    and ``class_sizes`` int ``[C]``. Computed on the host (the table is small next to the activations);
+    the fields are NumPy arrays."""
+    return node_metrics_np(_arrays.to_numpy(_arrays.describe(counts, "counts").obj),
+                           _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
+
+
+def layer_metrics(counts: Array, class_sizes: Array) -> LayerMetrics:
+    """Layer means of :func:`node_metrics` with the spec's exclusions (dead nodes out of ``f``; dead and
+    always-active nodes out of ``p`` and ``u``)."""
+    return layer_metrics_np(_arrays.to_numpy(_arrays.describe(counts, "counts").obj),
+                            _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
+
+
+def backends() -> list[tuple[str, str, str | None]]:
+    """(name, device, reason it is unavailable or None) for every backend on this machine."""
+    return report()

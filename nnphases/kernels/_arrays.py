@@ -1,0 +1,151 @@
+"""The one place arrays cross: NumPy, PyTorch or CuPy in, a backend's native array
+type in between (NumPy for CPU backends, a torch CUDA tensor for ``cuda``, a CuPy
+array for ``cupy``), and the caller's kind and device out, via DLPack without
+copies. Activations are viewed as unsigned bits of their width before crossing
+(CuPy and NumPy have no bfloat16); the only copy the boundary makes is of an
+input whose nodes are not adjacent in memory, and the GPU-to-host round trip
+when the reference backend is asked to run on GPU data.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_TORCH_NAMES = {
+    "torch.bool": "bool", "torch.float16": "float16", "torch.bfloat16": "bfloat16",
+    "torch.float32": "float32", "torch.float64": "float64", "torch.int32": "int32",
+    "torch.int64": "int64", "torch.uint8": "uint8", "torch.int16": "int16", "torch.int8": "int8",
+}
+_SIGNED_OF_SIZE = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+@dataclass(frozen=True)
+class Array:
+    """What the boundary knows of one argument, before anything is converted."""
+
+    obj: Any
+    name: str
+    lib: str  # "numpy" | "torch" | "cupy"
+    device: str  # "cpu" | "cuda"
+    device_index: int
+    dtype: str  # "float32", "bfloat16", "int64", ...
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]  # in elements
+
+    @property
+    def where(self) -> str:
+        return "cpu" if self.device == "cpu" else f"cuda:{self.device_index}"
+
+
+def _is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_cupy(x: Any) -> bool:
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def describe(x: Any, name: str) -> Array:
+    """Classifies an argument; raises TypeError naming it if it is not an array."""
+    if _is_torch(x):
+        dev = x.device
+        return Array(x, name, "torch", "cpu" if dev.type == "cpu" else dev.type, dev.index or 0,
+                     _TORCH_NAMES.get(str(x.dtype), str(x.dtype).replace("torch.", "")),
+                     tuple(x.shape), tuple(x.stride()))
+    if isinstance(x, np.ndarray):
+        item = x.itemsize or 1
+        return Array(x, name, "numpy", "cpu", 0, "bool" if x.dtype == np.bool_ else str(x.dtype),
+                     x.shape, tuple(s // item for s in x.strides))
+    if _is_cupy(x):
+        item = x.itemsize or 1
+        return Array(x, name, "cupy", "cuda", x.device.id, "bool" if x.dtype == np.bool_ else str(x.dtype),
+                     x.shape, tuple(s // item for s in x.strides))
+    raise TypeError(f"{name} must be a NumPy array, torch.Tensor or CuPy array, got {type(x).__name__}")
+
+
+def _rows_ready(a: Array) -> bool:
+    """Nodes adjacent in memory and rows in increasing order: usable without a copy."""
+    if len(a.shape) != 2:
+        return True
+    s, n = a.shape
+    return (n <= 1 or a.strides[1] == 1) and (s <= 1 or a.strides[0] >= max(n, 1))
+
+
+def bits(a: Array) -> Any:
+    """The activations as signed integers of their width, in the caller's library."""
+    x = a.obj
+    size = {"bool": 1, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[a.dtype]
+    if a.lib == "torch":
+        x = x.detach()
+        if not _rows_ready(a):
+            x = x.contiguous()
+        import torch
+
+        return x.view(getattr(torch, _SIGNED_OF_SIZE[size]))
+    if not _rows_ready(a):
+        x = x.copy() if a.lib == "cupy" else np.ascontiguousarray(x)
+    return x.view(_SIGNED_OF_SIZE[size])
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Host view of a CPU array (no copy); GPU arrays are copied to the host."""
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        x = x.detach()
+        return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+    return x.get()
+
+
+def to_torch(x: Any) -> Any:
+    import torch
+
+    return x if isinstance(x, torch.Tensor) else torch.from_dlpack(x)
+
+
+def to_cupy(x: Any) -> Any:
+    import cupy
+
+    return x if isinstance(x, cupy.ndarray) else cupy.from_dlpack(x)
+
+
+def to_native(x: Any, native: str) -> Any:
+    return {"numpy": to_numpy, "torch": to_torch, "cupy": to_cupy}[native](x)
+
+
+def like(result: Any, ref: Array) -> Any:
+    """The result as the caller's kind of array on the caller's device."""
+    on_host = isinstance(result, np.ndarray)
+    if ref.lib == "numpy":
+        return to_numpy(result)
+    if ref.lib == "torch":
+        import torch
+
+        if on_host:
+            t = torch.from_numpy(np.ascontiguousarray(result))
+            return t if ref.device == "cpu" else t.to(f"cuda:{ref.device_index}")
+        return to_torch(result)
+    import cupy
+
+    if on_host:
+        with cupy.cuda.Device(ref.device_index):
+            return cupy.asarray(result)
+    return to_cupy(result)
+
+
+def current_stream(ref: Array) -> int:
+    """The caller's current CUDA stream handle: torch's for torch input, CuPy's for CuPy input."""
+    if ref.lib == "torch":
+        import torch
+
+        return torch.cuda.current_stream(ref.device_index).cuda_stream
+    import cupy
+
+    with cupy.cuda.Device(ref.device_index):
+        return cupy.cuda.get_current_stream().ptr

@@ -1,0 +1,94 @@
+"""Validation at the boundary: every check names the argument and the value, and
+runs before any native code. Backends below trust what passes here."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from ._arrays import Array
+from ._kinds import KINDS, Kind
+
+LABEL_DTYPES = ("int32", "int64")
+INT32_MAX = 2**31 - 1
+
+
+class NonFiniteError(ValueError):
+    """Activations held NaN or infinity; pass check_finite=False to count them as z > 0 does."""
+
+
+def acts_kind(a: Array, name: str = "acts") -> Kind:
+    if len(a.shape) != 2:
+        raise ValueError(f"{name} must be 2-D [samples, nodes], got {len(a.shape)}-D with shape {a.shape}")
+    if a.dtype not in KINDS:
+        raise TypeError(f"{name} has dtype {a.dtype}; supported: {', '.join(KINDS)}")
+    if a.shape[0] > INT32_MAX:
+        raise ValueError(f"{name} has {a.shape[0]} samples; at most {INT32_MAX} per call (feed it in batches)")
+    return KINDS[a.dtype]
+
+
+def num_classes_value(num_classes: Any) -> int:
+    if isinstance(num_classes, bool):
+        raise TypeError(f"num_classes must be an int, got {num_classes!r}")
+    try:
+        n = operator.index(num_classes)
+    except TypeError:
+        raise TypeError(f"num_classes must be an int, got {num_classes!r}") from None
+    if not 1 <= n <= INT32_MAX:
+        raise ValueError(f"num_classes must be in [1, {INT32_MAX}], got {n}")
+    return n
+
+
+def labels_for(lab: Array, samples: int, ref: Array, num_classes: int) -> None:
+    if len(lab.shape) != 1:
+        raise ValueError(f"labels must be 1-D [samples], got shape {lab.shape}")
+    if lab.dtype not in LABEL_DTYPES:
+        raise TypeError(f"labels has dtype {lab.dtype}; supported: int32, int64")
+    if lab.shape[0] != samples:
+        raise ValueError(f"labels has {lab.shape[0]} entries but {ref.name} has {samples} samples (rows)")
+    same_lib = lab.lib == ref.lib or {lab.lib, ref.lib} == {"numpy"}
+    if lab.where != ref.where or not same_lib:
+        raise ValueError(f"labels is a {lab.lib} array on {lab.where} but {ref.name} is a {ref.lib} array on "
+                         f"{ref.where}; pass both from the same library and device")
+    if samples:
+        _label_range(lab, num_classes)
+
+
+def _label_range(lab: Array, num_classes: int) -> None:
+    x = lab.obj
+    if lab.lib == "torch":
+        lo, hi = (int(v) for v in x.aminmax())
+    else:
+        lo, hi = int(x.min()), int(x.max())
+    if lo >= 0 and hi < num_classes:
+        return
+    bad = (x < 0) | (x >= num_classes)
+    i = int(bad.nonzero()[0][0]) if lab.lib != "torch" else int(bad.nonzero()[0, 0])
+    raise ValueError(f"labels[{i}] = {int(x[i])} is outside [0, num_classes={num_classes})")
+
+
+def threads_value(threads: Any) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return int(threads)
+
+
+def packed_for(p: Array, samples: int) -> None:
+    if len(p.shape) != 2:
+        raise ValueError(f"packed must be 2-D [nodes, bytes], got shape {p.shape}")
+    if p.dtype != "uint8":
+        raise TypeError(f"packed has dtype {p.dtype}; expected uint8 (the output of pack_masks)")
+    want = -(-samples // 64) * 8
+    if p.shape[1] != want:
+        raise ValueError(f"packed has {p.shape[1]} bytes per node but {samples} labels need "
+                         f"ceil({samples} / 64) * 8 = {want}")
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in ("auto", "direct", "sorted"):
+        raise ValueError(f"strategy must be 'auto', 'direct' or 'sorted', got {strategy!r}")
+    return strategy

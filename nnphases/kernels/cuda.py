@@ -1,0 +1,73 @@
+"""The ``cuda`` backend: the extension's CUDA launchers, compiled by nvcc at build
+time, on torch CUDA tensors, launched on the caller's stream. Reading the
+non-finite flag back is the one synchronisation (skipped with check_finite=False)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._kinds import Kind
+from ._segments import build_segments
+
+try:
+    from .. import _C
+except ImportError as e:
+    raise ImportError(f"the extension nnphases._C is not built ({e})") from None
+if not _C.has_cuda:
+    raise ImportError("nnphases._C was built without CUDA (no nvcc at build time); rebuild with NNPHASES_CUDA=1")
+_why = _C.cuda_device_report()
+if _why:
+    raise ImportError(_why)
+
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    raise ImportError(f"torch {torch.__version__} has no CUDA support or sees no GPU")
+
+
+def _keep(stream: int, *tensors: torch.Tensor) -> None:
+    """Tell torch's allocator the tensors are in use on a stream it may not know."""
+    if stream != torch.cuda.current_stream().cuda_stream:
+        ext = torch.cuda.ExternalStream(stream)
+        for t in tensors:
+            t.record_stream(ext)
+
+
+def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_classes: int, *, check_finite: bool,
+                 stream: int, device: int) -> tuple[torch.Tensor, bool]:
+    samples, nodes = acts.shape
+    out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
+    work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
+    flags = torch.empty(1, dtype=torch.int64, device=acts.device)
+    _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(), num_classes,
+                         out.data_ptr(), work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
+    _keep(stream, out, work, flags)
+    return out, bool(flags.item()) if check_finite else False
+
+
+def pack_masks(acts: torch.Tensor, kind: Kind, *, check_finite: bool, stream: int,
+               device: int) -> tuple[torch.Tensor, bool]:
+    samples, nodes = acts.shape
+    row_bytes = -(-samples // 64) * 8
+    out = torch.empty((nodes, row_bytes), dtype=torch.uint8, device=acts.device)
+    flags = torch.empty(1, dtype=torch.int64, device=acts.device)
+    _C.pack_masks_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), out.data_ptr(), row_bytes,
+                       flags.data_ptr(), check_finite, device, stream)
+    _keep(stream, out, flags)
+    return out, bool(flags.item()) if check_finite else False
+
+
+def packed_class_counts(packed: torch.Tensor, labels: torch.Tensor, num_classes: int, *, stream: int,
+                        device: int) -> torch.Tensor:
+    seg = build_segments(labels.cpu().numpy(), num_classes)
+    dev = packed.device
+    offsets, word = (torch.from_numpy(a).to(dev) for a in (seg.class_offsets, seg.word))
+    mask = torch.from_numpy(seg.mask.view(np.int64)).to(dev)
+    packed = packed.contiguous()
+    out = torch.empty((num_classes, packed.shape[0]), dtype=torch.int64, device=dev)
+    if stream != torch.cuda.current_stream(dev).cuda_stream:
+        torch.cuda.current_stream(dev).synchronize()  # the uploads above ran on torch's stream
+    _C.packed_class_counts_cuda(packed.data_ptr(), packed.shape[0], packed.shape[1], offsets.data_ptr(), num_classes,
+                                word.data_ptr(), mask.data_ptr(), out.data_ptr(), device, stream)
+    _keep(stream, out, offsets, word, mask, packed)
+    return out

@@ -1,0 +1,124 @@
+"""The ``cupy`` backend: the same CUDA device code as the extension
+(csrc/cuda/*.cuh), compiled at run time by CuPy's NVRTC, so GPU users need no
+compiler. Kernels are compiled once per (kernel, kind, variant) and cached by
+CuPy; launches run on the stream the dispatcher passes (the caller's)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from ._kinds import Kind
+from ._segments import build_segments
+
+try:
+    import cupy
+except ImportError:
+    raise ImportError("CuPy is not installed (pip install 'nnphases[cupy]')") from None
+try:
+    _available = cupy.cuda.is_available()
+except Exception as e:  # a broken driver install raises instead of answering
+    raise ImportError(f"CuPy cannot reach a CUDA device: {e}") from None
+if not _available:
+    raise ImportError("CuPy finds no CUDA device")
+
+
+def _source_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "_csrc", here.parent / "csrc"):  # installed copy, then a source checkout
+        if (cand / "kinds.h").exists():
+            return cand
+    raise ImportError(f"the CUDA sources (kinds.h, cuda/*.cuh) are not in {here / '_csrc'}; reinstall nnphases")
+
+
+_SRC = _source_dir()
+_BLOCK = 256
+_KIND_TYPES = {0: "KindBool", 1: "KindF16", 2: "KindBF16", 3: "KindF32", 4: "KindF64"}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(header: str, name: str) -> "cupy.RawKernel":
+    code = f'#include "cuda/{header}"\n'
+    opts = ("-std=c++17", f"-I{_SRC}", f"-I{_SRC / 'cuda'}")
+    templated = "<" in name
+    mod = cupy.RawModule(code=code, options=opts, name_expressions=[name] if templated else None)
+    return mod.get_function(name)
+
+
+def _variant(kernel: str, kind: Kind, acts: "cupy.ndarray", check: bool) -> tuple[str, bool]:
+    row_bytes = acts.strides[0]
+    vec = acts.data.ptr % 16 == 0 and row_bytes % 16 == 0
+    return f"nnp::{kernel}<nnp::{_KIND_TYPES[kind.code]}, {str(vec).lower()}, {str(check).lower()}>", vec
+
+
+def _sm_count() -> int:
+    return int(cupy.cuda.Device().attributes["MultiProcessorCount"])
+
+
+def _rows_per_warp(samples: int, tiles: int) -> int:
+    """Mirrors rows_per_warp in csrc/cuda/launch.h: about two full waves of warps."""
+    segments = -(-(_sm_count() * 64 * 2) // tiles)
+    r = -(-(-(-samples // segments)) // 32) * 32
+    floor_rows = -(-(-(-samples // (65535 * 8))) // 32) * 32
+    return max(32, r, floor_rows)
+
+
+def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_classes: int, *, check_finite: bool,
+                 stream: int, device: int) -> tuple["cupy.ndarray", bool]:
+    samples, nodes = acts.shape
+    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+        out = cupy.zeros((num_classes, nodes), dtype=cupy.int64)
+        flags = cupy.zeros(1, dtype=cupy.uint64)
+        if samples and nodes:
+            order = cupy.empty(samples, dtype=cupy.int32)
+            sorted_labels = cupy.empty(samples, dtype=cupy.int32)
+            hist = cupy.zeros(num_classes, dtype=cupy.int32)
+            s64 = np.int64(samples)
+            blocks = min(-(-samples // _BLOCK), 4096)
+            _kernel("class_counts.cuh", "nnp_class_histogram")((blocks,), (_BLOCK,), (labels, s64, hist))
+            _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, np.int64(num_classes)))
+            _kernel("class_counts.cuh", "nnp_class_scatter")((blocks,), (_BLOCK,),
+                                                             (labels, s64, hist, order, sorted_labels))
+            name, _ = _variant("class_counts_kernel", kind, acts, check_finite)
+            per = 16 // kind.itemsize
+            tiles = -(-nodes // (32 * per))
+            rpw = _rows_per_warp(samples, tiles)
+            grid = (tiles, -(-(-(-samples // rpw)) // 8))
+            _kernel("class_counts.cuh", name)(grid, (_BLOCK,), (
+                acts, s64, np.int64(nodes), np.int64(acts.strides[0]), order, sorted_labels, out, flags,
+                np.int64(rpw)))
+        bad = bool(int(flags[0])) if check_finite else False
+    return out, bad
+
+
+def pack_masks(acts: "cupy.ndarray", kind: Kind, *, check_finite: bool, stream: int,
+               device: int) -> tuple["cupy.ndarray", bool]:
+    samples, nodes = acts.shape
+    words = -(-samples // 64)
+    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+        out = cupy.empty((nodes, words * 8), dtype=cupy.uint8)
+        flags = cupy.zeros(1, dtype=cupy.uint64)
+        if samples and nodes:
+            name, _ = _variant("pack_masks_kernel", kind, acts, check_finite)
+            per = 16 // kind.itemsize
+            grid = (-(-nodes // (32 * per)), min(-(-words // 8), 65535))
+            _kernel("pack_masks.cuh", name)(grid, (_BLOCK,), (
+                acts, np.int64(samples), np.int64(nodes), np.int64(acts.strides[0]), out, np.int64(words), flags))
+        bad = bool(int(flags[0])) if check_finite else False
+    return out, bad
+
+
+def packed_class_counts(packed: "cupy.ndarray", labels: "cupy.ndarray", num_classes: int, *, stream: int,
+                        device: int) -> "cupy.ndarray":
+    nodes = packed.shape[0]
+    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+        seg = build_segments(cupy.asnumpy(labels), num_classes)
+        packed = cupy.ascontiguousarray(packed)
+        out = cupy.empty((num_classes, nodes), dtype=cupy.int64)
+        if nodes:
+            args = (packed, np.int64(nodes), np.int64(packed.shape[1] // 8), cupy.asarray(seg.class_offsets),
+                    np.int64(num_classes), cupy.asarray(seg.word), cupy.asarray(seg.mask), out)
+            _kernel("packed_class_counts.cuh", "nnp_packed_class_counts")((-(-nodes // 8),), (_BLOCK,), args)
+    return out
