@@ -1,0 +1,113 @@
+"""GPU figures for the kernels, measured with CUDA events in one process: each kernel
+and backend next to the device-to-device copy bandwidth and the best PyTorch composite,
+all measured in the same run. Run on a machine with a GPU:
+``python benchmarks/gpu_report.py [--quick]``. Results are checked against the
+reference before they are timed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+import nnphases.kernels as K
+
+
+def timed(fn, reps: int = 20, warmup: int = 3) -> float:
+    """Median seconds of fn() over reps, timed with CUDA events after warm-up."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return float(np.median(times))
+
+
+def copy_bandwidth(nbytes: int) -> float:
+    """Device-to-device copy, bytes read plus written per second."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    return 2 * nbytes / timed(lambda: dst.copy_(src))
+
+
+def torch_onehot(acts, labels, c):
+    return (torch.nn.functional.one_hot(labels, c).T.to(torch.float32) @ (acts > 0).to(torch.float32)).to(torch.int64)
+
+
+def torch_index_add(acts, labels, c):
+    out = torch.zeros((c, acts.shape[1]), dtype=torch.int32, device=acts.device)
+    return out.index_add_(0, labels, (acts > 0).to(torch.int32)).to(torch.int64)
+
+
+def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: float, backends: list[str],
+         batches: int = 1) -> list[str]:
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(0)
+    acts = torch.randn((samples, nodes), device="cuda", generator=g).to(dtype)
+    labels = torch.randint(0, classes, (samples,), device="cuda", generator=g)
+    nbytes = acts.numel() * acts.element_size() * batches
+    want = torch_index_add(acts, labels, classes) if samples * nodes < 2**31 else None
+    name = f"{samples}x{nodes} {str(dtype).replace('torch.', '')} C={classes}" + (f" x{batches}" if batches > 1 else "")
+
+    def line(label: str, sec: float) -> str:
+        return (f"{name:34s} {label:26s} {sec * 1e3:9.3f} ms {acts.numel() * batches / sec / 1e9:8.1f} Gact/s "
+                f"{nbytes / sec / 1e9:8.1f} GB/s {nbytes / sec / copy_bw:6.2f} of copy")
+
+    for b in backends:
+        fn = lambda: K.class_counts(acts, labels, classes, backend=b)  # noqa: E731
+        got = fn()
+        if want is not None:
+            assert torch.equal(got, want), f"{b} class_counts differs from the reference on {name}"
+        rows.append(line(f"class_counts {b}", timed(lambda: [fn() for _ in range(batches)])))
+        fn_nc = lambda: K.class_counts(acts, labels, classes, backend=b, check_finite=False)  # noqa: E731
+        rows.append(line(f"class_counts {b} nocheck", timed(lambda: [fn_nc() for _ in range(batches)])))
+        p = K.pack_masks(acts, backend=b, check_finite=False)
+        if samples * nodes < 2**28:
+            ref = K.pack_masks(acts.cpu(), backend="cpp", check_finite=False)
+            assert torch.equal(p.cpu(), ref), f"{b} pack_masks differs on {name}"
+        rows.append(line(f"pack_masks {b} nocheck", timed(lambda: [K.pack_masks(acts, backend=b, check_finite=False)
+                                                                  for _ in range(batches)])))
+        pc = K.packed_class_counts(p, labels, classes, backend=b)
+        if want is not None:
+            assert torch.equal(pc, want), f"{b} packed_class_counts differs on {name}"
+        rows.append(line(f"packed_class_counts {b}", timed(lambda: K.packed_class_counts(p, labels, classes, backend=b),
+                                                           reps=5)))
+    if samples * nodes <= 2**28:
+        rows.append(line("torch one_hot.T @ mask", timed(lambda: [torch_onehot(acts, labels, classes)
+                                                                 for _ in range(batches)], reps=5)))
+        rows.append(line("torch index_add_", timed(lambda: [torch_index_add(acts, labels, classes)
+                                                           for _ in range(batches)], reps=5)))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--backends", default="cuda,cupy")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device: GPU figures need a GPU")
+    backends = args.backends.split(",")
+    bw = copy_bandwidth(1 << 30)
+    print(f"device: {torch.cuda.get_device_name()}, copy bandwidth (read+write): {bw / 1e9:.0f} GB/s")
+    cases = [(60000, 4096, 10, torch.float32, 1), (60000, 4096, 100, torch.float32, 1),
+             (60000, 4096, 10, torch.float16, 1), (60000, 4096, 10, torch.bfloat16, 1),
+             (12000, 2880, 10, torch.float32, 1), (1000, 300000, 10, torch.float32, 1),
+             (1000, 300000, 100, torch.float16, 1)]
+    if args.quick:
+        cases = cases[:3]
+    for s, n, c, dt, nb in cases:
+        for r in case(s, n, c, dt, bw, backends, nb):
+            print(r, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Shared test tables: backends (unavailable ones show as skipped with the reason),
+dtypes, and random inputs with the values that trip sign tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnphases.kernels._dispatch import BACKENDS, refusal
+
+DTYPES = {
+    "bool": torch.bool, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "float32": torch.float32, "float64": torch.float64,
+}
+
+
+def backend_params(kernel: str) -> list:
+    params = []
+    for name, b in BACKENDS.items():
+        device = "cuda" if b.device == "cuda" else "cpu"
+        why = refusal(name, kernel, device)
+        marks = [pytest.mark.skip(reason=f"{name}: {why}")] if why else []
+        if device == "cuda":
+            marks.append(pytest.mark.cuda)
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def device_of(backend: str) -> str:
+    return "cuda" if BACKENDS[backend].device == "cuda" else "cpu"
+
+
+def make_acts(rng: np.random.Generator, samples: int, nodes: int, dtype: str, *, special: bool = True,
+              density: float = 0.5) -> torch.Tensor:
+    """Random activations with about `density` active; with `special`, sprinkles -0.0, +0.0 and
+    positive and negative denormals (which must count as z > 0 would)."""
+    if dtype == "bool":
+        return torch.from_numpy(rng.random((samples, nodes)) < density)
+    x = rng.standard_normal((samples, nodes)) + float(np.sqrt(2) * _erfinv(2 * density - 1))
+    t = torch.from_numpy(x).to(DTYPES[dtype])
+    if special and t.numel():
+        tiny = torch.finfo(DTYPES[dtype]).tiny
+        pick = torch.from_numpy(rng.integers(0, 12, (samples, nodes)))
+        t[pick == 0] = 0.0
+        t[pick == 1] = -0.0
+        t[pick == 2] = tiny / 4  # positive denormal: active
+        t[pick == 3] = -tiny / 4  # negative denormal: inactive
+    return t
+
+
+def _erfinv(y: float) -> float:
+    from math import erf
+
+    lo, hi = -6.0, 6.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if erf(mid) < y:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def make_labels(rng: np.random.Generator, samples: int, classes: int, dtype: torch.dtype = torch.int64,
+                absent: int = 0) -> torch.Tensor:
+    """Labels in [0, classes), leaving the `absent` highest classes without samples."""
+    hi = max(1, classes - absent)
+    return torch.from_numpy(rng.integers(0, hi, samples)).to(dtype)
+
+
+def to_backend(t: torch.Tensor, backend: str) -> object:
+    """The input as the backend's callers would pass it: torch on the backend's device, CuPy for cupy."""
+    if device_of(backend) == "cpu":
+        return t
+    t = t.cuda()
+    if backend == "cupy" and t.dtype != torch.bfloat16:  # CuPy has no bfloat16: those callers pass torch
+        import cupy
+
+        return cupy.from_dlpack(t)
+    return t
+
+
+def host(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    return x.get()

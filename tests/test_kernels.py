@@ -1,0 +1,145 @@
+"""Every backend against the reference, exact integer equality, over a table of
+shapes (the edges of 8-, 32- and 64-bit words), dtypes, layouts and class counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nnphases.kernels as K
+from conftest import backend_params, host, make_acts, make_labels, to_backend
+
+EDGE_SAMPLES = [1, 31, 32, 33, 63, 64, 65, 1023, 1025]
+# (samples, nodes, classes, absent classes): the word edges, then a seeded spread of random shapes.
+_rng = np.random.default_rng(2026)
+SHAPES = [(s, n, c, a) for s, n, c, a in [
+    (1, 1, 1, 0), (31, 7, 2, 0), (32, 33, 3, 1), (33, 1, 10, 4), (63, 129, 5, 0), (64, 64, 1, 0),
+    (65, 17, 7, 2), (1023, 31, 10, 0), (1025, 300, 1000, 900), (2000, 3, 2, 0), (0, 5, 3, 0), (7, 0, 3, 0),
+]] + [
+    (int(s), int(n), int(c), int(a))
+    for s, n, c, a in zip(
+        _rng.choice(EDGE_SAMPLES + list(_rng.integers(1, 3000, 12)), 24),
+        _rng.choice([1, 2, 3, 5, 16, 100, 255, 513, 1000, 2049], 24),
+        _rng.choice([1, 2, 3, 10, 100, 1000], 24),
+        _rng.integers(0, 3, 24),
+    )
+]
+SHAPE_IDS = [f"S{s}-N{n}-C{c}-a{a}" for s, n, c, a in SHAPES]
+DTYPES = ["bool", "float16", "bfloat16", "float32", "float64"]
+LAYOUTS = ["contiguous", "column-slice", "transposed", "row-step"]
+
+
+def layout(t: torch.Tensor, how: str) -> torch.Tensor:
+    """The same values in another memory layout."""
+    s, n = t.shape
+    if how == "column-slice":  # rows further apart than their length: read in place
+        big = torch.zeros((s, n + 5), dtype=t.dtype)
+        big[:, 3:3 + n] = t
+        return big[:, 3:3 + n]
+    if how == "transposed":  # nodes not adjacent: the boundary copies
+        return t.t().contiguous().t()
+    if how == "row-step":
+        big = torch.zeros((2 * s, n), dtype=t.dtype)
+        big[::2] = t
+        return big[::2]
+    return t
+
+
+def reference_counts(acts: torch.Tensor, labels: torch.Tensor, c: int) -> np.ndarray:
+    return K.class_counts(acts, labels, c, backend="reference", check_finite=False).numpy()
+
+
+@pytest.mark.parametrize("backend", backend_params("class_counts"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_class_counts(backend, dtype, shape):
+    s, n, c, absent = shape
+    rng = np.random.default_rng(hash((s, n, c, dtype)) % 2**32)
+    acts = make_acts(rng, s, n, dtype)
+    labels = make_labels(rng, s, c, torch.int32 if s % 2 else torch.int64, absent)
+    want = reference_counts(acts, labels, c)
+    got = K.class_counts(to_backend(acts, backend), to_backend(labels, backend), c, backend=backend)
+    assert type(got) is type(to_backend(acts, backend)) or backend == "cupy"
+    got = host(got)
+    assert got.dtype == np.int64 and got.shape == (c, n)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("backend", backend_params("class_counts"))
+@pytest.mark.parametrize("how", LAYOUTS)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "bool"])
+def test_class_counts_layouts(backend, how, dtype):
+    rng = np.random.default_rng(7)
+    acts = make_acts(rng, 301, 77, dtype)
+    labels = make_labels(rng, 301, 6)
+    want = reference_counts(acts, labels, 6)
+    got = K.class_counts(to_backend(layout(acts, how), backend), to_backend(labels, backend), 6, backend=backend)
+    np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params("class_counts") if p.values[0] in ("cpp", "numba")])
+@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_strategies_and_threads(backend, strategy, threads, dtype):
+    rng = np.random.default_rng(11)
+    acts = make_acts(rng, 1500, 130, dtype)
+    labels = make_labels(rng, 1500, 37, absent=3)
+    want = reference_counts(acts, labels, 37)
+    got = K.class_counts(acts, labels, 37, backend=backend, strategy=strategy, threads=threads)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+@pytest.mark.parametrize("backend", backend_params("pack_masks"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:12], ids=SHAPE_IDS[:12])
+def test_pack_masks(backend, dtype, shape):
+    s, n = shape[:2]
+    rng = np.random.default_rng(s * 7919 + n)
+    acts = make_acts(rng, s, n, dtype)
+    want = (acts > 0).numpy() if dtype != "bool" else acts.numpy()
+    got = host(K.pack_masks(to_backend(acts, backend), backend=backend))
+    assert got.dtype == np.uint8 and got.shape == (n, -(-s // 64) * 8)
+    bits = np.unpackbits(got, axis=1, bitorder="little")
+    np.testing.assert_array_equal(bits[:, :s], want.T)
+    assert not bits[:, s:].any(), "padding bits must be zero"
+
+
+@pytest.mark.parametrize("backend", backend_params("pack_masks"))
+@pytest.mark.parametrize("how", LAYOUTS)
+def test_pack_masks_layouts(backend, how):
+    rng = np.random.default_rng(3)
+    acts = make_acts(rng, 200, 45, "float32")
+    want = host(K.pack_masks(acts, backend="reference"))
+    got = K.pack_masks(to_backend(layout(acts, how), backend), backend=backend)
+    np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", backend_params("packed_class_counts"))
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("grouped", [False, True], ids=["shuffled", "grouped"])
+def test_packed_class_counts(backend, shape, grouped):
+    s, n, c, absent = shape
+    rng = np.random.default_rng(s + 31 * n + c)
+    acts = make_acts(rng, s, n, "float32")
+    labels = make_labels(rng, s, c, absent=absent)
+    if grouped:
+        labels = labels.sort().values
+    packed = K.pack_masks(acts, backend="reference")
+    want = reference_counts(acts, labels, c)
+    got = K.packed_class_counts(to_backend(packed, backend), to_backend(labels, backend), c, backend=backend)
+    np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", backend_params("packed_class_counts"))
+def test_packed_ignores_padding_bits(backend):
+    rng = np.random.default_rng(5)
+    acts = make_acts(rng, 70, 9, "float32")
+    labels = make_labels(rng, 70, 4)
+    packed = K.pack_masks(acts, backend="reference")
+    dirty = packed.clone()
+    dirty[:, 9:] = 0xFF  # samples 72.. are padding; byte 8 holds samples 64..71, of which 70, 71 are padding
+    dirty[:, 8] |= 0xC0
+    got = K.packed_class_counts(to_backend(dirty, backend), to_backend(labels, backend), 4, backend=backend)
+    np.testing.assert_array_equal(host(got), reference_counts(acts, labels, 4))
