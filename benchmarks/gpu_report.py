@@ -38,6 +38,19 @@ def copy_bandwidth(nbytes: int) -> float:
     return 2 * nbytes / timed(lambda: dst.copy_(src))
 
 
+def kernel_seconds(fn, name: str) -> float:
+    """Device time of the kernels whose name contains `name` in one call, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    total = sum(e.device_time_total for e in prof.key_averages() if name in e.key)
+    return total / 1e6
+
+
 def torch_onehot(acts, labels, c):
     return (torch.nn.functional.one_hot(labels, c).T.to(torch.float32) @ (acts > 0).to(torch.float32)).to(torch.int64)
 
@@ -69,10 +82,16 @@ def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: fl
         rows.append(line(f"class_counts {b}", timed(lambda: [fn() for _ in range(batches)])))
         fn_nc = lambda: K.class_counts(acts, labels, classes, backend=b, check_finite=False)  # noqa: E731
         rows.append(line(f"class_counts {b} nocheck", timed(lambda: [fn_nc() for _ in range(batches)])))
+        if b == "cuda":
+            rows.append(line("  class_counts_kernel only", kernel_seconds(fn, "class_counts_kernel")))
+            rows.append(line("  whole call, all kernels", kernel_seconds(fn, "")))
         p = K.pack_masks(acts, backend=b, check_finite=False)
         if samples * nodes < 2**28:
             ref = K.pack_masks(acts.cpu(), backend="cpp", check_finite=False)
             assert torch.equal(p.cpu(), ref), f"{b} pack_masks differs on {name}"
+        if b == "cuda":
+            rows.append(line("  pack_masks_kernel only", kernel_seconds(
+                lambda: K.pack_masks(acts, backend=b, check_finite=False), "pack_masks_kernel")))
         rows.append(line(f"pack_masks {b} nocheck", timed(lambda: [K.pack_masks(acts, backend=b, check_finite=False)
                                                                   for _ in range(batches)])))
         pc = K.packed_class_counts(p, labels, classes, backend=b)

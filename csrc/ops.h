@@ -27,7 +27,7 @@ constexpr int64_t kDirectTableBytes = 4 << 20;
 
 #ifdef NNPHASES_WITH_CUDA
 // Device pointers; stream is a cudaStream_t as an integer. work holds
-// 2 * samples + num_classes + 1 int32, flags one uint64. Returns a CUDA error
+// 2 * samples + num_classes + 1 int32, flags two uint64 (non-finite, bad labels). Returns a CUDA error
 // string, empty on success. device is the pointers' CUDA device ordinal.
 const char* class_counts_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
                               uintptr_t labels, int64_t num_classes, uintptr_t out, uintptr_t work,

@@ -81,6 +81,12 @@ def to_backend(t: torch.Tensor, backend: str) -> object:
     return t
 
 
+def to_backend_pair(acts: torch.Tensor, labels: torch.Tensor, backend: str) -> tuple[object, object]:
+    """Activations and labels from one library, as a caller of that backend holds them."""
+    a = to_backend(acts, backend)
+    return a, (labels.to(a.device) if isinstance(a, torch.Tensor) else to_backend(labels, backend))
+
+
 def host(x: object) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.cpu().numpy()

@@ -12,7 +12,7 @@ const char* class_counts_cuda(uintptr_t acts, int kind, int64_t S, int64_t N, in
   cudaStream_t stream = as_stream(stream_);
   cudaGetLastError();
   if (cudaMemsetAsync(reinterpret_cast<void*>(out), 0, C * N * sizeof(int64_t), stream) != cudaSuccess ||
-      cudaMemsetAsync(reinterpret_cast<void*>(flags), 0, sizeof(uint64_t), stream) != cudaSuccess)
+      cudaMemsetAsync(reinterpret_cast<void*>(flags), 0, 2 * sizeof(uint64_t), stream) != cudaSuccess)
     return last_error();
   if (S == 0 || N == 0) return "";
   int* order = reinterpret_cast<int*>(work);
@@ -20,21 +20,21 @@ const char* class_counts_cuda(uintptr_t acts, int kind, int64_t S, int64_t N, in
   int* hist = sorted_labels + S;
   if (cudaMemsetAsync(hist, 0, C * sizeof(int), stream) != cudaSuccess) return last_error();
   const int* lab = reinterpret_cast<const int*>(labels);
+  auto* f = reinterpret_cast<unsigned long long*>(flags);
   const unsigned sort_blocks = static_cast<unsigned>(std::min<int64_t>((S + kBlock - 1) / kBlock, 4096));
-  nnp_class_histogram<<<sort_blocks, kBlock, 0, stream>>>(lab, S, hist);
+  nnp_class_histogram<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, f);
   nnp_class_scan<<<1, 1024, 0, stream>>>(hist, C);
-  nnp_class_scatter<<<sort_blocks, kBlock, 0, stream>>>(lab, S, hist, order, sorted_labels);
+  nnp_class_scatter<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, order, sorted_labels);
   dispatch_kind(kind, [&](auto k) {
     using K = decltype(k);
     constexpr int V = Vec16<typename K::Bits>::n;
     const int64_t row_bytes = rs * static_cast<int64_t>(sizeof(typename K::Bits));
     const int64_t tiles = (N + 32 * V - 1) / (32 * V);
-    const int64_t rpw = rows_per_warp(S, tiles);
-    const int64_t segs = (S + rpw - 1) / rpw;
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>((segs + 7) / 8));
+    const int64_t blocks_x = (tiles + 7) / 8;
+    const int64_t rpw = rows_per_warp(S, blocks_x * 8);
+    const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>((S + rpw - 1) / rpw));
     auto* a = reinterpret_cast<const unsigned char*>(acts);
     auto* o = reinterpret_cast<unsigned long long*>(out);
-    auto* f = reinterpret_cast<unsigned long long*>(flags);
     const bool vec = aligned16(acts, row_bytes);
     if (vec && check_finite)
       class_counts_kernel<K, true, true><<<grid, kBlock, 0, stream>>>(a, S, N, row_bytes, order, sorted_labels, o, f, rpw);

@@ -40,15 +40,17 @@ inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_
 
 constexpr int kBlock = 256;  // 8 warps
 
-// Rows per warp for class_counts: enough warps for about two full waves of the
-// GPU, each warp at least one 32-row batch, grid.y within its limit.
-inline int64_t rows_per_warp(int64_t samples, int64_t node_tiles) {
+// Rows per warp for class_counts: one grid row of warps per segment of the
+// class-sorted samples; enough segments for about two full waves of the GPU,
+// each at least one 32-row batch and fewer than 65536 rows (16-bit counters),
+// grid.y within its limit.
+inline int64_t rows_per_warp(int64_t samples, int64_t warps_per_segment) {
   const int64_t warps = static_cast<int64_t>(sm_count()) * 64 * 2;
-  const int64_t segments = (warps + node_tiles - 1) / node_tiles;
+  const int64_t segments = (warps + warps_per_segment - 1) / warps_per_segment;
   int64_t r = (samples + segments - 1) / segments;
+  const int64_t floor_rows = (samples + 65534) / 65535;
+  r = r > floor_rows ? r : floor_rows;
   r = (r + 31) / 32 * 32;
-  const int64_t floor_rows = (samples + 65535LL * 8 - 1) / (65535LL * 8);
-  r = r > floor_rows ? r : (floor_rows + 31) / 32 * 32;
   return r > 32 ? r : 32;
 }
 

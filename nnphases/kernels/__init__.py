@@ -62,17 +62,20 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str |
     copied once); ``labels`` is ``[samples]`` int32 or int64 in ``[0, num_classes)``, same library and
     device as ``acts``. NaN or infinite activations raise :class:`NonFiniteError` (detected in the same
     pass) unless ``check_finite=False``, when they count as ``z > 0`` does (+inf active, NaN not).
-    ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
+    Labels out of range raise ``ValueError`` naming the first one; GPU backends find them in their own
+    counting-sort pass, so a GPU call synchronises once, to read its error flags. ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
     CPU counting layout and exists for tests and benchmarks.
     """
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
-    _validate.labels_for(lab, a.shape[0], a, n)
+    _validate.labels_for(lab, a.shape[0], a)
     threads = _validate.threads_value(threads)
     _validate.check_strategy(strategy)
     b, fn = select("class_counts", a.device, backend)
+    if not getattr(fn, "checks_labels", False):
+        _validate.label_range(lab.obj, n)
     x = _arrays.to_native(_arrays.bits(a), b.native)
     if b.native == "numpy":
         x = x.view(kind.storage)
@@ -113,9 +116,11 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
     _validate.packed_for(p, lab.shape[0] if len(lab.shape) == 1 else -1)
-    _validate.labels_for(lab, lab.shape[0] if len(lab.shape) == 1 else -1, p, n)
+    _validate.labels_for(lab, lab.shape[0] if len(lab.shape) == 1 else -1, p)
     threads = _validate.threads_value(threads)
     b, fn = select("packed_class_counts", p.device, backend)
+    if not getattr(fn, "checks_labels", False):
+        _validate.label_range(lab.obj, n)
     x = _arrays.to_native(p.obj, b.native)
     if b.native == "numpy":
         import numpy as np

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import Array
+from ._arrays import Array, to_numpy
 from ._kinds import KINDS, Kind
 
 LABEL_DTYPES = ("int32", "int64")
@@ -41,7 +41,8 @@ def num_classes_value(num_classes: Any) -> int:
     return n
 
 
-def labels_for(lab: Array, samples: int, ref: Array, num_classes: int) -> None:
+def labels_for(lab: Array, samples: int, ref: Array) -> None:
+    """Shape, dtype and placement of labels; the value range is checked by :func:`label_range`."""
     if len(lab.shape) != 1:
         raise ValueError(f"labels must be 1-D [samples], got shape {lab.shape}")
     if lab.dtype not in LABEL_DTYPES:
@@ -52,20 +53,15 @@ def labels_for(lab: Array, samples: int, ref: Array, num_classes: int) -> None:
     if lab.where != ref.where or not same_lib:
         raise ValueError(f"labels is a {lab.lib} array on {lab.where} but {ref.name} is a {ref.lib} array on "
                          f"{ref.where}; pass both from the same library and device")
-    if samples:
-        _label_range(lab, num_classes)
 
 
-def _label_range(lab: Array, num_classes: int) -> None:
-    x = lab.obj
-    if lab.lib == "torch":
-        lo, hi = (int(v) for v in x.aminmax())
-    else:
-        lo, hi = int(x.min()), int(x.max())
-    if lo >= 0 and hi < num_classes:
+def label_range(labels: Any, num_classes: int) -> None:
+    """Raises naming the first label outside [0, num_classes). GPU arrays are read back to the host,
+    so GPU kernels that check labels in their own pass (``checks_labels``) skip this."""
+    x = to_numpy(labels)
+    if x.size == 0 or (x.min() >= 0 and x.max() < num_classes):
         return
-    bad = (x < 0) | (x >= num_classes)
-    i = int(bad.nonzero()[0][0]) if lab.lib != "torch" else int(bad.nonzero()[0, 0])
+    i = int(np.flatnonzero((x < 0) | (x >= num_classes))[0])
     raise ValueError(f"labels[{i}] = {int(x[i])} is outside [0, num_classes={num_classes})")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._kinds import Kind
 from ._segments import build_segments
+from ._validate import label_range
 
 try:
     from .. import _C
@@ -38,11 +39,17 @@ def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_class
     samples, nodes = acts.shape
     out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
     work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
-    flags = torch.empty(1, dtype=torch.int64, device=acts.device)
+    flags = torch.empty(2, dtype=torch.int64, device=acts.device)
     _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(), num_classes,
                          out.data_ptr(), work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
     _keep(stream, out, work, flags)
-    return out, bool(flags.item()) if check_finite else False
+    nonfinite, bad_labels = flags.tolist()  # the call's one synchronisation
+    if bad_labels:
+        label_range(labels, num_classes)
+    return out, bool(nonfinite)
+
+
+class_counts.checks_labels = True  # type: ignore[attr-defined]
 
 
 def pack_masks(acts: torch.Tensor, kind: Kind, *, check_finite: bool, stream: int,

@@ -6,12 +6,14 @@ CuPy; launches run on the stream the dispatcher passes (the caller's)."""
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ._kinds import Kind
 from ._segments import build_segments
+from ._validate import label_range
 
 try:
     import cupy
@@ -53,51 +55,62 @@ def _variant(kernel: str, kind: Kind, acts: "cupy.ndarray", check: bool) -> tupl
     return f"nnp::{kernel}<nnp::{_KIND_TYPES[kind.code]}, {str(vec).lower()}, {str(check).lower()}>", vec
 
 
-def _sm_count() -> int:
-    return int(cupy.cuda.Device().attributes["MultiProcessorCount"])
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: int) -> int:
+    return int(cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device))
 
 
-def _rows_per_warp(samples: int, tiles: int) -> int:
+@functools.lru_cache(maxsize=64)
+def _stream(ptr: int, device: int) -> "cupy.cuda.ExternalStream":
+    with warnings.catch_warnings():  # CuPy 14 prefers Stream.from_external(obj with __cuda_stream__); we hold a handle
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(ptr, device)
+
+
+def _rows_per_warp(samples: int, warps_per_segment: int, device: int) -> int:
     """Mirrors rows_per_warp in csrc/cuda/launch.h: about two full waves of warps."""
-    segments = -(-(_sm_count() * 64 * 2) // tiles)
-    r = -(-(-(-samples // segments)) // 32) * 32
-    floor_rows = -(-(-(-samples // (65535 * 8))) // 32) * 32
-    return max(32, r, floor_rows)
+    segments = -(-(_sm_count(device) * 64 * 2) // warps_per_segment)
+    r = max(-(-samples // segments), -(-samples // 65535))
+    return max(32, -(-r // 32) * 32)
 
 
 def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_classes: int, *, check_finite: bool,
                  stream: int, device: int) -> tuple["cupy.ndarray", bool]:
     samples, nodes = acts.shape
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+    with cupy.cuda.Device(device), _stream(stream, device):
         out = cupy.zeros((num_classes, nodes), dtype=cupy.int64)
-        flags = cupy.zeros(1, dtype=cupy.uint64)
+        flags = cupy.zeros(2, dtype=cupy.uint64)
         if samples and nodes:
             order = cupy.empty(samples, dtype=cupy.int32)
             sorted_labels = cupy.empty(samples, dtype=cupy.int32)
             hist = cupy.zeros(num_classes, dtype=cupy.int32)
-            s64 = np.int64(samples)
+            s64, c64 = np.int64(samples), np.int64(num_classes)
             blocks = min(-(-samples // _BLOCK), 4096)
-            _kernel("class_counts.cuh", "nnp_class_histogram")((blocks,), (_BLOCK,), (labels, s64, hist))
-            _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, np.int64(num_classes)))
+            _kernel("class_counts.cuh", "nnp_class_histogram")((blocks,), (_BLOCK,), (labels, s64, c64, hist, flags))
+            _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, c64))
             _kernel("class_counts.cuh", "nnp_class_scatter")((blocks,), (_BLOCK,),
-                                                             (labels, s64, hist, order, sorted_labels))
+                                                             (labels, s64, c64, hist, order, sorted_labels))
             name, _ = _variant("class_counts_kernel", kind, acts, check_finite)
-            per = 16 // kind.itemsize
-            tiles = -(-nodes // (32 * per))
-            rpw = _rows_per_warp(samples, tiles)
-            grid = (tiles, -(-(-(-samples // rpw)) // 8))
-            _kernel("class_counts.cuh", name)(grid, (_BLOCK,), (
+            tiles = -(-nodes // (32 * (16 // kind.itemsize)))
+            blocks_x = -(-tiles // 8)
+            rpw = _rows_per_warp(samples, blocks_x * 8, device)
+            _kernel("class_counts.cuh", name)((blocks_x, -(-samples // rpw)), (_BLOCK,), (
                 acts, s64, np.int64(nodes), np.int64(acts.strides[0]), order, sorted_labels, out, flags,
                 np.int64(rpw)))
-        bad = bool(int(flags[0])) if check_finite else False
-    return out, bad
+        nonfinite, bad_labels = (int(v) for v in flags.get())  # the call's one synchronisation
+    if bad_labels:
+        label_range(labels, num_classes)
+    return out, bool(nonfinite)
+
+
+class_counts.checks_labels = True  # type: ignore[attr-defined]
 
 
 def pack_masks(acts: "cupy.ndarray", kind: Kind, *, check_finite: bool, stream: int,
                device: int) -> tuple["cupy.ndarray", bool]:
     samples, nodes = acts.shape
     words = -(-samples // 64)
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+    with cupy.cuda.Device(device), _stream(stream, device):
         out = cupy.empty((nodes, words * 8), dtype=cupy.uint8)
         flags = cupy.zeros(1, dtype=cupy.uint64)
         if samples and nodes:
@@ -113,7 +126,7 @@ def pack_masks(acts: "cupy.ndarray", kind: Kind, *, check_finite: bool, stream: 
 def packed_class_counts(packed: "cupy.ndarray", labels: "cupy.ndarray", num_classes: int, *, stream: int,
                         device: int) -> "cupy.ndarray":
     nodes = packed.shape[0]
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+    with cupy.cuda.Device(device), _stream(stream, device):
         seg = build_segments(cupy.asnumpy(labels), num_classes)
         packed = cupy.ascontiguousarray(packed)
         out = cupy.empty((num_classes, nodes), dtype=cupy.int64)

@@ -1,0 +1,315 @@
+"""Numba CPU backend: single-pass kernels over raw activation bits that count, per
+class and node, the samples whose ReLU input is active, pack those activity masks
+into bit rows along samples, and count packed rows under class segments. Every
+kernel reads the activations once as unsigned integers of the element's width
+(see ``_kinds``), compares them with the kind's bit patterns (exact for -0.0,
+denormals, infinities and NaN), optionally ORs a non-finite flag in the same pass,
+and accumulates into narrow counters that are flushed into int64 before they can
+overflow; work is split across numba's threads in large contiguous pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._kinds import Kind
+from ._segments import Segments
+
+# "auto" counts directly while one thread's narrow table stays about L2/L3-sized;
+# beyond it the table thrashes and the class-sorted sweep wins (performance.md).
+DIRECT_TABLE_BYTES = 4 << 20
+# Nodes per tile in pack_masks: 512 uint64 accumulators (4 KiB) stay in L1.
+PACK_TILE = 512
+# Nodes per tile in the sorted strategy: a row buffer of at most 128 KiB stays in
+# L2 while one class's rows stream through it.
+SORTED_TILE = 32768
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def _counter_dtype(kind: Kind) -> np.dtype:
+    # Counters as wide as the element keep compare and add in one vector lane width.
+    return np.dtype(np.uint16) if kind.itemsize <= 2 else np.dtype(np.uint32)
+
+
+@contextmanager
+def _num_threads(threads: int | None) -> Iterator[int]:
+    if threads is None:
+        yield numba.get_num_threads()
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _flat_rows(acts: np.ndarray) -> tuple[np.ndarray, int]:
+    """A read-only 1-D contiguous view spanning all rows, and the row stride in elements.
+
+    Numba cannot prove unit stride for a 2-D non-contiguous ("A") array and would
+    not vectorise the inner loop; one flat view with explicit row offsets can.
+    """
+    S, N = acts.shape
+    isz = acts.itemsize
+    if S > 1 and acts.strides[0] % isz:
+        # Rows not a whole number of elements apart cannot be addressed by index.
+        acts = np.ascontiguousarray(acts)
+    rs = acts.strides[0] // isz if S > 1 else N
+    length = (S - 1) * rs + N
+    flat = np.lib.stride_tricks.as_strided(acts, shape=(length,), strides=(isz,), writeable=False)
+    return flat, rs
+
+
+def _bits(kind: Kind) -> tuple[np.generic, np.generic, np.generic]:
+    # Typed scalars so every comparison stays unsigned at the element's width;
+    # mixing uint64 with Python ints would make Numba compare in float64.
+    t = kind.storage.type
+    return t(0), t(kind.inf_bits), t(kind.abs_mask)
+
+
+# --------------------------------------------------------------------------- kernels
+# Each factory closes over ``check`` so the non-finite test is compiled out of the
+# hot loop when not requested; Numba hashes closure cells into its cache key.
+
+
+def _make_direct(check: bool) -> Callable:
+    @numba.njit(parallel=True, **_JIT)
+    def direct(flat, rs, S, N, labels, zero, inf, absm, narrow, wide, limit, out):
+        nt = narrow.shape[0]
+        bad = np.zeros(nt, np.bool_)
+        for t in prange(nt):
+            s0 = S * t // nt
+            s1 = S * (t + 1) // nt
+            table = narrow[t]
+            seen = False
+            for a in range(s0, s1, limit):
+                e = min(s1, a + limit)
+                for s in range(a, e):
+                    # Slicing first lets LLVM see non-negative indices: flat[base + d]
+                    # would carry a negative-index wraparound per element and
+                    # become a gather instead of a vector load.
+                    row = flat[s * rs : s * rs + N]
+                    acc = table[labels[s]]
+                    for d in range(N):
+                        b = row[d]
+                        acc[d] += (b != zero) & (b <= inf)
+                        if check:
+                            seen |= (b & absm) >= inf
+                if e < s1:
+                    # Flush before the narrow counters can wrap.
+                    w = wide[t]
+                    for c in range(table.shape[0]):
+                        for d in range(N):
+                            w[c, d] += table[c, d]
+                            table[c, d] = 0
+            bad[t] = seen
+        C = narrow.shape[1]
+        has_wide = wide.shape[0] > 0
+        for c in prange(C):
+            for t in range(nt):
+                for d in range(N):
+                    out[c, d] += narrow[t, c, d]
+                if has_wide:
+                    for d in range(N):
+                        out[c, d] += wide[t, c, d]
+        return bad.any()
+
+    return direct
+
+
+def _make_sorted(check: bool) -> Callable:
+    @numba.njit(parallel=True, **_JIT)
+    def sorted_(flat, rs, S, N, labels, C, zero, inf, absm, buf_proto, limit, tile, nt, out):
+        # Stable counting sort: each class's rows are visited in ascending order,
+        # which keeps the hardware prefetcher useful.
+        start = np.zeros(C + 1, np.int64)
+        for s in range(S):
+            start[labels[s] + 1] += 1
+        for c in range(C):
+            start[c + 1] += start[c]
+        order = np.empty(S, np.int64)
+        nxt = start[:C].copy()
+        for s in range(S):
+            lab = labels[s]
+            order[nxt[lab]] = s
+            nxt[lab] += 1
+        # Node ranges in multiples of 64 keep threads off each other's out cache lines.
+        units = (N + 63) // 64
+        bad = np.zeros(nt, np.bool_)
+        for t in prange(nt):
+            d0 = min(N, units * t // nt * 64)
+            d1 = min(N, units * (t + 1) // nt * 64)
+            buf = np.zeros(min(tile, max(d1 - d0, 1)), buf_proto.dtype)
+            seen = False
+            for a in range(d0, d1, tile):
+                w = min(tile, d1 - a)
+                for c in range(C):
+                    for k0 in range(start[c], start[c + 1], limit):
+                        k1 = min(start[c + 1], k0 + limit)
+                        for k in range(k0, k1):
+                            base = order[k] * rs + a
+                            row = flat[base : base + w]
+                            for j in range(w):
+                                b = row[j]
+                                buf[j] += (b != zero) & (b <= inf)
+                                if check:
+                                    seen |= (b & absm) >= inf
+                        for j in range(w):
+                            out[c, a + j] += buf[j]
+                            buf[j] = 0
+            bad[t] = seen
+        return bad.any()
+
+    return sorted_
+
+
+def _make_pack(check: bool) -> Callable:
+    @numba.njit(parallel=True, **_JIT)
+    def pack(flat, rs, S, N, zero, inf, absm, tile, nt, words):
+        # Sample ranges in multiples of 512 = one 64-byte output line per node row.
+        units = (S + 511) // 512
+        bad = np.zeros(nt, np.bool_)
+        one = np.uint64(1)
+        for t in prange(nt):
+            s0 = min(S, units * t // nt * 512)
+            s1 = min(S, units * (t + 1) // nt * 512)
+            acc = np.empty(tile, np.uint64)
+            seen = False
+            for blk in range(s0, s1, 64):
+                rows = min(64, s1 - blk)
+                col = blk // 64
+                for d0 in range(0, N, tile):
+                    w = min(tile, N - d0)
+                    for j in range(w):
+                        acc[j] = 0
+                    for k in range(rows):
+                        base = (blk + k) * rs + d0
+                        row = flat[base : base + w]
+                        sh = np.uint64(k)
+                        for j in range(w):
+                            b = row[j]
+                            act = (b != zero) & (b <= inf)
+                            acc[j] |= np.uint64(act) << sh
+                            if check:
+                                seen |= (b & absm) >= inf
+                    for j in range(w):
+                        words[d0 + j, col] = acc[j]
+            bad[t] = seen
+        return bad.any()
+
+    return pack
+
+
+_DIRECT = {c: _make_direct(c) for c in (False, True)}
+_SORTED = {c: _make_sorted(c) for c in (False, True)}
+_PACK = {c: _make_pack(c) for c in (False, True)}
+
+_M1 = np.uint64(0x5555555555555555)
+_M2 = np.uint64(0x3333333333333333)
+_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
+_H01 = np.uint64(0x0101010101010101)
+_S1 = np.uint64(1)
+_S2 = np.uint64(2)
+_S4 = np.uint64(4)
+_S56 = np.uint64(56)
+
+
+@numba.njit(inline="always", **_JIT)
+def _popcount(x):
+    # SWAR popcount; LLVM recognises the pattern and emits popcnt where available.
+    x = x - ((x >> _S1) & _M1)
+    x = (x & _M2) + ((x >> _S2) & _M2)
+    x = (x + (x >> _S4)) & _M4
+    return (x * _H01) >> _S56
+
+
+@numba.njit(parallel=True, **_JIT)
+def _packed_counts(words, offsets, seg_word, seg_mask, out):
+    N = words.shape[0]
+    C = out.shape[0]
+    for d in prange(N):
+        row = words[d]
+        for c in range(C):
+            n = np.uint64(0)
+            for k in range(offsets[c], offsets[c + 1]):
+                n += _popcount(row[seg_word[k]] & seg_mask[k])
+            out[c, d] = n
+
+
+# ------------------------------------------------------------------------ interface
+
+
+def class_counts(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None,
+    strategy: str = "auto",
+) -> tuple[np.ndarray, bool]:
+    """-> (counts int64 [num_classes, N], any_nonfinite)."""
+    S, N = acts.shape
+    C = int(num_classes)
+    out = np.zeros((C, N), np.int64)
+    if S == 0 or N == 0 or C == 0:
+        return out, False
+    check = bool(check_finite) and kind.abs_mask != 0  # bool has no non-finite values
+    flat, rs = _flat_rows(acts)
+    zero, inf, absm = _bits(kind)
+    cdt = _counter_dtype(kind)
+    limit = int(np.iinfo(cdt).max)
+    if strategy == "auto":
+        strategy = "direct" if C * N * cdt.itemsize <= DIRECT_TABLE_BYTES else "sorted"
+    with _num_threads(threads) as nthreads:
+        if strategy == "direct":
+            # Tiny inputs do not pay for a second table and thread.
+            nt = max(1, min(nthreads, S // 64))
+            narrow = np.zeros((nt, C, N), cdt)
+            rows_per = -(-S // nt)
+            wide = np.zeros((nt if rows_per > limit else 0, C, N), np.int64)
+            bad = _DIRECT[check](flat, rs, S, N, labels, zero, inf, absm, narrow, wide, limit, out)
+        else:
+            nt = max(1, min(nthreads, -(-N // 64)))
+            bad = _SORTED[check](
+                flat, rs, S, N, labels, C, zero, inf, absm, np.zeros(0, cdt), limit, SORTED_TILE, nt, out
+            )
+    return out, bool(bad)
+
+
+def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool, threads: int | None) -> tuple[np.ndarray, bool]:
+    """-> (packed uint8 [N, ceil(S/64)*8], any_nonfinite)."""
+    S, N = acts.shape
+    W = -(-S // 64) * 8
+    # Every word is written (bits past S stay zero in the last one), so no zero fill.
+    out = np.empty((N, W), np.uint8)
+    if S == 0 or N == 0:
+        return out, False
+    check = bool(check_finite) and kind.abs_mask != 0
+    flat, rs = _flat_rows(acts)
+    zero, inf, absm = _bits(kind)
+    words = out.view(np.uint64)
+    with _num_threads(threads) as nthreads:
+        nt = max(1, min(nthreads, -(-S // 512)))
+        bad = _PACK[check](flat, rs, S, N, zero, inf, absm, PACK_TILE, nt, words)
+    return out, bool(bad)
+
+
+def packed_class_counts(packed: np.ndarray, segments: Segments, num_classes: int, *, threads: int | None) -> np.ndarray:
+    """-> counts int64 [num_classes, N]."""
+    N = packed.shape[0]
+    out = np.zeros((int(num_classes), N), np.int64)
+    if N == 0 or num_classes == 0 or packed.shape[1] == 0:
+        return out
+    words = packed.view(np.uint64)
+    with _num_threads(threads):
+        _packed_counts(words, segments.class_offsets, segments.word, segments.mask, out)
+    return out
