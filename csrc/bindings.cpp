@@ -65,6 +65,14 @@ PYBIND11_MODULE(_C, m) {
       py::arg("packed"), py::arg("class_offsets"), py::arg("seg_word"), py::arg("seg_mask"), py::arg("out"),
       py::arg("threads"));
 
+  m.def(
+      "stream_read",
+      [](py::array data, int threads) {
+        py::gil_scoped_release nogil;
+        return nnp::stream_read_cpu(data.data(), data.nbytes() / 8 * 8, threads);
+      },
+      py::arg("data"), py::arg("threads"));
+
   m.attr("direct_table_bytes") = nnp::kDirectTableBytes;
 
 #ifdef NNPHASES_WITH_CUDA

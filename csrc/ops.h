@@ -22,6 +22,9 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
+// Benchmark probe: sums `bytes` (a multiple of 8) as uint64 with `threads` threads.
+uint64_t stream_read_cpu(const void* data, int64_t bytes, int threads);
+
 // Auto strategy threshold for class_counts_cpu: bytes of one thread's counter table.
 constexpr int64_t kDirectTableBytes = 4 << 20;
 

@@ -1,9 +1,11 @@
 // pack_masks on the CPU: bits along samples, so a node's sample set is one
 // contiguous bit row. Reads 64 sample rows over a tile of nodes and builds one
-// 64-bit word per node in registers/L1 (shift-or vectorises across nodes), then
-// stores each word once. Threads take ranges of whole output cache lines (512
+// 64-bit word per node in L1. Bits gather first in lanes as wide as the element
+// (32 float32 rows per 32-bit lane), so the per-element work is a compare, an
+// and and an or in the element's own vector width, never a widening to 64 bits. Threads take ranges of whole output cache lines (512
 // samples) so no two threads write the same line.
 #include <cstring>
+#include <vector>
 
 #include "../dispatch.h"
 #include "../ops.h"
@@ -12,7 +14,9 @@
 namespace nnp {
 namespace {
 
-constexpr int64_t kTile = 512;
+// Wide tiles keep each row's read sequential (64 short strided streams defeat the
+// prefetcher); the tile's lane and word buffers still fit in L2.
+constexpr int64_t kTile = 8192;
 
 template <typename K, bool Check>
 bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_t* out, int64_t row_bytes,
@@ -23,24 +27,38 @@ bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_
   run_threads(nt, [&](int t) {
     int64_t s0, s1;
     split_range(S, nt, t, 512, s0, s1);
-    alignas(64) uint64_t acc[kTile];
+    constexpr int R = 8 * sizeof(U);  // rows gathered per lane before widening
+    std::vector<U> acc_buf(kTile);
+    std::vector<uint64_t> word_buf(kTile);
+    U* __restrict acc = acc_buf.data();
+    uint64_t* __restrict word = word_buf.data();
     U any = 0;
     for (int64_t blk = s0; blk < s1; blk += 64) {
       const int rows = static_cast<int>(std::min<int64_t>(64, s1 - blk));
       for (int64_t d0 = 0; d0 < N; d0 += kTile) {
         const int64_t w = std::min(kTile, N - d0);
-        std::memset(acc, 0, sizeof(acc));
-        for (int k = 0; k < rows; ++k) {
-          const U* __restrict row = acts + (blk + k) * rs + d0;
-          U b_any = 0;
-          for (int64_t d = 0; d < w; ++d) {
-            acc[d] |= static_cast<uint64_t>(K::active(row[d])) << k;
-            if (Check) b_any |= static_cast<U>(K::nonfinite(row[d]));
+        std::memset(word, 0, kTile * sizeof(uint64_t));
+        for (int g = 0; g * R < rows; ++g) {
+          std::memset(acc, 0, kTile * sizeof(U));
+          const int group = std::min(R, rows - g * R);
+          for (int j = 0; j < group; ++j) {
+            const U* __restrict row = acts + (blk + g * R + j) * rs + d0;
+            const U bit = static_cast<U>(U(1) << j);
+            U b_any = 0;
+            for (int64_t d = 0; d < w; ++d) {
+              acc[d] |= static_cast<U>(-static_cast<U>(K::active(row[d])) & bit);
+              if (Check) b_any |= static_cast<U>(K::nonfinite(row[d]));
+            }
+            any |= b_any;
           }
-          any |= b_any;
+          if (R == 64) {
+            for (int64_t d = 0; d < w; ++d) word[d] = acc[d];
+          } else {
+            for (int64_t d = 0; d < w; ++d) word[d] |= static_cast<uint64_t>(acc[d]) << (g * R % 64);
+          }
         }
         uint8_t* dst = out + d0 * row_bytes + blk / 8;
-        for (int64_t d = 0; d < w; ++d) std::memcpy(dst + d * row_bytes, &acc[d], 8);
+        for (int64_t d = 0; d < w; ++d) std::memcpy(dst + d * row_bytes, &word[d], 8);
       }
     }
     bad[t] = any != 0;
