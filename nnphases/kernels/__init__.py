@@ -55,7 +55,8 @@ def _nonfinite(kernel: str) -> NonFiniteError:
 
 
 def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str | None = None,
-                 check_finite: bool = True, threads: int | None = None, strategy: str = "auto") -> Array:
+                 check_finite: bool = True, check_labels: bool = True, threads: int | None = None,
+                 strategy: str = "auto") -> Array:
     """Per-class counts of active samples: int64 ``[num_classes, nodes]`` with ``out[c, d]`` the number of
     samples ``n`` with ``labels[n] == c`` and ``acts[n, d] > 0``. ``acts`` is ``[samples, nodes]`` bool,
     float16, bfloat16, float32 or float64, any strides (rows with adjacent nodes are read in place, others
@@ -63,7 +64,10 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str |
     device as ``acts``. NaN or infinite activations raise :class:`NonFiniteError` (detected in the same
     pass) unless ``check_finite=False``, when they count as ``z > 0`` does (+inf active, NaN not).
     Labels out of range raise ``ValueError`` naming the first one; GPU backends find them in their own
-    counting-sort pass, so a GPU call synchronises once, to read its error flags. ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
+    counting-sort pass, so a GPU call synchronises once, to read its error flags. With ``check_finite=False``
+    and ``check_labels=False`` a GPU call does not synchronise at all (for labels validated once, e.g. a
+    fixed evaluation set): samples with out-of-range labels are then left out, never used as an index; on
+    the CPU labels are always checked. ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
     CPU counting layout and exists for tests and benchmarks.
     """
     a = _arrays.describe(acts, "acts")
@@ -79,8 +83,9 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str |
     x = _arrays.to_native(_arrays.bits(a), b.native)
     if b.native == "numpy":
         x = x.view(kind.storage)
-    out, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
-                  **_options(b, a, threads, strategy=strategy))
+    opts = _options(b, a, threads, strategy=strategy) if b.native == "numpy" else {
+        **_options(b, a, threads), "check_labels": check_labels}
+    out, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite, **opts)
     if bad:
         raise _nonfinite("class_counts")
     return _arrays.like(out, a)

@@ -35,7 +35,7 @@ def _keep(stream: int, *tensors: torch.Tensor) -> None:
 
 
 def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_classes: int, *, check_finite: bool,
-                 stream: int, device: int) -> tuple[torch.Tensor, bool]:
+                 stream: int, device: int, check_labels: bool = True) -> tuple[torch.Tensor, bool]:
     samples, nodes = acts.shape
     out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
     work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
@@ -43,8 +43,10 @@ def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_class
     _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(), num_classes,
                          out.data_ptr(), work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
     _keep(stream, out, work, flags)
+    if not (check_finite or check_labels):
+        return out, False
     nonfinite, bad_labels = flags.tolist()  # the call's one synchronisation
-    if bad_labels:
+    if bad_labels and check_labels:
         label_range(labels, num_classes)
     return out, bool(nonfinite)
 

@@ -75,7 +75,7 @@ def _rows_per_warp(samples: int, warps_per_segment: int, device: int) -> int:
 
 
 def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_classes: int, *, check_finite: bool,
-                 stream: int, device: int) -> tuple["cupy.ndarray", bool]:
+                 stream: int, device: int, check_labels: bool = True) -> tuple["cupy.ndarray", bool]:
     samples, nodes = acts.shape
     with cupy.cuda.Device(device), _stream(stream, device):
         out = cupy.zeros((num_classes, nodes), dtype=cupy.int64)
@@ -97,8 +97,10 @@ def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_c
             _kernel("class_counts.cuh", name)((blocks_x, -(-samples // rpw)), (_BLOCK,), (
                 acts, s64, np.int64(nodes), np.int64(acts.strides[0]), order, sorted_labels, out, flags,
                 np.int64(rpw)))
+        if not (check_finite or check_labels):
+            return out, False
         nonfinite, bad_labels = (int(v) for v in flags.get())  # the call's one synchronisation
-    if bad_labels:
+    if bad_labels and check_labels:
         label_range(labels, num_classes)
     return out, bool(nonfinite)
 
