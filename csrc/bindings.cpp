@@ -31,14 +31,18 @@ void check(const char* err) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "nnphases native kernels (CPU, and CUDA when built with nvcc).";
 
+  // Every pointer and size is read before the GIL is released: py::array accessors
+  // may touch reference counts, which pybind11 checks.
   m.def(
       "class_counts",
       [](py::array acts, int kind, py::array labels, int64_t num_classes, py::array out, bool check_finite,
          int threads, int strategy) {
+        const void* a = acts.data();
+        const int64_t S = acts.shape(0), N = acts.shape(1), rs = row_stride(acts);
+        const auto* lab = static_cast<const int32_t*>(labels.data());
+        int64_t* o = ptr<int64_t>(out);
         py::gil_scoped_release nogil;
-        return nnp::class_counts_cpu(acts.data(), kind, acts.shape(0), acts.shape(1), row_stride(acts),
-                                     static_cast<const int32_t*>(labels.data()), num_classes, ptr<int64_t>(out),
-                                     check_finite, threads, strategy);
+        return nnp::class_counts_cpu(a, kind, S, N, rs, lab, num_classes, o, check_finite, threads, strategy);
       },
       py::arg("acts"), py::arg("kind"), py::arg("labels"), py::arg("num_classes"), py::arg("out"),
       py::arg("check_finite"), py::arg("threads"), py::arg("strategy"));
@@ -46,9 +50,11 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "pack_masks",
       [](py::array acts, int kind, py::array out, bool check_finite, int threads) {
+        const void* a = acts.data();
+        const int64_t S = acts.shape(0), N = acts.shape(1), rs = row_stride(acts), row_bytes = out.shape(1);
+        uint8_t* o = ptr<uint8_t>(out);
         py::gil_scoped_release nogil;
-        return nnp::pack_masks_cpu(acts.data(), kind, acts.shape(0), acts.shape(1), row_stride(acts),
-                                   ptr<uint8_t>(out), out.shape(1), check_finite, threads);
+        return nnp::pack_masks_cpu(a, kind, S, N, rs, o, row_bytes, check_finite, threads);
       },
       py::arg("acts"), py::arg("kind"), py::arg("out"), py::arg("check_finite"), py::arg("threads"));
 
@@ -56,11 +62,14 @@ PYBIND11_MODULE(_C, m) {
       "packed_class_counts",
       [](py::array packed, py::array class_offsets, py::array seg_word, py::array seg_mask, py::array out,
          int threads) {
+        const auto* p = static_cast<const uint8_t*>(packed.data());
+        const int64_t N = packed.shape(0), row_bytes = packed.shape(1), C = class_offsets.shape(0) - 1;
+        const auto* off = static_cast<const int64_t*>(class_offsets.data());
+        const auto* word = static_cast<const int64_t*>(seg_word.data());
+        const auto* mask = static_cast<const uint64_t*>(seg_mask.data());
+        int64_t* o = ptr<int64_t>(out);
         py::gil_scoped_release nogil;
-        nnp::packed_class_counts_cpu(static_cast<const uint8_t*>(packed.data()), packed.shape(0), packed.shape(1),
-                                     static_cast<const int64_t*>(class_offsets.data()), class_offsets.shape(0) - 1,
-                                     static_cast<const int64_t*>(seg_word.data()),
-                                     static_cast<const uint64_t*>(seg_mask.data()), ptr<int64_t>(out), threads);
+        nnp::packed_class_counts_cpu(p, N, row_bytes, off, C, word, mask, o, threads);
       },
       py::arg("packed"), py::arg("class_offsets"), py::arg("seg_word"), py::arg("seg_mask"), py::arg("out"),
       py::arg("threads"));
@@ -68,8 +77,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "stream_read",
       [](py::array data, int threads) {
+        const void* d = data.data();
+        const int64_t bytes = data.nbytes() / 8 * 8;
         py::gil_scoped_release nogil;
-        return nnp::stream_read_cpu(data.data(), data.nbytes() / 8 * 8, threads);
+        return nnp::stream_read_cpu(d, bytes, threads);
       },
       py::arg("data"), py::arg("threads"));
 
@@ -80,10 +91,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("cuda_device_report", []() { return std::string(nnp::cuda_device_report()); });
   m.def(
       "class_counts_cuda",
-      [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int64_t C, uintptr_t out,
+      [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int label_bytes, int64_t C,
+         uintptr_t out,
          uintptr_t work, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {
         py::gil_scoped_release nogil;
-        check(nnp::class_counts_cuda(acts, kind, S, N, rs, labels, C, out, work, flags, check_finite, device, stream));
+        check(nnp::class_counts_cuda(acts, kind, S, N, rs, labels, label_bytes, C, out, work, flags, check_finite, device, stream));
       });
   m.def("pack_masks_cuda", [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t out,
                               int64_t row_bytes, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {

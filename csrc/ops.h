@@ -31,9 +31,9 @@ constexpr int64_t kDirectTableBytes = 4 << 20;
 #ifdef NNPHASES_WITH_CUDA
 // Device pointers; stream is a cudaStream_t as an integer. work holds
 // 2 * samples + num_classes + 1 int32, flags two uint64 (non-finite, bad labels). Returns a CUDA error
-// string, empty on success. device is the pointers' CUDA device ordinal.
+// string, empty on success. labels are int32 or int64 (label_bytes). device is the pointers' CUDA device ordinal.
 const char* class_counts_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
-                              uintptr_t labels, int64_t num_classes, uintptr_t out, uintptr_t work,
+                              uintptr_t labels, int label_bytes, int64_t num_classes, uintptr_t out, uintptr_t work,
                               uintptr_t flags, bool check_finite, int device, uintptr_t stream);
 const char* pack_masks_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
                             uintptr_t out, int64_t row_bytes, uintptr_t flags, bool check_finite,

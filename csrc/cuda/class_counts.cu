@@ -6,7 +6,7 @@
 
 namespace nnp {
 
-const char* class_counts_cuda(uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int64_t C,
+const char* class_counts_cuda(uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int label_bytes, int64_t C,
                               uintptr_t out, uintptr_t work, uintptr_t flags, bool check_finite, int device, uintptr_t stream_) {
   DeviceGuard guard(device);
   cudaStream_t stream = as_stream(stream_);
@@ -19,12 +19,15 @@ const char* class_counts_cuda(uintptr_t acts, int kind, int64_t S, int64_t N, in
   int* sorted_labels = order + S;
   int* hist = sorted_labels + S;
   if (cudaMemsetAsync(hist, 0, C * sizeof(int), stream) != cudaSuccess) return last_error();
-  const int* lab = reinterpret_cast<const int*>(labels);
   auto* f = reinterpret_cast<unsigned long long*>(flags);
   const unsigned sort_blocks = static_cast<unsigned>(std::min<int64_t>((S + kBlock - 1) / kBlock, 4096));
-  nnp_class_histogram<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, f);
-  nnp_class_scan<<<1, 1024, 0, stream>>>(hist, C);
-  nnp_class_scatter<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, order, sorted_labels);
+  auto sort = [&](auto* lab) {
+    class_histogram<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, f);
+    nnp_class_scan<<<1, 1024, 0, stream>>>(hist, C);
+    class_scatter<<<sort_blocks, kBlock, 0, stream>>>(lab, S, C, hist, order, sorted_labels);
+  };
+  if (label_bytes == 8) sort(reinterpret_cast<const long long*>(labels));
+  else sort(reinterpret_cast<const int*>(labels));
   dispatch_kind(kind, [&](auto k) {
     using K = decltype(k);
     constexpr int V = Vec16<typename K::Bits>::n;

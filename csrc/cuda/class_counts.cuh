@@ -11,14 +11,21 @@
 #pragma once
 #include "common.cuh"
 
-extern "C" __global__ void nnp_class_histogram(const int* labels, long long samples, long long classes, int* hist,
-                                               unsigned long long* flags) {
+namespace nnp {
+
+// Labels are read in their own width (int32 or int64), so an int64 label cannot
+// wrap into range before it is checked.
+template <typename L>
+__global__ void class_histogram(const L* labels, long long samples, long long classes, int* hist,
+                                unsigned long long* flags) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < samples; i += (long long)gridDim.x * blockDim.x) {
-    const int c = labels[i];
+    const L c = labels[i];
     if (c >= 0 && c < classes) atomicAdd(&hist[c], 1);
     else atomicAdd(&flags[1], 1ull);
   }
 }
+
+}  // namespace nnp
 
 // Exclusive scan of hist[0, classes) in place; one block of 1024 threads.
 extern "C" __global__ void nnp_class_scan(int* hist, long long classes) {
@@ -44,16 +51,21 @@ extern "C" __global__ void nnp_class_scan(int* hist, long long classes) {
   }
 }
 
-extern "C" __global__ void nnp_class_scatter(const int* labels, long long samples, long long classes, int* cursor,
-                                             int* order, int* sorted_labels) {
+namespace nnp {
+
+template <typename L>
+__global__ void class_scatter(const L* labels, long long samples, long long classes, int* cursor, int* order,
+                              int* sorted_labels) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < samples; i += (long long)gridDim.x * blockDim.x) {
-    const int c = labels[i];
+    const L c = labels[i];
     if (c < 0 || c >= classes) continue;
     const int pos = atomicAdd(&cursor[c], 1);
     order[pos] = static_cast<int>(i);
-    sorted_labels[pos] = c;
+    sorted_labels[pos] = static_cast<int>(c);
   }
 }
+
+}  // namespace nnp
 
 namespace nnp {
 

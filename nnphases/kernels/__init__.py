@@ -32,20 +32,19 @@ def _options(backend: Any, ref: _arrays.Array, threads: int | None, **cpu: Any) 
 
 
 def _labels(lab: _arrays.Array, native: str) -> Any:
-    """Labels as int32, contiguous, in the backend's native type (a small copy at most)."""
+    """Labels, contiguous, in the backend's native type. CPU kernels take int32 (the values were range-checked
+    first); GPU kernels read int32 or int64 as given and check the range themselves, before any narrowing."""
     x = lab.obj
     if lab.lib == "torch":
-        import torch
-
-        x = x.detach().to(torch.int32).contiguous()
+        x = x.detach().contiguous()
     elif lab.lib == "cupy":
         import cupy
 
-        x = cupy.ascontiguousarray(x, dtype=cupy.int32)
-    else:
+        x = cupy.ascontiguousarray(x)
+    if native == "numpy":
         import numpy as np
 
-        x = np.ascontiguousarray(x, dtype=np.int32)
+        return np.ascontiguousarray(_arrays.to_numpy(x), dtype=np.int32)
     return _arrays.to_native(x, native)
 
 
@@ -120,8 +119,10 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     p = _arrays.describe(packed, "packed")
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
-    _validate.packed_for(p, lab.shape[0] if len(lab.shape) == 1 else -1)
-    _validate.labels_for(lab, lab.shape[0] if len(lab.shape) == 1 else -1, p)
+    if len(lab.shape) != 1:
+        raise ValueError(f"labels must be 1-D [samples], got shape {lab.shape}")
+    _validate.packed_for(p, lab.shape[0])
+    _validate.labels_for(lab, lab.shape[0], p)
     threads = _validate.threads_value(threads)
     b, fn = select("packed_class_counts", p.device, backend)
     if not getattr(fn, "checks_labels", False):

@@ -40,7 +40,8 @@ def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_class
     out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
     work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
     flags = torch.empty(2, dtype=torch.int64, device=acts.device)
-    _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(), num_classes,
+    _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(),
+                         labels.element_size(), num_classes,
                          out.data_ptr(), work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
     _keep(stream, out, work, flags)
     if not (check_finite or check_labels):

@@ -86,10 +86,12 @@ def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_c
             hist = cupy.zeros(num_classes, dtype=cupy.int32)
             s64, c64 = np.int64(samples), np.int64(num_classes)
             blocks = min(-(-samples // _BLOCK), 4096)
-            _kernel("class_counts.cuh", "nnp_class_histogram")((blocks,), (_BLOCK,), (labels, s64, c64, hist, flags))
+            lab_t = "long long" if labels.dtype.itemsize == 8 else "int"
+            _kernel("class_counts.cuh", f"nnp::class_histogram<{lab_t}>")((blocks,), (_BLOCK,),
+                                                                          (labels, s64, c64, hist, flags))
             _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, c64))
-            _kernel("class_counts.cuh", "nnp_class_scatter")((blocks,), (_BLOCK,),
-                                                             (labels, s64, c64, hist, order, sorted_labels))
+            _kernel("class_counts.cuh", f"nnp::class_scatter<{lab_t}>")((blocks,), (_BLOCK,),
+                                                                        (labels, s64, c64, hist, order, sorted_labels))
             name, _ = _variant("class_counts_kernel", kind, acts, check_finite)
             tiles = -(-nodes // (32 * (16 // kind.itemsize)))
             blocks_x = -(-tiles // 8)
