@@ -144,3 +144,29 @@ def test_packed_ignores_padding_bits(backend):
     dirty[:, 8] |= 0xC0
     got = K.packed_class_counts(to_backend(dirty, backend), to_backend(labels, backend), 4, backend=backend)
     np.testing.assert_array_equal(host(got), reference_counts(acts, labels, 4))
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params("class_counts") if p.values[0] in ("cuda", "cupy")])
+def test_gpu_runs_on_callers_stream(backend):
+    """Work queued on a side stream is seen by the kernels (they run on the caller's current stream)."""
+    rng = np.random.default_rng(9)
+    acts = make_acts(rng, 4000, 700, "float32")
+    labels = make_labels(rng, 4000, 10)
+    want = reference_counts(acts, labels, 10)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        a = acts.cuda(non_blocking=False) * 1.0  # produced on the side stream
+        lab = labels.cuda()
+        if backend == "cupy":
+            import cupy
+
+            with cupy.cuda.ExternalStream(side.cuda_stream):
+                got = K.class_counts(cupy.from_dlpack(a), cupy.from_dlpack(lab), 10, backend=backend,
+                                     check_finite=False, check_labels=False)
+                got = torch.from_dlpack(got)
+        else:
+            got = K.class_counts(a, lab, 10, backend=backend, check_finite=False, check_labels=False)
+        packed = K.pack_masks(a, backend="cuda" if backend == "cuda" else "cupy", check_finite=False)
+    side.synchronize()
+    np.testing.assert_array_equal(host(got), want)
+    np.testing.assert_array_equal(host(packed), host(K.pack_masks(acts, backend="reference")))
