@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from conftest import CASE_IDS, CASES, read_bandwidth, record, run
+from bench_common import CASE_IDS, CASES, read_bandwidth, record, run
 from nnphases.kernels._dispatch import refusal
 
 

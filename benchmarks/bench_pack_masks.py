@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nnphases.kernels as K
-from conftest import CASE_IDS, CASES, read_bandwidth, record, run
+from bench_common import CASE_IDS, CASES, read_bandwidth, record, run
 from nnphases.kernels._dispatch import refusal
 
 CPU = ["cpp", "numba"]

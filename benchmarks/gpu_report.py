@@ -82,6 +82,10 @@ def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: fl
         rows.append(line(f"class_counts {b}", timed(lambda: [fn() for _ in range(batches)])))
         fn_nc = lambda: K.class_counts(acts, labels, classes, backend=b, check_finite=False)  # noqa: E731
         rows.append(line(f"class_counts {b} nocheck", timed(lambda: [fn_nc() for _ in range(batches)])))
+        fn_async = lambda: K.class_counts(acts, labels, classes, backend=b, check_finite=False,  # noqa: E731
+                                          check_labels=False)
+        rows.append(line(f"class_counts {b} async x10", timed(lambda: [fn_async() for _ in range(10 * batches)],
+                                                             reps=10) / 10))
         if b == "cuda":
             rows.append(line("  class_counts_kernel only", kernel_seconds(fn, "class_counts_kernel")))
             rows.append(line("  whole call, all kernels", kernel_seconds(fn, "")))
@@ -92,6 +96,8 @@ def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: fl
         if b == "cuda":
             rows.append(line("  pack_masks_kernel only", kernel_seconds(
                 lambda: K.pack_masks(acts, backend=b, check_finite=False), "pack_masks_kernel")))
+        rows.append(line(f"pack_masks {b} async x10", timed(
+            lambda: [K.pack_masks(acts, backend=b, check_finite=False) for _ in range(10 * batches)], reps=10) / 10))
         rows.append(line(f"pack_masks {b} nocheck", timed(lambda: [K.pack_masks(acts, backend=b, check_finite=False)
                                                                   for _ in range(batches)])))
         pc = K.packed_class_counts(p, labels, classes, backend=b)

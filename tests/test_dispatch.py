@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from conftest import backend_params, device_of, make_acts, make_labels
+from kernel_tables import backend_params, device_of, make_acts, make_labels
 from nnphases.kernels import _dispatch
 from nnphases.kernels._dispatch import AUTO_ORDER, BACKENDS, refusal
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from conftest import backend_params
+from kernel_tables import backend_params
 
 CPU = [p for p in backend_params("class_counts") if p.values[0] in ("cpp", "numba")]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from conftest import backend_params, host, make_acts, make_labels, to_backend, to_backend_pair
+from kernel_tables import backend_params, host, make_acts, make_labels, to_backend, to_backend_pair
 
 EDGE_SAMPLES = [1, 31, 32, 33, 63, 64, 65, 1023, 1025]
 # (samples, nodes, classes, absent classes): the word edges, then a seeded spread of random shapes.

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nnphases.kernels as K
-from conftest import backend_params, make_acts
+from kernel_tables import backend_params, make_acts
 
 CPU = [p for p in backend_params("class_counts") if p.values[0] in ("cpp", "numba")]
 PACK_CPU = [p for p in backend_params("packed_class_counts") if p.values[0] in ("cpp", "numba")]

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from conftest import DTYPES as TORCH_DTYPES
-from conftest import backend_params, device_of, host, make_acts, make_labels, to_backend, to_backend_pair
+from kernel_tables import backend_params, device_of, host, make_acts, make_labels, to_backend, to_backend_pair
 from nnphases.kernels import NonFiniteError
 
 HAS_CUDA = torch.cuda.is_available()
