@@ -1,27 +1,92 @@
-"""The ``nnphases`` command line."""
+"""The ``nnphases`` command line: ``run``, ``plot``, ``findings``, ``backends``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure how neural networks learn, phase by phase.")
+app = typer.Typer(add_completion=False, help="Measure how neural networks learn, phase by phase.")
+
+
+@app.command()
+def run(
+    preset: str = typer.Option("demo", help="demo (minutes on a CPU) or source000 (the paper's protocol)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: runs/<preset>)"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
+    dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
+    data_root: Optional[str] = typer.Option(None, help="folder with the dataset's files"),
+    holdout: Optional[int] = typer.Option(None, help="validation samples held out of the training set"),
+    model: Optional[str] = typer.Option(None, help="mlp, fc_bn, vgg11, resnet10"),
+    depth: Optional[int] = typer.Option(None, help="hidden layers (mlp, fc_bn)"),
+    width: Optional[int] = typer.Option(None, help="nodes per hidden layer (mlp, fc_bn)"),
+    loss: Optional[str] = typer.Option(None, help="ce (softmax, cross-entropy) or mse (identity, one-hot)"),
+    optimizer: Optional[str] = typer.Option(None, help="adam or sgd"),
+    lr: Optional[float] = typer.Option(None),
+    batch: Optional[int] = typer.Option(None),
+    epochs: Optional[float] = typer.Option(None),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated, e.g. 0,1,2"),
+    per_decade: Optional[int] = typer.Option(None, help="measurements per decade of training steps"),
+    keep_masks: Optional[bool] = typer.Option(None, help="also store bit-packed activation masks"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
+    figures: bool = typer.Option(True, help="plot and check the findings at the end"),
+) -> None:
+    """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
+    from . import train
+
+    if resume is not None:
+        paths = train.resume(resume)
+        out = resume
+    else:
+        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, model=model, depth=depth, width=width, loss=loss,
+                         optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
+                         keep_masks=keep_masks, device=device,
+                         seeds=[int(s) for s in seeds.split(",")] if seeds else None)
+        cfg = train.resolve(preset, overrides)
+        out = out or Path("runs") / preset
+        paths = train.run(cfg, out)
+    typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
+    if figures:
+        _report(paths)
+
+
+def _report(paths: list[Path]) -> None:
+    from .findings import findings as check, report
+    from .plot import plot as draw
+
+    written = draw(paths)
+    typer.echo("figures: " + ", ".join(str(p) for p in written))
+    typer.echo(report(check(paths)))
+
+
+@app.command()
+def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
+    """Draw the sample-set figures of finished or running runs."""
+    from .plot import plot as draw
+
+    for p in draw(runs):
+        typer.echo(str(p))
+
+
+@app.command()
+def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
+    """Check the source's findings on runs and print each with the numbers behind it."""
+    from .findings import findings as check, report
+
+    typer.echo(report(check(runs)))
 
 
 @app.command()
 def backends() -> None:
     """List the kernel backends, which work on this machine, and why the others do not."""
-    from .kernels import AUTO_ORDER, backends as report
+    from .kernels import AUTO_ORDER, backends as listing
 
-    for name, device, why in report():
+    for name, device, why in listing():
         state = "available" if why is None else f"unavailable: {why}"
         typer.echo(f"{name:10s} {device:5s} {state}")
     for device, order in AUTO_ORDER.items():
         typer.echo(f"automatic order on {device}: {' > '.join(order)}")
-
-
-@app.callback()
-def main() -> None:
-    """nnphases: ReLU sample sets and layer probes during training."""
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
             int64_t* out, int threads) {
   using Cnt = Counter<K>;
   const int64_t limit = std::numeric_limits<Cnt>::max();
-  const int nt = resolve_threads(threads, S / 64 + 1);
+  const int nt = resolve_threads(threads, std::min(S / 64 + 1, element_items(S * N)));
   std::vector<std::vector<int64_t>> wide(nt);
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
@@ -98,7 +98,7 @@ bool sorted(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
   }
   // A tile's row buffer stays in L2 while one class's rows stream through it.
   const int64_t tile = std::min<int64_t>(N, 32768);
-  const int nt = resolve_threads(threads, N / 256 + 1);
+  const int nt = resolve_threads(threads, std::min(N / 256 + 1, element_items(S * N)));
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t d0, d1;

@@ -43,7 +43,7 @@ template <typename K, bool Check>
 bool pack(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, uint8_t* out, int64_t row_bytes,
           int threads) {
   using U = typename K::Bits;
-  const int nt = resolve_threads(threads, S / 512 + 1);
+  const int nt = resolve_threads(threads, std::min(S / 512 + 1, element_items(S * N)));
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t s0, s1;

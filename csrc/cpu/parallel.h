@@ -9,10 +9,15 @@
 
 namespace nnp {
 
+// Threads to use: the caller's count (0: one per core), at most one per work item.
 inline int resolve_threads(int threads, int64_t work_items) {
   int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, work_items)));
 }
+
+// Work items for resolve_threads from a number of elements: starting a thread costs
+// tens of microseconds, so each one gets at least about a million elements.
+inline int64_t element_items(int64_t elements) { return elements / (1 << 20) + 1; }
 
 // Calls fn(t) for t in [0, n) on n threads (the caller's thread is thread 0).
 template <typename Fn>

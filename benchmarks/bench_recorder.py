@@ -1,0 +1,95 @@
+"""End-to-end cost of one measurement (capture, class_counts on every ReLU site, metrics, an atomic
+checkpoint) relative to a plain evaluation forward pass over the same data, both measured in this run;
+and the memory high-water mark of a measurement at two evaluation-set sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nnphases import models
+from nnphases.recorder import Recorder
+from nnphases.schedule import Schedule
+
+CASES = {
+    # name: (model factory, input shape, evaluation samples, benchmark-disabled samples)
+    "mlp-9x320": (lambda: models.mlp(784, 9, 320, 10), (1, 28, 28), 12000, 600),
+    "vgg11": (lambda: models.vgg11(10, in_channels=1), (1, 32, 32), 1000, 64),
+}
+
+
+def _best(fn, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        a = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - a)
+    return best
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_measurement_overhead(benchmark, case, tmp_path):
+    make, shape, n, n_quick = CASES[case]
+    n = n_quick if benchmark.disabled else n
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.rand((n, *shape))
+    y = torch.arange(n) % 10
+    batch = 1000 if case.startswith("mlp") else 250
+    steps = iter(range(1, 10**6))
+    rec = Recorder(model, x, y, 10, Schedule(tuple(range(10**6)), 1), tmp_path / "run", batch_size=batch)
+
+    @torch.no_grad()
+    def plain() -> None:
+        for s in range(0, n, batch):
+            model(x[s:s + batch])
+
+    def measure() -> None:
+        rec.measure(next(steps))
+
+    rounds = 1 if benchmark.disabled else 3
+    plain()
+    measure()  # warm-up: tracing, first kernel calls
+    t_plain = _best(plain, rounds)
+    benchmark.pedantic(measure, rounds=rounds, iterations=1)
+    t_meas = benchmark.stats.stats.min if not benchmark.disabled else _best(measure, 1)
+    benchmark.extra_info.update(plain_s=t_plain, measure_s=t_meas, ratio=t_meas / t_plain)
+    print(f"\n{case}: {n} samples, plain eval pass {t_plain * 1e3:.1f} ms, measurement {t_meas * 1e3:.1f} ms, "
+          f"ratio {t_meas / t_plain:.2f}")
+    assert rec.run.completed_steps(), "the measurement wrote no checkpoint"
+
+
+_PEAK = r"""
+import json, resource, sys, tempfile, torch
+from nnphases import models
+from nnphases.recorder import Recorder
+from nnphases.schedule import Schedule
+n = int(sys.argv[1])
+torch.manual_seed(0)
+model = models.mlp(784, 9, 320, 10).eval()
+x = torch.rand((n, 1, 28, 28)); y = torch.arange(n) % 10
+rec = Recorder(model, x, y, 10, Schedule((0, 1), 1), tempfile.mkdtemp(), batch_size=500)
+with torch.no_grad():
+    for s in range(0, n, 500): model(x[s:s + 500])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rec.measure(0)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"n": n, "growth_kib": after - before}))
+"""
+
+
+def test_measurement_memory_is_bounded_by_a_batch():
+    """Peak-RSS growth of a measurement beyond a plain pass: the same for 4x the evaluation samples."""
+    growth = {}
+    for n in (3000, 12000):
+        out = subprocess.run([sys.executable, "-c", _PEAK, str(n)], capture_output=True, text=True, check=True)
+        growth[n] = json.loads(out.stdout.strip().splitlines()[-1])["growth_kib"]
+    print(f"\npeak RSS growth of one measurement: {growth[3000]} KiB (3000 samples), "
+          f"{growth[12000]} KiB (12000 samples)")
+    # 9000 more samples would add 9000 x 2880 x 4 B = 100 MiB if float activations were kept.
+    assert growth[12000] - growth[3000] < 20 * 1024

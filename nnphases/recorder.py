@@ -1,0 +1,139 @@
+"""The Recorder: sample-set measurements at scheduled steps of anyone's training loop.
+
+Built from a model, an evaluation set, the number of classes, a schedule and an
+output folder; call :meth:`Recorder.maybe_measure` after every optimisation step
+and :meth:`Recorder.close` at the end. A measurement is one pass over the
+evaluation set in batches: every ReLU site's output goes straight into
+:func:`nnphases.kernels.class_counts` (and :func:`~nnphases.kernels.pack_masks`
+when masks are kept) while the batch is alive, so memory is bounded by one batch
+whatever the set's size; the same pass gives the validation loss and accuracy.
+Counts are summed as int64 on the model's device and written, with their
+metrics, as one atomic checkpoint of a :class:`~nnphases.store.RunDir`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import kernels
+from .capture import ReluCapture
+from .schedule import Schedule
+from .store import RunDir
+
+
+class Recorder:
+    """Measures the ReLU sample sets of ``model`` on ``x``/``y`` at the steps of ``schedule``.
+
+    ``loss_fn(logits, y) -> scalar`` gives the validation loss (mean over the set);
+    ``train_eval`` (optional ``(x, y)``) adds train loss/accuracy on that subset at each
+    measurement. ``keep_masks`` stores bit-packed activation masks; ``per_channel``
+    counts conv channels instead of channel-positions (see :class:`ReluCapture`).
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
+                 out: Any, *, seed: int = 0, batch_size: int = 1000, loss_fn: Callable | None = None,
+                 train_eval: tuple[torch.Tensor, torch.Tensor] | None = None, keep_masks: bool = False,
+                 per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
+                 config: dict | None = None) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.x, self.y = model, x, y.to(torch.int64)
+        self.num_classes = kernels._validate.num_classes_value(num_classes)
+        kernels._validate.label_range(self.y, self.num_classes)
+        sizes = torch.bincount(self.y.cpu(), minlength=self.num_classes)
+        missing = (sizes == 0).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"the evaluation set has no samples of classes {missing}; every class needs samples "
+                             "for the class-conditional metrics (use a stratified split)")
+        self.class_sizes = sizes.numpy().astype(np.int64)
+        self.schedule, self.seed, self.batch_size = schedule, seed, batch_size
+        self.loss_fn = loss_fn or nn.functional.cross_entropy
+        self.train_eval, self.keep_masks = train_eval, keep_masks
+        self.per_channel, self.sites, self.backend = per_channel, sites, backend
+        self.run = RunDir(out)
+        self.run.cleanup()
+        if config is not None:
+            self.run.write_config(config)
+        self.done_steps = set(self.run.completed_steps())
+        self._capture: ReluCapture | None = None  # built once: tracing the model costs more than a measurement
+        self._counts: dict[str, torch.Tensor] = {}
+        self._masks: dict[str, list] = {}
+
+    def _on_relu(self, name: str, acts: torch.Tensor) -> None:
+        c = kernels.class_counts(acts, self._labels, self.num_classes, backend=self.backend)
+        self._counts[name] = self._counts[name] + c if name in self._counts else c
+        if self.keep_masks:
+            self._masks.setdefault(name, []).append((kernels.pack_masks(acts, backend=self.backend), acts.shape[0]))
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def maybe_measure(self, step: int, state: Callable[[], dict] | None = None) -> bool:
+        """Measures if ``step`` is scheduled and not yet stored; ``state()`` gives the resume state to keep."""
+        if step not in self.schedule or step in self.done_steps:
+            return False
+        self.measure(step, state=state() if state else None)
+        return True
+
+    @torch.no_grad()
+    def _pass(self, x: torch.Tensor, y: torch.Tensor, capture: ReluCapture | None) -> tuple[float, float]:
+        dev = self.device
+        loss_sum, correct = 0.0, 0
+        for s in range(0, x.shape[0], self.batch_size):
+            xb = x[s:s + self.batch_size].to(dev, non_blocking=True)
+            yb = y[s:s + self.batch_size].to(dev, non_blocking=True)
+            self._labels = yb
+            logits = capture(xb) if capture is not None else self.model(xb)
+            loss_sum += float(self.loss_fn(logits, yb)) * xb.shape[0]
+            correct += int((logits.argmax(dim=1) == yb).sum())
+        return loss_sum / max(1, x.shape[0]), correct / max(1, x.shape[0])
+
+    def measure(self, step: int, state: dict | None = None) -> None:
+        """One measurement at ``step``: counts, metrics and stats, written as one checkpoint."""
+        self._counts, self._masks = {}, {}
+        counts, masks = self._counts, self._masks
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self._capture is None:
+                self._capture = ReluCapture(self.model, self._on_relu, per_channel=self.per_channel, sites=self.sites)
+            with self._capture as cap:
+                val_loss, val_acc = self._pass(self.x, self.y, cap)
+            stats = [{"split": "val", "loss": val_loss, "accuracy": val_acc}]
+            if self.train_eval is not None:
+                tr_loss, tr_acc = self._pass(*self.train_eval, None)
+                stats.append({"split": "train", "loss": tr_loss, "accuracy": tr_acc})
+        finally:
+            self.model.train(was_training)
+        if not all(np.isfinite(s["loss"]) for s in stats):
+            raise FloatingPointError(f"loss is not finite at step {step} ({stats}); the run diverged. "
+                                     f"Checkpoints up to step {max(self.done_steps, default='none')} are intact")
+        self.run.write_checkpoint(
+            step, self.schedule.epoch(step), seed=self.seed,
+            counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes, stats=stats,
+            masks={k: _join_masks(v, self.x.shape[0]) for k, v in masks.items()} if self.keep_masks else None,
+            state=state)
+        self.done_steps.add(step)
+
+    def close(self) -> None:
+        """Marks the run complete (written last)."""
+        self.run.mark_done()
+
+
+def _join_masks(parts: list, samples: int) -> np.ndarray:
+    """Per-batch packed masks joined along samples into pack_masks' layout for the whole set (each batch's
+    padding bits dropped, the whole row padded to 64-bit words)."""
+    rows = [np.unpackbits(np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p), axis=1,
+                          bitorder="little")[:, :n] for p, n in parts]
+    bits = np.concatenate(rows, axis=1)
+    padded = np.zeros((bits.shape[0], -(-samples // 64) * 64), dtype=np.uint8)
+    padded[:, :bits.shape[1]] = bits
+    return np.packbits(padded, axis=1, bitorder="little")

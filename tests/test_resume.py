@@ -1,0 +1,80 @@
+"""Kill-and-resume: real `nnphases run` processes are SIGKILLed at random moments, resumed, and must end
+with exactly the results of an uninterrupted run: the same checkpoints (none missing, none twice) and
+the same counts and metrics at every one."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnphases.store import RunDir, read_table
+
+ARGS = ["--dataset", "synthetic", "--holdout", "600", "--depth", "2", "--width", "16", "--epochs", "6",
+        "--seeds", "0,1", "--per-decade", "8", "--batch", "30", "--no-figures", "--device", "cpu"]
+
+
+def _cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "nnphases.cli", "run", *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def _tables(out: Path) -> dict[str, pd.DataFrame]:
+    return {t: read_table(sorted(out.glob("seed-*")), t) for t in ("nodes", "layers", "stats")}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref")
+    subprocess.run(_cmd(*ARGS, "--out", str(out)), check=True, env=_env(), timeout=300)
+    return out
+
+
+def test_killed_runs_resume_to_identical_results(reference_run, tmp_path):
+    out = tmp_path / "killed"
+    rng = random.Random(2026)
+    kills = 0
+    proc = subprocess.Popen(_cmd(*ARGS, "--out", str(out)), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    for _ in range(8):
+        time.sleep(rng.uniform(1.5, 4.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        for seed_dir in out.glob("seed-*"):
+            run = RunDir(seed_dir)
+            steps = run.completed_steps()
+            assert steps == sorted(set(steps))
+            for s in steps:  # every complete checkpoint is whole and readable
+                counts, sizes = run.read_counts(s)
+                assert counts and sizes.sum() == 600
+        proc = subprocess.Popen(_cmd("--resume", str(out), "--no-figures"), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    assert kills >= 3, "the run finished before it could be killed enough times; lengthen it"
+    want, got = _tables(reference_run), _tables(out)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name].reset_index(drop=True), want[name].reset_index(drop=True))
+    for seed_dir in reference_run.glob("seed-*"):
+        a, b = RunDir(seed_dir), RunDir(out / seed_dir.name)
+        assert a.completed_steps() == b.completed_steps()
+        assert b.done
+        for s in a.completed_steps():
+            ca, _ = a.read_counts(s)
+            cb, _ = b.read_counts(s)
+            assert ca.keys() == cb.keys()
+            for k in ca:
+                np.testing.assert_array_equal(ca[k], cb[k])
