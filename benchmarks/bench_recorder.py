@@ -32,22 +32,30 @@ def _best(fn, rounds: int) -> float:
     return best
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_measurement_overhead(benchmark, case, tmp_path):
+def test_measurement_overhead(benchmark, case, device, tmp_path):
     make, shape, n, n_quick = CASES[case]
-    n = n_quick if benchmark.disabled else n
+    n = n_quick if benchmark.disabled else n * (10 if device == "cuda" else 1)
     torch.manual_seed(0)
-    model = make().eval()
-    x = torch.rand((n, *shape))
-    y = torch.arange(n) % 10
+    model = make().eval().to(device)
+    x = torch.rand((n, *shape), device=device)
+    y = (torch.arange(n) % 10).to(device)
     batch = 1000 if case.startswith("mlp") else 250
     steps = iter(range(1, 10**6))
     rec = Recorder(model, x, y, 10, Schedule(tuple(range(10**6)), 1), tmp_path / "run", batch_size=batch)
 
     @torch.no_grad()
-    def plain() -> None:
+    def plain() -> None:  # the same pass a measurement makes, without capture: logits, loss, accuracy
+        loss, correct = 0.0, 0
         for s in range(0, n, batch):
-            model(x[s:s + batch])
+            logits = model(x[s:s + batch])
+            loss += float(torch.nn.functional.cross_entropy(logits, y[s:s + batch])) * logits.shape[0]
+            correct += int((logits.argmax(1) == y[s:s + batch]).sum())
 
     def measure() -> None:
         rec.measure(next(steps))
@@ -59,7 +67,7 @@ def test_measurement_overhead(benchmark, case, tmp_path):
     benchmark.pedantic(measure, rounds=rounds, iterations=1)
     t_meas = benchmark.stats.stats.min if not benchmark.disabled else _best(measure, 1)
     benchmark.extra_info.update(plain_s=t_plain, measure_s=t_meas, ratio=t_meas / t_plain)
-    print(f"\n{case}: {n} samples, plain eval pass {t_plain * 1e3:.1f} ms, measurement {t_meas * 1e3:.1f} ms, "
+    print(f"\n{case} on {device}: {n} samples, plain eval pass {t_plain * 1e3:.1f} ms, measurement {t_meas * 1e3:.1f} ms, "
           f"ratio {t_meas / t_plain:.2f}")
     assert rec.run.completed_steps(), "the measurement wrote no checkpoint"
 

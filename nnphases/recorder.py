@@ -66,10 +66,15 @@ class Recorder:
         self._masks: dict[str, list] = {}
 
     def _on_relu(self, name: str, acts: torch.Tensor) -> None:
-        c = kernels.class_counts(acts, self._labels, self.num_classes, backend=self.backend)
+        # Labels were validated once in __init__; a NaN or inf in any ReLU output reaches the logits, and a
+        # non-finite loss stops the measurement before anything is written. So the kernels skip their own
+        # checks, which on a GPU would each cost a synchronisation per site and batch.
+        c = kernels.class_counts(acts, self._labels, self.num_classes, backend=self.backend, check_finite=False,
+                                 check_labels=False)
         self._counts[name] = self._counts[name] + c if name in self._counts else c
         if self.keep_masks:
-            self._masks.setdefault(name, []).append((kernels.pack_masks(acts, backend=self.backend), acts.shape[0]))
+            packed = kernels.pack_masks(acts, backend=self.backend, check_finite=False)
+            self._masks.setdefault(name, []).append((packed, acts.shape[0]))
 
     @property
     def device(self) -> torch.device:
