@@ -6,7 +6,7 @@ One directory holds one training run (one seed)::
       config.json                 resolved configuration (written atomically, first)
       checkpoints/
         step-000000000123/        one complete checkpoint (a directory renamed into place as a whole)
-          counts.npz              int64 counts per layer: key "layer:<name>" -> [C, N]; "class_sizes" -> [C]
+          counts.npz              counts per layer: key "layer:<name>" -> [C, N] (narrowest unsigned dtype; read as int64); "class_sizes" -> [C]
           nodes.parquet           seed, step, epoch, layer, node, f, p, u, h_z_given_y, h_y_given_z, dead, always_active
           layers.parquet          seed, step, epoch, layer, nodes, f, p, u, dead, always_active
           stats.parquet           seed, step, epoch, split ("train"/"val"), loss, accuracy
@@ -173,6 +173,12 @@ def _float_value(value: object, name: str) -> float:
         raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
+def _narrow(counts: np.ndarray) -> np.ndarray:
+    """Non-negative counts in the narrowest unsigned dtype that holds their maximum."""
+    top = int(counts.max()) if counts.size else 0
+    return counts.astype(np.min_scalar_type(top) if top > 0 else np.uint8)
+
+
 def _step_dir_name(step: int) -> str:
     return f"step-{step:012d}"
 
@@ -332,10 +338,13 @@ class RunDir:
         tmp = self.checkpoints / f"{_TMP_PREFIX}{name}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            arrays = {_LAYER_KEY + layer: c for layer, c in layers.items()}
+            # Stored in the narrowest unsigned type that holds them (uint16 for sets under 65,536 samples)
+            # and read back as int64: lossless, 4x smaller than int64, and far faster than zlib, which took
+            # seconds per VGG-sized checkpoint.
+            arrays = {_LAYER_KEY + layer: _narrow(c) for layer, c in layers.items()}
             arrays["class_sizes"] = sizes
             with open(tmp / "counts.npz", "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez(f, **arrays)
             for table, t in tables.items():
                 pq.write_table(t, tmp / f"{table}.parquet")
             if mask_arrays:
@@ -435,8 +444,8 @@ class RunDir:
     def read_counts(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Counts per layer (int64 ``[C, N]``, in model order) and ``class_sizes`` (int64 ``[C]``) of ``step``."""
         with np.load(self.checkpoint_path(step) / "counts.npz", allow_pickle=False) as z:
-            counts = {k[len(_LAYER_KEY):]: z[k] for k in z.files if k.startswith(_LAYER_KEY)}
-            return counts, z["class_sizes"]
+            counts = {k[len(_LAYER_KEY):]: z[k].astype(np.int64) for k in z.files if k.startswith(_LAYER_KEY)}
+            return counts, z["class_sizes"].astype(np.int64)
 
     def read_masks(self, step: int) -> dict[str, np.ndarray]:
         """Packed masks per layer (uint8 ``[N, ceil(S/64)*8]``, in model order) of ``step``; {} when none were saved."""
