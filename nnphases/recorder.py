@@ -13,6 +13,7 @@ metrics, as one atomic checkpoint of a :class:`~nnphases.store.RunDir`.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -32,13 +33,16 @@ class Recorder:
     ``train_eval`` (optional ``(x, y)``) adds train loss/accuracy on that subset at each
     measurement. ``keep_masks`` stores bit-packed activation masks; ``per_channel``
     counts conv channels instead of channel-positions (see :class:`ReluCapture`).
+    ``background_writes`` computes the metrics and writes each checkpoint on one background thread while
+    training goes on (in order, atomically; the resume state is copied to the host first): on a GPU the
+    writing, not the measuring, is the cost. A write error is raised at the next measurement or at close.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
                  out: Any, *, seed: int = 0, batch_size: int = 1000, loss_fn: Callable | None = None,
                  train_eval: tuple[torch.Tensor, torch.Tensor] | None = None, keep_masks: bool = False,
                  per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, background_writes: bool = True) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
         if batch_size < 1:
@@ -62,6 +66,9 @@ class Recorder:
             self.run.write_config(config)
         self.done_steps = set(self.run.completed_steps())
         self._capture: ReluCapture | None = None  # built once: tracing the model costs more than a measurement
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer") \
+            if background_writes else None
+        self._pending: Future | None = None
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 
@@ -119,18 +126,48 @@ class Recorder:
         finally:
             self.model.train(was_training)
         if not all(np.isfinite(s["loss"]) for s in stats):
+            self.flush()  # every measurement taken before the divergence is written
             raise FloatingPointError(f"loss is not finite at step {step} ({stats}); the run diverged. "
                                      f"Checkpoints up to step {max(self.done_steps, default='none')} are intact")
-        self.run.write_checkpoint(
-            step, self.schedule.epoch(step), seed=self.seed,
-            counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes, stats=stats,
-            masks={k: _join_masks(v, self.x.shape[0]) for k, v in masks.items()} if self.keep_masks else None,
-            state=state)
+        job = dict(step=step, epoch=self.schedule.epoch(step), seed=self.seed,
+                   counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes,
+                   stats=stats,
+                   masks={k: _join_masks(v, self.x.shape[0]) for k, v in masks.items()} if self.keep_masks else None,
+                   state=_to_host(state) if state is not None else None)
+        self.flush()
+        if self._writer is None:
+            self._write(job)
+        else:
+            self._pending = self._writer.submit(self._write, job)
+
+    def _write(self, job: dict) -> None:
+        step = job.pop("step")
+        self.run.write_checkpoint(step, job.pop("epoch"), **job)
         self.done_steps.add(step)
 
+    def flush(self) -> None:
+        """Waits for the checkpoint being written, if any, and raises its error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def close(self) -> None:
-        """Marks the run complete (written last)."""
+        """Waits for the last checkpoint, then marks the run complete (written last)."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown()
         self.run.mark_done()
+
+
+def _to_host(obj: Any) -> Any:
+    """A copy of a (nested) state on the host: tensors cloned to the CPU, so training may go on."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_host(v) for v in obj)
+    return obj
 
 
 def _join_masks(parts: list, samples: int) -> np.ndarray:

@@ -175,27 +175,31 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
         rec.maybe_measure(0, state)
     bar = _progress(total, step, f"seed {seed}", progress)
     model.train()
-    while step < total:
-        epoch, offset = divmod(step, steps_per_epoch)
-        order = _epoch_order(seed, epoch, len(train))
-        idx = order[offset * cfg.batch:(offset + 1) * cfg.batch]
-        xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
-                                     f"diverged. Checkpoints up to step {max(rec.done_steps, default=0)} in "
-                                     f"{out} are intact")
-        loss.backward()
-        opt.step()
-        step += 1
-        rec.maybe_measure(step, state)
-        if on_step:
-            on_step(step)
+    try:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = _epoch_order(seed, epoch, len(train))
+            idx = order[offset * cfg.batch:(offset + 1) * cfg.batch]
+            xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
+                                         f"diverged. Checkpoints up to the last measurement in {out} are intact")
+            loss.backward()
+            opt.step()
+            step += 1
+            rec.maybe_measure(step, state)
+            if on_step:
+                on_step(step)
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        rec.flush()  # a checkpoint being written in the background completes before the error propagates
+        raise
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     rec.close()
     return out
 
