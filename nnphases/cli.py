@@ -12,7 +12,8 @@ app = typer.Typer(add_completion=False, help="Measure how neural networks learn,
 
 @app.command()
 def run(
-    preset: str = typer.Option("demo", help="demo (minutes on a CPU) or source000 (the paper's protocol)"),
+    preset: str = typer.Option("demo", help="demo (minutes on a CPU), source000 (one cell of the paper's "
+                                            "protocol) or source000-grid (all 18 cells)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: runs/<preset>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
@@ -43,8 +44,17 @@ def run(
                          optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
                          keep_masks=keep_masks, device=device,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
-        cfg = train.resolve(preset, overrides)
         out = out or Path("runs") / preset
+        if preset == "source000-grid":
+            paths = []
+            for cell, cfg in train.grid_configs(overrides).items():
+                cell_paths = train.run(cfg, out / cell)
+                if figures:
+                    _report(cell_paths)
+                paths += cell_paths
+            typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
+            return
+        cfg = train.resolve(preset, overrides)
         paths = train.run(cfg, out)
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
     if figures:

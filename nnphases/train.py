@@ -74,6 +74,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The source's grid: every cell is a `source000` run in its own folder OUT/<depth>x<width>-<loss>.
+GRID = [dict(depth=d, width=w, loss=loss) for d in (2, 5, 9) for w in (20, 80, 320) for loss in ("mse", "ce")]
+
+
+def grid_configs(overrides: dict[str, Any]) -> dict[str, Config]:
+    """The 18 cells of source 000's grid (cell keys override the given depth, width and loss)."""
+    return {f"{c['depth']}x{c['width']}-{c['loss']}": resolve("source000", {**overrides, **c}) for c in GRID}
+
+
 def resolve(preset: str, overrides: dict[str, Any]) -> Config:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -230,5 +239,8 @@ def resume(out: Path, *, progress: bool = True) -> list[Path]:
     """Continues every seed of the run in ``out`` from its last complete checkpoint."""
     cfg_path = Path(out) / "run.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
+        cells = sorted(c.parent for c in Path(out).glob("*/run.json"))  # a grid: one run per cell
+        if not cells:
+            raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
+        return [p for cell in cells for p in resume(cell, progress=progress)]
     return run(Config.from_dict(json.loads(cfg_path.read_text())), Path(out), progress=progress)
