@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, help="Measure how neural networks learn,
 @app.command()
 def run(
     preset: str = typer.Option("demo", help="demo (minutes on a CPU), source000 (one cell of the paper's "
-                                            "protocol) or source000-grid (all 18 cells)"),
+                                            "protocol), source000-grid (all 18 cells), source002 (probes)"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: runs/<preset>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
@@ -30,6 +30,8 @@ def run(
     seeds: Optional[str] = typer.Option(None, help="comma-separated, e.g. 0,1,2"),
     per_decade: Optional[int] = typer.Option(None, help="measurements per decade of training steps"),
     keep_masks: Optional[bool] = typer.Option(None, help="also store bit-packed activation masks"),
+    probes: Optional[bool] = typer.Option(None, help="fit closed-form linear probes at every ReLU site"),
+    schedule: Optional[str] = typer.Option(None, help="log (per decade) or pow2 (steps 0, 1, 2, 4, ...)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     figures: bool = typer.Option(True, help="plot and check the findings at the end"),
 ) -> None:
@@ -42,7 +44,7 @@ def run(
     else:
         overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, model=model, depth=depth, width=width, loss=loss,
                          optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
-                         keep_masks=keep_masks, device=device,
+                         keep_masks=keep_masks, probes=probes, schedule=schedule, device=device,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
         out = out or Path("runs") / preset
         if preset == "source000-grid":

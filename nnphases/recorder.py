@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+import warnings
+
 from . import kernels
-from .capture import ReluCapture
+from .capture import ReluCapture, find_sites
 from .schedule import Schedule
 from .store import RunDir
 
@@ -36,13 +38,18 @@ class Recorder:
     ``background_writes`` computes the metrics and writes each checkpoint on one background thread while
     training goes on (in order, atomically; the resume state is copied to the host first): on a GPU the
     writing, not the measuring, is the cost. A write error is raised at the next measurement or at close.
+    ``probes`` (True for every site, or a list of site names) fits closed-form linear probes
+    (:class:`nnphases.probes.RidgeProbe`: class read-out and input reconstruction) on ``train_eval`` at each
+    measurement, in two extra passes over it (fit, then train accuracy), and scores them in the same
+    validation pass that feeds the counts.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
                  out: Any, *, seed: int = 0, batch_size: int = 1000, loss_fn: Callable | None = None,
                  train_eval: tuple[torch.Tensor, torch.Tensor] | None = None, keep_masks: bool = False,
                  per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
-                 config: dict | None = None, background_writes: bool = True) -> None:
+                 config: dict | None = None, background_writes: bool = True,
+                 probes: bool | list[str] = False, probe_features: int = 2048) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
         if batch_size < 1:
@@ -69,10 +76,25 @@ class Recorder:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer") \
             if background_writes else None
         self._pending: Future | None = None
+        if probes and train_eval is None:
+            raise ValueError("probes need training data: pass train_eval=(x, y)")
+        self.probe_layers = probes
+        self.probe_features = probe_features
+        self._phase = "val"
+        self._probes: dict[str, Any] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 
     def _on_relu(self, name: str, acts: torch.Tensor) -> None:
+        if self._phase != "val" or name in self._probes:
+            probe = self._probes.get(name)
+            if probe is not None:
+                a = acts.reshape(acts.shape[0], *self._shapes[name])
+                {"fit": probe.update_train, "score": probe.score_train, "val": probe.update_test}[self._phase](
+                    a, self._labels, self._inputs)
+            if self._phase != "val":
+                return
         # Labels were validated once in __init__; a NaN or inf in any ReLU output reaches the logits, and a
         # non-finite loss stops the measurement before anything is written. So the kernels skip their own
         # checks, which on a GPU would each cost a synchronisation per site and batch.
@@ -102,7 +124,7 @@ class Recorder:
         for s in range(0, x.shape[0], self.batch_size):
             xb = x[s:s + self.batch_size].to(dev, non_blocking=True)
             yb = y[s:s + self.batch_size].to(dev, non_blocking=True)
-            self._labels = yb
+            self._labels, self._inputs = yb, xb
             logits = capture(xb) if capture is not None else self.model(xb)
             loss_sum += float(self.loss_fn(logits, yb)) * xb.shape[0]
             correct += int((logits.argmax(dim=1) == yb).sum())
@@ -117,11 +139,22 @@ class Recorder:
         try:
             if self._capture is None:
                 self._capture = ReluCapture(self.model, self._on_relu, per_channel=self.per_channel, sites=self.sites)
+            probe_rows: list[dict] = []
             with self._capture as cap:
+                train_stats = None
+                if self.probe_layers:
+                    self._new_probes()
+                    self._phase = "fit"
+                    train_stats = self._pass(*self.train_eval, cap)
+                    self._fit_probes()
+                    self._phase = "score"
+                    self._pass(*self.train_eval, cap)
+                self._phase = "val"
                 val_loss, val_acc = self._pass(self.x, self.y, cap)
+                probe_rows = self._probe_rows()
             stats = [{"split": "val", "loss": val_loss, "accuracy": val_acc}]
             if self.train_eval is not None:
-                tr_loss, tr_acc = self._pass(*self.train_eval, None)
+                tr_loss, tr_acc = train_stats or self._pass(*self.train_eval, None)
                 stats.append({"split": "train", "loss": tr_loss, "accuracy": tr_acc})
         finally:
             self.model.train(was_training)
@@ -133,12 +166,53 @@ class Recorder:
                    counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes,
                    stats=stats,
                    masks={k: _join_masks(v, self.x.shape[0]) for k, v in masks.items()} if self.keep_masks else None,
-                   state=_to_host(state) if state is not None else None)
+                   state=_to_host(state) if state is not None else None, probes=probe_rows or None)
         self.flush()
         if self._writer is None:
             self._write(job)
         else:
             self._pending = self._writer.submit(self._write, job)
+
+    def _new_probes(self) -> None:
+        from .probes import RidgeProbe
+
+        if not self._shapes:
+            self._shapes = {site.name: tuple(site.shape) for site in find_sites(self.model, self.x[:2].to(self.device))}
+        names = list(self._shapes) if self.probe_layers is True else list(self.probe_layers)
+        unknown = [n for n in names if n not in self._shapes]
+        if unknown:
+            raise ValueError(f"probes: no ReLU site named {unknown}; the model's sites: {list(self._shapes)}")
+        input_dim = int(np.prod(self.x.shape[1:]))
+        self._probes = {n: RidgeProbe(int(np.prod(self._shapes[n])), self.num_classes, input_dim,
+                                      max_features=self.probe_features, device=self.device,
+                                      act_shape=self._shapes[n]) for n in names}
+        self._probe_errors: dict[str, str] = {}
+
+    def _fit_probes(self) -> None:
+        from .probes import ProbeError
+
+        for name, probe in list(self._probes.items()):
+            try:
+                probe.fit()
+            except ProbeError as e:  # say so, and store NaN rather than a meaningless number
+                warnings.warn(f"probe for layer {name!r} cannot be fitted: {e}", stacklevel=3)
+                self._probe_errors[name] = str(e)
+                del self._probes[name]
+
+    def _probe_rows(self) -> list[dict]:
+        rows = []
+        for name, probe in self._probes.items():
+            r = probe.result()
+            rows.append({"layer": name, "mode": "fast", **{k: _num(r.get(k)) for k in (
+                "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
+                "features": int(r["features"]), "reduction": str(r["reduction"]), "n_train": int(r["n_train"]),
+                "n_test": int(r["n_test"])})
+        for name, err in getattr(self, "_probe_errors", {}).items():
+            rows.append({"layer": name, "mode": "fast", "train_accuracy": float("nan"), "test_accuracy": float("nan"),
+                         "reconstruction_mse": float("nan"), "reconstruction_nmse": float("nan"),
+                         "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,
+                         "n_test": 0})
+        return rows
 
     def _write(self, job: dict) -> None:
         step = job.pop("step")
@@ -157,6 +231,11 @@ class Recorder:
         if self._writer is not None:
             self._writer.shutdown()
         self.run.mark_done()
+
+
+def _num(v: Any) -> float:
+    """A probe result as a float; None (undefined, e.g. constant test inputs) becomes NaN."""
+    return float("nan") if v is None else float(v)
 
 
 def _to_host(obj: Any) -> Any:

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunDir", "atomic_write_bytes", "read_table", "TABLES", "SPLITS", "SCHEMAS"]
 
-TABLES = ("nodes", "layers", "stats")
+TABLES = ("nodes", "layers", "stats", "probes")  # probes: optional, only where probes were fitted
 SPLITS = ("train", "val")
 
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -86,6 +86,13 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "stats": pa.schema(_KEY + [
         ("split", pa.string()), ("loss", pa.float64()), ("accuracy", pa.float64()),
+    ]),
+    "probes": pa.schema(_KEY + [
+        ("layer", pa.string()), ("mode", pa.string()),
+        ("train_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
+        ("reconstruction_mse", pa.float64()), ("reconstruction_nmse", pa.float64()),
+        ("ridge", pa.float64()), ("features", pa.int64()), ("reduction", pa.string()),
+        ("n_train", pa.int64()), ("n_test", pa.int64()),
     ]),
 }
 
@@ -303,6 +310,7 @@ class RunDir:
         stats: Sequence[Mapping[str, Any]] = (),
         masks: Mapping[str, np.ndarray] | None = None,
         state: Mapping[str, Any] | None = None,
+        probes: Sequence[Mapping[str, Any]] | None = None,
     ) -> Path:
         """Write the checkpoint of ``step`` atomically and return its directory.
 
@@ -313,8 +321,10 @@ class RunDir:
         (one of :data:`SPLITS`), ``loss`` and ``accuracy`` (None -> NaN);
         ``masks`` maps some of the layers to uint8 ``[N, ceil(S/64)*8]``
         packed masks; ``state`` is saved with ``torch.save`` and replaces the
-        resume state of older checkpoints. Raises ValueError for a step that
-        is already complete or for malformed inputs.
+        resume state of older checkpoints; ``probes`` rows (one per layer and
+        mode, keys of ``SCHEMAS["probes"]`` after ``epoch``) go to
+        ``probes.parquet``. Raises ValueError for a step that is already
+        complete or for malformed inputs.
         """
         step = _int_value(step, "step", 0)
         seed = _int_value(seed, "seed")
@@ -332,6 +342,8 @@ class RunDir:
         # Metrics first: node_metrics_np validates counts against class_sizes,
         # so bad inputs fail before anything touches the disk.
         tables = _metric_tables(step, epoch_f, seed, layers, sizes, stat_rows)
+        if probes:
+            tables["probes"] = _probe_table(step, epoch_f, seed, probes)
 
         _mkdirs(self.checkpoints)
         name = _step_dir_name(step)
@@ -458,6 +470,16 @@ class RunDir:
         return {name: np.asarray(g[_mask_array_name(name)][...]) for name in g.attrs["layers"]}
 
 
+def _probe_table(step: int, epoch: float, seed: int, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    names = SCHEMAS["probes"].names[3:]
+    missing = [n for n in names if any(n not in r for r in rows)]
+    if missing:
+        raise ValueError(f"probes rows lack the keys {missing}")
+    cols: dict[str, Any] = {"seed": [seed] * len(rows), "step": [step] * len(rows), "epoch": [epoch] * len(rows)}
+    cols.update({n: [r[n] for r in rows] for n in names})
+    return pa.table(cols, schema=SCHEMAS["probes"])
+
+
 def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndarray], sizes: np.ndarray,
                    stat_rows: list[tuple[str, float, float]]) -> dict[str, pa.Table]:
     """The nodes, layers and stats tables of one checkpoint, typed by :data:`SCHEMAS`."""
@@ -526,7 +548,7 @@ def _run_dirs(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -
 
 
 def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], table: str) -> pandas.DataFrame:
-    """One table (``nodes``, ``layers`` or ``stats``) of the complete checkpoints of ``runs``, as a DataFrame.
+    """One table (``nodes``, ``layers``, ``stats`` or ``probes``) of the complete checkpoints of ``runs``, as a DataFrame.
 
     ``runs`` is a run directory, a folder whose subfolders are run directories
     (``*/config.json``), or a list of either. Rows are sorted by seed and step;
@@ -540,7 +562,8 @@ def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     for run in _run_dirs(runs):
         rd = RunDir(run)
         dirs = rd._step_dirs()
-        parts.extend(pq.read_table(dirs[s] / f"{table}.parquet", schema=SCHEMAS[table]) for s in sorted(dirs))
+        parts.extend(pq.read_table(dirs[s] / f"{table}.parquet", schema=SCHEMAS[table]) for s in sorted(dirs)
+                     if table != "probes" or (dirs[s] / "probes.parquet").exists())
     t = pa.concat_tables(parts) if parts else SCHEMAS[table].empty_table()
     # Two stable sorts (step, then seed) order by (seed, step) and keep each
     # checkpoint's own row order: layers in model order, not alphabetical.

@@ -51,6 +51,8 @@ class Config:
     train_eval: int = 12000  # training samples scored at each measurement (0: none)
     keep_masks: bool = False
     per_channel: bool = False
+    probes: bool = False  # closed-form linear probes (class read-out, input reconstruction) at every site
+    schedule: str = "log"  # "log" (per_decade per decade) or "pow2" (steps 0, 1, 2, 4, ...: source 002)
     device: str = "auto"
 
     def to_json(self) -> bytes:
@@ -71,6 +73,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(depth=5, width=80, loss="ce", epochs=4, seeds=[0, 1, 2], per_decade=6, train_eval=6000),
     # Source 000's protocol for one cell of its grid (choose --depth 2|5|9, --width 20|80|320, --loss mse|ce).
     "source000": dict(depth=9, width=320, loss="ce", epochs=200, seeds=[0, 1, 2], per_decade=10),
+    # Source 002's protocol, shortened for a CPU: FC-BN net on FashionMNIST at 32x32, SGD lr 0.002, batch 128,
+    # measurements at steps 0, 1, 2, 4, ... with probes (the source: 256 epochs, 5 runs; pass --epochs 256
+    # --seeds 0,1,2,3,4 on a GPU).
+    "source002": dict(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
+                      epochs=2, seeds=[0, 1], resize=32, schedule="pow2", probes=True, train_eval=4000),
 }
 
 
@@ -158,11 +165,14 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     loss_fn = loss_function(cfg, train.num_classes)
     steps_per_epoch = math.ceil(len(train) / cfg.batch)
     total = max(1, round(cfg.epochs * steps_per_epoch))
-    schedule = Schedule.log(cfg.epochs, steps_per_epoch, per_decade=cfg.per_decade, first_epoch=cfg.first_epoch)
+    if cfg.schedule not in ("log", "pow2"):
+        raise ValueError(f"schedule must be 'log' or 'pow2', got {cfg.schedule!r}")
+    schedule = Schedule.powers_of_two(cfg.epochs, steps_per_epoch) if cfg.schedule == "pow2" else \
+        Schedule.log(cfg.epochs, steps_per_epoch, per_decade=cfg.per_decade, first_epoch=cfg.first_epoch)
     sub = _epoch_order(seed, -1, len(train))[:cfg.train_eval]
     rec = Recorder(model, val.x, val.y, train.num_classes, schedule, out, seed=seed, batch_size=cfg.eval_batch,
                    loss_fn=loss_fn, train_eval=(train.x[sub], train.y[sub]) if cfg.train_eval else None,
-                   keep_masks=cfg.keep_masks, per_channel=cfg.per_channel,
+                   keep_masks=cfg.keep_masks, per_channel=cfg.per_channel, probes=cfg.probes,
                    config={**dataclasses.asdict(cfg), "seed": seed, "steps_per_epoch": steps_per_epoch,
                            "total_steps": total})
 

@@ -61,8 +61,11 @@ def test_killed_runs_resume_to_identical_results(reference_run, tmp_path):
             for s in steps:  # every complete checkpoint is whole and readable
                 counts, sizes = run.read_counts(s)
                 assert counts and sizes.sum() == 600
-        proc = subprocess.Popen(_cmd("--resume", str(out), "--no-figures"), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Killed before run.json was written there is nothing to resume: the original command starts it
+        # again (and continues any folder that holds the same configuration).
+        again = _cmd("--resume", str(out), "--no-figures") if (out / "run.json").exists() else \
+            _cmd(*ARGS, "--out", str(out))
+        proc = subprocess.Popen(again, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
     assert kills >= 3, "the run finished before it could be killed enough times; lengthen it"
     want, got = _tables(reference_run), _tables(out)

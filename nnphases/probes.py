@@ -1,0 +1,455 @@
+"""Probes of one layer: a linear classifier and an input decoder (spec section 2).
+
+Two modes. Fast mode (:class:`RidgeProbe`) streams the layer's activations
+over the training data, accumulates float64 normal-equation statistics and
+solves two ridge problems in closed form: a one-hot least-squares classifier
+(scored by argmax accuracy) and a linear decoder of the network input (scored
+by squared error). Paper mode (:func:`train_paper_probes`) follows the
+source's protocol on activations held in memory: a dense classifier trained
+by SGD (lr 0.003, 20 epochs, cross-entropy) and an MLP decoder trained by
+Adam (lr 3e-4, 30 epochs, MSE). Both report the same keys. The reconstruction
+error is normalised as ``nmse = mse / (sum_j var_j(R_test) / input_dim)``,
+i.e. ``1 - R^2`` against the test inputs' own per-dimension (population)
+variance: 0 means a perfect reconstruction, 1 means no better than predicting
+the test mean; it is ``None`` when the test inputs have zero variance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["ProbeError", "RidgeProbe", "train_paper_probes", "RIDGE_EXPONENTS", "HOLDOUT_EVERY"]
+
+# Candidate ridges are lam0 * 10**k for these k (spec'd grid).
+RIDGE_EXPONENTS: tuple[int, ...] = tuple(range(-6, 3))
+# Training batch i goes to the ridge-search holdout when i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1.
+HOLDOUT_EVERY = 5
+# Exponent used when "auto" has no holdout batch to search on (fewer than 5 batches).
+DEFAULT_EXPONENT = -3
+_REDUCTIONS = ("auto", "none", "pool", "project")
+
+
+class ProbeError(ValueError):
+    """A probe cannot produce a meaningful number (too few samples, a singular or non-finite solve, bad data)."""
+
+
+class _Stats:
+    """Float64 sums of one part of the training stream: X^T X, X^T Y, X^T R and the sample count."""
+
+    def __init__(self, d: int, k: int, r: int, device: torch.device) -> None:
+        self.xtx = torch.zeros(d, d, dtype=torch.float64, device=device)
+        self.xty = torch.zeros(d, k, dtype=torch.float64, device=device)
+        self.xtr = torch.zeros(d, r, dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> None:
+        self.xtx += x.T @ x
+        self.xty += x.T @ y
+        self.xtr += x.T @ r
+        self.n += x.shape[0]
+
+
+def _ridge_solve(xtx: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tensor:
+    """Solve (X^T X + lam P) W = rhs by Cholesky, P the identity with a zero on the bias (last) entry."""
+    a = xtx.clone()
+    idx = torch.arange(a.shape[0] - 1, device=a.device)
+    a[idx, idx] += lam
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        raise ProbeError(f"ridge system is singular or not positive definite (ridge={lam!r})")
+    # Cholesky of a numerically singular PSD matrix can "succeed" with tiny pivots;
+    # a pivot ratio below float64 resolution means the solution is noise.
+    diag = torch.diagonal(chol)
+    if float((diag.min() / diag.max()) ** 2) < 1e-15:
+        raise ProbeError(f"ridge system is numerically singular (ridge={lam!r}); use a larger ridge")
+    w = torch.cholesky_solve(rhs, chol)
+    if not bool(torch.isfinite(w).all()):
+        raise ProbeError(f"ridge solve gave non-finite weights (ridge={lam!r})")
+    return w
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ProbeError(f"{name} contains non-finite values (NaN or inf)")
+
+
+class _Moments:
+    """Per-dimension mean and M2 of a stream, merged batch by batch (Chan et al.) to avoid cancellation."""
+
+    def __init__(self, r: int, device: torch.device) -> None:
+        self.n = 0
+        self.mean = torch.zeros(r, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(r, dtype=torch.float64, device=device)
+
+    def add(self, r: torch.Tensor) -> None:
+        nb = r.shape[0]
+        if nb == 0:
+            return
+        bmean = r.mean(0)
+        bm2 = ((r - bmean) ** 2).sum(0)
+        tot = self.n + nb
+        delta = bmean - self.mean
+        self.mean = self.mean + delta * (nb / tot)
+        self.m2 = self.m2 + bm2 + delta**2 * (self.n * nb / tot)
+        self.n = tot
+
+
+class RidgeProbe:
+    """Streamed closed-form probes of one layer: a ridge one-hot classifier and a ridge linear input decoder.
+
+    Feed training batches with :meth:`update_train`, call :meth:`fit`, then feed test batches with
+    :meth:`update_test` (and optionally training batches with :meth:`score_train`) and read
+    :meth:`result`. Features are the per-sample flattened activations, reduced when there are more
+    than ``max_features``: ``"pool"`` (per-channel spatial mean of [B, C, H, W] activations, when
+    C <= max_features) or ``"project"`` (a fixed seeded Gaussian projection to ``max_features``
+    dims, entries N(0, 1/max_features)); a bias column of ones is appended. ``ridge="auto"`` picks
+    lam = lam0 * 10**k, k in -6..2, lam0 = trace of the feature block of X^T X divided by the number
+    of features, by the holdout squared error of the one-hot regression on training batches with
+    index % 5 == 4 (fitted on the rest); the chosen k is then applied to lam0 of all training data
+    and both problems are refitted on all of it with that one ridge (the decoder shares it). With
+    fewer than 5 training batches there is no holdout and k = -3 is used (``result()["ridge_search"]``
+    says which). The bias is never penalised. Per-sample shape ``act_shape`` may be given to decide the
+    reduction up front; otherwise it is decided on the first batch when it depends on the shape.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        input_dim: int,
+        *,
+        max_features: int = 2048,
+        reduction: str = "auto",
+        ridge: float | str = "auto",
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        act_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        for name, val in (("num_features", num_features), ("num_classes", num_classes),
+                          ("input_dim", input_dim), ("max_features", max_features)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if isinstance(ridge, str):
+            if ridge != "auto":
+                raise ValueError(f"ridge must be 'auto' or a non-negative float, got {ridge!r}")
+        elif not (isinstance(ridge, (int, float)) and math.isfinite(ridge) and ridge >= 0):
+            raise ValueError(f"ridge must be 'auto' or a finite non-negative float, got {ridge!r}")
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.input_dim = input_dim
+        self.max_features = max_features
+        self.requested_reduction = reduction
+        self.ridge_setting = ridge
+        self.seed = seed
+        self.device = torch.device(device)
+        self.reduction: str | None = None
+        self.features: int | None = None
+        self._proj: torch.Tensor | None = None
+        self._train: _Stats | None = None
+        self._hold: _Stats | None = None
+        self._batches = 0
+        self.ridge: float | None = None
+        self.ridge_search: str | None = None
+        self.w_cls: torch.Tensor | None = None
+        self.w_dec: torch.Tensor | None = None
+        self._test_n = 0
+        self._test_correct = 0
+        self._test_sse = 0.0
+        self._test_moments = _Moments(input_dim, self.device)
+        self._score_n = 0
+        self._score_correct = 0
+        if act_shape is not None:
+            self._decide(tuple(act_shape))
+        elif reduction in ("none", "project") or (reduction == "auto" and num_features <= max_features):
+            # These choices do not depend on the activations' shape.
+            self._decide(None)
+
+    # -- reduction ---------------------------------------------------------------------------------
+
+    def _decide(self, shape: tuple[int, ...] | None) -> None:
+        """Fix the reduction from the per-sample activation shape (None when it is not needed)."""
+        if shape is not None and math.prod(shape) != self.num_features:
+            raise ValueError(f"activations per sample have shape {shape} ({math.prod(shape)} values), "
+                             f"but num_features={self.num_features}")
+        req = self.requested_reduction
+        conv = shape is not None and len(shape) == 3
+        if req == "auto":
+            if self.num_features <= self.max_features:
+                req = "none"
+            elif conv and shape[0] <= self.max_features:  # type: ignore[index]
+                req = "pool"
+            else:
+                req = "project"
+        if req == "pool" and not conv:
+            raise ValueError(f"reduction='pool' needs conv activations [B, C, H, W]; got per-sample shape {shape}")
+        if req == "none":
+            f = self.num_features
+        elif req == "pool":
+            f = shape[0]  # type: ignore[index]
+        else:
+            f = self.max_features
+            gen = torch.Generator(device="cpu").manual_seed(self.seed)
+            # Generated on CPU so the projection is the same on every device for a seed.
+            self._proj = (torch.randn(self.num_features, f, generator=gen, dtype=torch.float64)
+                          / math.sqrt(f)).to(self.device)
+        self.reduction = req
+        self.features = f
+        d = f + 1
+        self._train = _Stats(d, self.num_classes, self.input_dim, self.device)
+        self._hold = _Stats(d, self.num_classes, self.input_dim, self.device)
+
+    def reduce(self, acts: torch.Tensor) -> torch.Tensor:
+        """Reduced float64 features [B, features] of a batch of activations [B, ...] (no bias column)."""
+        if acts.ndim < 1:
+            raise ValueError(f"acts must have a batch dimension, got shape {tuple(acts.shape)}")
+        if self.reduction is None:
+            self._decide(tuple(acts.shape[1:]))
+        if math.prod(acts.shape[1:]) != self.num_features:
+            raise ValueError(f"acts has {math.prod(acts.shape[1:])} values per sample "
+                             f"(shape {tuple(acts.shape)}), but num_features={self.num_features}")
+        a = acts.detach().to(self.device, torch.float64)
+        if self.reduction == "pool":
+            if a.ndim != 4:
+                raise ValueError(f"reduction='pool' needs acts [B, C, H, W], got shape {tuple(acts.shape)}")
+            return a.mean(dim=(2, 3))
+        x = a.reshape(a.shape[0], -1)
+        if self.reduction == "project":
+            return x @ self._proj  # type: ignore[operator]
+        return x
+
+    def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features with bias column, int64 labels and flattened float64 inputs, validated."""
+        _check_finite("acts", acts)
+        _check_finite("inputs", inputs)
+        b = acts.shape[0]
+        if labels.shape != (b,):
+            raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
+        if inputs.shape[0] != b or math.prod(inputs.shape[1:]) != self.input_dim:
+            raise ValueError(f"inputs must be [{b}, ...] with {self.input_dim} values per sample, "
+                             f"got shape {tuple(inputs.shape)}")
+        y = labels.detach().to(self.device, torch.int64)
+        if b and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        f = self.reduce(acts)
+        x = torch.cat([f, torch.ones(b, 1, dtype=torch.float64, device=self.device)], dim=1)
+        r = inputs.detach().to(self.device, torch.float64).reshape(b, self.input_dim)
+        return x, y, r
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def update_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
+        """Accumulate one training batch; batches with index % 5 == 4 form the ridge-search holdout."""
+        if self.w_cls is not None:
+            raise RuntimeError("update_train after fit(); create a new RidgeProbe to refit")
+        x, y, r = self._prepare(acts, labels, inputs)
+        yh = torch.nn.functional.one_hot(y, self.num_classes).to(torch.float64)
+        part = self._hold if self._batches % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 else self._train
+        part.add(x, yh, r)  # type: ignore[union-attr]
+        self._batches += 1
+
+    def statistics(self) -> dict[str, Any]:
+        """All training statistics so far (fit part plus holdout): xtx, xty, xtr (float64) and n."""
+        if self._train is None or self._hold is None:
+            raise ProbeError("no training data seen yet")
+        t, h = self._train, self._hold
+        return {"xtx": t.xtx + h.xtx, "xty": t.xty + h.xty, "xtr": t.xtr + h.xtr, "n": t.n + h.n}
+
+    @staticmethod
+    def _lam0(xtx: torch.Tensor) -> float:
+        f = xtx.shape[0] - 1
+        lam0 = float(torch.diagonal(xtx)[:f].sum()) / f
+        # All-zero features: any positive scale works, the bias alone carries the fit.
+        return lam0 if lam0 > 0 else 1.0
+
+    def fit(self) -> None:
+        """Choose the ridge (unless given) and solve both ridge problems on all training statistics."""
+        if self._train is None or self._hold is None:
+            raise ProbeError("cannot fit: no training data (n_train=0)")
+        stats = self.statistics()
+        n = stats["n"]
+        if n < 2:
+            raise ProbeError(f"cannot fit: need at least 2 training samples, got n_train={n}")
+        lam0 = self._lam0(stats["xtx"])
+        if isinstance(self.ridge_setting, str):
+            t, h = self._train, self._hold
+            if h.n == 0 or t.n < 2:
+                k, self.ridge_search = DEFAULT_EXPONENT, "default"
+            else:
+                lam0_fit = self._lam0(t.xtx)
+                best: tuple[float, int] | None = None
+                for k in RIDGE_EXPONENTS:
+                    try:
+                        w = _ridge_solve(t.xtx, t.xty, lam0_fit * 10.0**k)
+                    except ProbeError:
+                        continue  # too small a ridge for this data; larger ones are still candidates
+                    # ||X W - Y||^2 = tr(W^T XtX W) - 2 tr(W^T XtY) + tr(Y^T Y); tr(Y^T Y) = n for one-hot.
+                    err = float((w * (h.xtx @ w)).sum() - 2 * (w * h.xty).sum() + h.n)
+                    if math.isfinite(err) and (best is None or err < best[0]):
+                        best = (err, k)
+                if best is None:
+                    raise ProbeError("ridge search failed: every candidate ridge gave a singular solve")
+                k, self.ridge_search = best[1], "holdout"
+            lam = lam0 * 10.0**k
+        else:
+            lam, self.ridge_search = float(self.ridge_setting), "given"
+        self.w_cls = _ridge_solve(stats["xtx"], stats["xty"], lam)
+        self.w_dec = _ridge_solve(stats["xtx"], stats["xtr"], lam)
+        self.ridge = lam
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def _require_fit(self, what: str) -> None:
+        if self.w_cls is None:
+            raise RuntimeError(f"{what} needs fit() first")
+
+    def update_test(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
+        """Accumulate test accuracy, reconstruction squared error and the test inputs' moments."""
+        self._require_fit("update_test")
+        x, y, r = self._prepare(acts, labels, inputs)
+        self._test_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
+        self._test_sse += float(((x @ self.w_dec - r) ** 2).sum())
+        self._test_moments.add(r)
+        self._test_n += x.shape[0]
+
+    def score_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
+        """Accumulate training accuracy of the fitted classifier (a second pass over training data)."""
+        self._require_fit("score_train")
+        x, y, _ = self._prepare(acts, labels, inputs)
+        self._score_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
+        self._score_n += x.shape[0]
+
+    def result(self) -> dict[str, Any]:
+        """The probe's scores; ``train_accuracy`` is None unless :meth:`score_train` was called."""
+        self._require_fit("result")
+        if self._test_n == 0:
+            raise ProbeError("no test data scored (n_test=0); call update_test first")
+        mse = self._test_sse / (self._test_n * self.input_dim)
+        total_var = float(self._test_moments.m2.sum()) / self._test_n
+        return {
+            "test_accuracy": self._test_correct / self._test_n,
+            "train_accuracy": self._score_correct / self._score_n if self._score_n else None,
+            "reconstruction_mse": mse,
+            "reconstruction_nmse": mse / (total_var / self.input_dim) if total_var > 0 else None,
+            "ridge": self.ridge,
+            "ridge_search": self.ridge_search,
+            "features": self.features,
+            "reduction": self.reduction,
+            "n_train": self.statistics()["n"],
+            "n_test": self._test_n,
+        }
+
+
+def train_paper_probes(
+    train_acts: torch.Tensor,
+    train_y: torch.Tensor,
+    train_inputs: torch.Tensor,
+    test_acts: torch.Tensor,
+    test_y: torch.Tensor,
+    test_inputs: torch.Tensor,
+    num_classes: int,
+    *,
+    classifier_epochs: int = 20,
+    classifier_lr: float = 0.003,
+    decoder_epochs: int = 30,
+    decoder_lr: float = 3e-4,
+    batch: int = 128,
+    seed: int = 0,
+    decoder: str = "dense",
+    reduce: RidgeProbe | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    hidden: int = 256,
+) -> dict[str, Any]:
+    """Source-protocol probes on in-memory activations: SGD linear classifier and an MLP decoder.
+
+    The classifier is one dense layer on the flattened (optionally reduced) activations, trained
+    ``classifier_epochs`` epochs by plain SGD at ``classifier_lr`` on cross-entropy; the decoder
+    (``decoder="dense"``, the only one) is Linear -> ReLU -> Linear(hidden=256 -> input_dim), like a
+    standard auto-encoder's decoder, trained ``decoder_epochs`` epochs by Adam at ``decoder_lr`` on
+    MSE; both on shuffled minibatches of ``batch``. ``reduce`` is a :class:`RidgeProbe` (its
+    reduction is used) or a callable mapping [B, ...] activations to [B, F] features. Everything
+    runs in float32 on CPU under a forked RNG seeded by ``seed``, so results are deterministic and
+    the global RNG is untouched. Returns the keys of :meth:`RidgeProbe.result` (``ridge`` is None).
+    """
+    if decoder != "dense":
+        raise ValueError(f"decoder must be 'dense', got {decoder!r}")
+    for name, val in (("classifier_epochs", classifier_epochs), ("decoder_epochs", decoder_epochs),
+                      ("batch", batch), ("num_classes", num_classes), ("hidden", hidden)):
+        if not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    n_train, n_test = train_acts.shape[0], test_acts.shape[0]
+    if n_train < 2:
+        raise ProbeError(f"cannot fit: need at least 2 training samples, got n_train={n_train}")
+    if n_test < 1:
+        raise ProbeError("no test data (n_test=0)")
+    for name, t in (("train_acts", train_acts), ("train_inputs", train_inputs),
+                    ("test_acts", test_acts), ("test_inputs", test_inputs)):
+        _check_finite(name, t)
+    for name, y, n in (("train_y", train_y, n_train), ("test_y", test_y, n_test)):
+        if y.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+
+    if isinstance(reduce, RidgeProbe):
+        fn: Callable[[torch.Tensor], torch.Tensor] = reduce.reduce
+    elif reduce is None:
+        fn = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+    elif callable(reduce):
+        fn = reduce
+    else:
+        raise ValueError(f"reduce must be a RidgeProbe, a callable or None, got {reduce!r}")
+    xtr = fn(train_acts).detach().to("cpu", torch.float32)
+    xte = fn(test_acts).detach().to("cpu", torch.float32)
+    reduction = reduce.reduction if isinstance(reduce, RidgeProbe) else ("none" if reduce is None else "custom")
+    rtr = train_inputs.detach().to("cpu", torch.float32).reshape(n_train, -1)
+    rte = test_inputs.detach().to("cpu", torch.float32).reshape(n_test, -1)
+    if rtr.shape[1] != rte.shape[1]:
+        raise ValueError(f"train_inputs and test_inputs differ in input_dim: {rtr.shape[1]} vs {rte.shape[1]}")
+    ytr, yte = train_y.to("cpu", torch.int64), test_y.to("cpu", torch.int64)
+    f, d_in = xtr.shape[1], rtr.shape[1]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        clf = torch.nn.Linear(f, num_classes)
+        opt = torch.optim.SGD(clf.parameters(), lr=classifier_lr)
+        for _ in range(classifier_epochs):
+            for idx in torch.randperm(n_train, generator=gen).split(batch):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(clf(xtr[idx]), ytr[idx]).backward()
+                opt.step()
+        dec = torch.nn.Sequential(torch.nn.Linear(f, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_in))
+        opt = torch.optim.Adam(dec.parameters(), lr=decoder_lr)
+        for _ in range(decoder_epochs):
+            for idx in torch.randperm(n_train, generator=gen).split(batch):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(dec(xtr[idx]), rtr[idx]).backward()
+                opt.step()
+    with torch.no_grad():
+        train_acc = float((clf(xtr).argmax(1) == ytr).double().mean())
+        test_acc = float((clf(xte).argmax(1) == yte).double().mean())
+        mse = float(((dec(xte).double() - rte.double()) ** 2).mean())
+    # Same normaliser as the fast mode: mean per-dimension population variance of the test inputs.
+    mean_var = float(rte.double().var(dim=0, unbiased=False).mean())
+    if not math.isfinite(mse) or not math.isfinite(test_acc):
+        raise ProbeError("paper-mode probes diverged (non-finite loss)")
+    return {
+        "test_accuracy": test_acc,
+        "train_accuracy": train_acc,
+        "reconstruction_mse": mse,
+        "reconstruction_nmse": mse / mean_var if mean_var > 0 else None,
+        "ridge": None,
+        "ridge_search": None,
+        "features": f,
+        "reduction": reduction,
+        "n_train": n_train,
+        "n_test": n_test,
+    }

@@ -1,0 +1,234 @@
+"""Tests of nnphases.probes on synthetic data whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nnphases.probes import ProbeError, RidgeProbe, train_paper_probes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The problems are tiny: extra intra-op threads only add overhead and contention.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _separable(n: int, seed: int, k: int = 3, f: int = 10, sep: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Well-separated Gaussian clusters: class c centred at sep * e_c."""
+    g = _gen(seed)
+    y = torch.randint(0, k, (n,), generator=g)
+    x = 0.3 * torch.randn(n, f, generator=g)
+    x[torch.arange(n), y] += sep
+    return x, y
+
+
+def _feed(probe: RidgeProbe, fn: str, acts: torch.Tensor, y: torch.Tensor, r: torch.Tensor, nb: int) -> None:
+    for a, b, c in zip(acts.chunk(nb), y.chunk(nb), r.chunk(nb)):
+        getattr(probe, fn)(a, b, c)
+
+
+def _fast(train: tuple, test: tuple, k: int, nb: int = 10, **kw) -> dict:
+    a, y, r = train
+    p = RidgeProbe(math.prod(a.shape[1:]), k, math.prod(r.shape[1:]), **kw)
+    _feed(p, "update_train", a, y, r, nb)
+    p.fit()
+    _feed(p, "update_test", *test, nb=4)
+    _feed(p, "score_train", a, y, r, nb)
+    return p.result()
+
+
+def test_separable_accuracy_one():
+    x, y = _separable(500, 0)
+    xt, yt = _separable(200, 1)
+    res = _fast((x, y, x), (xt, yt, xt), 3)
+    assert res["test_accuracy"] == 1.0 and res["train_accuracy"] == 1.0
+    assert res["n_train"] == 500 and res["n_test"] == 200
+    assert res["reduction"] == "none" and res["features"] == 10
+
+
+def test_random_labels_near_chance():
+    g = _gen(2)
+    x, xt = torch.randn(2000, 20, generator=g), torch.randn(2000, 20, generator=g)
+    y, yt = torch.randint(0, 4, (2000,), generator=g), torch.randint(0, 4, (2000,), generator=g)
+    res = _fast((x, y, x), (xt, yt, xt), 4)
+    assert abs(res["test_accuracy"] - 0.25) < 0.05
+
+
+def _recon_data(seed: int, n: int, exact: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = _gen(seed)
+    r = torch.randn(n, 2, 2, 2, generator=g)  # image-like input, input_dim 8
+    m = torch.randn(8, 8, generator=_gen(99)) + 3 * torch.eye(8)  # fixed, well-conditioned
+    acts = r.reshape(n, 8) @ m if exact else torch.randn(n, 8, generator=g)
+    y = (r.reshape(n, 8)[:, 0] > 0).long()
+    return acts, y, r
+
+
+def test_reconstruction_nmse_exact_and_noise():
+    exact = _fast(_recon_data(0, 1000, True), _recon_data(1, 500, True), 2)
+    noise = _fast(_recon_data(0, 1000, False), _recon_data(1, 500, False), 2)
+    assert exact["reconstruction_nmse"] < 1e-3
+    assert 0.9 < noise["reconstruction_nmse"] < 1.1
+    assert noise["reconstruction_mse"] > 0.8  # inputs have unit variance
+
+
+def test_streaming_equals_one_batch():
+    g = _gen(3)
+    a, r = torch.randn(300, 4, 3, generator=g), torch.randn(300, 5, generator=g)
+    y = torch.randint(0, 3, (300,), generator=g)
+    ps = []
+    for nb in (1, 7, 30):
+        p = RidgeProbe(12, 3, 5, ridge=0.1)
+        _feed(p, "update_train", a, y, r, nb)
+        ps.append(p.statistics())
+    for s in ps[1:]:
+        assert s["n"] == ps[0]["n"] == 300
+        for key in ("xtx", "xty", "xtr"):
+            ref = ps[0][key]
+            assert float((s[key] - ref).abs().max() / ref.abs().max()) < 1e-10
+
+
+def test_ridge_search_larger_for_noisier_problem():
+    def k_chosen(f: int, n: int, flip: float, seed: int) -> int:
+        g = _gen(seed)
+        x = torch.randn(n, f, generator=g, dtype=torch.float64)
+        y = (x[:, 0] > 0).long()
+        m = torch.rand(n, generator=g) < flip
+        y[m] = torch.randint(0, 2, (int(m.sum()),), generator=g)
+        p = RidgeProbe(f, 2, 4)
+        _feed(p, "update_train", x, y, x[:, :4], 10)
+        p.fit()
+        s = p.statistics()
+        lam0 = float(torch.diagonal(s["xtx"])[:f].sum()) / f
+        assert p.ridge_search == "holdout"
+        return round(math.log10(p.ridge / lam0))
+
+    for seed in range(3):
+        assert k_chosen(5, 500, 0.0, seed) < k_chosen(100, 200, 0.9, seed)
+
+
+def test_default_ridge_without_holdout():
+    x, y = _separable(50, 0)
+    p = RidgeProbe(10, 3, 10)
+    p.update_train(x, y, x)
+    p.fit()
+    assert p.ridge_search == "default" and p.ridge > 0
+
+
+def test_reduction_pool_and_project():
+    g = _gen(4)
+    conv = torch.randn(20, 8, 16, 16, generator=g)  # 2048 > max_features 64, C=8 <= 64
+    r = torch.randn(20, 3, generator=g)
+    y = torch.randint(0, 2, (20,), generator=g)
+    p = RidgeProbe(8 * 16 * 16, 2, 3, max_features=64)
+    assert p.reduction is None  # shape-dependent choice waits for a batch
+    p.update_train(conv, y, r)
+    assert p.reduction == "pool" and p.features == 8
+    assert torch.allclose(p.reduce(conv), conv.double().mean(dim=(2, 3)))
+
+    wide = torch.randn(20, 100, 2, 2, generator=g)  # C=100 > 64 -> project
+    p = RidgeProbe(400, 2, 3, max_features=64, act_shape=(100, 2, 2))
+    assert p.reduction == "project" and p.features == 64
+    assert p.reduce(wide).shape == (20, 64)
+    assert p._proj.std().item() == pytest.approx(1 / 8, rel=0.05)
+    p2 = RidgeProbe(400, 2, 3, max_features=64, act_shape=(100, 2, 2))
+    assert torch.equal(p.reduce(wide), p2.reduce(wide))  # seeded
+
+    flat = torch.randn(20, 400, generator=g)
+    p = RidgeProbe(400, 2, 3, max_features=64)
+    p.update_train(flat, y, r)
+    assert p.reduction == "project"
+    p.fit()
+    p.update_test(flat, y, r)
+    assert p.result()["reduction"] == "project" and p.result()["features"] == 64
+
+    assert RidgeProbe(400, 2, 3, max_features=64, reduction="none").reduction == "none"
+    with pytest.raises(ValueError, match="pool"):
+        RidgeProbe(400, 2, 3, reduction="pool", act_shape=(400,))
+    with pytest.raises(ValueError, match="reduction"):
+        RidgeProbe(400, 2, 3, reduction="pca")
+
+
+def test_probe_errors():
+    x, y = _separable(1, 0)
+    p = RidgeProbe(10, 3, 10)
+    p.update_train(x, y, x)
+    with pytest.raises(ProbeError, match="at least 2"):
+        p.fit()
+    with pytest.raises(ProbeError, match="n_train=0"):
+        RidgeProbe(10, 3, 10).fit()
+    x, y = _separable(10, 0)
+    x[3, 2] = float("nan")
+    with pytest.raises(ProbeError, match="acts"):
+        RidgeProbe(10, 3, 10).update_train(x, y, torch.zeros(10, 10))
+    x[3, 2] = float("inf")
+    with pytest.raises(ProbeError, match="non-finite"):
+        RidgeProbe(10, 3, 10).update_train(x, y, torch.zeros(10, 10))
+    # Duplicate features with no ridge: singular system.
+    x, y = _separable(20, 0)
+    x[:, 1] = x[:, 0]
+    p = RidgeProbe(10, 3, 10, ridge=0.0)
+    p.update_train(x, y, x)
+    with pytest.raises(ProbeError, match="singular"):
+        p.fit()
+    with pytest.raises(ValueError, match="ridge"):
+        RidgeProbe(10, 3, 10, ridge=-1.0)
+
+
+def test_closed_form_matches_lstsq():
+    g = np.random.default_rng(5)
+    x = g.standard_normal((40, 6))
+    y = g.integers(0, 3, 40)
+    r = g.standard_normal((40, 4))
+    lam = 0.7
+    p = RidgeProbe(6, 3, 4, ridge=lam)
+    p.update_train(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(r))
+    p.fit()
+    # Augmented least squares: rows sqrt(lam) * e_j for feature columns only (bias unpenalised).
+    xb = np.hstack([x, np.ones((40, 1))])
+    aug = np.vstack([xb, np.hstack([math.sqrt(lam) * np.eye(6), np.zeros((6, 1))])])
+    onehot = np.eye(3)[y]
+    w_cls = np.linalg.lstsq(aug, np.vstack([onehot, np.zeros((6, 3))]), rcond=None)[0]
+    w_dec = np.linalg.lstsq(aug, np.vstack([r, np.zeros((6, 4))]), rcond=None)[0]
+    np.testing.assert_allclose(p.w_cls.numpy(), w_cls, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(p.w_dec.numpy(), w_dec, rtol=1e-9, atol=1e-12)
+
+
+def test_paper_mode_agrees_with_fast_mode():
+    x, y = _separable(256, 0)
+    xt, yt = _separable(200, 1)
+    fast = _fast((x, y, x), (xt, yt, xt), 3)
+    paper = train_paper_probes(x, y, x, xt, yt, xt, 3, decoder_epochs=1)
+    assert abs(paper["test_accuracy"] - fast["test_accuracy"]) <= 0.1
+    assert paper["features"] == 10 and paper["ridge"] is None
+    small = dict(classifier_epochs=2, decoder_epochs=2, seed=7)
+    assert train_paper_probes(x, y, x, xt, yt, xt, 3, **small) == train_paper_probes(x, y, x, xt, yt, xt, 3, **small)
+
+    res = {}
+    for exact in (True, False):
+        train, test = _recon_data(0, 640, exact), _recon_data(1, 300, exact)
+        res[exact] = (_fast(train, test, 2)["reconstruction_nmse"],
+                      train_paper_probes(*train, *test, 2, classifier_epochs=1)["reconstruction_nmse"])
+    assert res[True][0] < res[False][0] and res[True][1] < res[False][1]
+
+
+def test_paper_mode_with_reducer():
+    g = _gen(6)
+    conv = torch.randn(64, 4, 8, 8, generator=g)
+    y = torch.randint(0, 2, (64,), generator=g)
+    r = torch.randn(64, 5, generator=g)
+    p = RidgeProbe(256, 2, 5, max_features=16, act_shape=(4, 8, 8))
+    out = train_paper_probes(conv, y, r, conv, y, r, 2, reduce=p, classifier_epochs=1, decoder_epochs=1)
+    assert out["reduction"] == "pool" and out["features"] == 4
+    with pytest.raises(ValueError, match="decoder"):
+        train_paper_probes(conv, y, r, conv, y, r, 2, decoder="conv")

@@ -1,0 +1,52 @@
+"""Probes in the Recorder: the same evaluation pass feeds the sample-set counts and the probes' scores;
+results are Parquet rows of the run; bad layer names list the model's layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnphases import data
+from nnphases.recorder import Recorder
+from nnphases.schedule import Schedule
+from nnphases.store import read_table
+
+
+def _setup(tmp_path, probes):
+    ds = data.synthetic(n=1200, num_classes=4, shape=(1, 4, 4), seed=3)
+    tr, va = data.stratified_split(ds.y, 400, seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    rec = Recorder(model, ds.x[va], ds.y[va], 4, Schedule((0, 1), 10), tmp_path / "run", batch_size=100,
+                   train_eval=(ds.x[tr], ds.y[tr]), probes=probes)
+    return rec
+
+
+def test_probes_rows_per_layer(tmp_path):
+    rec = _setup(tmp_path, probes=True)
+    rec.measure(0)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes")
+    assert list(t.layer) == ["2", "4"]
+    assert ((t.test_accuracy > 0.5) & (t.test_accuracy <= 1)).all()  # synthetic classes are separable
+    assert ((t.train_accuracy >= 0) & (t.train_accuracy <= 1)).all()
+    assert np.isfinite(t.reconstruction_nmse).all() and (t.reconstruction_nmse >= 0).all()
+    assert (t.n_train == 800).all() and (t.n_test == 400).all()
+    assert set(t.reduction) == {"none"}
+    # counts from the same pass are there too
+    assert len(read_table(tmp_path / "run", "layers")) == 2
+
+
+def test_unknown_probe_layer_lists_sites(tmp_path):
+    rec = _setup(tmp_path, probes=["9"])
+    with pytest.raises(ValueError, match=r"no ReLU site named \['9'\].*'2', '4'"):
+        rec.measure(0)
+
+
+def test_probes_need_training_data(tmp_path):
+    ds = data.synthetic(n=100, num_classes=2, shape=(1, 2, 2), seed=0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="train_eval"):
+        Recorder(model, ds.x, ds.y, 2, Schedule((0,), 1), tmp_path / "r", probes=True)
