@@ -89,6 +89,24 @@ def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their 
     typer.echo(report(check(runs)))
 
 
+@app.command("single-layer")
+def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folder for the figures"),
+                 quick: bool = typer.Option(False, help="a 6,000-sample subset and 8 epochs")) -> None:
+    """Source 002's single-layer analysis on FashionMNIST: prototypes, groups by dot product, figures."""
+    from .singlelayer import main as run_single
+
+    for p in run_single(out, quick=quick):
+        typer.echo(str(p))
+
+
+@app.command()
+def theory() -> None:
+    """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
+    from .theory import main as run_theory
+
+    run_theory([])
+
+
 @app.command()
 def backends() -> None:
     """List the kernel backends, which work on this machine, and why the others do not."""
