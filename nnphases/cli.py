@@ -19,6 +19,7 @@ def run(
     dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
     data_root: Optional[str] = typer.Option(None, help="folder with the dataset's files"),
     holdout: Optional[int] = typer.Option(None, help="validation samples held out of the training set"),
+    resize: Optional[int] = typer.Option(None, help="resize images to this size (32 for VGG-11/ResNet-10)"),
     model: Optional[str] = typer.Option(None, help="mlp, fc_bn, vgg11, resnet10"),
     depth: Optional[int] = typer.Option(None, help="hidden layers (mlp, fc_bn)"),
     width: Optional[int] = typer.Option(None, help="nodes per hidden layer (mlp, fc_bn)"),
@@ -42,7 +43,7 @@ def run(
         paths = train.resume(resume)
         out = resume
     else:
-        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, model=model, depth=depth, width=width, loss=loss,
+        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, resize=resize, model=model, depth=depth, width=width, loss=loss,
                          optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
                          keep_masks=keep_masks, probes=probes, schedule=schedule, device=device,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
