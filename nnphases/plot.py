@@ -344,6 +344,41 @@ def _curves(stats: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def _probes(probes: pd.DataFrame, title: str) -> Figure:
+    """Probe results per layer against epoch: test and train accuracy of the linear read-out, and the
+    normalised reconstruction error (1 - R^2) of the input; mean over seeds with standard-error bands."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    order = layer_order(probes)
+    values = ["test_accuracy", "train_accuracy", "reconstruction_nmse"]
+    m = mean_over_seeds(probes, ["step", "layer"], values)
+    n_seeds = probes["seed"].nunique()
+    with_init = bool((m["step"] == 0).any())
+    colors = [colormaps["viridis"](x) for x in (np.linspace(0.0, 0.85, len(order)) if len(order) > 1 else [0.0])]
+    fig = Figure(figsize=(10.0, 3.3), layout="constrained")
+    gs = _grid(fig, 3)
+    labels = ["linear probe, test accuracy", "linear probe, train accuracy", "reconstruction error (1 - R$^2$)"]
+    handles: list[Any] = []
+    for k, (value, label) in enumerate(zip(values, labels)):
+        ax0, ax = _split(fig, gs, k, with_init)
+        for li, layer in enumerate(order):
+            h = _band(ax, ax0, m[m["layer"] == layer], value, color=colors[li], label=_layer_label(li + 1, layer))
+            if k == 0:
+                handles.append(h)
+        (ax0 or ax).set_ylabel(label.split(", ")[-1])
+        ax.set_xlabel("epoch")
+        ax.set_title(label[0].upper() + label[1:])
+        _log_xlim(ax, m["epoch"].to_numpy(dtype=float))
+        ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    fig.legend([h for h in handles if h is not None], [_layer_label(i + 1, n) for i, n in enumerate(order)
+                                                       if handles[i] is not None],
+               loc="outside lower center", ncol=min(len(order), 6), frameon=False)
+    fig.suptitle(f"Probes{' - ' + title if title else ''} "
+                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)")
+    return fig
+
+
 def plot(
     runs: PathLike | Sequence[PathLike],
     out_dir: PathLike | None = None,
@@ -363,7 +398,7 @@ def plot(
     line; defaults to the config's ``num_classes``, else 10. ``title``: text
     added to each figure's title (default: dataset, model and loss from the
     config when present). Files are named ``heatmap_f``, ``layers_fpu`` and
-    ``curves`` with each extension. Raises ValueError when the runs hold no
+    ``curves`` (and ``probes`` when the runs fitted probes) with each extension. Raises ValueError when the runs hold no
     measurements.
     """
     import matplotlib
@@ -375,6 +410,7 @@ def plot(
     nodes = read_table(dirs, "nodes")
     layers = read_table(dirs, "layers")
     stats = read_table(dirs, "stats")
+    probes = read_table(dirs, "probes")
     if layers.empty or nodes.empty:
         raise ValueError(f"no complete checkpoints with node and layer tables in {runs!r}")
     cfg = _config(dirs[0]) if dirs else {}
@@ -395,6 +431,8 @@ def plot(
             "layers_fpu": lambda: _layers_fpu(layers, num_classes, title),
             "curves": lambda: _curves(stats, title),
         }
+        if not probes.empty:
+            figures["probes"] = lambda: _probes(probes, title)
         for name, build in figures.items():
             fig = build()
             FigureCanvasAgg(fig)

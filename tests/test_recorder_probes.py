@@ -50,3 +50,18 @@ def test_probes_need_training_data(tmp_path):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match="train_eval"):
         Recorder(model, ds.x, ds.y, 2, Schedule((0,), 1), tmp_path / "r", probes=True)
+
+
+def test_plot_draws_probes(tmp_path):
+    from matplotlib.image import imread
+
+    from nnphases.plot import plot
+
+    rec = _setup(tmp_path, probes=True)
+    rec.measure(0)
+    rec.measure(1)
+    rec.close()
+    written = plot([tmp_path / "run"], tmp_path / "fig", formats=("png",))
+    probes_png = tmp_path / "fig" / "probes.png"
+    assert probes_png in written
+    assert imread(probes_png).shape[0] > 100
