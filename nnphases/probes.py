@@ -348,6 +348,16 @@ class RidgeProbe:
         }
 
 
+def _train_minibatches(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
+                       target: torch.Tensor, epochs: int, batch: int, gen: torch.Generator) -> None:
+    """Plain minibatch training, shuffled each epoch by ``gen`` (deterministic for its seed)."""
+    for _ in range(epochs):
+        for idx in torch.randperm(x.shape[0], generator=gen).split(batch):
+            opt.zero_grad()
+            loss_fn(model(x[idx]), target[idx]).backward()
+            opt.step()
+
+
 def train_paper_probes(
     train_acts: torch.Tensor,
     train_y: torch.Tensor,
@@ -420,19 +430,11 @@ def train_paper_probes(
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         clf = torch.nn.Linear(f, num_classes)
-        opt = torch.optim.SGD(clf.parameters(), lr=classifier_lr)
-        for _ in range(classifier_epochs):
-            for idx in torch.randperm(n_train, generator=gen).split(batch):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(clf(xtr[idx]), ytr[idx]).backward()
-                opt.step()
+        _train_minibatches(clf, torch.optim.SGD(clf.parameters(), lr=classifier_lr),
+                           torch.nn.functional.cross_entropy, xtr, ytr, classifier_epochs, batch, gen)
         dec = torch.nn.Sequential(torch.nn.Linear(f, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_in))
-        opt = torch.optim.Adam(dec.parameters(), lr=decoder_lr)
-        for _ in range(decoder_epochs):
-            for idx in torch.randperm(n_train, generator=gen).split(batch):
-                opt.zero_grad()
-                torch.nn.functional.mse_loss(dec(xtr[idx]), rtr[idx]).backward()
-                opt.step()
+        _train_minibatches(dec, torch.optim.Adam(dec.parameters(), lr=decoder_lr),
+                           torch.nn.functional.mse_loss, xtr, rtr, decoder_epochs, batch, gen)
     with torch.no_grad():
         train_acc = float((clf(xtr).argmax(1) == ytr).double().mean())
         test_acc = float((clf(xte).argmax(1) == yte).double().mean())

@@ -28,6 +28,10 @@ from .schedule import Schedule
 from .store import RunDir
 
 
+# The probe method each capture pass feeds: fit on training data, score it, then score the test data.
+_PROBE_UPDATE = {"fit": "update_train", "score": "score_train", "val": "update_test"}
+
+
 class Recorder:
     """Measures the ReLU sample sets of ``model`` on ``x``/``y`` at the steps of ``schedule``.
 
@@ -82,19 +86,18 @@ class Recorder:
         self.probe_features = probe_features
         self._phase = "val"
         self._probes: dict[str, Any] = {}
+        self._probe_errors: dict[str, str] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 
     def _on_relu(self, name: str, acts: torch.Tensor) -> None:
-        if self._phase != "val" or name in self._probes:
-            probe = self._probes.get(name)
-            if probe is not None:
-                a = acts.reshape(acts.shape[0], *self._shapes[name])
-                {"fit": probe.update_train, "score": probe.score_train, "val": probe.update_test}[self._phase](
-                    a, self._labels, self._inputs)
-            if self._phase != "val":
-                return
+        probe = self._probes.get(name)
+        if probe is not None:  # probes see every pass; the counts only the validation pass
+            update = getattr(probe, _PROBE_UPDATE[self._phase])
+            update(acts.reshape(acts.shape[0], *self._shapes[name]), self._labels, self._inputs)
+        if self._phase != "val":
+            return
         # Labels were validated once in __init__; a NaN or inf in any ReLU output reaches the logits, and a
         # non-finite loss stops the measurement before anything is written. So the kernels skip their own
         # checks, which on a GPU would each cost a synchronisation per site and batch.
@@ -207,7 +210,7 @@ class Recorder:
                 "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
                 "features": int(r["features"]), "reduction": str(r["reduction"]), "n_train": int(r["n_train"]),
                 "n_test": int(r["n_test"])})
-        for name, err in getattr(self, "_probe_errors", {}).items():
+        for name, err in self._probe_errors.items():
             rows.append({"layer": name, "mode": "fast", "train_accuracy": float("nan"), "test_accuracy": float("nan"),
                          "reconstruction_mse": float("nan"), "reconstruction_nmse": float("nan"),
                          "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,

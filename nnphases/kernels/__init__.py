@@ -119,10 +119,8 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     p = _arrays.describe(packed, "packed")
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
-    if len(lab.shape) != 1:
-        raise ValueError(f"labels must be 1-D [samples], got shape {lab.shape}")
+    _validate.labels_for(lab, None, p)  # the labels give the sample count the packed width must match
     _validate.packed_for(p, lab.shape[0])
-    _validate.labels_for(lab, lab.shape[0], p)
     threads = _validate.threads_value(threads)
     b, fn = select("packed_class_counts", p.device, backend)
     if not getattr(fn, "checks_labels", False):

@@ -41,13 +41,14 @@ def num_classes_value(num_classes: Any) -> int:
     return n
 
 
-def labels_for(lab: Array, samples: int, ref: Array) -> None:
-    """Shape, dtype and placement of labels; the value range is checked by :func:`label_range`."""
+def labels_for(lab: Array, samples: int | None, ref: Array) -> None:
+    """Shape, dtype and placement of labels (their length too, unless ``samples`` is None); the value
+    range is checked by :func:`label_range`."""
     if len(lab.shape) != 1:
         raise ValueError(f"labels must be 1-D [samples], got shape {lab.shape}")
     if lab.dtype not in LABEL_DTYPES:
         raise TypeError(f"labels has dtype {lab.dtype}; supported: int32, int64")
-    if lab.shape[0] != samples:
+    if samples is not None and lab.shape[0] != samples:
         raise ValueError(f"labels has {lab.shape[0]} entries but {ref.name} has {samples} samples (rows)")
     same_lib = lab.lib == ref.lib or {lab.lib, ref.lib} == {"numpy"}
     if lab.where != ref.where or not same_lib:

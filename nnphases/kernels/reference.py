@@ -23,9 +23,9 @@ def _active(bits: np.ndarray, kind: Kind) -> tuple[np.ndarray, bool]:
     return x > 0, not bool(np.isfinite(x).all())
 
 
-def _row_chunks(samples: int, nodes: int, multiple: int = 8) -> range:
-    step = max(multiple, _CHUNK_ELEMENTS // max(nodes, 1) // multiple * multiple)
-    return range(0, samples, step)
+def _rows_per_chunk(nodes: int, multiple: int = 8) -> int:
+    """Rows per chunk: about _CHUNK_ELEMENTS elements, a multiple of 8 so packed bytes never straddle chunks."""
+    return max(multiple, _CHUNK_ELEMENTS // max(nodes, 1) // multiple * multiple)
 
 
 def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
@@ -33,7 +33,7 @@ def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: 
     samples, nodes = acts.shape
     out = np.zeros((num_classes, nodes), dtype=np.int64)
     bad = False
-    step = _row_chunks(samples, nodes).step
+    step = _rows_per_chunk(nodes)
     for s in range(0, samples, step):
         active, nonfinite = _active(acts[s:s + step], kind)
         bad |= nonfinite
@@ -48,7 +48,7 @@ def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool,
     samples, nodes = acts.shape
     out = np.zeros((nodes, -(-samples // 64) * 8), dtype=np.uint8)
     bad = False
-    step = _row_chunks(samples, nodes).step
+    step = _rows_per_chunk(nodes)
     for s in range(0, samples, step):
         active, nonfinite = _active(acts[s:s + step], kind)
         bad |= nonfinite
