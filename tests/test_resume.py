@@ -30,6 +30,18 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
+def _complete(out: Path) -> int:
+    return sum(len(RunDir(d).completed_steps()) for d in out.glob("seed-*"))
+
+
+def _wait_for_progress(proc: subprocess.Popen, out: Path, timeout: float = 120.0) -> None:
+    """Returns once the run has completed one more checkpoint (or ended), so the next kill lands mid-run
+    whatever the machine's speed."""
+    start, deadline = _complete(out), time.monotonic() + timeout
+    while proc.poll() is None and _complete(out) <= start and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _tables(out: Path) -> dict[str, pd.DataFrame]:
     return {t: read_table(sorted(out.glob("seed-*")), t) for t in ("nodes", "layers", "stats")}
 
@@ -45,10 +57,14 @@ def test_killed_runs_resume_to_identical_results(reference_run, tmp_path):
     out = tmp_path / "killed"
     rng = random.Random(2026)
     kills = 0
-    proc = subprocess.Popen(_cmd(*ARGS, "--out", str(out)), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    for _ in range(8):
-        time.sleep(rng.uniform(1.5, 4.0))
+    err = open(tmp_path / "stderr.log", "wb")  # a file, not a pipe nobody reads, which could block the child
+    proc = subprocess.Popen(_cmd(*ARGS, "--out", str(out)), env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    for i in range(8):
+        if i % 2:  # at a random moment, start-up included
+            time.sleep(rng.uniform(0.2, 3.0))
+        else:  # just after a checkpoint: guarantees kills in the middle of training
+            _wait_for_progress(proc, out)
+            time.sleep(rng.uniform(0.0, 0.5))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
@@ -65,8 +81,10 @@ def test_killed_runs_resume_to_identical_results(reference_run, tmp_path):
         # again (and continues any folder that holds the same configuration).
         again = _cmd("--resume", str(out), "--no-figures") if (out / "run.json").exists() else \
             _cmd(*ARGS, "--out", str(out))
-        proc = subprocess.Popen(again, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+        proc = subprocess.Popen(again, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    rc = proc.wait(timeout=300)
+    err.close()
+    assert rc == 0, (tmp_path / "stderr.log").read_text()[-2000:]
     assert kills >= 3, "the run finished before it could be killed enough times; lengthen it"
     want, got = _tables(reference_run), _tables(out)
     for name in want:
