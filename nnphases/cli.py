@@ -31,7 +31,11 @@ def run(
     seeds: Optional[str] = typer.Option(None, help="comma-separated, e.g. 0,1,2"),
     per_decade: Optional[int] = typer.Option(None, help="measurements per decade of training steps"),
     keep_masks: Optional[bool] = typer.Option(None, help="also store bit-packed activation masks"),
-    probes: Optional[bool] = typer.Option(None, help="fit closed-form linear probes at every ReLU site"),
+    probes: Optional[bool] = typer.Option(None, help="fit probes (linear read-out, input decoder) at ReLU sites"),
+    probe_mode: Optional[str] = typer.Option(None, help="fast (closed form), paper (the source's trained "
+                                                        "probes) or both"),
+    probe_layers: Optional[str] = typer.Option(None, help="comma-separated ReLU site names to probe (default: all)"),
+    probe_warm_start: Optional[bool] = typer.Option(None, help="paper mode: start from the previous step's probes"),
     schedule: Optional[str] = typer.Option(None, help="log (per decade) or pow2 (steps 0, 1, 2, 4, ...)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     figures: bool = typer.Option(True, help="plot and check the findings at the end"),
@@ -45,7 +49,9 @@ def run(
     else:
         overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, resize=resize, model=model, depth=depth, width=width, loss=loss,
                          optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
-                         keep_masks=keep_masks, probes=probes, schedule=schedule, device=device,
+                         keep_masks=keep_masks, probes=probes, probe_mode=probe_mode,
+                         probe_layers=probe_layers.split(",") if probe_layers else None,
+                         probe_warm_start=probe_warm_start, schedule=schedule, device=device,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
         out = out or Path("runs") / preset
         if preset == "source000-grid":

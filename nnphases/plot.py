@@ -346,36 +346,44 @@ def _curves(stats: pd.DataFrame, title: str) -> Figure:
 
 def _probes(probes: pd.DataFrame, title: str) -> Figure:
     """Probe results per layer against epoch: test and train accuracy of the linear read-out, and the
-    normalised reconstruction error (1 - R^2) of the input; mean over seeds with standard-error bands."""
+    normalised reconstruction error (1 - R^2) of the input; mean over seeds with standard-error bands.
+    Colours are layers; with both probe modes in the runs, fast mode is solid and paper mode dashed."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     order = layer_order(probes)
+    modes = [m for m in ("fast", "paper") if m in set(probes["mode"])]
+    styles = {"fast": "-", "paper": "--"}
     values = ["test_accuracy", "train_accuracy", "reconstruction_nmse"]
-    m = mean_over_seeds(probes, ["step", "layer"], values)
+    m = mean_over_seeds(probes, ["step", "layer", "mode"], values)
     n_seeds = probes["seed"].nunique()
     with_init = bool((m["step"] == 0).any())
     colors = [colormaps["viridis"](x) for x in (np.linspace(0.0, 0.85, len(order)) if len(order) > 1 else [0.0])]
     fig = Figure(figsize=(10.0, 3.3), layout="constrained")
     gs = _grid(fig, 3)
     labels = ["linear probe, test accuracy", "linear probe, train accuracy", "reconstruction error (1 - R$^2$)"]
-    handles: list[Any] = []
+    shown = [False] * len(order)
     for k, (value, label) in enumerate(zip(values, labels)):
         ax0, ax = _split(fig, gs, k, with_init)
         for li, layer in enumerate(order):
-            h = _band(ax, ax0, m[m["layer"] == layer], value, color=colors[li], label=_layer_label(li + 1, layer))
-            if k == 0:
-                handles.append(h)
+            for mode in modes:
+                d = m[(m["layer"] == layer) & (m["mode"] == mode)]
+                shown[li] |= _band(ax, ax0, d, value, color=colors[li], ls=styles[mode]) is not None
         (ax0 or ax).set_ylabel(label.split(", ")[-1])
         ax.set_xlabel("epoch")
         ax.set_title(label[0].upper() + label[1:])
         _log_xlim(ax, m["epoch"].to_numpy(dtype=float))
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
-    fig.legend([h for h in handles if h is not None], [_layer_label(i + 1, n) for i, n in enumerate(order)
-                                                       if handles[i] is not None],
-               loc="outside lower center", ncol=min(len(order), 6), frameon=False)
+    handles = [Line2D([], [], color=colors[i], lw=1.2) for i in range(len(order)) if shown[i]]
+    names = [_layer_label(i + 1, n) for i, n in enumerate(order) if shown[i]]
+    if len(modes) > 1:
+        handles += [Line2D([], [], color="0.3", lw=1.2, ls=styles[mode]) for mode in modes]
+        names += [f"{mode} mode" for mode in modes]
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 6), frameon=False)
+    mode_text = "" if len(modes) > 1 else f", {modes[0]} mode" if modes else ""
     fig.suptitle(f"Probes{' - ' + title if title else ''} "
-                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)")
+                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error{mode_text})")
     return fig
 
 

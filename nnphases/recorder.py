@@ -30,6 +30,7 @@ from .store import RunDir
 
 # The probe method each capture pass feeds: fit on training data, score it, then score the test data.
 _PROBE_UPDATE = {"fit": "update_train", "score": "score_train", "val": "update_test"}
+_PROBE_MODES = {"fast": ("fast",), "paper": ("paper",), "both": ("fast", "paper")}
 
 
 class Recorder:
@@ -42,10 +43,14 @@ class Recorder:
     ``background_writes`` computes the metrics and writes each checkpoint on one background thread while
     training goes on (in order, atomically; the resume state is copied to the host first): on a GPU the
     writing, not the measuring, is the cost. A write error is raised at the next measurement or at close.
-    ``probes`` (True for every site, or a list of site names) fits closed-form linear probes
-    (:class:`nnphases.probes.RidgeProbe`: class read-out and input reconstruction) on ``train_eval`` at each
-    measurement, in two extra passes over it (fit, then train accuracy), and scores them in the same
-    validation pass that feeds the counts.
+    ``probes`` (True for every site, or a list of site names) fits probes (class read-out and input
+    reconstruction, :mod:`nnphases.probes`) on ``train_eval`` at each measurement and scores them in the same
+    validation pass that feeds the counts. ``probe_mode``: ``"fast"`` (closed-form ridge; a second pass over
+    ``train_eval`` scores the train accuracy), ``"paper"`` (the source's trained classifier and decoder, on the
+    activations of ``train_eval`` held in memory; checked against the free memory before anything runs) or
+    ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
+    ``probe_warm_start``: paper-mode models start from the previous measurement's. ``probe_options``:
+    keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning rates, ``channels``...).
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
@@ -53,7 +58,8 @@ class Recorder:
                  train_eval: tuple[torch.Tensor, torch.Tensor] | None = None, keep_masks: bool = False,
                  per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
                  config: dict | None = None, background_writes: bool = True,
-                 probes: bool | list[str] = False, probe_features: int = 2048) -> None:
+                 probes: bool | list[str] = False, probe_mode: str = "fast", probe_features: int = 2048,
+                 probe_warm_start: bool = False, probe_options: dict | None = None) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
         if batch_size < 1:
@@ -82,18 +88,22 @@ class Recorder:
         self._pending: Future | None = None
         if probes and train_eval is None:
             raise ValueError("probes need training data: pass train_eval=(x, y)")
-        self.probe_layers = probes
-        self.probe_features = probe_features
+        if probe_mode not in _PROBE_MODES:
+            raise ValueError(f"probe_mode must be one of {list(_PROBE_MODES)}, got {probe_mode!r}")
+        self.probe_modes = _PROBE_MODES[probe_mode]
+        self.probe_features, self.probe_warm_start = probe_features, probe_warm_start
+        self.probe_options = dict(probe_options or {})
         self._phase = "val"
-        self._probes: dict[str, Any] = {}
-        self._probe_errors: dict[str, str] = {}
+        self._probes: dict[str, list[tuple[str, Any]]] = {}  # site -> [(mode, probe)]
+        self._probe_errors: dict[tuple[str, str], str] = {}
+        self._last_paper: dict[str, Any] = {}  # site -> the previous measurement's paper probe (warm start)
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self.probe_layers: list[str] = self._probe_sites(probes) if probes else []
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 
     def _on_relu(self, name: str, acts: torch.Tensor) -> None:
-        probe = self._probes.get(name)
-        if probe is not None:  # probes see every pass; the counts only the validation pass
+        for _, probe in self._probes.get(name, ()):  # probes see every pass; the counts only the validation pass
             update = getattr(probe, _PROBE_UPDATE[self._phase])
             update(acts.reshape(acts.shape[0], *self._shapes[name]), self._labels, self._inputs)
         if self._phase != "val":
@@ -150,8 +160,9 @@ class Recorder:
                     self._phase = "fit"
                     train_stats = self._pass(*self.train_eval, cap)
                     self._fit_probes()
-                    self._phase = "score"
-                    self._pass(*self.train_eval, cap)
+                    if any(not getattr(p, "scores_in_fit", False) for ps in self._probes.values() for _, p in ps):
+                        self._phase = "score"
+                        self._pass(*self.train_eval, cap)
                 self._phase = "val"
                 val_loss, val_acc = self._pass(self.x, self.y, cap)
                 probe_rows = self._probe_rows()
@@ -176,42 +187,70 @@ class Recorder:
         else:
             self._pending = self._writer.submit(self._write, job)
 
-    def _new_probes(self) -> None:
-        from .probes import RidgeProbe
-
-        if not self._shapes:
-            self._shapes = {site.name: tuple(site.shape) for site in find_sites(self.model, self.x[:2].to(self.device))}
-        names = list(self._shapes) if self.probe_layers is True else list(self.probe_layers)
+    def _probe_sites(self, probes: bool | list[str]) -> list[str]:
+        """The sites to probe, checked against the model (and, for paper mode, against the free memory)."""
+        self._shapes = {site.name: tuple(site.shape) for site in find_sites(self.model, self.x[:2].to(self.device))}
+        names = list(self._shapes) if probes is True else list(probes)
         unknown = [n for n in names if n not in self._shapes]
         if unknown:
             raise ValueError(f"probes: no ReLU site named {unknown}; the model's sites: {list(self._shapes)}")
+        if "paper" in self.probe_modes:
+            n = self.train_eval[0].shape[0]  # type: ignore[index]
+            per_sample = sum(int(np.prod(self._shapes[s])) + int(np.prod(self.x.shape[1:])) for s in names)
+            need, free = 4 * n * per_sample, _free_memory(self.device)
+            if free is not None and need > 0.8 * free:
+                raise ValueError(
+                    f"paper-mode probes keep the activations of {n} training samples at sites {names} in memory: "
+                    f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {self.device}; probe fewer "
+                    "layers (probes=[...]), score fewer training samples (train_eval) or use probe_mode='fast'")
+        return names
+
+    def _new_probes(self) -> None:
+        from .probes import PaperProbe, RidgeProbe
+
         input_dim = int(np.prod(self.x.shape[1:]))
-        self._probes = {n: RidgeProbe(int(np.prod(self._shapes[n])), self.num_classes, input_dim,
-                                      max_features=self.probe_features, device=self.device,
-                                      act_shape=self._shapes[n]) for n in names}
-        self._probe_errors: dict[str, str] = {}
+        self._probes, self._probe_errors = {}, {}
+        for n in self.probe_layers:
+            shape = self._shapes[n]
+            self._probes[n] = []
+            if "fast" in self.probe_modes:
+                self._probes[n].append(("fast", RidgeProbe(int(np.prod(shape)), self.num_classes, input_dim,
+                                                           max_features=self.probe_features, device=self.device,
+                                                           act_shape=shape)))
+            if "paper" in self.probe_modes:
+                prev = self._last_paper.get(n) if self.probe_warm_start else None
+                self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),
+                                                            seed=self.seed, device=self.device, warm_start=prev,
+                                                            **self.probe_options)))
 
     def _fit_probes(self) -> None:
         from .probes import ProbeError
 
-        for name, probe in list(self._probes.items()):
-            try:
-                probe.fit()
-            except ProbeError as e:  # say so, and store NaN rather than a meaningless number
-                warnings.warn(f"probe for layer {name!r} cannot be fitted: {e}", stacklevel=3)
-                self._probe_errors[name] = str(e)
-                del self._probes[name]
+        for name, probes in self._probes.items():
+            kept = []
+            for mode, probe in probes:
+                try:
+                    probe.fit()
+                except ProbeError as e:  # say so, and store NaN rather than a meaningless number
+                    warnings.warn(f"{mode}-mode probe for layer {name!r} cannot be fitted: {e}", stacklevel=3)
+                    self._probe_errors[(name, mode)] = str(e)
+                    continue
+                kept.append((mode, probe))
+                if mode == "paper":
+                    self._last_paper[name] = probe
+            self._probes[name] = kept
 
     def _probe_rows(self) -> list[dict]:
         rows = []
-        for name, probe in self._probes.items():
-            r = probe.result()
-            rows.append({"layer": name, "mode": "fast", **{k: _num(r.get(k)) for k in (
-                "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
-                "features": int(r["features"]), "reduction": str(r["reduction"]), "n_train": int(r["n_train"]),
-                "n_test": int(r["n_test"])})
-        for name, err in self._probe_errors.items():
-            rows.append({"layer": name, "mode": "fast", "train_accuracy": float("nan"), "test_accuracy": float("nan"),
+        for name, probes in self._probes.items():
+            for mode, probe in probes:
+                r = probe.result()
+                rows.append({"layer": name, "mode": mode, **{k: _num(r.get(k)) for k in (
+                    "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
+                    "features": int(r["features"]), "reduction": str(r["reduction"]),
+                    "n_train": int(r["n_train"]), "n_test": int(r["n_test"])})
+        for (name, mode), err in self._probe_errors.items():
+            rows.append({"layer": name, "mode": mode, "train_accuracy": float("nan"), "test_accuracy": float("nan"),
                          "reconstruction_mse": float("nan"), "reconstruction_nmse": float("nan"),
                          "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,
                          "n_test": 0})
@@ -234,6 +273,20 @@ class Recorder:
         if self._writer is not None:
             self._writer.shutdown()
         self.run.mark_done()
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (MemAvailable on a Linux host), or None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _num(v: Any) -> float:

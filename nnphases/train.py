@@ -51,7 +51,10 @@ class Config:
     train_eval: int = 12000  # training samples scored at each measurement (0: none)
     keep_masks: bool = False
     per_channel: bool = False
-    probes: bool = False  # closed-form linear probes (class read-out, input reconstruction) at every site
+    probes: bool = False  # probes (class read-out, input reconstruction) at every site (or at probe_layers)
+    probe_mode: str = "fast"  # "fast" (closed form), "paper" (the source's trained probes) or "both"
+    probe_layers: list[str] | None = None  # ReLU site names; None: every site
+    probe_warm_start: bool = False  # paper mode: start from the previous measurement's probes
     schedule: str = "log"  # "log" (per_decade per decade) or "pow2" (steps 0, 1, 2, 4, ...: source 002)
     device: str = "auto"
 
@@ -172,7 +175,9 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     sub = _epoch_order(seed, -1, len(train))[:cfg.train_eval]
     rec = Recorder(model, val.x, val.y, train.num_classes, schedule, out, seed=seed, batch_size=cfg.eval_batch,
                    loss_fn=loss_fn, train_eval=(train.x[sub], train.y[sub]) if cfg.train_eval else None,
-                   keep_masks=cfg.keep_masks, per_channel=cfg.per_channel, probes=cfg.probes,
+                   keep_masks=cfg.keep_masks, per_channel=cfg.per_channel,
+                   probes=(cfg.probe_layers or True) if cfg.probes else False, probe_mode=cfg.probe_mode,
+                   probe_warm_start=cfg.probe_warm_start,
                    config={**dataclasses.asdict(cfg), "seed": seed, "steps_per_epoch": steps_per_epoch,
                            "total_steps": total})
 

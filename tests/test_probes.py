@@ -232,3 +232,101 @@ def test_paper_mode_with_reducer():
     assert out["reduction"] == "pool" and out["features"] == 4
     with pytest.raises(ValueError, match="decoder"):
         train_paper_probes(conv, y, r, conv, y, r, 2, decoder="conv")
+
+
+# -- paper mode: decoders, batching, validation -----------------------------------------------------
+
+from nnphases.probes import PaperProbe, conv_decoder  # noqa: E402
+
+
+@pytest.mark.parametrize("act_shape,input_shape", [
+    ((64, 32, 32), (1, 32, 32)),   # VGG-11's first site: no upsampling
+    ((128, 16, 16), (1, 32, 32)),
+    ((512, 2, 2), (1, 32, 32)),    # VGG-11's last sites
+    ((512, 4, 4), (3, 32, 32)),    # ResNet-10's last sites on CIFAR
+    ((8, 7, 7), (1, 28, 28)),
+    ((8, 3, 3), (1, 28, 28)),      # 28 is not 3 times a power of two: resized at the end
+    ((4, 8, 8), (2, 8, 12)),       # non-square input
+])
+def test_conv_decoder_output_shape(act_shape, input_shape):
+    dec = conv_decoder(act_shape, input_shape, channels=16)
+    assert tuple(dec(torch.zeros(2, *act_shape)).shape) == (2, *input_shape)
+
+
+def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blocky images (4x4 random grids upsampled 2x), conv 'activations' that hold them (their 2x2 average
+    pool, twice), and labels from them: a decoder can reconstruct the images exactly."""
+    g = _gen(seed)
+    r = torch.nn.functional.interpolate(torch.rand(n, 1, 4, 4, generator=g), scale_factor=2, mode="nearest")
+    y = (r[:, 0, :4].mean((1, 2)) > r[:, 0, 4:].mean((1, 2))).long()
+    a = torch.nn.functional.avg_pool2d(r, 2).repeat(1, 2, 1, 1)
+    return a, y, r
+
+
+def test_paper_conv_decoder_learns_and_batches_agree():
+    train, test = _images(256, 0), _images(128, 1)
+    quick = dict(classifier_epochs=5, decoder_epochs=30, channels=16, batch=32, decoder_lr=3e-3)
+    out = train_paper_probes(*train, *test, 2, **quick)
+    assert out["decoder"] == "conv" and out["features"] == 2 * 4 * 4
+    assert out["reconstruction_nmse"] < 0.3  # the activations hold the whole image
+    # Fed in batches, the probe keeps and scores the same samples: identical results.
+    p = PaperProbe((2, 4, 4), 2, (1, 8, 8), **quick)
+    for chunk in zip(*(t.chunk(5) for t in train)):
+        p.update_train(*chunk)
+    p.fit()
+    for chunk in zip(*(t.chunk(3) for t in test)):
+        p.update_test(*chunk)
+    got = p.result()
+    # The test inputs' variance is merged per batch (Chan et al.): equal up to rounding, the rest exactly.
+    assert got.pop("reconstruction_nmse") == pytest.approx(out.pop("reconstruction_nmse"), rel=1e-12)
+    assert got == out
+
+
+def test_paper_mode_decoder_choice():
+    a, y, r = _images(16, 0)
+    assert train_paper_probes(a, y, r, a, y, r, 2, decoder="dense", classifier_epochs=1,
+                              decoder_epochs=1)["decoder"] == "dense"
+    flat = train_paper_probes(a.flatten(1), y, r, a.flatten(1), y, r, 2, classifier_epochs=1, decoder_epochs=1)
+    assert flat["decoder"] == "dense"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(classifier_epochs=0), "classifier_epochs must be a positive int, got 0"),
+    (dict(decoder_epochs=2.5), "decoder_epochs must be a positive int, got 2.5"),
+    (dict(batch=True), "batch must be a positive int, got True"),
+    (dict(classifier_lr=0.0), "classifier_lr must be a positive float, got 0.0"),
+    (dict(decoder_lr=float("nan")), "decoder_lr must be a positive float, got nan"),
+    (dict(decoder="deconv"), r"decoder must be one of \('auto', 'dense', 'conv'\), got 'deconv'"),
+    (dict(reduce=3), "reduce must be a RidgeProbe, a callable or None, got 3"),
+])
+def test_paper_probe_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PaperProbe((2, 4, 4), 2, (1, 8, 8), **kwargs)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda p, a, y, r: p.update_train(a[:, :1], y, r), r"acts must be \[B, \*\(2, 4, 4\)\]"),
+    (lambda p, a, y, r: p.update_train(a, y[:-1], r), r"labels must have shape \(8,\)"),
+    (lambda p, a, y, r: p.update_train(a, y + 2, r), r"labels must lie in \[0, 2\)"),
+    (lambda p, a, y, r: p.update_train(a, y, r[:, :, :4]), r"inputs must be \[8, \*\(1, 8, 8\)\]"),
+    (lambda p, a, y, r: p.update_train(a * float("nan"), y, r), "acts contains non-finite"),
+    (lambda p, a, y, r: p.update_test(a, y, r), r"update_test needs fit\(\) first"),
+])
+def test_paper_probe_bad_batches(call, match):
+    a, y, r = _images(8, 0)
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        call(PaperProbe((2, 4, 4), 2, (1, 8, 8)), a, y, r)
+
+
+def test_paper_probe_needs_two_samples():
+    a, y, r = _images(1, 0)
+    p = PaperProbe((2, 4, 4), 2, (1, 8, 8))
+    p.update_train(a, y, r)
+    with pytest.raises(ProbeError, match="n_train=1"):
+        p.fit()
+
+
+def test_paper_probe_divergence_is_an_error():
+    a, y, r = _images(64, 0)
+    with pytest.raises(ProbeError, match="diverged"):
+        train_paper_probes(a * 1e30, y, r, a, y, r, 2, classifier_lr=1e30, classifier_epochs=3, decoder_epochs=1)

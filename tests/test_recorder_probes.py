@@ -14,14 +14,17 @@ from nnphases.schedule import Schedule
 from nnphases.store import read_table
 
 
-def _setup(tmp_path, probes):
+def _setup(tmp_path, probes, **kw):
     ds = data.synthetic(n=1200, num_classes=4, shape=(1, 4, 4), seed=3)
     tr, va = data.stratified_split(ds.y, 400, seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
     rec = Recorder(model, ds.x[va], ds.y[va], 4, Schedule((0, 1), 10), tmp_path / "run", batch_size=100,
-                   train_eval=(ds.x[tr], ds.y[tr]), probes=probes)
+                   train_eval=(ds.x[tr], ds.y[tr]), probes=probes, **kw)
     return rec
+
+
+_QUICK_PAPER = dict(classifier_epochs=3, decoder_epochs=2)
 
 
 def test_probes_rows_per_layer(tmp_path):
@@ -40,9 +43,55 @@ def test_probes_rows_per_layer(tmp_path):
 
 
 def test_unknown_probe_layer_lists_sites(tmp_path):
-    rec = _setup(tmp_path, probes=["9"])
     with pytest.raises(ValueError, match=r"no ReLU site named \['9'\].*'2', '4'"):
-        rec.measure(0)
+        _setup(tmp_path, probes=["9"])
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_both_modes_rows(tmp_path):
+    rec = _setup(tmp_path, probes=["4"], probe_mode="both", probe_options=_QUICK_PAPER)
+    rec.measure(0)
+    rec.measure(1)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes").sort_values(["step", "mode"])
+    assert list(zip(t.step, t.layer, t["mode"])) == [(0, "4", "fast"), (0, "4", "paper"), (1, "4", "fast"),
+                                                      (1, "4", "paper")]
+    paper = t[t["mode"] == "paper"]
+    assert ((paper.test_accuracy >= 0) & (paper.test_accuracy <= 1)).all()
+    assert ((paper.train_accuracy >= 0) & (paper.train_accuracy <= 1)).all()
+    assert np.isfinite(paper.reconstruction_nmse).all() and paper.ridge.isna().all()
+    assert (t.n_train == 800).all() and (t.n_test == 400).all()
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_paper_warm_start(tmp_path, warm):
+    """Warm start continues from the previous measurement's models: with a frozen network, a second fit
+    from the first's weights lowers the reconstruction error, while a cold refit repeats it exactly."""
+    rec = _setup(tmp_path, probes=["2"], probe_mode="paper", probe_warm_start=warm, probe_options=_QUICK_PAPER)
+    rec.measure(0)
+    rec.measure(1)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes").sort_values("step")
+    first, second = t.reconstruction_mse.to_numpy()
+    if warm:
+        assert second < first
+    else:
+        assert second == first
+
+
+def test_paper_mode_memory_check(tmp_path, monkeypatch):
+    from nnphases import recorder
+
+    monkeypatch.setattr(recorder, "_free_memory", lambda device: 1000)
+    with pytest.raises(ValueError, match=r"800 training samples at sites \['2', '4'\].*GiB is free"):
+        _setup(tmp_path, probes=True, probe_mode="paper")
+    _setup(tmp_path, probes=True, probe_mode="fast")  # fast mode keeps nothing
+
+
+@pytest.mark.parametrize("mode", ["slow", "", None, "Fast"])
+def test_bad_probe_mode(tmp_path, mode):
+    with pytest.raises(ValueError, match=f"probe_mode must be one of .*got {mode!r}"):
+        _setup(tmp_path, probes=True, probe_mode=mode)
 
 
 def test_probes_need_training_data(tmp_path):

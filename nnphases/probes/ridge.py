@@ -1,27 +1,15 @@
-"""Probes of one layer: a linear classifier and an input decoder (spec section 2).
-
-Two modes. Fast mode (:class:`RidgeProbe`) streams the layer's activations
-over the training data, accumulates float64 normal-equation statistics and
-solves two ridge problems in closed form: a one-hot least-squares classifier
-(scored by argmax accuracy) and a linear decoder of the network input (scored
-by squared error). Paper mode (:func:`train_paper_probes`) follows the
-source's protocol on activations held in memory: a dense classifier trained
-by SGD (lr 0.003, 20 epochs, cross-entropy) and an MLP decoder trained by
-Adam (lr 3e-4, 30 epochs, MSE). Both report the same keys. The reconstruction
-error is normalised as ``nmse = mse / (sum_j var_j(R_test) / input_dim)``,
-i.e. ``1 - R^2`` against the test inputs' own per-dimension (population)
-variance: 0 means a perfect reconstruction, 1 means no better than predicting
-the test mean; it is ``None`` when the test inputs have zero variance.
-"""
+"""Fast-mode probes: closed-form ridge read-out and linear input decoder from streamed float64 statistics."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-__all__ = ["ProbeError", "RidgeProbe", "train_paper_probes", "RIDGE_EXPONENTS", "HOLDOUT_EVERY"]
+from ._common import Moments, ProbeError, check_finite
+
+__all__ = ["RidgeProbe", "RIDGE_EXPONENTS", "HOLDOUT_EVERY"]
 
 # Candidate ridges are lam0 * 10**k for these k (spec'd grid).
 RIDGE_EXPONENTS: tuple[int, ...] = tuple(range(-6, 3))
@@ -30,10 +18,6 @@ HOLDOUT_EVERY = 5
 # Exponent used when "auto" has no holdout batch to search on (fewer than 5 batches).
 DEFAULT_EXPONENT = -3
 _REDUCTIONS = ("auto", "none", "pool", "project")
-
-
-class ProbeError(ValueError):
-    """A probe cannot produce a meaningful number (too few samples, a singular or non-finite solve, bad data)."""
 
 
 class _Stats:
@@ -69,32 +53,6 @@ def _ridge_solve(xtx: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tens
     if not bool(torch.isfinite(w).all()):
         raise ProbeError(f"ridge solve gave non-finite weights (ridge={lam!r})")
     return w
-
-
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ProbeError(f"{name} contains non-finite values (NaN or inf)")
-
-
-class _Moments:
-    """Per-dimension mean and M2 of a stream, merged batch by batch (Chan et al.) to avoid cancellation."""
-
-    def __init__(self, r: int, device: torch.device) -> None:
-        self.n = 0
-        self.mean = torch.zeros(r, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros(r, dtype=torch.float64, device=device)
-
-    def add(self, r: torch.Tensor) -> None:
-        nb = r.shape[0]
-        if nb == 0:
-            return
-        bmean = r.mean(0)
-        bm2 = ((r - bmean) ** 2).sum(0)
-        tot = self.n + nb
-        delta = bmean - self.mean
-        self.mean = self.mean + delta * (nb / tot)
-        self.m2 = self.m2 + bm2 + delta**2 * (self.n * nb / tot)
-        self.n = tot
 
 
 class RidgeProbe:
@@ -162,7 +120,7 @@ class RidgeProbe:
         self._test_n = 0
         self._test_correct = 0
         self._test_sse = 0.0
-        self._test_moments = _Moments(input_dim, self.device)
+        self._test_moments = Moments(input_dim, self.device)
         self._score_n = 0
         self._score_correct = 0
         if act_shape is not None:
@@ -227,8 +185,8 @@ class RidgeProbe:
     def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features with bias column, int64 labels and flattened float64 inputs, validated."""
-        _check_finite("acts", acts)
-        _check_finite("inputs", inputs)
+        check_finite("acts", acts)
+        check_finite("inputs", inputs)
         b = acts.shape[0]
         if labels.shape != (b,):
             raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
@@ -333,12 +291,11 @@ class RidgeProbe:
         if self._test_n == 0:
             raise ProbeError("no test data scored (n_test=0); call update_test first")
         mse = self._test_sse / (self._test_n * self.input_dim)
-        total_var = float(self._test_moments.m2.sum()) / self._test_n
         return {
             "test_accuracy": self._test_correct / self._test_n,
             "train_accuracy": self._score_correct / self._score_n if self._score_n else None,
             "reconstruction_mse": mse,
-            "reconstruction_nmse": mse / (total_var / self.input_dim) if total_var > 0 else None,
+            "reconstruction_nmse": self._test_moments.normalised(mse),
             "ridge": self.ridge,
             "ridge_search": self.ridge_search,
             "features": self.features,
@@ -346,112 +303,3 @@ class RidgeProbe:
             "n_train": self.statistics()["n"],
             "n_test": self._test_n,
         }
-
-
-def _train_minibatches(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
-                       target: torch.Tensor, epochs: int, batch: int, gen: torch.Generator) -> None:
-    """Plain minibatch training, shuffled each epoch by ``gen`` (deterministic for its seed)."""
-    for _ in range(epochs):
-        for idx in torch.randperm(x.shape[0], generator=gen).split(batch):
-            opt.zero_grad()
-            loss_fn(model(x[idx]), target[idx]).backward()
-            opt.step()
-
-
-def train_paper_probes(
-    train_acts: torch.Tensor,
-    train_y: torch.Tensor,
-    train_inputs: torch.Tensor,
-    test_acts: torch.Tensor,
-    test_y: torch.Tensor,
-    test_inputs: torch.Tensor,
-    num_classes: int,
-    *,
-    classifier_epochs: int = 20,
-    classifier_lr: float = 0.003,
-    decoder_epochs: int = 30,
-    decoder_lr: float = 3e-4,
-    batch: int = 128,
-    seed: int = 0,
-    decoder: str = "dense",
-    reduce: RidgeProbe | Callable[[torch.Tensor], torch.Tensor] | None = None,
-    hidden: int = 256,
-) -> dict[str, Any]:
-    """Source-protocol probes on in-memory activations: SGD linear classifier and an MLP decoder.
-
-    The classifier is one dense layer on the flattened (optionally reduced) activations, trained
-    ``classifier_epochs`` epochs by plain SGD at ``classifier_lr`` on cross-entropy; the decoder
-    (``decoder="dense"``, the only one) is Linear -> ReLU -> Linear(hidden=256 -> input_dim), like a
-    standard auto-encoder's decoder, trained ``decoder_epochs`` epochs by Adam at ``decoder_lr`` on
-    MSE; both on shuffled minibatches of ``batch``. ``reduce`` is a :class:`RidgeProbe` (its
-    reduction is used) or a callable mapping [B, ...] activations to [B, F] features. Everything
-    runs in float32 on CPU under a forked RNG seeded by ``seed``, so results are deterministic and
-    the global RNG is untouched. Returns the keys of :meth:`RidgeProbe.result` (``ridge`` is None).
-    """
-    if decoder != "dense":
-        raise ValueError(f"decoder must be 'dense', got {decoder!r}")
-    for name, val in (("classifier_epochs", classifier_epochs), ("decoder_epochs", decoder_epochs),
-                      ("batch", batch), ("num_classes", num_classes), ("hidden", hidden)):
-        if not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    n_train, n_test = train_acts.shape[0], test_acts.shape[0]
-    if n_train < 2:
-        raise ProbeError(f"cannot fit: need at least 2 training samples, got n_train={n_train}")
-    if n_test < 1:
-        raise ProbeError("no test data (n_test=0)")
-    for name, t in (("train_acts", train_acts), ("train_inputs", train_inputs),
-                    ("test_acts", test_acts), ("test_inputs", test_inputs)):
-        _check_finite(name, t)
-    for name, y, n in (("train_y", train_y, n_train), ("test_y", test_y, n_test)):
-        if y.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
-            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
-
-    if isinstance(reduce, RidgeProbe):
-        fn: Callable[[torch.Tensor], torch.Tensor] = reduce.reduce
-    elif reduce is None:
-        fn = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
-    elif callable(reduce):
-        fn = reduce
-    else:
-        raise ValueError(f"reduce must be a RidgeProbe, a callable or None, got {reduce!r}")
-    xtr = fn(train_acts).detach().to("cpu", torch.float32)
-    xte = fn(test_acts).detach().to("cpu", torch.float32)
-    reduction = reduce.reduction if isinstance(reduce, RidgeProbe) else ("none" if reduce is None else "custom")
-    rtr = train_inputs.detach().to("cpu", torch.float32).reshape(n_train, -1)
-    rte = test_inputs.detach().to("cpu", torch.float32).reshape(n_test, -1)
-    if rtr.shape[1] != rte.shape[1]:
-        raise ValueError(f"train_inputs and test_inputs differ in input_dim: {rtr.shape[1]} vs {rte.shape[1]}")
-    ytr, yte = train_y.to("cpu", torch.int64), test_y.to("cpu", torch.int64)
-    f, d_in = xtr.shape[1], rtr.shape[1]
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        clf = torch.nn.Linear(f, num_classes)
-        _train_minibatches(clf, torch.optim.SGD(clf.parameters(), lr=classifier_lr),
-                           torch.nn.functional.cross_entropy, xtr, ytr, classifier_epochs, batch, gen)
-        dec = torch.nn.Sequential(torch.nn.Linear(f, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_in))
-        _train_minibatches(dec, torch.optim.Adam(dec.parameters(), lr=decoder_lr),
-                           torch.nn.functional.mse_loss, xtr, rtr, decoder_epochs, batch, gen)
-    with torch.no_grad():
-        train_acc = float((clf(xtr).argmax(1) == ytr).double().mean())
-        test_acc = float((clf(xte).argmax(1) == yte).double().mean())
-        mse = float(((dec(xte).double() - rte.double()) ** 2).mean())
-    # Same normaliser as the fast mode: mean per-dimension population variance of the test inputs.
-    mean_var = float(rte.double().var(dim=0, unbiased=False).mean())
-    if not math.isfinite(mse) or not math.isfinite(test_acc):
-        raise ProbeError("paper-mode probes diverged (non-finite loss)")
-    return {
-        "test_accuracy": test_acc,
-        "train_accuracy": train_acc,
-        "reconstruction_mse": mse,
-        "reconstruction_nmse": mse / mean_var if mean_var > 0 else None,
-        "ridge": None,
-        "ridge_search": None,
-        "features": f,
-        "reduction": reduction,
-        "n_train": n_train,
-        "n_test": n_test,
-    }

@@ -1,0 +1,40 @@
+"""What both probe modes share: the error type, input checks and the reconstruction normaliser."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ProbeError(ValueError):
+    """A probe cannot produce a meaningful number (too few samples, a singular or non-finite solve, bad data)."""
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ProbeError(f"{name} contains non-finite values (NaN or inf)")
+
+
+class Moments:
+    """Per-dimension mean and M2 of a stream, merged batch by batch (Chan et al.) to avoid cancellation."""
+
+    def __init__(self, r: int, device: torch.device) -> None:
+        self.n = 0
+        self.mean = torch.zeros(r, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(r, dtype=torch.float64, device=device)
+
+    def add(self, r: torch.Tensor) -> None:
+        nb = r.shape[0]
+        if nb == 0:
+            return
+        bmean = r.mean(0)
+        bm2 = ((r - bmean) ** 2).sum(0)
+        tot = self.n + nb
+        delta = bmean - self.mean
+        self.mean = self.mean + delta * (nb / tot)
+        self.m2 = self.m2 + bm2 + delta**2 * (self.n * nb / tot)
+        self.n = tot
+
+    def normalised(self, mse: float) -> float | None:
+        """``mse`` over the mean per-dimension population variance of the stream (1 - R^2); None if it is 0."""
+        total_var = float(self.m2.sum()) / self.n if self.n else 0.0
+        return mse / (total_var / self.m2.numel()) if total_var > 0 else None
