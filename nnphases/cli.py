@@ -70,13 +70,22 @@ def run(
         _report(paths)
 
 
-def _report(paths: list[Path]) -> None:
+def _findings_text(paths: list[Path]) -> str:
+    """Source 000's findings, then source 002's phases when the runs fitted probes."""
     from .findings import findings as check, report
+    from .phases import probe_phases, report as phase_report
+
+    text = report(check(paths))
+    phases = probe_phases(paths)
+    return text + ("\nprobe phases (source 002):\n" + phase_report(phases) if phases else "")
+
+
+def _report(paths: list[Path]) -> None:
     from .plot import plot as draw
 
     written = draw(paths)
     typer.echo("figures: " + ", ".join(str(p) for p in written))
-    typer.echo(report(check(paths)))
+    typer.echo(_findings_text(paths))
 
 
 @app.command()
@@ -90,10 +99,8 @@ def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their pare
 
 @app.command()
 def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
-    """Check the source's findings on runs and print each with the numbers behind it."""
-    from .findings import findings as check, report
-
-    typer.echo(report(check(runs)))
+    """Check the sources' findings on runs (and the probes' phases) and print the numbers behind each."""
+    typer.echo(_findings_text(runs))
 
 
 @app.command("single-layer")
