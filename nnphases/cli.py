@@ -13,12 +13,15 @@ app = typer.Typer(add_completion=False, help="Measure how neural networks learn,
 @app.command()
 def run(
     preset: str = typer.Option("demo", help="demo (minutes on a CPU), source000 (one cell of the paper's "
-                                            "protocol), source000-grid (all 18 cells), source002 (probes)"),
+                                            "protocol), source000-grid (all 18 cells), source002 (probes, "
+                                            "FC-BN), source002-vgg11, source002-resnet10"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: runs/<preset>)"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
     data_root: Optional[str] = typer.Option(None, help="folder with the dataset's files"),
     holdout: Optional[int] = typer.Option(None, help="validation samples held out of the training set"),
+    train_eval: Optional[int] = typer.Option(None, help="training samples scored (and probes fitted on) at each "
+                                                        "measurement"),
     resize: Optional[int] = typer.Option(None, help="resize images to this size (32 for VGG-11/ResNet-10)"),
     model: Optional[str] = typer.Option(None, help="mlp, fc_bn, vgg11, resnet10"),
     depth: Optional[int] = typer.Option(None, help="hidden layers (mlp, fc_bn)"),
@@ -47,7 +50,7 @@ def run(
         paths = train.resume(resume)
         out = resume
     else:
-        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, resize=resize, model=model, depth=depth, width=width, loss=loss,
+        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, train_eval=train_eval, resize=resize, model=model, depth=depth, width=width, loss=loss,
                          optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
                          keep_masks=keep_masks, probes=probes, probe_mode=probe_mode,
                          probe_layers=probe_layers.split(",") if probe_layers else None,

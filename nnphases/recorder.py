@@ -96,7 +96,7 @@ class Recorder:
         self._phase = "val"
         self._probes: dict[str, list[tuple[str, Any]]] = {}  # site -> [(mode, probe)]
         self._probe_errors: dict[tuple[str, str], str] = {}
-        self._last_paper: dict[str, Any] = {}  # site -> the previous measurement's paper probe (warm start)
+        self._last_paper: dict[str, dict] = {}  # site -> the previous measurement's paper probe state (warm start)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self.probe_layers: list[str] = self._probe_sites(probes) if probes else []
         self._counts: dict[str, torch.Tensor] = {}
@@ -176,6 +176,8 @@ class Recorder:
             self.flush()  # every measurement taken before the divergence is written
             raise FloatingPointError(f"loss is not finite at step {step} ({stats}); the run diverged. "
                                      f"Checkpoints up to step {max(self.done_steps, default='none')} are intact")
+        if state is not None and self._last_paper:
+            state = {**state, "recorder": self.state_dict()}
         job = dict(step=step, epoch=self.schedule.epoch(step), seed=self.seed,
                    counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes,
                    stats=stats,
@@ -236,8 +238,8 @@ class Recorder:
                     self._probe_errors[(name, mode)] = str(e)
                     continue
                 kept.append((mode, probe))
-                if mode == "paper":
-                    self._last_paper[name] = probe
+                if mode == "paper" and self.probe_warm_start:
+                    self._last_paper[name] = probe.state()
             self._probes[name] = kept
 
     def _probe_rows(self) -> list[dict]:
@@ -255,6 +257,13 @@ class Recorder:
                          "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,
                          "n_test": 0})
         return rows
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs of the Recorder: the paper probes' models when they warm-start."""
+        return {"paper_probes": self._last_paper}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._last_paper = dict(state.get("paper_probes", {}))
 
     def _write(self, job: dict) -> None:
         step = job.pop("step")

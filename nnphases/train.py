@@ -81,6 +81,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # --seeds 0,1,2,3,4 on a GPU).
     "source002": dict(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
                       epochs=2, seeds=[0, 1], resize=32, schedule="pow2", probes=True, train_eval=4000),
+    # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
+    # probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs 256 --seeds 0,1,2,3,4
+    # --holdout 12000 --train-eval 12000.
+    "source002-vgg11": dict(model="vgg11", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                            seeds=[0, 1], resize=32, schedule="pow2", probes=True, holdout=4000, train_eval=2000,
+                            eval_batch=500),
+    "source002-resnet10": dict(model="resnet10", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                               seeds=[0, 1], resize=32, schedule="pow2", probes=True, holdout=4000,
+                               train_eval=2000, eval_batch=500),
 }
 
 
@@ -193,6 +202,8 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         torch.set_rng_state(st["torch_rng"])
+        if "recorder" in st:
+            rec.load_state_dict(st["recorder"])
         if st.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(st["cuda_rng"])
     else:

@@ -75,7 +75,8 @@ class PaperProbe:
     classifier and the decoder on them, scores the training accuracy and frees them, :meth:`update_test`
     scores test batches, :meth:`result` reports. :meth:`score_train` is a no-op (``scores_in_fit``): the
     training accuracy comes from the kept activations. ``act_shape``/``input_shape`` are per sample.
-    ``decoder="auto"`` picks ``conv`` for [C, h, w] activations of [Cin, H, W] inputs, else ``dense``.
+    ``warm_start`` (a fitted PaperProbe or its :meth:`state`) initialises the models from it when the
+    shapes agree. ``decoder="auto"`` picks ``conv`` for [C, h, w] activations of [Cin, H, W] inputs, else ``dense``.
     ``reduce`` (a :class:`RidgeProbe` or a callable [B, ...] -> [B, F]) maps activations to features for
     the classifier and a dense decoder. Training is deterministic for ``seed`` and leaves the global RNG as
     it was. Memory: the training activations and inputs, ``n_train * (prod(act_shape) + prod(input_shape))``
@@ -101,7 +102,7 @@ class PaperProbe:
         reduce: Any = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
-        warm_start: "PaperProbe | None" = None,
+        warm_start: "PaperProbe | dict | None" = None,
     ) -> None:
         for name, val in (("classifier_epochs", classifier_epochs), ("decoder_epochs", decoder_epochs),
                           ("batch", batch), ("num_classes", num_classes), ("hidden", hidden),
@@ -139,7 +140,7 @@ class PaperProbe:
         self.batch, self.hidden, self.channels, self.seed = batch, hidden, channels, seed
         self.device = torch.device(device)
         self.input_dim = math.prod(self.input_shape)
-        self.warm_start = warm_start
+        self.warm_start = warm_start.state() if isinstance(warm_start, PaperProbe) else warm_start
         self.classifier: nn.Module | None = None
         self.decoder_model: nn.Module | None = None
         self._acts: list[torch.Tensor] = []
@@ -197,10 +198,9 @@ class PaperProbe:
         self.decoder_model = conv_decoder(self.act_shape, self.input_shape, self.channels) \
             if self.decoder == "conv" else dense_decoder(features, self.input_dim, self.hidden)  # type: ignore[arg-type]
         prev = self.warm_start
-        if prev is not None and prev.classifier is not None and prev.features == features \
-                and prev.decoder == self.decoder:
-            self.classifier.load_state_dict(prev.classifier.state_dict())
-            self.decoder_model.load_state_dict(prev.decoder_model.state_dict())  # type: ignore[union-attr]
+        if prev is not None and prev["features"] == features and prev["decoder"] == self.decoder:
+            self.classifier.load_state_dict(prev["classifier"])
+            self.decoder_model.load_state_dict(prev["decoder_model"])
         self.classifier.to(self.device)
         self.decoder_model.to(self.device)
 
@@ -229,6 +229,15 @@ class PaperProbe:
                           for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH)))
         self.train_accuracy = correct / self.n_train
         self.warm_start = None  # keep no chain of earlier probes alive
+
+    def state(self) -> dict | None:
+        """The trained models (CPU copies) for ``warm_start`` of a later probe; None before :meth:`fit`."""
+        if self.classifier is None:
+            return None
+        return {"features": self.features, "decoder": self.decoder,
+                "classifier": {k: v.detach().cpu().clone() for k, v in self.classifier.state_dict().items()},
+                "decoder_model": {k: v.detach().cpu().clone()
+                                  for k, v in self.decoder_model.state_dict().items()}}  # type: ignore[union-attr]
 
     @torch.no_grad()
     def update_test(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:

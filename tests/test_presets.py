@@ -1,0 +1,70 @@
+"""Presets resolve to runnable configurations; source 002's probe options run end to end and resume exactly."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from nnphases import train
+from nnphases.store import read_table
+
+
+@pytest.mark.parametrize("preset", list(train.PRESETS))
+def test_preset_builds_its_model(preset):
+    cfg = train.resolve(preset, {"dataset": "synthetic", "holdout": 600,
+                                 "resize": 32 if train.PRESETS[preset].get("resize") else None})
+    tr, _ = train.load_data(cfg)
+    model = train.build_model(cfg, tr)
+    assert model(tr.x[:2]).shape == (2, tr.num_classes)
+
+
+@pytest.mark.parametrize("preset,model,probes,schedule", [
+    ("source002", "fc_bn", True, "pow2"),
+    ("source002-vgg11", "vgg11", True, "pow2"),
+    ("source002-resnet10", "resnet10", True, "pow2"),
+])
+def test_source002_presets_follow_the_protocol(preset, model, probes, schedule):
+    cfg = train.resolve(preset, {})
+    assert (cfg.model, cfg.probes, cfg.schedule, cfg.optimizer, cfg.lr, cfg.batch, cfg.resize) == \
+        (model, probes, schedule, "sgd", 0.002, 128, 32)
+
+
+def _cfg(**kw) -> train.Config:
+    base = dict(dataset="synthetic", holdout=600, model="fc_bn", depth=2, width=16, epochs=1, batch=30, seeds=[0],
+                schedule="pow2", probes=True, probe_mode="both", probe_layers=["relu2"], probe_warm_start=True,
+                train_eval=300, device="cpu", optimizer="sgd", lr=0.05)
+    return train.Config(**{**base, **kw})
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_paper_probes_warm_start_resume_exactly(tmp_path):
+    """A run stopped after a checkpoint and resumed ends with the probe rows of an uninterrupted run: the
+    paper probes' warm-start models are part of the resume state."""
+    torch.set_num_threads(1)
+    cfg = _cfg()
+    train.run(cfg, tmp_path / "ref", progress=False)
+    ref = read_table(tmp_path / "ref" / "seed-0", "probes")
+    assert set(ref["mode"]) == {"fast", "paper"} and set(ref["layer"]) == {"relu2"}
+
+    out = tmp_path / "stopped"
+    (out).mkdir()
+    (out / "run.json").write_bytes(cfg.to_json())
+
+    def stop(step: int) -> None:
+        if step == 40:  # between the checkpoints at steps 32 and 64
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train.train_seed(cfg, 0, out / "seed-0", on_step=stop)
+    train.resume(out, progress=False)
+    got = read_table(out / "seed-0", "probes")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))
+
+
+def test_unknown_probe_layer_in_a_run(tmp_path):
+    with pytest.raises(ValueError, match=r"no ReLU site named \['relu9'\]; the model's sites: \['relu1', 'relu2'\]"):
+        train.run(_cfg(probe_layers=["relu9"]), tmp_path / "bad", progress=False)
