@@ -1,7 +1,11 @@
 """Probes, fast (closed-form ridge) against paper mode (the source's trained classifier and decoder),
 on the same layer activations at the powers-of-two checkpoints of a real training run: the cost of each
 per measurement step, measured in this run, and how the two modes' curves over training agree (Spearman
-rank correlation over steps). Targets (issue 4): fast >= 10x cheaper, rank correlation >= 0.9."""
+rank correlation over steps). Targets (issue 4): fast >= 10x cheaper, rank correlation >= 0.9.
+
+The probes are fitted on 24,000 training samples (the source fits on the whole training set): the trained decoder's
+level at a step depends on how many Adam updates its 30 epochs give it, and with a few thousand samples it is still
+far from converged, so its curve then measures the optimiser more than the layer."""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def test_fast_vs_paper(benchmark):
         pytest.skip(str(e))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tr_idx, te_idx = data.stratified_split(full.y, 1000 if quick else 3000, seed=0)
-    train, test = full.subset(tr_idx[: 2000 if quick else 6000]), full.subset(te_idx)
+    train, test = full.subset(tr_idx[: 2000 if quick else 24000]), full.subset(te_idx)
     torch.manual_seed(0)
     model = models.fc_bn(784, 3, 256, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -100,7 +100,8 @@ def run_single_layer(
     percentile of ``dots``); ``group_index`` int64 [n_c] (0/1/2 per sample);
     ``group_sizes`` int64 [3]; ``group_loss`` float64 [S, 3] (mean per-sample
     cross-entropy of each group); ``group_acc`` float64 [S, 3]; ``hist_counts``,
-    ``hist_edges`` (histogram of ``dots``); ``config`` (the hyperparameters)."""
+    ``hist_edges`` (histogram of ``dots``); ``test_recon`` float64 [S] (test reconstruction error
+    1 - R^2 of the input from the outputs, linear decoder fitted on the training set); ``config``."""
     if not 0 <= group_class < train.num_classes:
         raise ValueError(f"group_class={group_class} outside [0, {train.num_classes})")
     if epochs < 0 or batch < 1 or not lr > 0:
@@ -138,7 +139,8 @@ def run_single_layer(
     yc = torch.full((len(xc),), group_class, dtype=torch.int64)
     gidx = torch.from_numpy(group_index)
 
-    rec: dict[str, list] = {k: [] for k in ("train_acc", "test_acc", "train_loss", "test_loss", "weights", "bias", "group_loss", "group_acc")}
+    rec: dict[str, list] = {k: [] for k in ("train_acc", "test_acc", "train_loss", "test_loss", "weights", "bias",
+                                            "group_loss", "group_acc", "recon")}
 
     @torch.no_grad()
     def measure() -> None:
@@ -155,6 +157,7 @@ def run_single_layer(
         hit = (out.argmax(1) == yc).double()
         rec["group_loss"].append([float(per[gidx == g].mean()) if group_sizes[g] else float("nan") for g in range(3)])
         rec["group_acc"].append([float(hit[gidx == g].mean()) if group_sizes[g] else float("nan") for g in range(3)])
+        rec["recon"].append(_reconstruction(model, xtr, ytr, xte, yte))
 
     step = 0
     if 0 in meas_set:
@@ -191,6 +194,7 @@ def run_single_layer(
         "group_sizes": group_sizes,
         "group_loss": np.asarray(rec["group_loss"], dtype=np.float64).reshape(-1, 3),
         "group_acc": np.asarray(rec["group_acc"], dtype=np.float64).reshape(-1, 3),
+        "test_recon": np.asarray(rec["recon"], dtype=np.float64),
         "hist_counts": counts.astype(np.int64),
         "hist_edges": edges.astype(np.float64),
         "config": {"epochs": epochs, "lr": lr, "batch": batch, "seed": seed, "n_train": n, "n_test": len(yte),
@@ -199,6 +203,22 @@ def run_single_layer(
 
 
 # --------------------------------------------------------------------------- plots
+
+
+def _reconstruction(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+                    chunk: int = 8192) -> float:
+    """Test reconstruction error (1 - R^2) of the input from the classifier's outputs: a linear decoder fitted
+    on the training set in closed form (the source's reconstruction function, Def. 3.4; fast-mode probes)."""
+    from .probes import RidgeProbe
+
+    c = model.out_features
+    probe = RidgeProbe(c, c, xtr.shape[1])
+    for s in range(0, len(xtr), chunk):
+        probe.update_train(model(xtr[s:s + chunk]), ytr[s:s + chunk], xtr[s:s + chunk])
+    probe.fit()
+    for s in range(0, len(xte), chunk):
+        probe.update_test(model(xte[s:s + chunk]), yte[s:s + chunk], xte[s:s + chunk])
+    return float(probe.result()["reconstruction_nmse"])
 
 
 def _pick_rows(steps: np.ndarray, k: int) -> list[int]:
@@ -235,7 +255,7 @@ def _save(fig, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
 
 
 def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "svg"), rows: int = 6) -> list[Path]:
-    """Write ``weights``, ``group_loss``, ``dot_products`` and ``accuracy`` figures
+    """Write ``weights``, ``group_loss``, ``dot_products`` and ``accuracy`` (with the reconstruction error) figures
     (one file per format) into ``out_dir`` and return their paths."""
     from matplotlib.figure import Figure
 
@@ -304,19 +324,23 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
     ax.legend(fontsize=8)
     paths += _save(fig, out_dir, "dot_products", formats)
 
-    # Accuracy.
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
+    # Accuracy and reconstruction error (the source's Figure 1).
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
     ax.plot(steps, record["train_acc"], marker="o", ms=3, label="train")
     ax.plot(steps, record["test_acc"], marker="s", ms=3, label="test")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("training step (symlog scale)")
     ax.set_ylabel("accuracy")
     ax.set_title("Single-layer classifier accuracy", fontsize=10)
-    ax.grid(True, alpha=0.3)
     ax.legend()
+    ax2.plot(steps, record["test_recon"], marker="o", ms=3, color="tab:purple")
+    ax2.set_ylabel("reconstruction error (1 - R$^2$, test)")
+    ax2.set_title("Input reconstructed linearly from the outputs", fontsize=10)
+    for a in (ax, ax2):
+        a.set_xscale("symlog", linthresh=1)
+        a.set_xlim(left=0)
+        a.set_xlabel("training step (symlog scale)")
+        a.grid(True, alpha=0.3)
     paths += _save(fig, out_dir, "accuracy", formats)
     return paths
 

@@ -56,7 +56,7 @@ def test_record_keys_and_shapes(quick_run):
     s = len(steps)
     assert steps[0] == 0 and steps[-1] == rec["config"]["total_steps"]
     assert np.all(np.diff(steps) > 0)
-    for key in ("train_acc", "test_acc", "train_loss", "test_loss"):
+    for key in ("train_acc", "test_acc", "train_loss", "test_loss", "test_recon"):
         assert rec[key].shape == (s,)
         assert np.all(np.isfinite(rec[key]))
     assert rec["weights"].shape == (s, 10, 784)
@@ -75,6 +75,8 @@ def test_record_keys_and_shapes(quick_run):
     assert rec["hist_counts"].sum() == n_c and len(rec["hist_edges"]) == len(rec["hist_counts"]) + 1
     # The weights change, and at step 0 they are the untrained initialisation.
     assert not np.allclose(rec["weights"][0], rec["weights"][-1])
+    # 10 outputs cannot hold a 784-pixel image: the reconstruction error lies strictly inside (0, 1).
+    assert np.all((rec["test_recon"] > 0) & (rec["test_recon"] < 1))
 
 
 @needs_fashion
