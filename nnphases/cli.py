@@ -39,6 +39,8 @@ def run(
                                                         "probes) or both"),
     probe_layers: Optional[str] = typer.Option(None, help="comma-separated ReLU site names to probe (default: all)"),
     probe_warm_start: Optional[bool] = typer.Option(None, help="paper mode: start from the previous step's probes"),
+    paper_layers: Optional[str] = typer.Option(None, help="with --probe-mode both: the sites that also get "
+                                                          "paper-mode probes (default: all probed sites)"),
     schedule: Optional[str] = typer.Option(None, help="log (per decade) or pow2 (steps 0, 1, 2, 4, ...)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     figures: bool = typer.Option(True, help="plot and check the findings at the end"),
@@ -55,6 +57,7 @@ def run(
                          keep_masks=keep_masks, probes=probes, probe_mode=probe_mode,
                          probe_layers=probe_layers.split(",") if probe_layers else None,
                          probe_warm_start=probe_warm_start, schedule=schedule, device=device,
+                         paper_layers=paper_layers.split(",") if paper_layers else None,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
         out = out or Path("runs") / preset
         if preset == "source000-grid":

@@ -49,7 +49,9 @@ class Recorder:
     ``train_eval`` scores the train accuracy), ``"paper"`` (the source's trained classifier and decoder, on the
     activations of ``train_eval`` held in memory; checked against the free memory before anything runs) or
     ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
-    ``probe_warm_start``: paper-mode models start from the previous measurement's. ``probe_options``:
+    ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
+    probed sites; paper mode costs far more). ``probe_warm_start``: paper-mode models start from the previous
+    measurement's. ``probe_options``:
     keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning rates, ``channels``...).
     """
 
@@ -59,7 +61,8 @@ class Recorder:
                  per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
                  config: dict | None = None, background_writes: bool = True,
                  probes: bool | list[str] = False, probe_mode: str = "fast", probe_features: int = 2048,
-                 probe_warm_start: bool = False, probe_options: dict | None = None) -> None:
+                 probe_warm_start: bool = False, probe_options: dict | None = None,
+                 paper_layers: list[str] | None = None) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
         if batch_size < 1:
@@ -98,7 +101,7 @@ class Recorder:
         self._probe_errors: dict[tuple[str, str], str] = {}
         self._last_paper: dict[str, dict] = {}  # site -> the previous measurement's paper probe state (warm start)
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self.probe_layers: list[str] = self._probe_sites(probes) if probes else []
+        self.probe_layers: list[str] = self._probe_sites(probes, paper_layers) if probes else []
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 
@@ -189,20 +192,29 @@ class Recorder:
         else:
             self._pending = self._writer.submit(self._write, job)
 
-    def _probe_sites(self, probes: bool | list[str]) -> list[str]:
+    def _probe_sites(self, probes: bool | list[str], paper_layers: list[str] | None) -> list[str]:
         """The sites to probe, checked against the model (and, for paper mode, against the free memory)."""
         self._shapes = {site.name: tuple(site.shape) for site in find_sites(self.model, self.x[:2].to(self.device))}
         names = list(self._shapes) if probes is True else list(probes)
         unknown = [n for n in names if n not in self._shapes]
         if unknown:
             raise ValueError(f"probes: no ReLU site named {unknown}; the model's sites: {list(self._shapes)}")
+        self.paper_layers = list(names) if paper_layers is None else list(paper_layers)
+        if paper_layers is not None:
+            if self.probe_modes != ("fast", "paper"):
+                raise ValueError(f"paper_layers={paper_layers!r} needs probe_mode='both'")
+            outside = [n for n in paper_layers if n not in names]
+            if outside:
+                raise ValueError(f"paper_layers: {outside} are not among the probed sites {names}")
         if "paper" in self.probe_modes:
             n = self.train_eval[0].shape[0]  # type: ignore[index]
-            per_sample = sum(int(np.prod(self._shapes[s])) + int(np.prod(self.x.shape[1:])) for s in names)
+            per_sample = sum(int(np.prod(self._shapes[s])) + int(np.prod(self.x.shape[1:]))
+                             for s in self.paper_layers)
             need, free = 4 * n * per_sample, _free_memory(self.device)
             if free is not None and need > 0.8 * free:
                 raise ValueError(
-                    f"paper-mode probes keep the activations of {n} training samples at sites {names} in memory: "
+                    f"paper-mode probes keep the activations of {n} training samples at sites {self.paper_layers} "
+                    "in memory: "
                     f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {self.device}; probe fewer "
                     "layers (probes=[...]), score fewer training samples (train_eval) or use probe_mode='fast'")
         return names
@@ -219,7 +231,7 @@ class Recorder:
                 self._probes[n].append(("fast", RidgeProbe(int(np.prod(shape)), self.num_classes, input_dim,
                                                            max_features=self.probe_features, device=self.device,
                                                            act_shape=shape)))
-            if "paper" in self.probe_modes:
+            if "paper" in self.probe_modes and n in self.paper_layers:
                 prev = self._last_paper.get(n) if self.probe_warm_start else None
                 self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),
                                                             seed=self.seed, device=self.device, warm_start=prev,

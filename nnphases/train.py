@@ -55,6 +55,7 @@ class Config:
     probe_mode: str = "fast"  # "fast" (closed form), "paper" (the source's trained probes) or "both"
     probe_layers: list[str] | None = None  # ReLU site names; None: every site
     probe_warm_start: bool = False  # paper mode: start from the previous measurement's probes
+    paper_layers: list[str] | None = None  # probe_mode "both": the sites that also get paper probes (None: all)
     schedule: str = "log"  # "log" (per_decade per decade) or "pow2" (steps 0, 1, 2, 4, ...: source 002)
     device: str = "auto"
 
@@ -186,7 +187,7 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
                    loss_fn=loss_fn, train_eval=(train.x[sub], train.y[sub]) if cfg.train_eval else None,
                    keep_masks=cfg.keep_masks, per_channel=cfg.per_channel,
                    probes=(cfg.probe_layers or True) if cfg.probes else False, probe_mode=cfg.probe_mode,
-                   probe_warm_start=cfg.probe_warm_start,
+                   probe_warm_start=cfg.probe_warm_start, paper_layers=cfg.paper_layers,
                    config={**dataclasses.asdict(cfg), "seed": seed, "steps_per_epoch": steps_per_epoch,
                            "total_steps": total})
 

@@ -114,3 +114,21 @@ def test_plot_draws_probes(tmp_path):
     probes_png = tmp_path / "fig" / "probes.png"
     assert probes_png in written
     assert imread(probes_png).shape[0] > 100
+
+
+def test_paper_layers_subset(tmp_path):
+    rec = _setup(tmp_path, probes=True, probe_mode="both", paper_layers=["4"], probe_options=_QUICK_PAPER)
+    rec.measure(0)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes")
+    assert sorted(zip(t.layer, t["mode"])) == [("2", "fast"), ("4", "fast"), ("4", "paper")]
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(probes=True, probe_mode="both", paper_layers=["9"]), r"paper_layers: \['9'\] are not among the probed"),
+    (dict(probes=["2"], probe_mode="both", paper_layers=["4"]), r"paper_layers: \['4'\] are not among the probed"),
+    (dict(probes=True, probe_mode="fast", paper_layers=["4"]), r"paper_layers=\['4'\] needs probe_mode='both'"),
+])
+def test_bad_paper_layers(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _setup(tmp_path, **kw)
