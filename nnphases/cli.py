@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 app = typer.Typer(add_completion=False, help="Measure how neural networks learn, phase by phase.")
 
 
+def _clean_errors(fn: Callable) -> Callable:
+    """Bad input (ValueError, missing files) ends the command with its message and exit status 2, not a
+    traceback; the message names the argument and the value. Set NNPHASES_TRACEBACK=1 to see the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FloatingPointError) as e:
+            if os.environ.get("NNPHASES_TRACEBACK"):
+                raise
+            typer.echo(f"nnphases {fn.__name__.replace('_', '-')}: error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
 @app.command()
+@_clean_errors
 def run(
     preset: str = typer.Option("demo", help="demo (minutes on a CPU), source000 (one cell of the paper's "
                                             "protocol), source000-grid (all 18 cells), source002 (probes, "
@@ -95,6 +115,7 @@ def _report(paths: list[Path]) -> None:
 
 
 @app.command()
+@_clean_errors
 def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
     """Draw the sample-set figures of finished or running runs."""
     from .plot import plot as draw
@@ -104,12 +125,14 @@ def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their pare
 
 
 @app.command()
+@_clean_errors
 def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
     """Check the sources' findings on runs (and the probes' phases) and print the numbers behind each."""
     typer.echo(_findings_text(runs))
 
 
 @app.command("single-layer")
+@_clean_errors
 def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folder for the figures"),
                  quick: bool = typer.Option(False, help="a 6,000-sample subset and 8 epochs")) -> None:
     """Source 002's single-layer analysis on FashionMNIST: prototypes, groups by dot product, figures."""
@@ -120,6 +143,7 @@ def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folde
 
 
 @app.command()
+@_clean_errors
 def theory() -> None:
     """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
     from .theory import main as run_theory
@@ -128,6 +152,7 @@ def theory() -> None:
 
 
 @app.command()
+@_clean_errors
 def backends() -> None:
     """List the kernel backends, which work on this machine, and why the others do not."""
     from .kernels import AUTO_ORDER, backends as listing

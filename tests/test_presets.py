@@ -68,3 +68,19 @@ def test_paper_probes_warm_start_resume_exactly(tmp_path):
 def test_unknown_probe_layer_in_a_run(tmp_path):
     with pytest.raises(ValueError, match=r"no ReLU site named \['relu9'\]; the model's sites: \['relu1', 'relu2'\]"):
         train.run(_cfg(probe_layers=["relu9"]), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--preset", "nope"], "unknown preset 'nope'; choose from demo"),
+    (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-mode", "slow", "--no-figures"],
+     "probe_mode must be one of ['fast', 'paper', 'both'], got 'slow'"),
+    (["findings", "/nonexistent-run"], "'/nonexistent-run' is neither a run directory"),
+])
+def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "nnphases.cli", *args, *(["--out", str(tmp_path / "o")]
+                        if args[0] == "run" else [])], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
