@@ -7,8 +7,8 @@ every layer, the two curves the source reads its phases from:
   measurement, and whether it *rises* (last above init by more than ``margin``);
 - the normalised reconstruction error (1 - R^2): its init value, its minimum after init (and the epoch of
   the minimum), its last value, and three phases with explicit criteria:
-  *constant* until the first measurement below ``init - margin`` (the onset epoch of the fall, None if it
-  never falls), *falls* when the minimum lies more than ``margin`` below init, *rises* when the last value
+  *constant* when at least one measurement after init and before the first one below ``init - margin``
+  stays within the margin (that first one's epoch is the onset of the fall, None if it never falls), *falls* when the minimum lies more than ``margin`` below init, *rises* when the last value
   lies more than ``margin`` above the minimum.
 
 :func:`phase_summary` adds the source's statement about depth ("for layers closer to the input, it gets
@@ -44,12 +44,13 @@ class LayerPhases:
     nmse_min_epoch: float
     nmse_last: float
     fall_onset_epoch: float | None
+    constant: bool
     falls: bool
     rises: bool
 
     @property
     def phases(self) -> str:
-        parts = ["constant"] if self.fall_onset_epoch is not None and self.fall_onset_epoch > 0 else []
+        parts = ["constant"] if self.constant else []
         parts += ["falls"] if self.falls else []
         parts += ["rises"] if self.rises else []
         return ", then ".join(parts) if parts else "no phase beyond the margin"
@@ -84,6 +85,7 @@ def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: flo
                 nmse_init=float(nmse[0]), nmse_min=float(nmse[k]), nmse_min_epoch=float(ep[k]),
                 nmse_last=float(nmse[-1]),
                 fall_onset_epoch=float(ep[1 + below[0]]) if len(below) else None,
+                constant=bool(len(below) and below[0] > 0),
                 falls=bool(nmse[k] < nmse[0] - margin), rises=bool(nmse[-1] > nmse[k] + margin)))
     return out
 

@@ -26,7 +26,8 @@ UP = [0.1, 0.3, 0.5, 0.6, 0.7, 0.8]
 
 @pytest.mark.parametrize("nmse,onset,falls,rises,phases", [
     ([0.30, 0.30, 0.25, 0.20, 0.22, 0.26], 0.25, True, True, "constant, then falls, then rises"),
-    ([0.30, 0.25, 0.20, 0.18, 0.17, 0.16], 0.125, True, False, "constant, then falls"),
+    ([0.30, 0.25, 0.20, 0.18, 0.17, 0.16], 0.125, True, False, "falls"),
+    ([0.30, 0.30, 0.20, 0.18, 0.17, 0.16], 0.25, True, False, "constant, then falls"),
     ([0.30, 0.30, 0.30, 0.31, 0.35, 0.40], None, False, True, "rises"),
     ([0.30, 0.305, 0.30, 0.296, 0.30, 0.30], None, False, False, "no phase beyond the margin"),
 ])
