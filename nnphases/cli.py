@@ -144,11 +144,13 @@ def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folde
 
 @app.command()
 @_clean_errors
-def theory() -> None:
+def theory(out: Path = typer.Option(Path("runs/theory"), help="folder for the figure"),
+           control: bool = typer.Option(False, help="drop the small subsets (no rise expected)")) -> None:
     """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
     from .theory import main as run_theory
 
-    run_theory([])
+    for p in run_theory(["--out", str(out)] + (["--control"] if control else [])):
+        typer.echo(str(p))
 
 
 @app.command()

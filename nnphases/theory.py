@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -197,19 +198,58 @@ def report(record: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Reconstruction error and the large and small subsets' accuracy over training, one line per run
+    (``records``: label -> :func:`train_logistic` record); returns the files written (``theory.<fmt>``)."""
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    ax_r, ax_a = fig.subplots(1, 2)
+    for i, (label, rec) in enumerate(records.items()):
+        color = f"C{i}"
+        steps = np.asarray(rec["step"], dtype=float)
+        ax_r.plot(steps, rec["recon"], color=color, lw=1.2, label=label)
+        ax_a.plot(steps, rec["acc_large"], color=color, lw=1.2, label=f"{label}: large subsets")
+        if not np.all(np.isnan(np.asarray(rec["acc_small"], dtype=float))):
+            ax_a.plot(steps, rec["acc_small"], color=color, lw=1.2, ls="--", label=f"{label}: small subsets")
+    ax_r.set_ylabel("reconstruction error (1 - R$^2$)")
+    ax_r.set_title("Input reconstructed linearly from the logit", fontsize=10)
+    ax_a.set_ylabel("accuracy")
+    ax_a.set_title("Accuracy on the large and the small subsets", fontsize=10)
+    for ax in (ax_r, ax_a):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("gradient descent step (symlog scale)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Source 002's data model: a single-layer logistic model trained by gradient descent", fontsize=11)
+    paths = []
+    for fmt in formats:
+        path = out / f"theory.{fmt}"
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser(description="Single-layer logistic theory of source 002 section 3")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     for k, v in {**DATA_DEFAULTS, **TRAIN_DEFAULTS}.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     ap.add_argument("--control", action="store_true", help="drop the small subsets")
+    ap.add_argument("--out", default=None, help="folder for the figure (theory.png, theory.svg)")
     a = ap.parse_args(argv)
+    records = {}
     for s in a.seeds:
         ds = default_data(s, **{k: getattr(a, k) for k in DATA_DEFAULTS})
         if a.control:
             ds = ds.subset(ds.group == 0)
         rec = train_logistic(ds, lr=a.lr, steps=a.steps, init_scale=a.init_scale, seed=s)
+        records[f"seed {s}{' (control)' if a.control else ''}"] = rec
         print(f"seed {s}{' (control)' if a.control else ''}: {report(rec)}")
+    return plot_theory(records, a.out) if a.out else []
 
 
 if __name__ == "__main__":

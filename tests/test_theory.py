@@ -82,3 +82,14 @@ def test_record_shapes_and_phases_margins():
     vee = dict(step=np.arange(3), recon=np.array([0.6, 0.1, 0.4]))
     ph = phases(vee)
     assert ph["falls"] and ph["rises"] and ph["min_step"] == 1
+
+
+def test_figure_written(tmp_path, capsys):
+    from matplotlib.image import imread
+
+    from nnphases.theory import main
+
+    paths = main(["--seeds", "0", "--steps", "300", "--out", str(tmp_path)])
+    assert [p.name for p in paths] == ["theory.png", "theory.svg"]
+    assert imread(tmp_path / "theory.png").shape[0] > 100
+    assert "seed 0: recon error" in capsys.readouterr().out
