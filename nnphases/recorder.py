@@ -45,8 +45,9 @@ class Recorder:
     writing, not the measuring, is the cost. A write error is raised at the next measurement or at close.
     ``probes`` (True for every site, or a list of site names) fits probes (class read-out and input
     reconstruction, :mod:`nnphases.probes`) on ``train_eval`` at each measurement and scores them in the same
-    validation pass that feeds the counts. ``probe_mode``: ``"fast"`` (closed-form ridge; a second pass over
-    ``train_eval`` scores the train accuracy), ``"paper"`` (the source's trained classifier and decoder, on the
+    validation pass that feeds the counts. ``probe_mode``: ``"fast"`` (closed-form ridge; its train accuracy
+    comes from the training features kept in memory, or from a second pass over ``train_eval`` when they would
+    take more than a quarter of the free memory), ``"paper"`` (the source's trained classifier and decoder, on the
     activations of ``train_eval`` held in memory; checked against the free memory before anything runs) or
     ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
     ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
@@ -206,11 +207,16 @@ class Recorder:
             outside = [n for n in paper_layers if n not in names]
             if outside:
                 raise ValueError(f"paper_layers: {outside} are not among the probed sites {names}")
+        # Fast probes keep their reduced training features to score the train accuracy without a second pass
+        # over train_eval, when those take at most a quarter of the free memory.
+        n = self.train_eval[0].shape[0]  # type: ignore[index]
+        kept = 8 * n * sum(min(int(np.prod(self._shapes[s])), self.probe_features) + 1 for s in names)
+        free = _free_memory(self.device)
+        self._keep_features = free is not None and kept <= free // 4
         if "paper" in self.probe_modes:
-            n = self.train_eval[0].shape[0]  # type: ignore[index]
             per_sample = sum(int(np.prod(self._shapes[s])) + int(np.prod(self.x.shape[1:]))
                              for s in self.paper_layers)
-            need, free = 4 * n * per_sample, _free_memory(self.device)
+            need = 4 * n * per_sample
             if free is not None and need > 0.8 * free:
                 raise ValueError(
                     f"paper-mode probes keep the activations of {n} training samples at sites {self.paper_layers} "
@@ -230,7 +236,7 @@ class Recorder:
             if "fast" in self.probe_modes:
                 self._probes[n].append(("fast", RidgeProbe(int(np.prod(shape)), self.num_classes, input_dim,
                                                            max_features=self.probe_features, device=self.device,
-                                                           act_shape=shape)))
+                                                           act_shape=shape, keep_features=self._keep_features)))
             if "paper" in self.probe_modes and n in self.paper_layers:
                 prev = self._last_paper.get(n) if self.probe_warm_start else None
                 self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),

@@ -4,6 +4,7 @@ results are Parquet rows of the run; bad layer names list the model's layers."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -132,3 +133,23 @@ def test_paper_layers_subset(tmp_path):
 def test_bad_paper_layers(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         _setup(tmp_path, **kw)
+
+
+def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
+    """With memory to spare the fast probes keep their training features and score the train accuracy in fit:
+    one pass over train_eval fewer, the same rows as with the second pass."""
+    from nnphases import recorder
+
+    passes = {}
+    for name, free in (("kept", 10**12), ("second-pass", 10)):
+        monkeypatch.setattr(recorder, "_free_memory", lambda device, free=free: free)
+        rec = _setup(tmp_path / name, probes=True)
+        calls = []
+        original = rec._pass
+        monkeypatch.setattr(rec, "_pass", lambda *a: calls.append(a[0].shape[0]) or original(*a))
+        rec.measure(0)
+        rec.close()
+        passes[name] = calls
+    assert passes == {"kept": [800, 400], "second-pass": [800, 800, 400]}
+    kept, second = (read_table(tmp_path / n / "run", "probes") for n in ("kept", "second-pass"))
+    pd.testing.assert_frame_equal(kept, second)

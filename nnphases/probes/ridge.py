@@ -71,6 +71,9 @@ class RidgeProbe:
     fewer than 5 training batches there is no holdout and k = -3 is used (``result()["ridge_search"]``
     says which). The bias is never penalised. Per-sample shape ``act_shape`` may be given to decide the
     reduction up front; otherwise it is decided on the first batch when it depends on the shape.
+    ``keep_features`` keeps the reduced training features (float64, ``n_train x (features + 1)``) until
+    :meth:`fit`, which then scores the training accuracy itself, exactly as :meth:`score_train` would: no
+    second pass over the data.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class RidgeProbe:
         seed: int = 0,
         device: str | torch.device = "cpu",
         act_shape: tuple[int, ...] | None = None,
+        keep_features: bool = False,
     ) -> None:
         for name, val in (("num_features", num_features), ("num_classes", num_classes),
                           ("input_dim", input_dim), ("max_features", max_features)):
@@ -123,6 +127,10 @@ class RidgeProbe:
         self._test_moments = Moments(input_dim, self.device)
         self._score_n = 0
         self._score_correct = 0
+        # With keep_features the training features (float64, as scored) and labels are kept until fit() scores the
+        # training accuracy, so no second pass over the training data is needed.
+        self.scores_in_fit = bool(keep_features)
+        self._kept: list[tuple[torch.Tensor, torch.Tensor]] = []
         if act_shape is not None:
             self._decide(tuple(act_shape))
         elif reduction in ("none", "project") or (reduction == "auto" and num_features <= max_features):
@@ -213,6 +221,8 @@ class RidgeProbe:
         part = self._hold if self._batches % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 else self._train
         part.add(x, yh, r)  # type: ignore[union-attr]
         self._batches += 1
+        if self.scores_in_fit:
+            self._kept.append((x, y))
 
     def statistics(self) -> dict[str, Any]:
         """All training statistics so far (fit part plus holdout): xtx, xty, xtr (float64) and n."""
@@ -262,6 +272,11 @@ class RidgeProbe:
         self.w_cls = _ridge_solve(stats["xtx"], stats["xty"], lam)
         self.w_dec = _ridge_solve(stats["xtx"], stats["xtr"], lam)
         self.ridge = lam
+        if self.scores_in_fit:
+            for x, y in self._kept:
+                self._score_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
+                self._score_n += x.shape[0]
+            self._kept = []
 
     # -- scoring -----------------------------------------------------------------------------------
 
@@ -279,8 +294,11 @@ class RidgeProbe:
         self._test_n += x.shape[0]
 
     def score_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
-        """Accumulate training accuracy of the fitted classifier (a second pass over training data)."""
+        """Accumulate training accuracy of the fitted classifier (a second pass over training data); a no-op
+        with ``keep_features``, where :meth:`fit` has scored the kept training features."""
         self._require_fit("score_train")
+        if self.scores_in_fit:
+            return
         x, y, _ = self._prepare(acts, labels, inputs)
         self._score_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
         self._score_n += x.shape[0]
