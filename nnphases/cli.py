@@ -61,6 +61,8 @@ def run(
     probe_warm_start: Optional[bool] = typer.Option(None, help="paper mode: start from the previous step's probes"),
     paper_layers: Optional[str] = typer.Option(None, help="with --probe-mode both: the sites that also get "
                                                           "paper-mode probes (default: all probed sites)"),
+    probe_decoder: Optional[str] = typer.Option(None, help="fast mode's decoder: linear (the source's theory) or "
+                                                           "random-features (1,024 ReLU features, closed form)"),
     schedule: Optional[str] = typer.Option(None, help="log (per decade) or pow2 (steps 0, 1, 2, 4, ...)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
     figures: bool = typer.Option(True, help="plot and check the findings at the end"),
@@ -78,6 +80,7 @@ def run(
                          probe_layers=probe_layers.split(",") if probe_layers else None,
                          probe_warm_start=probe_warm_start, schedule=schedule, device=device,
                          paper_layers=paper_layers.split(",") if paper_layers else None,
+                         probe_decoder=probe_decoder,
                          seeds=[int(s) for s in seeds.split(",")] if seeds else None)
         out = out or Path("runs") / preset
         if preset == "source000-grid":

@@ -53,7 +53,8 @@ class Recorder:
     ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
     probed sites; paper mode costs far more). ``probe_warm_start``: paper-mode models start from the previous
     measurement's. ``probe_options``:
-    keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning rates, ``channels``...).
+    keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning rates, ``channels``...); ``fast_options``:
+    keywords for :class:`~nnphases.probes.RidgeProbe` (``decoder="random-features"``, ``decoder_width``...).
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
@@ -63,7 +64,7 @@ class Recorder:
                  config: dict | None = None, background_writes: bool = True,
                  probes: bool | list[str] = False, probe_mode: str = "fast", probe_features: int = 2048,
                  probe_warm_start: bool = False, probe_options: dict | None = None,
-                 paper_layers: list[str] | None = None) -> None:
+                 paper_layers: list[str] | None = None, fast_options: dict | None = None) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
         if batch_size < 1:
@@ -97,6 +98,7 @@ class Recorder:
         self.probe_modes = _PROBE_MODES[probe_mode]
         self.probe_features, self.probe_warm_start = probe_features, probe_warm_start
         self.probe_options = dict(probe_options or {})
+        self.fast_options = dict(fast_options or {})
         self._phase = "val"
         self._probes: dict[str, list[tuple[str, Any]]] = {}  # site -> [(mode, probe)]
         self._probe_errors: dict[tuple[str, str], str] = {}
@@ -236,7 +238,8 @@ class Recorder:
             if "fast" in self.probe_modes:
                 self._probes[n].append(("fast", RidgeProbe(int(np.prod(shape)), self.num_classes, input_dim,
                                                            max_features=self.probe_features, device=self.device,
-                                                           act_shape=shape, keep_features=self._keep_features)))
+                                                           act_shape=shape, keep_features=self._keep_features,
+                                                           **self.fast_options)))
             if "paper" in self.probe_modes and n in self.paper_layers:
                 prev = self._last_paper.get(n) if self.probe_warm_start else None
                 self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),
@@ -268,12 +271,12 @@ class Recorder:
                 rows.append({"layer": name, "mode": mode, **{k: _num(r.get(k)) for k in (
                     "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
                     "features": int(r["features"]), "reduction": str(r["reduction"]),
-                    "n_train": int(r["n_train"]), "n_test": int(r["n_test"])})
+                    "n_train": int(r["n_train"]), "n_test": int(r["n_test"]), "decoder": str(r["decoder"])})
         for (name, mode), err in self._probe_errors.items():
             rows.append({"layer": name, "mode": mode, "train_accuracy": float("nan"), "test_accuracy": float("nan"),
                          "reconstruction_mse": float("nan"), "reconstruction_nmse": float("nan"),
                          "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,
-                         "n_test": 0})
+                         "n_test": 0, "decoder": ""})
         return rows
 
     def state_dict(self) -> dict:

@@ -92,7 +92,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("train_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
         ("reconstruction_mse", pa.float64()), ("reconstruction_nmse", pa.float64()),
         ("ridge", pa.float64()), ("features", pa.int64()), ("reduction", pa.string()),
-        ("n_train", pa.int64()), ("n_test", pa.int64()),
+        ("n_train", pa.int64()), ("n_test", pa.int64()), ("decoder", pa.string()),
     ]),
 }
 
@@ -547,6 +547,15 @@ def _run_dirs(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -
     return out
 
 
+def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
+    """A table in ``schema``; columns added to the schema after the file was written are read as nulls."""
+    t = pq.read_table(path)
+    for field in schema:
+        if field.name not in t.column_names:
+            t = t.append_column(field, pa.nulls(len(t), field.type))
+    return t.select(schema.names).cast(schema)
+
+
 def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], table: str) -> pandas.DataFrame:
     """One table (``nodes``, ``layers``, ``stats`` or ``probes``) of the complete checkpoints of ``runs``, as a DataFrame.
 
@@ -562,7 +571,7 @@ def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], 
     for run in _run_dirs(runs):
         rd = RunDir(run)
         dirs = rd._step_dirs()
-        parts.extend(pq.read_table(dirs[s] / f"{table}.parquet", schema=SCHEMAS[table]) for s in sorted(dirs)
+        parts.extend(_read_parquet(dirs[s] / f"{table}.parquet", SCHEMAS[table]) for s in sorted(dirs)
                      if table != "probes" or (dirs[s] / "probes.parquet").exists())
     t = pa.concat_tables(parts) if parts else SCHEMAS[table].empty_table()
     # Two stable sorts (step, then seed) order by (seed, step) and keep each

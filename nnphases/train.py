@@ -56,6 +56,7 @@ class Config:
     probe_layers: list[str] | None = None  # ReLU site names; None: every site
     probe_warm_start: bool = False  # paper mode: start from the previous measurement's probes
     paper_layers: list[str] | None = None  # probe_mode "both": the sites that also get paper probes (None: all)
+    probe_decoder: str = "linear"  # fast mode's decoder: "linear" or "random-features"
     schedule: str = "log"  # "log" (per_decade per decade) or "pow2" (steps 0, 1, 2, 4, ...: source 002)
     device: str = "auto"
 
@@ -188,6 +189,7 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
                    keep_masks=cfg.keep_masks, per_channel=cfg.per_channel,
                    probes=(cfg.probe_layers or True) if cfg.probes else False, probe_mode=cfg.probe_mode,
                    probe_warm_start=cfg.probe_warm_start, paper_layers=cfg.paper_layers,
+                   fast_options={"decoder": cfg.probe_decoder},
                    config={**dataclasses.asdict(cfg), "seed": seed, "steps_per_epoch": steps_per_epoch,
                            "total_steps": total})
 

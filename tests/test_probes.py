@@ -330,3 +330,45 @@ def test_paper_probe_divergence_is_an_error():
     a, y, r = _images(64, 0)
     with pytest.raises(ProbeError, match="diverged"):
         train_paper_probes(a * 1e30, y, r, a, y, r, 2, classifier_lr=1e30, classifier_epochs=3, decoder_epochs=1)
+
+
+# -- fast mode's random-features decoder ---------------------------------------------------------------
+
+
+def _squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs that are even functions of symmetric features: uncorrelated with them, so no linear decoder
+    can reconstruct them, while a nonlinear one can."""
+    g = _gen(seed)
+    x = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    r = torch.cat([x**2, x.abs()], dim=1)
+    return x, (x[:, 0] > 0).long(), r
+
+
+@pytest.mark.parametrize("width", [256, 1024])
+def test_random_features_decoder_reconstructs_what_linear_cannot(width):
+    train, test = _squares(4000, 0), _squares(1000, 1)
+    lin = _fast(train, test, 2)
+    rf = _fast(train, test, 2, decoder="random-features", decoder_width=width)
+    assert lin["reconstruction_nmse"] > 0.95  # the best linear map is ~ the mean
+    assert rf["reconstruction_nmse"] < 0.2
+    assert (lin["decoder"], rf["decoder"]) == ("linear", f"random-features-{width}")
+    # The classifier is the same linear probe in both.
+    assert rf["test_accuracy"] == lin["test_accuracy"] and rf["ridge"] == lin["ridge"]
+    assert rf["decoder_ridge"] > 0 and lin["decoder_ridge"] == lin["ridge"]
+
+
+def test_random_features_decoder_is_deterministic_and_seeded():
+    train, test = _squares(1000, 2), _squares(300, 3)
+    a, b = (_fast(train, test, 2, decoder="random-features", decoder_width=64, seed=5) for _ in range(2))
+    c = _fast(train, test, 2, decoder="random-features", decoder_width=64, seed=6)
+    assert a == b and a["reconstruction_mse"] != c["reconstruction_mse"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(decoder="mlp"), r"decoder must be one of \('linear', 'random-features'\), got 'mlp'"),
+    (dict(decoder="random-features", decoder_width=0), "decoder_width must be a positive int, got 0"),
+    (dict(decoder_width=2.0), "decoder_width must be a positive int, got 2.0"),
+])
+def test_random_features_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RidgeProbe(4, 2, 3, **kwargs)

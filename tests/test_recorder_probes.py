@@ -153,3 +153,12 @@ def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
     assert passes == {"kept": [800, 400], "second-pass": [800, 800, 400]}
     kept, second = (read_table(tmp_path / n / "run", "probes") for n in ("kept", "second-pass"))
     pd.testing.assert_frame_equal(kept, second)
+
+
+def test_decoder_column(tmp_path):
+    rec = _setup(tmp_path, probes=["4"], probe_mode="both", probe_options=_QUICK_PAPER,
+                 fast_options={"decoder": "random-features", "decoder_width": 32})
+    rec.measure(0)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes")
+    assert sorted(zip(t["mode"], t.decoder)) == [("fast", "random-features-32"), ("paper", "dense")]

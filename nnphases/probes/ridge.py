@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ._common import Moments, ProbeError, check_finite
 
-__all__ = ["RidgeProbe", "RIDGE_EXPONENTS", "HOLDOUT_EVERY"]
+__all__ = ["RidgeProbe", "RIDGE_EXPONENTS", "HOLDOUT_EVERY", "DECODERS"]
 
 # Candidate ridges are lam0 * 10**k for these k (spec'd grid).
 RIDGE_EXPONENTS: tuple[int, ...] = tuple(range(-6, 3))
@@ -18,6 +18,7 @@ HOLDOUT_EVERY = 5
 # Exponent used when "auto" has no holdout batch to search on (fewer than 5 batches).
 DEFAULT_EXPONENT = -3
 _REDUCTIONS = ("auto", "none", "pool", "project")
+DECODERS = ("linear", "random-features")
 
 
 class _Stats:
@@ -27,13 +28,20 @@ class _Stats:
         self.xtx = torch.zeros(d, d, dtype=torch.float64, device=device)
         self.xty = torch.zeros(d, k, dtype=torch.float64, device=device)
         self.xtr = torch.zeros(d, r, dtype=torch.float64, device=device)
+        self.rr = 0.0  # sum of squared targets R: the holdout error of a decoder needs it
         self.n = 0
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, y: torch.Tensor | None, r: torch.Tensor) -> None:
         self.xtx += x.T @ x
-        self.xty += x.T @ y
+        if y is not None:
+            self.xty += x.T @ y
         self.xtr += x.T @ r
+        self.rr += float((r * r).sum())
         self.n += x.shape[0]
+
+    def error(self, w: torch.Tensor, rhs: torch.Tensor, target_ss: float) -> float:
+        """||X W - T||^2 over this part from its sums: tr(W^T XtX W) - 2 tr(W^T XtT) + ||T||^2."""
+        return float((w * (self.xtx @ w)).sum() - 2 * (w * rhs).sum() + target_ss)
 
 
 def _ridge_solve(xtx: torch.Tensor, rhs: torch.Tensor, lam: float) -> torch.Tensor:
@@ -71,6 +79,11 @@ class RidgeProbe:
     fewer than 5 training batches there is no holdout and k = -3 is used (``result()["ridge_search"]``
     says which). The bias is never penalised. Per-sample shape ``act_shape`` may be given to decide the
     reduction up front; otherwise it is decided on the first batch when it depends on the shape.
+    ``decoder``: ``"linear"`` (the default; the reconstruction function of the source's theory, sharing the
+    classifier's ridge) or ``"random-features"``: a closed-form stand-in for a trained one-hidden-layer decoder,
+    ridge regression of the input on ``[relu(z W + b), features, 1]`` with ``decoder_width`` fixed random ReLU
+    features (see :meth:`_decoder_features`) and its own ridge, searched the same way on the decoder's holdout
+    squared error. It costs ``(decoder_width + features)^2`` per sample instead of ``features^2``.
     ``keep_features`` keeps the reduced training features (float64, ``n_train x (features + 1)``) until
     :meth:`fit`, which then scores the training accuracy itself, exactly as :meth:`score_train` would: no
     second pass over the data.
@@ -89,6 +102,8 @@ class RidgeProbe:
         device: str | torch.device = "cpu",
         act_shape: tuple[int, ...] | None = None,
         keep_features: bool = False,
+        decoder: str = "linear",
+        decoder_width: int = 1024,
     ) -> None:
         for name, val in (("num_features", num_features), ("num_classes", num_classes),
                           ("input_dim", input_dim), ("max_features", max_features)):
@@ -96,6 +111,10 @@ class RidgeProbe:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if not isinstance(decoder_width, int) or isinstance(decoder_width, bool) or decoder_width < 1:
+            raise ValueError(f"decoder_width must be a positive int, got {decoder_width!r}")
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         if isinstance(ridge, str):
@@ -111,6 +130,12 @@ class RidgeProbe:
         self.ridge_setting = ridge
         self.seed = seed
         self.device = torch.device(device)
+        self.decoder, self.decoder_width = decoder, decoder_width
+        self.decoder_ridge: float | None = None
+        self._rf: tuple[torch.Tensor, torch.Tensor] | None = None  # random features' weights and offsets
+        self._rf_scale: tuple[torch.Tensor, torch.Tensor] | None = None  # standardisation from the first batch
+        self._dec_train: _Stats | None = None
+        self._dec_hold: _Stats | None = None
         self.reduction: str | None = None
         self.features: int | None = None
         self._proj: torch.Tensor | None = None
@@ -170,6 +195,14 @@ class RidgeProbe:
         d = f + 1
         self._train = _Stats(d, self.num_classes, self.input_dim, self.device)
         self._hold = _Stats(d, self.num_classes, self.input_dim, self.device)
+        if self.decoder == "random-features":
+            gen = torch.Generator(device="cpu").manual_seed(self.seed + 1)
+            w = torch.randn(f, self.decoder_width, generator=gen, dtype=torch.float64) / math.sqrt(f)
+            b = torch.randn(self.decoder_width, generator=gen, dtype=torch.float64)
+            self._rf = (w.to(self.device), b.to(self.device))
+            dd = self.decoder_width + d
+            self._dec_train = _Stats(dd, 0, self.input_dim, self.device)
+            self._dec_hold = _Stats(dd, 0, self.input_dim, self.device)
 
     def reduce(self, acts: torch.Tensor) -> torch.Tensor:
         """Reduced float64 features [B, features] of a batch of activations [B, ...] (no bias column)."""
@@ -210,6 +243,21 @@ class RidgeProbe:
         r = inputs.detach().to(self.device, torch.float64).reshape(b, self.input_dim)
         return x, y, r
 
+    def _decoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's features of a batch (bias column last): x itself for the linear decoder; for random
+        features ``[relu(z W + b), x]``, z the features standardised by the first training batch's mean and
+        standard deviation (floored at 1e-3 of their mean), W ~ N(0, 1/features), b ~ N(0, 1), seeded."""
+        if self._rf is None:
+            return x
+        f = x[:, :-1]
+        if self._rf_scale is None:
+            sd = f.std(0) if f.shape[0] > 1 else torch.ones_like(f[0])
+            floor = max(float(sd.mean()) * 1e-3, 1e-12)
+            self._rf_scale = (f.mean(0), sd.clamp_min(floor))
+        mu, sd = self._rf_scale
+        w, b = self._rf
+        return torch.cat([torch.relu(((f - mu) / sd) @ w + b), x], dim=1)
+
     # -- training ----------------------------------------------------------------------------------
 
     def update_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -218,8 +266,10 @@ class RidgeProbe:
             raise RuntimeError("update_train after fit(); create a new RidgeProbe to refit")
         x, y, r = self._prepare(acts, labels, inputs)
         yh = torch.nn.functional.one_hot(y, self.num_classes).to(torch.float64)
-        part = self._hold if self._batches % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 else self._train
-        part.add(x, yh, r)  # type: ignore[union-attr]
+        hold = self._batches % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+        (self._hold if hold else self._train).add(x, yh, r)  # type: ignore[union-attr]
+        if self._rf is not None:
+            (self._dec_hold if hold else self._dec_train).add(self._decoder_features(x), None, r)  # type: ignore[union-attr]
         self._batches += 1
         if self.scores_in_fit:
             self._kept.append((x, y))
@@ -238,6 +288,24 @@ class RidgeProbe:
         # All-zero features: any positive scale works, the bias alone carries the fit.
         return lam0 if lam0 > 0 else 1.0
 
+    def _search(self, t: _Stats, h: _Stats, rhs: str, target_ss: Callable[[_Stats], float]) -> tuple[int, str]:
+        """The ridge exponent k with the least holdout error for the problem with right-hand side ``rhs``."""
+        if h.n == 0 or t.n < 2:
+            return DEFAULT_EXPONENT, "default"
+        lam0_fit = self._lam0(t.xtx)
+        best: tuple[float, int] | None = None
+        for k in RIDGE_EXPONENTS:
+            try:
+                w = _ridge_solve(t.xtx, getattr(t, rhs), lam0_fit * 10.0**k)
+            except ProbeError:
+                continue  # too small a ridge for this data; larger ones are still candidates
+            err = h.error(w, getattr(h, rhs), target_ss(h))
+            if math.isfinite(err) and (best is None or err < best[0]):
+                best = (err, k)
+        if best is None:
+            raise ProbeError("ridge search failed: every candidate ridge gave a singular solve")
+        return best[1], "holdout"
+
     def fit(self) -> None:
         """Choose the ridge (unless given) and solve both ridge problems on all training statistics."""
         if self._train is None or self._hold is None:
@@ -246,31 +314,24 @@ class RidgeProbe:
         n = stats["n"]
         if n < 2:
             raise ProbeError(f"cannot fit: need at least 2 training samples, got n_train={n}")
-        lam0 = self._lam0(stats["xtx"])
         if isinstance(self.ridge_setting, str):
-            t, h = self._train, self._hold
-            if h.n == 0 or t.n < 2:
-                k, self.ridge_search = DEFAULT_EXPONENT, "default"
-            else:
-                lam0_fit = self._lam0(t.xtx)
-                best: tuple[float, int] | None = None
-                for k in RIDGE_EXPONENTS:
-                    try:
-                        w = _ridge_solve(t.xtx, t.xty, lam0_fit * 10.0**k)
-                    except ProbeError:
-                        continue  # too small a ridge for this data; larger ones are still candidates
-                    # ||X W - Y||^2 = tr(W^T XtX W) - 2 tr(W^T XtY) + tr(Y^T Y); tr(Y^T Y) = n for one-hot.
-                    err = float((w * (h.xtx @ w)).sum() - 2 * (w * h.xty).sum() + h.n)
-                    if math.isfinite(err) and (best is None or err < best[0]):
-                        best = (err, k)
-                if best is None:
-                    raise ProbeError("ridge search failed: every candidate ridge gave a singular solve")
-                k, self.ridge_search = best[1], "holdout"
-            lam = lam0 * 10.0**k
+            # One-hot targets: ||Y||^2 is the sample count.
+            k, self.ridge_search = self._search(self._train, self._hold, "xty", lambda h: float(h.n))
+            lam = self._lam0(stats["xtx"]) * 10.0**k
         else:
             lam, self.ridge_search = float(self.ridge_setting), "given"
         self.w_cls = _ridge_solve(stats["xtx"], stats["xty"], lam)
-        self.w_dec = _ridge_solve(stats["xtx"], stats["xtr"], lam)
+        if self._rf is None:
+            self.w_dec, self.decoder_ridge = _ridge_solve(stats["xtx"], stats["xtr"], lam), lam
+        else:
+            t, h = self._dec_train, self._dec_hold
+            xtx, xtr = t.xtx + h.xtx, t.xtr + h.xtr  # type: ignore[union-attr]
+            if isinstance(self.ridge_setting, str):
+                kd, _ = self._search(t, h, "xtr", lambda part: part.rr)  # type: ignore[arg-type]
+                lam_dec = self._lam0(xtx) * 10.0**kd
+            else:
+                lam_dec = float(self.ridge_setting)
+            self.w_dec, self.decoder_ridge = _ridge_solve(xtx, xtr, lam_dec), lam_dec
         self.ridge = lam
         if self.scores_in_fit:
             for x, y in self._kept:
@@ -289,7 +350,7 @@ class RidgeProbe:
         self._require_fit("update_test")
         x, y, r = self._prepare(acts, labels, inputs)
         self._test_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
-        self._test_sse += float(((x @ self.w_dec - r) ** 2).sum())
+        self._test_sse += float(((self._decoder_features(x) @ self.w_dec - r) ** 2).sum())
         self._test_moments.add(r)
         self._test_n += x.shape[0]
 
@@ -316,6 +377,8 @@ class RidgeProbe:
             "reconstruction_nmse": self._test_moments.normalised(mse),
             "ridge": self.ridge,
             "ridge_search": self.ridge_search,
+            "decoder": "linear" if self._rf is None else f"random-features-{self.decoder_width}",
+            "decoder_ridge": self.decoder_ridge,
             "features": self.features,
             "reduction": self.reduction,
             "n_train": self.statistics()["n"],
