@@ -52,9 +52,9 @@ class Recorder:
     ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
     ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
     probed sites; paper mode costs far more). ``probe_warm_start``: paper-mode models start from the previous
-    measurement's. ``probe_options``:
-    keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning rates, ``channels``...); ``fast_options``:
-    keywords for :class:`~nnphases.probes.RidgeProbe` (``decoder="random-features"``, ``decoder_width``...).
+    measurement's. ``probe_options``: keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning
+    rates, ``channels``...); ``fast_options``: keywords for :class:`~nnphases.probes.RidgeProbe`
+    (``decoder="random-features"``, ``decoder_width``...).
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
@@ -222,8 +222,7 @@ class Recorder:
             if free is not None and need > 0.8 * free:
                 raise ValueError(
                     f"paper-mode probes keep the activations of {n} training samples at sites {self.paper_layers} "
-                    "in memory: "
-                    f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {self.device}; probe fewer "
+                    f"in memory: {need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {self.device}; probe fewer "
                     "layers (probes=[...]), score fewer training samples (train_eval) or use probe_mode='fast'")
         return names
 
