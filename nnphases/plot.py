@@ -91,7 +91,7 @@ def _describe(cfg: dict[str, Any]) -> str:
         bits.append(cfg["dataset"])
     depth, width = cfg.get("depth"), cfg.get("width")
     model = cfg.get("model") if isinstance(cfg.get("model"), str) else None
-    if isinstance(depth, int) and isinstance(width, int):
+    if isinstance(depth, int) and isinstance(width, int) and model in (None, "mlp", "fc_bn"):  # others ignore them
         bits.append(f"{model + ' ' if model else ''}{depth}x{width}")
     elif model:
         bits.append(model)

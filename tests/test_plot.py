@@ -114,3 +114,18 @@ def test_heatmap_rows_follow_layer_order(tmp_path: Path) -> None:
     body = lum[int(h * 0.1):int(h * 0.85)]
     top, bottom = body[: len(body) // 3].mean(), body[-len(body) // 3:].mean()
     assert top < bottom    # viridis: low f is dark
+
+
+@pytest.mark.parametrize("cfg,text", [
+    ({"dataset": "fashion-mnist", "model": "mlp", "depth": 5, "width": 80, "loss": "ce"},
+     "fashion-mnist, mlp 5x80, ce loss"),
+    ({"dataset": "fashion-mnist", "model": "fc_bn", "depth": 3, "width": 256, "loss": "ce"},
+     "fashion-mnist, fc_bn 3x256, ce loss"),
+    ({"dataset": "fashion-mnist", "model": "vgg11", "depth": 5, "width": 80, "loss": "ce"},
+     "fashion-mnist, vgg11, ce loss"),  # depth and width are the MLP defaults, unused by VGG
+    ({"depth": 2, "width": 20}, "2x20"),
+])
+def test_title_describes_the_model(cfg, text):
+    from nnphases.plot import _describe
+
+    assert _describe(cfg) == text
