@@ -162,3 +162,21 @@ def test_decoder_column(tmp_path):
     rec.close()
     t = read_table(tmp_path / "run", "probes")
     assert sorted(zip(t["mode"], t.decoder)) == [("fast", "random-features-32"), ("paper", "dense")]
+
+
+def test_paper_probes_on_a_conv_site(tmp_path):
+    """Conv sites get the transposed-convolution decoder from their [C, h, w] activations to the image."""
+    ds = data.synthetic(n=600, num_classes=3, shape=(1, 8, 8), seed=1)
+    tr, va = data.stratified_split(ds.y, 200, seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(64, 3))
+    rec = Recorder(model, ds.x[va], ds.y[va], 3, Schedule((0,), 10), tmp_path / "run", batch_size=100,
+                   train_eval=(ds.x[tr], ds.y[tr]), probes=True, probe_mode="both",
+                   probe_options=dict(_QUICK_PAPER, channels=8))
+    rec.measure(0)
+    rec.close()
+    t = read_table(tmp_path / "run", "probes").sort_values("mode")
+    assert list(zip(t["mode"], t.decoder, t.features, t.reduction)) == [("fast", "linear", 256, "none"),
+                                                                         ("paper", "conv", 256, "none")]
+    assert t.reconstruction_nmse.between(0, 2).all() and t.test_accuracy.between(0, 1).all()
