@@ -179,4 +179,8 @@ def test_paper_probes_on_a_conv_site(tmp_path):
     t = read_table(tmp_path / "run", "probes").sort_values("mode")
     assert list(zip(t["mode"], t.decoder, t.features, t.reduction)) == [("fast", "linear", 256, "none"),
                                                                          ("paper", "conv", 256, "none")]
-    assert t.reconstruction_nmse.between(0, 2).all() and t.test_accuracy.between(0, 1).all()
+    # A 4-channel 3x3 conv of an 8x8 image holds nearly all of it: the closed form recovers it; the paper
+    # decoder, after 8 Adam updates, has only a finite error to show.
+    fast_nmse, paper_nmse = t.reconstruction_nmse
+    assert 0 <= fast_nmse < 0.1 and np.isfinite(paper_nmse) and paper_nmse >= 0
+    assert t.test_accuracy.between(0, 1).all()
