@@ -74,14 +74,13 @@ def run(
         paths = train.resume(resume)
         out = resume
     else:
-        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, train_eval=train_eval, resize=resize, model=model, depth=depth, width=width, loss=loss,
-                         optimizer=optimizer, lr=lr, batch=batch, epochs=epochs, per_decade=per_decade,
-                         keep_masks=keep_masks, probes=probes, probe_mode=probe_mode,
-                         probe_layers=probe_layers.split(",") if probe_layers else None,
-                         probe_warm_start=probe_warm_start, schedule=schedule, device=device,
-                         paper_layers=paper_layers.split(",") if paper_layers else None,
-                         probe_decoder=probe_decoder,
-                         seeds=[int(s) for s in seeds.split(",")] if seeds else None)
+        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, train_eval=train_eval,
+                         resize=resize, model=model, depth=depth, width=width, loss=loss, optimizer=optimizer,
+                         lr=lr, batch=batch, epochs=epochs, per_decade=per_decade, keep_masks=keep_masks,
+                         probes=probes, probe_mode=probe_mode, probe_layers=_listed(probe_layers),
+                         probe_warm_start=probe_warm_start, paper_layers=_listed(paper_layers),
+                         probe_decoder=probe_decoder, schedule=schedule, device=device,
+                         seeds=_seed_list(seeds))
         out = out or Path("runs") / preset
         if preset == "source000-grid":
             paths = []
@@ -97,6 +96,18 @@ def run(
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
     if figures:
         _report(paths)
+
+
+def _listed(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [t.strip() for t in text.split(",")] if text else None
+
+
+def _seed_list(text: str | None) -> list[int] | None:
+    try:
+        return [int(s) for s in _listed(text)] if text else None  # type: ignore[union-attr]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
 
 
 def _findings_text(paths: list[Path]) -> str:
