@@ -17,16 +17,9 @@ import torch
 
 from nnphases import data, models
 from nnphases.capture import ReluCapture
+from nnphases.findings import spearman
 from nnphases.probes import RidgeProbe, train_paper_probes
 from nnphases.schedule import powers_of_two
-
-
-def _spearman(a: list[float], b: list[float]) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _layer_acts(model, x, site: str, batch: int = 1000) -> torch.Tensor:
@@ -90,9 +83,9 @@ def test_fast_vs_paper(benchmark):
         torch.nn.functional.cross_entropy(model(train.x[idx]), train.y[idx]).backward()
         opt.step()
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    acc_rho = _spearman([r[1] for r in rows], [r[2] for r in rows])
-    nmse_rho = _spearman([r[3] for r in rows], [r[5] for r in rows])
-    rf_rho = _spearman([r[4] for r in rows], [r[5] for r in rows])
+    acc_rho = spearman([r[1] for r in rows], [r[2] for r in rows])
+    nmse_rho = spearman([r[3] for r in rows], [r[5] for r in rows])
+    rf_rho = spearman([r[4] for r in rows], [r[5] for r in rows])
     ratio = float(np.sum(t_paper) / np.sum(t_fast))
     rf_ratio = float(np.sum(t_paper) / np.sum(t_rf_all))
     print(f"\nlayer {site} of a 3x256 FC-BN net on FashionMNIST ({len(train)} train / {len(test)} test samples)")

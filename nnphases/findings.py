@@ -223,7 +223,7 @@ def _curve(values: np.ndarray, epochs: np.ndarray) -> _Curve | None:
     return _Curve(float(values[0]), float(values[k]), float(epochs[k]), k, float(values[j]), float(epochs[j]), j)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
     rx = pd.Series(x).rank().to_numpy(dtype=float)
     ry = pd.Series(y).rank().to_numpy(dtype=float)
@@ -365,7 +365,7 @@ def _d_predictability(s: _Series | None, last_fraction: float) -> Finding:
         return Finding(name, False, f"p is undefined (NaN) late in training for {int((~ok).sum())} of "
                                     f"{len(ok)} layer(s) ({depth_txt}); need at least two defined layers "
                                     f"to correlate with depth")
-    rho = _spearman(np.arange(len(s.layers))[ok].astype(float), p_late[ok])
+    rho = spearman(np.arange(len(s.layers))[ok].astype(float), p_late[ok])
     rise_ok = defined > 0 and rises > defined / 2
     depth_ok = bool(np.isfinite(rho) and rho > 0)
     detail = (f"p {s.init_label}->last per layer: {', '.join(parts)} ({rises}/{defined} rise, needs > half); "

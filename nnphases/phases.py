@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .findings import PathLike, _spearman, layer_order, mean_over_seeds, run_dirs
+from .findings import PathLike, layer_order, mean_over_seeds, run_dirs, spearman
 
 __all__ = ["LayerPhases", "probe_phases", "phase_summary", "report"]
 
@@ -98,7 +98,7 @@ def phase_summary(phases: list[LayerPhases]) -> list[str]:
         if len(ps) < 2:
             continue
         rise = np.array([p.nmse_last - p.nmse_min for p in ps])
-        rho = _spearman(np.array([p.depth for p in ps], float), rise)
+        rho = spearman(np.array([p.depth for p in ps], float), rise)
         lines.append(f"{mode} mode: the reconstruction error's late rise (last - min) by depth: "
                      + ", ".join(f"{p.layer} {r:+.3f}" for p, r in zip(ps, rise))
                      + f"; Spearman(depth, rise) = {rho:.2f} (the source: weaker closer to the input, i.e. > 0)")

@@ -245,13 +245,22 @@ def _class_names(record: dict) -> list[str]:
     return [f"class {i}" for i in range(c)]
 
 
-def _save(fig, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+def save_figure(fig, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
+    """``fig`` as ``out_dir/<stem>.<fmt>`` for each format; the paths written."""
     paths = []
     for fmt in formats:
-        p = out_dir / f"{stem}.{fmt}"
+        p = Path(out_dir) / f"{stem}.{fmt}"
         fig.savefig(p, dpi=120, bbox_inches="tight")
         paths.append(p)
     return paths
+
+
+def step_axis(ax, label: str = "training step") -> None:
+    """A symlog step axis from 0 (step 0 is the initialisation) with a light grid."""
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"{label} (symlog scale)")
+    ax.grid(True, alpha=0.3)
 
 
 def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "svg"), rows: int = 6) -> list[Path]:
@@ -291,7 +300,7 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
             cb.ax.tick_params(labelsize=7)
         fig.suptitle("Weight vectors of the single-layer classifier over training "
                      "(red: positive, blue: negative; symmetric scale per row)", fontsize=11, y=1 - 0.15 / height)
-        paths += _save(fig, out_dir, "weights", formats)
+        paths += save_figure(fig, out_dir, "weights", formats)
 
     # Group losses.
     fig = Figure(figsize=(6.4, 4.2))
@@ -302,14 +311,11 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
               f"large dot product (top {100 - HIGH_PCT:g}%, n={record['group_sizes'][2]})"]
     for g, (lab, col) in enumerate(zip(labels, ("tab:red", "tab:gray", "tab:blue"))):
         ax.plot(steps, record["group_loss"][:, g], marker="o", ms=3, color=col, label=lab)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0)
-    ax.set_xlabel("training step (symlog scale)")
+    step_axis(ax)
     ax.set_ylabel("mean per-sample cross-entropy loss")
     ax.set_title(f"Loss of '{names[gc]}' training samples grouped by dot product with the class mean", fontsize=10)
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    paths += _save(fig, out_dir, "group_loss", formats)
+    paths += save_figure(fig, out_dir, "group_loss", formats)
 
     # Dot-product distribution.
     fig = Figure(figsize=(6.4, 4.2))
@@ -322,7 +328,7 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
     ax.set_ylabel("number of training samples")
     ax.set_title(f"Distribution of dot products, class '{names[gc]}' (n={len(record['dots'])})", fontsize=10)
     ax.legend(fontsize=8)
-    paths += _save(fig, out_dir, "dot_products", formats)
+    paths += save_figure(fig, out_dir, "dot_products", formats)
 
     # Accuracy and reconstruction error (the source's Figure 1).
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
@@ -336,12 +342,9 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
     ax2.plot(steps, record["test_recon"], marker="o", ms=3, color="tab:purple")
     ax2.set_ylabel("reconstruction error (1 - R$^2$, test)")
     ax2.set_title("Input reconstructed linearly from the outputs", fontsize=10)
-    for a in (ax, ax2):
-        a.set_xscale("symlog", linthresh=1)
-        a.set_xlim(left=0)
-        a.set_xlabel("training step (symlog scale)")
-        a.grid(True, alpha=0.3)
-    paths += _save(fig, out_dir, "accuracy", formats)
+    step_axis(ax)
+    step_axis(ax2)
+    paths += save_figure(fig, out_dir, "accuracy", formats)
     return paths
 
 

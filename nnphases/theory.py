@@ -203,6 +203,8 @@ def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any, formats: Seque
     (``records``: label -> :func:`train_logistic` record); returns the files written (``theory.<fmt>``)."""
     from matplotlib.figure import Figure
 
+    from .singlelayer import save_figure, step_axis
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(10.0, 3.8), layout="constrained")
@@ -219,18 +221,10 @@ def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any, formats: Seque
     ax_a.set_ylabel("accuracy")
     ax_a.set_title("Accuracy on the large and the small subsets", fontsize=10)
     for ax in (ax_r, ax_a):
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlim(left=0)
-        ax.set_xlabel("gradient descent step (symlog scale)")
-        ax.grid(True, alpha=0.3)
+        step_axis(ax, "gradient descent step")
         ax.legend(fontsize=7)
     fig.suptitle("Source 002's data model: a single-layer logistic model trained by gradient descent", fontsize=11)
-    paths = []
-    for fmt in formats:
-        path = out / f"theory.{fmt}"
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out, "theory", formats)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
