@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["Finding", "findings", "report", "NAMES"]
+__all__ = ["Finding", "findings", "report", "spearman", "NAMES"]
 
 NAMES = (
     "fractions first rise then fall",
