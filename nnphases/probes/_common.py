@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -12,6 +14,25 @@ class ProbeError(ValueError):
 def check_finite(name: str, t: torch.Tensor) -> None:
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ProbeError(f"{name} contains non-finite values (NaN or inf)")
+
+
+def check_batch(acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, num_classes: int,
+                input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Validate one probe batch (finite values, label shape and range, input size per sample) and return its
+    labels as int64 on ``device``."""
+    check_finite("acts", acts)
+    check_finite("inputs", inputs)
+    b = acts.shape[0]
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
+    dim = math.prod(input_shape)
+    if inputs.shape[0] != b or math.prod(inputs.shape[1:]) != dim:
+        raise ValueError(f"inputs must be [{b}, *{tuple(input_shape)}] ({dim} values per sample), "
+                         f"got shape {tuple(inputs.shape)}")
+    y = labels.detach().to(device, torch.int64)
+    if b and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+    return y
 
 
 class Moments:

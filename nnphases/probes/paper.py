@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ._common import Moments, ProbeError, check_finite
+from ._common import Moments, ProbeError, check_batch
 
 __all__ = ["PaperProbe", "train_paper_probes", "conv_decoder", "dense_decoder", "DECODERS"]
 
@@ -158,15 +158,7 @@ class PaperProbe:
         b = acts.shape[0]
         if tuple(acts.shape[1:]) != self.act_shape and math.prod(acts.shape[1:]) != math.prod(self.act_shape):
             raise ValueError(f"acts must be [B, *{self.act_shape}], got shape {tuple(acts.shape)}")
-        if labels.shape != (b,):
-            raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
-        if inputs.shape[0] != b or math.prod(inputs.shape[1:]) != self.input_dim:
-            raise ValueError(f"inputs must be [{b}, *{self.input_shape}], got shape {tuple(inputs.shape)}")
-        check_finite("acts", acts)
-        check_finite("inputs", inputs)
-        y = labels.detach().to(self.device, torch.int64)
-        if b and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+        y = check_batch(acts, labels, inputs, self.num_classes, self.input_shape, self.device)
         a = acts.detach().to(self.device, torch.float32).reshape(b, *self.act_shape)
         r = inputs.detach().to(self.device, torch.float32).reshape(b, *self.input_shape)
         return a, y, r

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._common import Moments, ProbeError, check_finite
+from ._common import Moments, ProbeError, check_batch
 
 __all__ = ["RidgeProbe", "RIDGE_EXPONENTS", "HOLDOUT_EVERY", "DECODERS"]
 
@@ -226,18 +226,8 @@ class RidgeProbe:
     def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features with bias column, int64 labels and flattened float64 inputs, validated."""
-        check_finite("acts", acts)
-        check_finite("inputs", inputs)
+        y = check_batch(acts, labels, inputs, self.num_classes, (self.input_dim,), self.device)
         b = acts.shape[0]
-        if labels.shape != (b,):
-            raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
-        if inputs.shape[0] != b or math.prod(inputs.shape[1:]) != self.input_dim:
-            raise ValueError(f"inputs must be [{b}, ...] with {self.input_dim} values per sample, "
-                             f"got shape {tuple(inputs.shape)}")
-        y = labels.detach().to(self.device, torch.int64)
-        if b and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got range "
-                             f"[{int(y.min())}, {int(y.max())}]")
         f = self.reduce(acts)
         x = torch.cat([f, torch.ones(b, 1, dtype=torch.float64, device=self.device)], dim=1)
         r = inputs.detach().to(self.device, torch.float64).reshape(b, self.input_dim)
