@@ -52,7 +52,7 @@ class Recorder:
     ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
     ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
     probed sites; paper mode costs far more). ``probe_warm_start``: paper-mode models start from the previous
-    measurement's. ``probe_options``: keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning
+    measurement's. ``paper_options``: keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning
     rates, ``channels``...); ``fast_options``: keywords for :class:`~nnphases.probes.RidgeProbe`
     (``decoder="random-features"``, ``decoder_width``...).
     """
@@ -63,7 +63,7 @@ class Recorder:
                  per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
                  config: dict | None = None, background_writes: bool = True,
                  probes: bool | list[str] = False, probe_mode: str = "fast", probe_features: int = 2048,
-                 probe_warm_start: bool = False, probe_options: dict | None = None,
+                 probe_warm_start: bool = False, paper_options: dict | None = None,
                  paper_layers: list[str] | None = None, fast_options: dict | None = None) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
@@ -97,7 +97,7 @@ class Recorder:
             raise ValueError(f"probe_mode must be one of {list(_PROBE_MODES)}, got {probe_mode!r}")
         self.probe_modes = _PROBE_MODES[probe_mode]
         self.probe_features, self.probe_warm_start = probe_features, probe_warm_start
-        self.probe_options = dict(probe_options or {})
+        self.paper_options = dict(paper_options or {})
         self.fast_options = dict(fast_options or {})
         self._phase = "val"
         self._probes: dict[str, list[tuple[str, Any]]] = {}  # site -> [(mode, probe)]
@@ -243,7 +243,7 @@ class Recorder:
                 prev = self._last_paper.get(n) if self.probe_warm_start else None
                 self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),
                                                             seed=self.seed, device=self.device, warm_start=prev,
-                                                            **self.probe_options)))
+                                                            **self.paper_options)))
 
     def _fit_probes(self) -> None:
         from .probes import ProbeError

@@ -50,7 +50,7 @@ def test_unknown_probe_layer_lists_sites(tmp_path):
 
 
 def test_both_modes_rows(tmp_path):
-    rec = _setup(tmp_path, probes=["4"], probe_mode="both", probe_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=["4"], probe_mode="both", paper_options=_QUICK_PAPER)
     rec.measure(0)
     rec.measure(1)
     rec.close()
@@ -68,7 +68,7 @@ def test_both_modes_rows(tmp_path):
 def test_paper_warm_start(tmp_path, warm):
     """Warm start continues from the previous measurement's models: with a frozen network, a second fit
     from the first's weights lowers the reconstruction error, while a cold refit repeats it exactly."""
-    rec = _setup(tmp_path, probes=["2"], probe_mode="paper", probe_warm_start=warm, probe_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=["2"], probe_mode="paper", probe_warm_start=warm, paper_options=_QUICK_PAPER)
     rec.measure(0)
     rec.measure(1)
     rec.close()
@@ -118,7 +118,7 @@ def test_plot_draws_probes(tmp_path):
 
 
 def test_paper_layers_subset(tmp_path):
-    rec = _setup(tmp_path, probes=True, probe_mode="both", paper_layers=["4"], probe_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=True, probe_mode="both", paper_layers=["4"], paper_options=_QUICK_PAPER)
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes")
@@ -156,7 +156,7 @@ def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
 
 
 def test_decoder_column(tmp_path):
-    rec = _setup(tmp_path, probes=["4"], probe_mode="both", probe_options=_QUICK_PAPER,
+    rec = _setup(tmp_path, probes=["4"], probe_mode="both", paper_options=_QUICK_PAPER,
                  fast_options={"decoder": "random-features", "decoder_width": 32})
     rec.measure(0)
     rec.close()
@@ -173,7 +173,7 @@ def test_paper_probes_on_a_conv_site(tmp_path):
                           nn.Linear(64, 3))
     rec = Recorder(model, ds.x[va], ds.y[va], 3, Schedule((0,), 10), tmp_path / "run", batch_size=100,
                    train_eval=(ds.x[tr], ds.y[tr]), probes=True, probe_mode="both",
-                   probe_options=dict(_QUICK_PAPER, channels=8))
+                   paper_options=dict(_QUICK_PAPER, channels=8))
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes").sort_values("mode")
