@@ -105,6 +105,13 @@ class Recorder:
         self._last_paper: dict[str, dict] = {}  # site -> the previous measurement's paper probe state (warm start)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self.probe_layers: list[str] = self._probe_sites(probes, paper_layers) if probes else []
+        if self.probe_layers:  # the probes' own checks of their options, before any training
+            from .probes import PaperProbe, RidgeProbe
+
+            if "fast" in self.probe_modes:
+                RidgeProbe(1, self.num_classes, 1, **self.fast_options)
+            if "paper" in self.probe_modes:
+                PaperProbe((1,), self.num_classes, (1,), **self.paper_options)
         self._counts: dict[str, torch.Tensor] = {}
         self._masks: dict[str, list] = {}
 

@@ -76,6 +76,8 @@ def test_unknown_probe_layer_in_a_run(tmp_path):
      "probe_mode must be one of ['fast', 'paper', 'both'], got 'slow'"),
     (["findings", "/nonexistent-run"], "'/nonexistent-run' is neither a run directory"),
     (["run", "--seeds", "0,x"], "--seeds must be comma-separated integers, got '0,x'"),
+    (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-decoder", "mlp", "--no-figures"],
+     "decoder must be one of ('linear', 'random-features'), got 'mlp'"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
     import subprocess

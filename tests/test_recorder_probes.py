@@ -184,3 +184,12 @@ def test_paper_probes_on_a_conv_site(tmp_path):
     fast_nmse, paper_nmse = t.reconstruction_nmse
     assert 0 <= fast_nmse < 0.1 and np.isfinite(paper_nmse) and paper_nmse >= 0
     assert t.test_accuracy.between(0, 1).all()
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(fast_options={"decoder_width": 0}), "decoder_width must be a positive int, got 0"),
+    (dict(probe_mode="paper", paper_options={"channels": -1}), "channels must be a positive int, got -1"),
+])
+def test_bad_probe_options_fail_at_construction(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _setup(tmp_path, probes=True, **kw)
