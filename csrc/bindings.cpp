@@ -18,7 +18,18 @@ T* ptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-int64_t row_stride(const py::array& a) { return a.ndim() == 2 ? a.strides(0) / a.itemsize() : 0; }
+// Row stride in elements of a [samples, nodes] array whose nodes are adjacent. The
+// boundary copies every other layout (nnphases/kernels/_arrays.py); this refuses
+// rather than misread one that slipped past it.
+int64_t row_stride(const py::array& a) {
+  const int64_t item = a.itemsize();
+  if (a.ndim() != 2) throw std::invalid_argument("acts must be 2-D");
+  if (a.shape(0) == 0 || a.shape(1) == 0) return 0;  // nothing is read (NumPy gives empty arrays 0 strides)
+  if ((a.shape(1) > 1 && a.strides(1) != item) || a.strides(0) % item != 0 ||
+      reinterpret_cast<uintptr_t>(a.data()) % item != 0)
+    throw std::invalid_argument("acts must have adjacent, aligned nodes and whole-element row strides");
+  return a.strides(0) / item;
+}
 
 #ifdef NNPHASES_WITH_CUDA
 void check(const char* err) {
@@ -40,9 +51,11 @@ PYBIND11_MODULE(_C, m) {
         const void* a = acts.data();
         const int64_t S = acts.shape(0), N = acts.shape(1), rs = row_stride(acts);
         const auto* lab = static_cast<const int32_t*>(labels.data());
-        int64_t* o = ptr<int64_t>(out);
+        void* o = ptr(out);
+        const int out_bytes = static_cast<int>(out.itemsize());
         py::gil_scoped_release nogil;
-        return nnp::class_counts_cpu(a, kind, S, N, rs, lab, num_classes, o, check_finite, threads, strategy);
+        return nnp::class_counts_cpu(a, kind, S, N, rs, lab, num_classes, o, out_bytes, check_finite, threads,
+                                     strategy);
       },
       py::arg("acts"), py::arg("kind"), py::arg("labels"), py::arg("num_classes"), py::arg("out"),
       py::arg("check_finite"), py::arg("threads"), py::arg("strategy"));
@@ -92,10 +105,11 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "class_counts_cuda",
       [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t labels, int label_bytes, int64_t C,
-         uintptr_t out,
-         uintptr_t work, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {
+         uintptr_t out, int out_bytes, bool accumulate, uintptr_t work, uintptr_t flags, bool check_finite, int device,
+         uintptr_t stream) {
         py::gil_scoped_release nogil;
-        check(nnp::class_counts_cuda(acts, kind, S, N, rs, labels, label_bytes, C, out, work, flags, check_finite, device, stream));
+        check(nnp::class_counts_cuda(acts, kind, S, N, rs, labels, label_bytes, C, out, out_bytes, accumulate, work,
+                                     flags, check_finite, device, stream));
       });
   m.def("pack_masks_cuda", [](uintptr_t acts, int kind, int64_t S, int64_t N, int64_t rs, uintptr_t out,
                               int64_t row_bytes, uintptr_t flags, bool check_finite, int device, uintptr_t stream) {

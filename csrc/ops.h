@@ -6,11 +6,12 @@
 
 namespace nnp {
 
-// out[c, d] += #{s : labels[s] == c and active(acts[s, d])}; out is zeroed by the
-// caller. row_stride is in elements. strategy: 0 auto, 1 direct, 2 sorted.
+// out[c, d] += #{s : labels[s] == c and active(acts[s, d])}, out a dense int32 or
+// int64 table (out_bytes 4 or 8) the caller zeroed or holds earlier counts in.
+// Nodes are adjacent; row_stride is in elements. strategy: 0 auto, 1 direct, 2 sorted.
 // Returns true when a non-finite value was seen (check_finite only).
 bool class_counts_cpu(const void* acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
-                      const int32_t* labels, int64_t num_classes, int64_t* out, bool check_finite,
+                      const int32_t* labels, int64_t num_classes, void* out, int out_bytes, bool check_finite,
                       int threads, int strategy);
 
 // out is [nodes, row_bytes] with row_bytes = ceil(samples / 64) * 8.
@@ -31,10 +32,13 @@ constexpr int64_t kDirectTableBytes = 4 << 20;
 #ifdef NNPHASES_WITH_CUDA
 // Device pointers; stream is a cudaStream_t as an integer. work holds
 // 2 * samples + num_classes + 1 int32, flags two uint64 (non-finite, bad labels). Returns a CUDA error
-// string, empty on success. labels are int32 or int64 (label_bytes). device is the pointers' CUDA device ordinal.
+// string, empty on success. labels are int32 or int64 (label_bytes). out is a dense int32 or int64
+// table (out_bytes); the counts are added into it, after zeroing it unless accumulate. device is the
+// pointers' CUDA device ordinal.
 const char* class_counts_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
-                              uintptr_t labels, int label_bytes, int64_t num_classes, uintptr_t out, uintptr_t work,
-                              uintptr_t flags, bool check_finite, int device, uintptr_t stream);
+                              uintptr_t labels, int label_bytes, int64_t num_classes, uintptr_t out, int out_bytes,
+                              bool accumulate, uintptr_t work, uintptr_t flags, bool check_finite, int device,
+                              uintptr_t stream);
 const char* pack_masks_cuda(uintptr_t acts, int kind, int64_t samples, int64_t nodes, int64_t row_stride,
                             uintptr_t out, int64_t row_bytes, uintptr_t flags, bool check_finite,
                             int device, uintptr_t stream);

@@ -48,6 +48,25 @@ def packed(s: int = 70, n: int = 3) -> torch.Tensor:
     return torch.from_numpy(np.packbits(bits, axis=1, bitorder="little"))
 
 
+def zeros(shape: tuple[int, ...] = (10, 3), dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype)
+
+
+def misaligned(shape: tuple[int, int] = (10, 3)) -> np.ndarray:
+    """A C-contiguous, writable int64 table whose data starts one byte past an 8-byte boundary."""
+    buf = np.zeros(shape[0] * shape[1] * 8 + 16, np.uint8)
+    skip = (1 - buf.ctypes.data) % 8  # the byte just past an 8-byte boundary
+    x = buf[skip:skip + shape[0] * shape[1] * 8].view(np.int64).reshape(shape)
+    assert x.ctypes.data % 8 == 1 and x.flags.c_contiguous and x.flags.writeable
+    return x
+
+
+def readonly(shape: tuple[int, int] = (10, 3)) -> np.ndarray:
+    x = np.zeros(shape, np.int64)
+    x.flags.writeable = False
+    return x
+
+
 def bad_at(i: int, value: int, s: int = 12, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     lab = labels(s=s, dtype=dtype)
     lab[i] = value
@@ -78,6 +97,57 @@ BAD = [
      ValueError, r"labels\[69\] = -2 is outside \[0, num_classes=10\)"),
     ("pcc-label-eq-C", lambda bk: PCC(on(packed(), bk), on(bad_at(0, 3, s=70), bk), 3, backend=bk),
      ValueError, r"labels\[0\] = 3 is outside \[0, num_classes=3\)"),
+    # out: the accumulator's dtype, shape, layout, writability, library and device
+    ("cc-out-float32", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros(dtype=torch.float32), bk),
+                                     backend=bk),
+     TypeError, r"out has dtype float32; supported: int32, int64"),
+    ("cc-out-float64", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros(dtype=torch.float64), bk),
+                                     backend=bk),
+     TypeError, r"out has dtype float64; supported: int32, int64"),
+    ("cc-out-int16", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros(dtype=torch.int16), bk),
+                                   backend=bk),
+     TypeError, r"out has dtype int16; supported: int32, int64"),
+    ("cc-out-uint8", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros(dtype=torch.uint8), bk),
+                                   backend=bk),
+     TypeError, r"out has dtype uint8; supported: int32, int64"),
+    ("cc-out-big-endian", lambda bk: CC(acts().numpy(), labels().numpy(), 10, out=np.zeros((10, 3), ">i8"),
+                                        backend=bk),
+     TypeError, r"out has dtype >i8; supported: int32, int64"),
+    ("cc-out-nodes", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((10, 4)), bk), backend=bk),
+     ValueError, r"out has shape \(10, 4\) but the counts are \[num_classes, nodes\] = \(10, 3\)"),
+    ("cc-out-classes", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((9, 3)), bk), backend=bk),
+     ValueError, r"out has shape \(9, 3\) but the counts are \[num_classes, nodes\] = \(10, 3\)"),
+    ("cc-out-transposed-shape", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((3, 10)), bk),
+                                              backend=bk),
+     ValueError, r"out has shape \(3, 10\) but the counts are \[num_classes, nodes\] = \(10, 3\)"),
+    ("cc-out-1d", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((30,)), bk), backend=bk),
+     ValueError, r"out has shape \(30,\) but the counts are \[num_classes, nodes\] = \(10, 3\)"),
+    ("cc-out-column-step", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((10, 6)), bk)[:, ::2],
+                                         backend=bk),
+     ValueError, r"out must be C-contiguous and aligned, got byte strides \(48, 16\) for shape \(10, 3\)"),
+    ("cc-out-transposed", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=on(zeros((3, 10)), bk).T,
+                                        backend=bk),
+     ValueError, r"out must be C-contiguous and aligned, got byte strides \(8, 80\) for shape \(10, 3\)"),
+    ("cc-out-fortran", lambda bk: CC(acts().numpy(), labels().numpy(), 10, out=np.zeros((10, 3), np.int32, order="F"),
+                                     backend=bk),
+     ValueError, r"out must be C-contiguous and aligned, got byte strides \(4, 40\)"),
+    ("cc-out-broadcast", lambda bk: CC(acts().numpy(), labels().numpy(), 10,
+                                       out=np.broadcast_to(np.zeros(3, np.int64), (10, 3)), backend=bk),
+     ValueError, r"out must be C-contiguous and aligned, got byte strides \(0, 8\)"),
+    ("cc-out-misaligned", lambda bk: CC(acts().numpy(), labels().numpy(), 10, out=misaligned(), backend=bk),
+     ValueError, r"out must be C-contiguous and aligned, got byte strides \(24, 8\) for shape \(10, 3\)"),
+    ("cc-out-read-only", lambda bk: CC(acts().numpy(), labels().numpy(), 10, out=readonly(), backend=bk),
+     ValueError, r"out is read-only"),
+    ("cc-torch-acts-numpy-out", lambda bk: CC(acts(), labels(), 10, out=np.zeros((10, 3), np.int64), backend=bk),
+     ValueError, r"out is a numpy array on cpu but acts is a torch array on cpu"),
+    ("cc-numpy-acts-torch-out", lambda bk: CC(acts().numpy(), labels().numpy(), 10, out=zeros(), backend=bk),
+     ValueError, r"out is a torch array on cpu but acts is a numpy array on cpu"),
+    ("cc-out-list", lambda bk: CC(on(acts(), bk), on(labels(), bk), 10, out=[[0] * 3] * 10, backend=bk),
+     TypeError, r"out must be a NumPy array, torch.Tensor or CuPy array, got list"),
+    ("cc-acts-on-cpu-out-on-cuda", lambda bk: CC(acts(), labels(), 10, out=zeros().cuda(), backend=bk),
+     ValueError, r"out is a torch array on cuda:0 but acts is a torch array on cpu"),
+    ("cc-acts-on-cuda-out-on-cpu", lambda bk: CC(acts().cuda(), labels().cuda(), 10, out=zeros(), backend=bk),
+     ValueError, r"out is a torch array on cpu but acts is a torch array on cuda:0"),
     # shapes
     ("cc-labels-length", lambda bk: CC(on(acts(12), bk), on(labels(s=11), bk), 10, backend=bk),
      ValueError, r"labels has 11 entries but acts has 12 samples"),
@@ -169,7 +239,8 @@ BAD = [
     ("cc-acts-on-cpu-labels-on-cuda", lambda bk: CC(acts(), labels().cuda(), 10, backend=bk),
      ValueError, r"labels is a torch array on cuda:0 but acts is a torch array on cpu"),
 ]
-NEEDS_CUDA = {"cc-acts-on-cuda-labels-on-cpu", "cc-acts-on-cpu-labels-on-cuda"}
+NEEDS_CUDA = {"cc-acts-on-cuda-labels-on-cpu", "cc-acts-on-cpu-labels-on-cuda", "cc-acts-on-cpu-out-on-cuda",
+              "cc-acts-on-cuda-out-on-cpu"}
 
 
 def _rows() -> list:

@@ -1,7 +1,9 @@
-// class_counts on the CPU: one pass over the activations, exact int64 counts.
-// Direct strategy: each thread adds every row's 0/1 vector into its own narrow
-// counter table [classes, nodes] (the row's label picks the table row); narrow
-// counters are flushed into int64 before they can overflow. Sorted strategy, for
+// class_counts on the CPU: one pass over the activations, exact counts added into
+// the caller's int32 or int64 table (O). Direct strategy: each thread adds every
+// row's 0/1 vector into its own narrow counter table [classes, nodes] (the row's
+// label picks the table row); narrow counters are flushed into O before they can
+// overflow (thread 0 flushes straight into the output, the others into tables of
+// O summed into it at the end). Sorted strategy, for
 // tables that do not fit in cache: samples are grouped by class once and threads
 // split the node axis, summing one class's rows into a small row buffer.
 #include <cstring>
@@ -44,24 +46,24 @@ inline typename K::Bits add_row(const typename K::Bits* __restrict row, Counter<
   return bad;
 }
 
-template <typename C>
-void flush(C* narrow, int64_t* wide, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) wide[i] += narrow[i];
+template <typename C, typename O>
+void flush(C* narrow, O* wide, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) wide[i] += static_cast<O>(narrow[i]);
   std::memset(narrow, 0, n * sizeof(C));
 }
 
-template <typename K, bool Check>
+template <typename K, bool Check, typename O>
 bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C,
-            int64_t* out, int threads) {
+            O* out, int threads) {
   using Cnt = Counter<K>;
   const int64_t limit = std::numeric_limits<Cnt>::max();
   const int nt = resolve_threads(threads, std::min(S / 64 + 1, element_items(S * N)));
-  std::vector<std::vector<int64_t>> wide(nt);
+  std::vector<std::vector<O>> wide(nt);
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t s0, s1;
     split_range(S, nt, t, 64, s0, s1);
-    int64_t* total = out;
+    O* total = out;
     if (t > 0) {
       wide[t].assign(C * N, 0);
       total = wide[t].data();
@@ -83,9 +85,9 @@ bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
   return false;
 }
 
-template <typename K, bool Check>
+template <typename K, bool Check, typename O>
 bool sorted(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C,
-            int64_t* out, int threads) {
+            O* out, int threads) {
   using Cnt = Counter<K>;
   const int64_t limit = std::numeric_limits<Cnt>::max();
   std::vector<int64_t> start(C + 1, 0);
@@ -125,11 +127,9 @@ bool sorted(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
   return false;
 }
 
-}  // namespace
-
-bool class_counts_cpu(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, const int32_t* labels,
-                      int64_t C, int64_t* out, bool check_finite, int threads, int strategy) {
-  if (S == 0 || N == 0) return false;
+template <typename O>
+bool count(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C, O* out,
+           bool check_finite, int threads, int strategy) {
   return dispatch_kind(kind, [&](auto k) {
     using K = decltype(k);
     using U = typename K::Bits;
@@ -142,6 +142,16 @@ bool class_counts_cpu(const void* acts, int kind, int64_t S, int64_t N, int64_t 
     return check_finite ? direct<K, true>(a, S, N, rs, labels, C, out, threads)
                         : direct<K, false>(a, S, N, rs, labels, C, out, threads);
   });
+}
+
+}  // namespace
+
+bool class_counts_cpu(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, const int32_t* labels,
+                      int64_t C, void* out, int out_bytes, bool check_finite, int threads, int strategy) {
+  if (S == 0 || N == 0) return false;
+  if (out_bytes == 4)
+    return count(acts, kind, S, N, rs, labels, C, static_cast<int32_t*>(out), check_finite, threads, strategy);
+  return count(acts, kind, S, N, rs, labels, C, static_cast<int64_t*>(out), check_finite, threads, strategy);
 }
 
 }  // namespace nnp

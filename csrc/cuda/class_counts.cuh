@@ -5,9 +5,11 @@
 // class-sorted rows, its lanes reading one row's nodes with coalesced 16-byte
 // loads (the block's 8 warps take 8 adjacent node tiles of the same rows, so a
 // block reads 4 KB contiguous per row), and keeps a running per-node count in
-// registers that it flushes to the int64 output with one atomic per node only
-// when the class changes. No per-class table: the same kernel serves 2 or
-// 100,000 classes. flags[0] counts warps that saw a non-finite value.
+// registers that it flushes to the output with one atomic per node only when the
+// class changes. The output is the caller's int32 or int64 table (O: unsigned int
+// or unsigned long long, the types atomicAdd takes; two's complement makes the sum
+// the same), which the counts are added into. No per-class table: the same kernel
+// serves 2 or 100,000 classes. flags[0] counts warps that saw a non-finite value.
 #pragma once
 #include "common.cuh"
 
@@ -120,10 +122,10 @@ struct Counts<K, true> {
   __device__ unsigned int get(int v) const { return (c[v >> 1] >> (16 * (v & 1))) & 0xFFFFu; }
 };
 
-template <typename K, bool Vec, bool Check>
+template <typename K, bool Vec, bool Check, typename O>
 __global__ void class_counts_kernel(const unsigned char* acts, long long samples, long long nodes,
                                     long long row_bytes, const int* order, const int* sorted_labels,
-                                    unsigned long long* out, unsigned long long* flags, long long rows_per_warp) {
+                                    O* out, unsigned long long* flags, long long rows_per_warp) {
   using U = typename K::Bits;
   constexpr int V = Vec16<U>::n;
   const int lane = threadIdx.x & 31;
@@ -141,7 +143,7 @@ __global__ void class_counts_kernel(const unsigned char* acts, long long samples
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       const unsigned int n = cnt.get(v);
-      if (n && d0 + v < nodes) atomicAdd(&out[cur * nodes + d0 + v], (unsigned long long)n);
+      if (n && d0 + v < nodes) atomicAdd(&out[cur * nodes + d0 + v], static_cast<O>(n));
     }
     cnt.clear();
   };

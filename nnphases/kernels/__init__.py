@@ -32,19 +32,23 @@ def _options(backend: Any, ref: _arrays.Array, threads: int | None, **cpu: Any) 
 
 
 def _labels(lab: _arrays.Array, native: str) -> Any:
-    """Labels, contiguous, in the backend's native type. CPU kernels take int32 (the values were range-checked
-    first); GPU kernels read int32 or int64 as given and check the range themselves, before any narrowing."""
+    """Labels, contiguous and aligned, in the backend's native type. CPU kernels take int32 (the values were
+    range-checked first); GPU kernels read int32 or int64 as given and check the range themselves, before
+    any narrowing."""
     x = lab.obj
     if lab.lib == "torch":
-        x = x.detach().contiguous()
+        import torch
+
+        x = x.detach()
+        x = x.contiguous() if lab.indexable else x.clone(memory_format=torch.contiguous_format)
     elif lab.lib == "cupy":
         import cupy
 
-        x = cupy.ascontiguousarray(x)
+        x = cupy.ascontiguousarray(x) if lab.indexable else x.copy(order="C")
     if native == "numpy":
         import numpy as np
 
-        return np.ascontiguousarray(_arrays.to_numpy(x), dtype=np.int32)
+        return _arrays.dense_host(_arrays.to_numpy(x), np.int32)
     return _arrays.to_native(x, native)
 
 
@@ -53,27 +57,36 @@ def _nonfinite(kernel: str) -> NonFiniteError:
                           "inactive. Fix the model, or pass check_finite=False to count them as z > 0 does")
 
 
-def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str | None = None,
-                 check_finite: bool = True, check_labels: bool = True, threads: int | None = None,
-                 strategy: str = "auto") -> Array:
+def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | None = None,
+                 backend: str | None = None, check_finite: bool = True, check_labels: bool = True,
+                 threads: int | None = None, strategy: str = "auto") -> Array:
     """Per-class counts of active samples: int64 ``[num_classes, nodes]`` with ``out[c, d]`` the number of
     samples ``n`` with ``labels[n] == c`` and ``acts[n, d] > 0``. ``acts`` is ``[samples, nodes]`` bool,
     float16, bfloat16, float32 or float64, any strides (rows with adjacent nodes are read in place, others
     copied once); ``labels`` is ``[samples]`` int32 or int64 in ``[0, num_classes)``, same library and
-    device as ``acts``. NaN or infinite activations raise :class:`NonFiniteError` (detected in the same
-    pass) unless ``check_finite=False``, when they count as ``z > 0`` does (+inf active, NaN not).
-    Labels out of range raise ``ValueError`` naming the first one; GPU backends find them in their own
-    counting-sort pass, so a GPU call synchronises once, to read its error flags. With ``check_finite=False``
-    and ``check_labels=False`` a GPU call does not synchronise at all (for labels validated once, e.g. a
-    fixed evaluation set): samples with out-of-range labels are then left out, never used as an index; on
-    the CPU labels are always checked. ``threads`` (CPU backends) defaults to one per core; ``strategy`` ('auto', 'direct', 'sorted') picks the
-    CPU counting layout and exists for tests and benchmarks.
+    device as ``acts``. With ``out`` (int32 or int64 ``[num_classes, nodes]``, C-contiguous, writable, same
+    library and device as ``acts``) the counts are added into it in place and ``out`` is returned, so
+    batches accumulate without a temporary table; an int32 ``out`` must stay below 2**31 in every entry
+    (its sum is not checked: use it only for sets of fewer than 2**31 samples). NaN or infinite activations
+    raise :class:`NonFiniteError` (detected in the same pass) unless ``check_finite=False``, when they count
+    as ``z > 0`` does (+inf active, NaN not); after that error a given ``out`` may hold part of the call's
+    counts. Labels out of range raise ``ValueError`` naming the first one; GPU backends find them in their
+    own counting-sort pass, so a GPU call synchronises once, to read its error flags. With
+    ``check_finite=False`` and ``check_labels=False`` a GPU call does not synchronise at all (for labels
+    validated once, e.g. a fixed evaluation set): samples with out-of-range labels are then left out, never
+    used as an index; on the CPU labels are always checked. ``threads`` (CPU backends) defaults to one per
+    core; ``strategy`` ('auto', 'direct', 'sorted') picks the CPU counting layout and exists for tests and
+    benchmarks.
     """
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
     _validate.labels_for(lab, a.shape[0], a)
+    o = None
+    if out is not None:
+        o = _arrays.describe(out, "out")
+        _validate.out_for(o, n, a.shape[1], a)
     threads = _validate.threads_value(threads)
     _validate.check_strategy(strategy)
     b, fn = select("class_counts", a.device, backend)
@@ -84,10 +97,18 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, backend: str |
         x = x.view(kind.storage)
     opts = _options(b, a, threads, strategy=strategy) if b.native == "numpy" else {
         **_options(b, a, threads), "check_labels": check_labels}
-    out, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite, **opts)
+    # The backend adds into `out` in its native type (a view, never a copy), except the host-only
+    # reference backend on GPU data, whose fresh table is added on the device afterwards.
+    aliased = o is not None and (b.native != "numpy" or a.device == "cpu")
+    counts, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
+                     out=_arrays.to_native(o.obj, b.native) if aliased else None, **opts)
     if bad:
         raise _nonfinite("class_counts")
-    return _arrays.like(out, a)
+    if o is None:
+        return _arrays.like(counts, a)
+    if not aliased:
+        _arrays.add_into(o, _arrays.like(counts, a))
+    return out
 
 
 def pack_masks(acts: Array, *, backend: str | None = None, check_finite: bool = True,
@@ -127,9 +148,7 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
         _validate.label_range(lab.obj, n)
     x = _arrays.to_native(p.obj, b.native)
     if b.native == "numpy":
-        import numpy as np
-
-        x = np.ascontiguousarray(x)
+        x = _arrays.dense_host(x, align=8)  # the kernels read the rows as 64-bit words
     opts = _options(b, p, threads)
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 

@@ -34,7 +34,13 @@ class Array:
     device_index: int
     dtype: str  # "float32", "bfloat16", "int64", ...
     shape: tuple[int, ...]
-    strides: tuple[int, ...]  # in elements
+    strides: tuple[int, ...]  # in elements (rounded down where `indexable` is False)
+    # Every stride a whole number of elements and the data aligned to the element: the
+    # array can be addressed by element index (NumPy and CuPy views, e.g. a field of a
+    # structured array, can break both; torch tensors never do).
+    indexable: bool = True
+    contiguous: bool = True  # C order, dense, indexable
+    writable: bool = True
 
     @property
     def where(self) -> str:
@@ -51,26 +57,49 @@ def _is_cupy(x: Any) -> bool:
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
+def _byte_layout(shape: tuple[int, ...], byte_strides: tuple[int, ...], item: int,
+                 ptr: int) -> tuple[tuple[int, ...], bool, bool]:
+    """Element strides, whether the array is indexable and whether it is C-contiguous, from byte strides.
+    Axes of extent 1 take no step, so their stride does not matter (as NumPy's flags say)."""
+    indexable = ptr % item == 0 and all(n <= 1 or st % item == 0 for n, st in zip(shape, byte_strides))
+    contiguous, want = indexable, item
+    for n, st in zip(reversed(shape), reversed(byte_strides)):
+        if n == 0:
+            contiguous = True
+            break
+        if n > 1 and st != want:
+            contiguous = False
+        want *= n
+    return tuple(st // item for st in byte_strides), indexable, contiguous
+
+
 def describe(x: Any, name: str) -> Array:
     """Classifies an argument; raises TypeError naming it if it is not an array."""
     if _is_torch(x):
         dev = x.device
+        aligned = x.data_ptr() % x.element_size() == 0  # torch.frombuffer can start anywhere
         return Array(x, name, "torch", "cpu" if dev.type == "cpu" else dev.type, dev.index or 0,
                      _TORCH_NAMES.get(str(x.dtype), str(x.dtype).replace("torch.", "")),
-                     tuple(x.shape), tuple(x.stride()))
+                     tuple(x.shape), tuple(x.stride()), aligned, aligned and x.is_contiguous(), True)
     if isinstance(x, np.ndarray):
         item = x.itemsize or 1
+        strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.ctypes.data)
         return Array(x, name, "numpy", "cpu", 0, "bool" if x.dtype == np.bool_ else str(x.dtype),
-                     x.shape, tuple(s // item for s in x.strides))
+                     x.shape, strides, indexable, contiguous, bool(x.flags.writeable))
     if _is_cupy(x):
         item = x.itemsize or 1
+        strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.data.ptr)
         return Array(x, name, "cupy", "cuda", x.device.id, "bool" if x.dtype == np.bool_ else str(x.dtype),
-                     x.shape, tuple(s // item for s in x.strides))
+                     x.shape, strides, indexable, contiguous, True)
     raise TypeError(f"{name} must be a NumPy array, torch.Tensor or CuPy array, got {type(x).__name__}")
 
 
 def _rows_ready(a: Array) -> bool:
-    """Nodes adjacent in memory and rows in increasing order: usable without a copy."""
+    """Nodes adjacent in memory, rows whole elements apart in increasing order, data aligned: usable
+    without a copy. Anything else (negative or zero strides, strides that are not whole elements) is
+    copied once, here, and never reaches native code."""
+    if not a.indexable:
+        return False
     if len(a.shape) != 2:
         return True
     s, n = a.shape
@@ -82,15 +111,24 @@ def bits(a: Array) -> Any:
     x = a.obj
     size = {"bool": 1, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}[a.dtype]
     if a.lib == "torch":
-        x = x.detach()
-        if not _rows_ready(a):
-            x = x.contiguous()
         import torch
 
+        x = x.detach()
+        if not _rows_ready(a):
+            x = x.clone(memory_format=torch.contiguous_format)
         return x.view(getattr(torch, _SIGNED_OF_SIZE[size]))
     if not _rows_ready(a):
-        x = x.copy() if a.lib == "cupy" else np.ascontiguousarray(x)
+        x = x.copy(order="C")  # a fresh, aligned C-order array (ascontiguousarray keeps misaligned data)
     return x.view(_SIGNED_OF_SIZE[size])
+
+
+def dense_host(x: np.ndarray, dtype: Any = None, align: int = 0) -> np.ndarray:
+    """x as a C-contiguous host array of ``dtype`` whose data is aligned to ``align`` bytes (default: the
+    item size), copied only when it is not one already."""
+    y = np.ascontiguousarray(x, dtype=dtype)
+    if y.ctypes.data % (align or y.itemsize or 1):
+        y = y.copy()
+    return y
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -137,6 +175,14 @@ def like(result: Any, ref: Array) -> Any:
         with cupy.cuda.Device(ref.device_index):
             return cupy.asarray(result)
     return to_cupy(result)
+
+
+def add_into(out: Array, counts: Any) -> None:
+    """out += counts in out's own library, device and dtype (counts is the same kind of array)."""
+    if out.lib == "torch":
+        out.obj.add_(counts.to(out.obj.dtype))
+    else:
+        out.obj += counts.astype(out.obj.dtype, copy=False)
 
 
 def current_stream(ref: Array) -> int:

@@ -12,6 +12,7 @@ from ._arrays import Array, to_numpy
 from ._kinds import KINDS, Kind
 
 LABEL_DTYPES = ("int32", "int64")
+OUT_DTYPES = ("int32", "int64")
 INT32_MAX = 2**31 - 1
 
 
@@ -85,6 +86,26 @@ def packed_for(p: Array, samples: int) -> None:
     if p.shape[1] != want:
         raise ValueError(f"packed has {p.shape[1]} bytes per node but {samples} labels need "
                          f"ceil({samples} / 64) * 8 = {want}")
+
+
+def out_for(o: Array, num_classes: int, nodes: int, ref: Array) -> None:
+    """An accumulator for class_counts: int32 or int64 ``[num_classes, nodes]``, C-contiguous, writable,
+    same library and device as ``ref``; the kernels add into it in place."""
+    if o.lib != ref.lib or o.where != ref.where:
+        raise ValueError(f"out is a {o.lib} array on {o.where} but {ref.name} is a {ref.lib} array on "
+                         f"{ref.where}; pass both from the same library and device")
+    if o.dtype not in OUT_DTYPES:
+        raise TypeError(f"out has dtype {o.dtype}; supported: int32, int64")
+    if tuple(o.shape) != (num_classes, nodes):
+        raise ValueError(f"out has shape {tuple(o.shape)} but the counts are [num_classes, nodes] = "
+                         f"{(num_classes, nodes)}")
+    if not o.contiguous:
+        x = o.obj
+        strides = tuple(x.strides) if o.lib != "torch" else tuple(st * x.element_size() for st in x.stride())
+        raise ValueError(f"out must be C-contiguous and aligned, got byte strides {strides} for shape "
+                         f"{tuple(o.shape)}")
+    if not o.writable:
+        raise ValueError("out is read-only (flags.writeable is False); pass a writable array")
 
 
 def check_strategy(strategy: str) -> str:

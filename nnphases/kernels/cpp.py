@@ -22,8 +22,11 @@ def _t(threads: int | None) -> int:
 
 
 def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                 threads: int | None = None, strategy: str = "auto") -> tuple[np.ndarray, bool]:
-    out = np.zeros((num_classes, acts.shape[1]), dtype=np.int64)
+                 threads: int | None = None, strategy: str = "auto",
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Counts added into ``out`` (int32 or int64, C-contiguous; a fresh int64 table when None)."""
+    if out is None:
+        out = np.zeros((num_classes, acts.shape[1]), dtype=np.int64)
     bad = _C.class_counts(acts, kind.code, labels, num_classes, out, check_finite, _t(threads), _STRATEGIES[strategy])
     return out, bool(bad)
 

@@ -35,14 +35,19 @@ def _keep(stream: int, *tensors: torch.Tensor) -> None:
 
 
 def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_classes: int, *, check_finite: bool,
-                 stream: int, device: int, check_labels: bool = True) -> tuple[torch.Tensor, bool]:
+                 stream: int, device: int, check_labels: bool = True,
+                 out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    """Counts added into ``out`` (int32 or int64, contiguous, on acts' device) with atomics of its width;
+    without it the launcher zeroes a fresh int64 table on the stream first."""
     samples, nodes = acts.shape
-    out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
     work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
     flags = torch.empty(2, dtype=torch.int64, device=acts.device)
     _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(),
-                         labels.element_size(), num_classes,
-                         out.data_ptr(), work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
+                         labels.element_size(), num_classes, out.data_ptr(), out.element_size(), accumulate,
+                         work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
     _keep(stream, out, work, flags)
     if not (check_finite or check_labels):
         return out, False

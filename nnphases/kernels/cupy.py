@@ -38,6 +38,8 @@ def _source_dir() -> Path:
 _SRC = _source_dir()
 _BLOCK = 256
 _KIND_TYPES = {0: "KindBool", 1: "KindF16", 2: "KindBF16", 3: "KindF32", 4: "KindF64"}
+# class_counts' output element by size: the unsigned types atomicAdd takes (int32 and int64 tables).
+_OUT_TYPES = {4: "unsigned int", 8: "unsigned long long"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,10 +51,11 @@ def _kernel(header: str, name: str) -> "cupy.RawKernel":
     return mod.get_function(name)
 
 
-def _variant(kernel: str, kind: Kind, acts: "cupy.ndarray", check: bool) -> tuple[str, bool]:
+def _variant(kernel: str, kind: Kind, acts: "cupy.ndarray", check: bool, *extra: str) -> tuple[str, bool]:
     row_bytes = acts.strides[0]
     vec = acts.data.ptr % 16 == 0 and row_bytes % 16 == 0
-    return f"nnp::{kernel}<nnp::{_KIND_TYPES[kind.code]}, {str(vec).lower()}, {str(check).lower()}>", vec
+    args = ", ".join((f"nnp::{_KIND_TYPES[kind.code]}", str(vec).lower(), str(check).lower(), *extra))
+    return f"nnp::{kernel}<{args}>", vec
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,10 +78,13 @@ def _rows_per_warp(samples: int, warps_per_segment: int, device: int) -> int:
 
 
 def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_classes: int, *, check_finite: bool,
-                 stream: int, device: int, check_labels: bool = True) -> tuple["cupy.ndarray", bool]:
+                 stream: int, device: int, check_labels: bool = True,
+                 out: "cupy.ndarray | None" = None) -> tuple["cupy.ndarray", bool]:
+    """Counts added into ``out`` (int32 or int64, C-contiguous) or into a fresh zeroed int64 table."""
     samples, nodes = acts.shape
     with cupy.cuda.Device(device), _stream(stream, device):
-        out = cupy.zeros((num_classes, nodes), dtype=cupy.int64)
+        if out is None:
+            out = cupy.zeros((num_classes, nodes), dtype=cupy.int64)
         flags = cupy.zeros(2, dtype=cupy.uint64)
         if samples and nodes:
             order = cupy.empty(samples, dtype=cupy.int32)
@@ -92,7 +98,7 @@ def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_c
             _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, c64))
             _kernel("class_counts.cuh", f"nnp::class_scatter<{lab_t}>")((blocks,), (_BLOCK,),
                                                                         (labels, s64, c64, hist, order, sorted_labels))
-            name, _ = _variant("class_counts_kernel", kind, acts, check_finite)
+            name, _ = _variant("class_counts_kernel", kind, acts, check_finite, _OUT_TYPES[out.dtype.itemsize])
             tiles = -(-nodes // (32 * (16 // kind.itemsize)))
             blocks_x = -(-tiles // 8)
             rpw = _rows_per_warp(samples, blocks_x * 8, device)

@@ -75,9 +75,11 @@ def _flat_rows(acts: np.ndarray) -> tuple[np.ndarray, int]:
     """
     S, N = acts.shape
     isz = acts.itemsize
-    if S > 1 and acts.strides[0] % isz:
-        # Rows not a whole number of elements apart cannot be addressed by index.
-        acts = np.ascontiguousarray(acts)
+    if (S > 1 and (acts.strides[0] % isz or acts.strides[0] < 0)) or (N > 1 and acts.strides[1] != isz) \
+            or acts.ctypes.data % isz:
+        # Only rows of adjacent, aligned nodes, whole elements apart in increasing order, can be
+        # addressed by index in one flat view (the public boundary already copied anything else).
+        acts = acts.copy(order="C")
     rs = acts.strides[0] // isz if S > 1 else N
     length = (S - 1) * rs + N
     flat = np.lib.stride_tricks.as_strided(acts, shape=(length,), strides=(isz,), writeable=False)
@@ -313,11 +315,14 @@ def class_counts(
     check_finite: bool,
     threads: int | None,
     strategy: str = "auto",
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """-> (counts int64 [num_classes, N], any_nonfinite)."""
+    """-> (counts [num_classes, N], any_nonfinite): added into ``out`` (int32 or int64, C-contiguous; the
+    kernels specialise on its dtype), or a fresh int64 table when None."""
     S, N = acts.shape
     C = int(num_classes)
-    out = np.zeros((C, N), np.int64)
+    if out is None:
+        out = np.zeros((C, N), np.int64)
     if S == 0 or N == 0 or C == 0:
         return out, False
     check = bool(check_finite) and kind.abs_mask != 0  # bool has no non-finite values

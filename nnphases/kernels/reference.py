@@ -29,9 +29,11 @@ def _rows_per_chunk(nodes: int, multiple: int = 8) -> int:
 
 
 def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                 threads: int | None = None, strategy: str = "auto") -> tuple[np.ndarray, bool]:
+                 threads: int | None = None, strategy: str = "auto",
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     samples, nodes = acts.shape
-    out = np.zeros((num_classes, nodes), dtype=np.int64)
+    if out is None:
+        out = np.zeros((num_classes, nodes), dtype=np.int64)
     bad = False
     step = _rows_per_chunk(nodes)
     for s in range(0, samples, step):
