@@ -1,7 +1,7 @@
 """The source's findings about sample sets (spec §1), checked on recorded runs.
 
 :func:`findings` reads the ``layers`` and ``stats`` tables of one or more run
-directories (one per seed) with :func:`nnphases.store.read_table`, averages
+directories (one per seed) with :func:`nnphases.runs.read_table`, averages
 every metric over seeds per step (the epoch of a step is the seeds' mean
 epoch), and checks five statements with explicit criteria. :func:`report`
 turns the results into one line each.
@@ -59,13 +59,13 @@ detail that says what is missing.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .runs import PathLike, layer_order, mean_over_seeds, read_table, run_dirs
 
 __all__ = ["Finding", "findings", "report", "spearman", "NAMES"]
 
@@ -77,8 +77,6 @@ NAMES = (
     "u rises then dips slightly and stays far below 1",
 )
 
-PathLike = str | os.PathLike[str]
-
 
 @dataclass
 class Finding:
@@ -87,68 +85,6 @@ class Finding:
     name: str
     holds: bool
     detail: str
-
-
-# -- shared helpers (also used by nnphases.plot) --------------------------------------------
-
-
-def run_dirs(runs: PathLike | Iterable[PathLike]) -> list[Path]:
-    """The run directories of ``runs`` (run directories or folders of them), in the order given.
-
-    A folder with ``checkpoints/`` is a run. Otherwise its subfolders with
-    ``checkpoints/`` or ``config.json`` are its runs, so a sweep folder
-    ``OUT/`` with its own ``OUT/config.json`` next to ``OUT/seed-0``, ...
-    yields the seed runs, not itself. A folder with only ``config.json`` (a
-    run without checkpoints yet) is a run. Anything else is passed on as
-    given, for :func:`nnphases.store.read_table` to judge.
-    """
-    items = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if (p / "checkpoints").is_dir():
-            out.append(p)
-            continue
-        children = sorted(c for c in p.iterdir() if c.is_dir() and ((c / "checkpoints").is_dir()
-                                                                   or (c / "config.json").is_file())) \
-            if p.is_dir() else []
-        out.extend(children or [p])
-    return out
-
-
-
-def layer_order(table: pd.DataFrame) -> list[str]:
-    """Layer names in order of first appearance (read_table keeps each checkpoint's model order)."""
-    if table.empty or "layer" not in table:
-        return []
-    return [str(x) for x in pd.unique(table["layer"])]
-
-
-def mean_over_seeds(table: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
-    """Mean, standard error and seed count of ``values`` per ``keys`` (which include ``step``).
-
-    Returns one row per group with the group keys, ``epoch`` (mean over
-    seeds), ``<v>`` (mean, NaN-skipping), ``<v>_se`` (sample standard
-    deviation / sqrt(n), 0 for a single seed, NaN with none) and ``<v>_n``
-    (number of seeds with a finite value), sorted by step; the order of the
-    other keys' first appearance is kept within a step.
-    """
-    keys = list(keys)
-    values = list(values)
-    cols = keys + ["epoch"] + [c for v in values for c in (v, f"{v}_se", f"{v}_n")]
-    if table.empty:
-        return pd.DataFrame(columns=cols)
-    g = table.groupby(keys, sort=False, dropna=False)
-    out = g[["epoch"] + values].mean()
-    std = g[values].std(ddof=1)
-    n = g[values].count()
-    for v in values:
-        se = std[v] / np.sqrt(n[v].where(n[v] > 0))
-        se = se.where(n[v] != 1, 0.0)
-        out[f"{v}_se"] = se
-        out[f"{v}_n"] = n[v]
-    out = out.reset_index()
-    return out.sort_values("step", kind="stable").reset_index(drop=True)[cols]
 
 
 def _fmt(x: float, spec: str = ".3f") -> str:
@@ -412,11 +348,9 @@ def findings(
     """Check the source's five findings (module docstring, criteria a-e) on ``runs``, means over seeds.
 
     ``runs`` is a run directory, a folder of run directories, or a list of
-    either (as for :func:`nnphases.store.read_table`). Returns the findings
+    either (as for :func:`nnphases.runs.run_dirs`). Returns the findings
     in the order a-e; missing data gives ``holds=False`` with a reason.
     """
-    from .store import read_table
-
     dirs = run_dirs(runs)
     layers = read_table(dirs, "layers")
     stats = read_table(dirs, "stats")

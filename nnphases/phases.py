@@ -25,7 +25,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .findings import PathLike, layer_order, mean_over_seeds, run_dirs, spearman
+from .findings import spearman
+from .runs import PathLike, layer_order, mean_over_seeds, read_table
 
 __all__ = ["LayerPhases", "probe_phases", "phase_summary", "report"]
 
@@ -57,12 +58,11 @@ class LayerPhases:
 
 
 def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: float = 0.01) -> list[LayerPhases]:
-    """The phases of every probed layer and mode in ``runs`` (run folders or a ``probes`` table)."""
-    from .store import read_table
-
-    table = runs if isinstance(runs, pd.DataFrame) else read_table(run_dirs(runs), "probes")
+    """The phases of every probed layer and mode in ``runs`` (run folders as for :func:`nnphases.runs.run_dirs`,
+    or a ``probes`` table)."""
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite non-negative number, got {margin!r}")
+    table = runs if isinstance(runs, pd.DataFrame) else read_table(runs, "probes")
     out: list[LayerPhases] = []
     if table.empty:
         return out

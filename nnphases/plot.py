@@ -1,6 +1,6 @@
 """Figures of recorded runs, after the source's figures (spec §1).
 
-:func:`plot` reads run directories with :func:`nnphases.store.read_table`
+:func:`plot` reads run directories with :func:`nnphases.runs.read_table`
 and writes three figures, each in every requested format:
 
 - ``heatmap_f``: activation fraction ``f[l,i]`` of every hidden node (rows,
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .findings import layer_order, mean_over_seeds, run_dirs
+from .runs import PathLike, class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["plot", "FIGURES"]
 
 FIGURES = ("heatmap_f", "layers_fpu", "curves")
-PathLike = str | os.PathLike[str]
 
 _DPI = 200
 _INIT_RATIO = 0.09          # width of an init panel relative to its log-axis panel
@@ -72,17 +70,14 @@ def _config(run: Path) -> dict[str, Any]:
     return {}
 
 
-def _num_classes(cfg: dict[str, Any]) -> int:
-    for key in ("num_classes", "classes"):
-        v = cfg.get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 2:
-            return v
-    data = cfg.get("dataset", cfg.get("data"))
-    if isinstance(data, dict):
-        return _num_classes(data)
-    if isinstance(data, str) and "100" in data.lower() and "cifar" in data.lower():
-        return 100
-    return 10
+def _stored_classes(dirs: Sequence[Path]) -> int:
+    """The number of classes stored with the first run that has a complete checkpoint."""
+    for run in dirs:
+        try:
+            return len(class_sizes(run))
+        except ValueError:
+            continue
+    raise ValueError(f"no run in {[str(d) for d in dirs]} has a complete checkpoint to read class sizes from")
 
 
 def _describe(cfg: dict[str, Any]) -> str:
@@ -398,12 +393,14 @@ def plot(
 ) -> list[Path]:
     """Write the heatmap, layer-average and training-curve figures of ``runs``; return the files written.
 
-    ``runs``: run directories (one per seed) or folders of them.
+    ``runs``: run directories (one per seed) or folders of them (as for
+    :func:`nnphases.runs.run_dirs`).
     ``out_dir``: defaults to ``<first run's parent>/figures``. ``formats``:
     file extensions matplotlib can write (``png`` at 200 dpi). ``seed``:
     the heatmap's seed: ``"first"`` (the smallest seed id), a seed id, or
     None for the mean over seeds. ``num_classes``: ``|C|`` for the ``Max``
-    line; defaults to the config's ``num_classes``, else 10. ``title``: text
+    line; defaults to the number of classes stored with the runs (the
+    ``class_sizes`` of the first run's newest checkpoint). ``title``: text
     added to each figure's title (default: dataset, model and loss from the
     config when present). Files are named ``heatmap_f``, ``layers_fpu`` and
     ``curves`` (and ``probes`` when the runs fitted probes) with each extension. Raises ValueError when the runs hold no
@@ -412,8 +409,9 @@ def plot(
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from .store import read_table
-
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 2):
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     dirs = run_dirs(runs)
     nodes = read_table(dirs, "nodes")
     layers = read_table(dirs, "layers")
@@ -423,7 +421,7 @@ def plot(
         raise ValueError(f"no complete checkpoints with node and layer tables in {runs!r}")
     cfg = _config(dirs[0]) if dirs else {}
     if num_classes is None:
-        num_classes = _num_classes(cfg)
+        num_classes = _stored_classes(dirs)
     if title is None:
         title = _describe(cfg)
     if out_dir is None:

@@ -532,50 +532,8 @@ def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
                        chunks=(rows, max(1, m.shape[1])), attributes={"layer": name})
 
 
-def _run_dirs(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
-    items = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if (p / "config.json").is_file() or (p / "checkpoints").is_dir():
-            out.append(p)
-            continue
-        children = sorted(c.parent for c in p.glob("*/config.json")) if p.is_dir() else []
-        if not children:
-            raise ValueError(f"runs: {str(p)!r} is neither a run directory nor a folder of run directories (*/config.json)")
-        out.extend(children)
-    return out
-
-
-def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
-    """A table in ``schema``; columns added to the schema after the file was written are read as nulls."""
-    t = pq.read_table(path)
-    for field in schema:
-        if field.name not in t.column_names:
-            t = t.append_column(field, pa.nulls(len(t), field.type))
-    return t.select(schema.names).cast(schema)
-
-
 def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], table: str) -> pandas.DataFrame:
-    """One table (``nodes``, ``layers``, ``stats`` or ``probes``) of the complete checkpoints of ``runs``, as a DataFrame.
+    """One table of the complete checkpoints of ``runs`` as a DataFrame: :func:`nnphases.runs.read_table`."""
+    from .runs import read_table as read  # deferred: nnphases.runs imports this module
 
-    ``runs`` is a run directory, a folder whose subfolders are run directories
-    (``*/config.json``), or a list of either. Rows are sorted by seed and step;
-    within a checkpoint they keep the order written (layers in model order,
-    then node index; stats as given). Column types follow the module
-    docstring; an empty result still has every column.
-    """
-    if table not in TABLES:
-        raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
-    parts = []
-    for run in _run_dirs(runs):
-        rd = RunDir(run)
-        dirs = rd._step_dirs()
-        parts.extend(_read_parquet(dirs[s] / f"{table}.parquet", SCHEMAS[table]) for s in sorted(dirs)
-                     if table != "probes" or (dirs[s] / "probes.parquet").exists())
-    t = pa.concat_tables(parts) if parts else SCHEMAS[table].empty_table()
-    # Two stable sorts (step, then seed) order by (seed, step) and keep each
-    # checkpoint's own row order: layers in model order, not alphabetical.
-    order = np.argsort(t.column("step").to_numpy(), kind="stable")
-    order = order[np.argsort(t.column("seed").to_numpy()[order], kind="stable")]
-    return t.take(pa.array(order, type=pa.int64())).to_pandas()
+    return read(runs, table)

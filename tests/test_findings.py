@@ -70,8 +70,10 @@ def write_runs(
     steps: tuple[int, ...] = STEPS,
     nodes: int = NODES,
     config: dict | None = None,
+    classes: int = 10,
 ) -> Path:
-    """Write ``root/seed-<s>/`` run directories (config.json and per-step parquet tables); return ``root``."""
+    """Write ``root/seed-<s>/`` run directories (config.json, per-step parquet tables and the ``class_sizes`` of
+    ``classes`` classes in counts.npz); return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = {"depth": len(layers), "width": nodes, "loss": "ce", "steps_per_epoch": STEPS_PER_EPOCH,
            **(config or {})}
@@ -88,6 +90,7 @@ def write_runs(
             ep = np.array([epoch])
             ck = run / "checkpoints" / f"step-{step:012d}"
             ck.mkdir(parents=True)
+            np.savez(ck / "counts.npz", class_sizes=np.full(classes, 100, dtype=np.int64))
             node_rows, layer_rows = [], []
             for li, layer in enumerate(layers):
                 fl = float(f(li, ep)[0]) + noise["f"][t, li]

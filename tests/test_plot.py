@@ -51,12 +51,28 @@ def test_plot_from_parent_with_options(tmp_path: Path) -> None:
     assert [p.suffix for p in paths] == [".pdf"] * 3 and all(p.stat().st_size > 1000 for p in paths)
 
 
-def test_plot_max_line_uses_num_classes(tmp_path: Path) -> None:
-    root = write_runs(tmp_path / "out", config={"num_classes": 4})
+def test_plot_max_line_uses_stored_class_sizes(tmp_path: Path) -> None:
+    # The config names a 100-class dataset; the stored class sizes (4 classes) decide.
+    root = write_runs(tmp_path / "out", classes=4, config={"num_classes": 100, "dataset": "cifar100"})
     svg = [p for p in plot(root, tmp_path / "a", formats=("svg",)) if p.stem == "layers_fpu"][0].read_text()
     assert "log 4 = 0.500" in svg
     svg = [p for p in plot(root, tmp_path / "b", formats=("svg",), num_classes=100) if p.stem == "layers_fpu"][0]
     assert "log 100 = 0.151" in svg.read_text()
+
+
+@pytest.mark.parametrize("num_classes", [1, True, 2.5, "10"], ids=["one", "bool", "float", "str"])
+def test_plot_num_classes_validation(tmp_path: Path, num_classes: object) -> None:
+    root = write_runs(tmp_path / "out", steps=(0, 100))
+    with pytest.raises(ValueError, match=f"num_classes must be an integer >= 2, got {num_classes!r}"):
+        plot(root, tmp_path / "f", num_classes=num_classes)  # type: ignore[arg-type]
+    assert not (tmp_path / "f").exists()
+
+
+def test_plot_without_stored_class_sizes_names_the_file(tmp_path: Path) -> None:
+    root = write_runs(tmp_path / "out", seeds=(0,), steps=(0, 100))
+    (root / "seed-0" / "checkpoints" / "step-000000000100" / "counts.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="step-000000000100/counts.npz"):
+        plot(root, tmp_path / "f")
 
 
 def test_plot_unknown_seed(tmp_path: Path) -> None:
@@ -129,3 +145,4 @@ def test_title_describes_the_model(cfg, text):
     from nnphases.plot import _describe
 
     assert _describe(cfg) == text
+

@@ -277,7 +277,7 @@ def test_read_table_across_runs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("table, runs_fn, error, fragment", [
     pytest.param("edges", lambda p: p, ValueError, "table must be one of nodes, layers, stats, probes; got 'edges'",
                  id="unknown-table"),
-    pytest.param("nodes", lambda p: p / "missing", ValueError, "neither a run directory", id="missing-dir"),
+    pytest.param("nodes", lambda p: p / "missing", ValueError, "does not exist", id="missing-dir"),
     pytest.param("nodes", lambda p: [p / "empty"], ValueError, "neither a run directory", id="empty-dir"),
 ])
 def test_read_table_errors(tmp_path: Path, table: str, runs_fn, error: type[Exception], fragment: str) -> None:
