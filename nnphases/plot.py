@@ -22,11 +22,14 @@ and writes three figures, each in every requested format:
 
 Figures are built with :class:`matplotlib.figure.Figure` on the Agg canvas,
 never through ``pyplot``: nothing is displayed and no global backend is
-changed. Matplotlib is imported on the first call.
+changed. Matplotlib is imported on the first call. Every figure file, here
+and in :mod:`nnphases.singlelayer` and :mod:`nnphases.theory`, is written by
+:func:`save_figure`: rendered in memory, then written atomically.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -37,12 +40,13 @@ import numpy as np
 import pandas as pd
 
 from .runs import PathLike, class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
+from .store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot", "FIGURES"]
+__all__ = ["plot", "save_figure", "FIGURES"]
 
 FIGURES = ("heatmap_f", "layers_fpu", "curves")
 
@@ -178,6 +182,36 @@ def _band(ax: Axes, ax0: Axes | None, d: pd.DataFrame, value: str, **line: Any) 
         if handle is None:
             handle = h0.lines[0]
     return handle
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def save_figure(fig: Figure, out_dir: PathLike, stem: str, formats: Sequence[str], *, dpi: float = 120,
+                bbox_inches: str | None = "tight") -> list[Path]:
+    """Write ``fig`` as ``out_dir/<stem>.<fmt>`` for each of ``formats`` (``"png"`` or ``".png"``); the paths written.
+
+    Each file is rendered into memory and then written with
+    :func:`nnphases.store.atomic_write_bytes`, so an error or a kill while
+    drawing or writing leaves the previous file or none under the final name,
+    never a truncated one. Formats are checked against what matplotlib can
+    write before anything is drawn.
+    """
+    if isinstance(formats, (str, bytes)) or not isinstance(formats, Sequence):
+        raise TypeError(f"formats must be a sequence of file extensions such as ('png', 'svg'), got {formats!r}")
+    fmts = [f.lstrip(".").lower() if isinstance(f, str) else f for f in formats]
+    known = fig.canvas.get_supported_filetypes()
+    for f in fmts:
+        if f not in known:
+            raise ValueError(f"formats: {f!r} is not a format matplotlib writes ({', '.join(sorted(known))})")
+    paths = []
+    for fmt in fmts:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=bbox_inches)
+        path = Path(out_dir) / f"{stem}.{fmt}"
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -427,8 +461,6 @@ def plot(
     if out_dir is None:
         out_dir = dirs[0].parent / "figures"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fmts = [f.lstrip(".").lower() for f in formats]
 
     written: list[Path] = []
     with matplotlib.rc_context(_RC):
@@ -442,8 +474,5 @@ def plot(
         for name, build in figures.items():
             fig = build()
             FigureCanvasAgg(fig)
-            for fmt in fmts:
-                path = out / f"{name}.{fmt}"
-                fig.savefig(path, format=fmt, dpi=_DPI)
-                written.append(path)
+            written += save_figure(fig, out, name, formats, dpi=_DPI, bbox_inches=None)
     return written

@@ -245,16 +245,6 @@ def _class_names(record: dict) -> list[str]:
     return [f"class {i}" for i in range(c)]
 
 
-def save_figure(fig, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """``fig`` as ``out_dir/<stem>.<fmt>`` for each format; the paths written."""
-    paths = []
-    for fmt in formats:
-        p = Path(out_dir) / f"{stem}.{fmt}"
-        fig.savefig(p, dpi=120, bbox_inches="tight")
-        paths.append(p)
-    return paths
-
-
 def step_axis(ax, label: str = "training step") -> None:
     """A symlog step axis from 0 (step 0 is the initialisation) with a light grid."""
     ax.set_xscale("symlog", linthresh=1)
@@ -267,6 +257,8 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
     """Write ``weights``, ``group_loss``, ``dot_products`` and ``accuracy`` (with the reconstruction error) figures
     (one file per format) into ``out_dir`` and return their paths."""
     from matplotlib.figure import Figure
+
+    from .plot import save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,8 @@ def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any, formats: Seque
     (``records``: label -> :func:`train_logistic` record); returns the files written (``theory.<fmt>``)."""
     from matplotlib.figure import Figure
 
-    from .singlelayer import save_figure, step_axis
+    from .plot import save_figure
+    from .singlelayer import step_axis
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

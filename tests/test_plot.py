@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -14,7 +18,7 @@ pytest.importorskip("matplotlib")
 import matplotlib.image as mpimg  # noqa: E402
 from test_findings import STEPS, write_runs  # noqa: E402
 
-from nnphases.plot import FIGURES, plot  # noqa: E402
+from nnphases.plot import FIGURES, plot, save_figure  # noqa: E402
 
 EXPECTED = [f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
 
@@ -146,3 +150,130 @@ def test_title_describes_the_model(cfg, text):
 
     assert _describe(cfg) == text
 
+
+# -- atomic figure files ------------------------------------------------------------------------
+
+
+def _write_plot(out: Path) -> list[Path]:
+    return plot(write_runs(out.parent / "runs", steps=(0, 10, 100)), out, formats=("png", "svg"))
+
+
+def _write_single_layer(out: Path) -> list[Path]:
+    from nnphases import singlelayer
+    from nnphases.data import synthetic
+
+    ds = synthetic(n=60, shape=(1, 4, 4))
+    rec = singlelayer.run_single_layer(ds, ds, epochs=1, batch=16, steps=[0, 3], group_class=1)
+    return singlelayer.plot_single_layer(rec, out)
+
+
+def _write_theory(out: Path) -> list[Path]:
+    from nnphases.theory import default_data, plot_theory, train_logistic
+
+    return plot_theory({"seed 0": train_logistic(default_data(0), steps=20, record_every=10)}, out)
+
+
+def _fail_in_savefig(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    def partial(self, fname, **kwargs):  # half a file, then the error a kill would be
+        if hasattr(fname, "write"):
+            fname.write(b"\x89PNG partial")
+        else:
+            Path(fname).write_bytes(b"\x89PNG partial")
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(Figure, "savefig", partial)
+
+
+def _fail_in_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError("disk failed")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+# (writer, the first file it writes)
+WRITERS = [
+    pytest.param(_write_plot, "heatmap_f.png", id="plot"),
+    pytest.param(_write_single_layer, "weights.png", id="singlelayer"),
+    pytest.param(_write_theory, "theory.png", id="theory"),
+]
+
+
+@pytest.mark.parametrize("fail, error", [
+    pytest.param(_fail_in_savefig, RuntimeError, id="savefig-raises-after-some-bytes"),
+    pytest.param(_fail_in_fsync, OSError, id="fsync-fails-while-writing"),
+])
+@pytest.mark.parametrize("writer, first", WRITERS)
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
+def test_failed_figure_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer, first: str,
+                                            fail, error: type[Exception], existing: bool) -> None:
+    out = tmp_path / "figures"
+    out.mkdir()
+    if existing:
+        (out / first).write_bytes(b"the previous figure")
+    fail(monkeypatch)
+    with pytest.raises(error):
+        writer(out)
+    monkeypatch.undo()
+    # Nothing under a final name but the untouched previous file, and no temporary files.
+    assert sorted(p.name for p in out.iterdir()) == ([first] if existing else [])
+    if existing:
+        assert (out / first).read_bytes() == b"the previous figure"
+
+
+@pytest.mark.parametrize("writer, first", WRITERS)
+def test_figure_writers_write_whole_files(tmp_path: Path, writer, first: str) -> None:
+    paths = writer(tmp_path / "figures")
+    assert first in [p.name for p in paths]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_kill_while_drawing_leaves_no_file(tmp_path: Path) -> None:
+    """A process killed (SIGKILL) after savefig has produced some bytes leaves nothing under the final name."""
+    child = textwrap.dedent("""
+        import sys, time
+        from matplotlib.figure import Figure
+        from nnphases.plot import save_figure
+
+        def slow(self, fname, **kwargs):
+            fname.write(b"\\x89PNG partial")
+            print("drawing", flush=True)
+            time.sleep(60)
+
+        Figure.savefig = slow
+        save_figure(Figure(), sys.argv[1], "fig", ["png", "svg"])
+    """)
+    out = tmp_path / "figures"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", child, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "drawing"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("formats, error, fragment", [
+    pytest.param("png", TypeError, "formats must be a sequence of file extensions", id="str"),
+    pytest.param(["png", "xyz"], ValueError, "formats: 'xyz' is not a format matplotlib writes", id="unknown"),
+])
+def test_save_figure_checks_formats_before_writing(tmp_path: Path, formats, error: type[Exception],
+                                                   fragment: str) -> None:
+    from matplotlib.figure import Figure
+
+    with pytest.raises(error, match=fragment):
+        save_figure(Figure(), tmp_path, "fig", formats)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_figure_accepts_dotted_formats(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    paths = save_figure(fig, tmp_path / "new", "fig", [".PNG", "svg"])
+    assert [p.name for p in paths] == ["fig.png", "fig.svg"] and all(p.stat().st_size > 1000 for p in paths)
