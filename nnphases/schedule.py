@@ -10,20 +10,32 @@ epochs (0.01, 0.1, 1, 10, ...) is measured exactly. Early grid points that
 round to the same step collapse into one, so the first decade may hold
 fewer than ``per_decade`` steps. :func:`powers_of_two` is source 002's
 protocol (0, 1, 2, 4, 8, ...). Both always include the last step.
+
+Every count is bounded, so no argument can make a schedule hang or
+overflow: steps fit the int64 columns of the stored tables
+(:data:`MAX_STEP`), ``per_decade`` is at most :data:`MAX_PER_DECADE`
+(a log grid then holds at most about 19,000 steps) and a :class:`Schedule`
+holds at most :data:`MAX_STEPS` steps.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import numbers
 import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["log_steps", "powers_of_two", "Schedule"]
+__all__ = ["log_steps", "powers_of_two", "Schedule", "MAX_STEP", "MAX_PER_DECADE", "MAX_STEPS"]
+
+MAX_STEP = 2**63 - 1        # steps are stored as int64
+MAX_PER_DECADE = 1000       # finer grids only repeat steps; a huge one would loop for hours
+MAX_STEPS = 100_000         # measurements of one run; each writes a checkpoint
 
 
-def _int_arg(value: object, name: str, minimum: int) -> int:
+def _int_arg(value: object, name: str, minimum: int | None, maximum: int | None = MAX_STEP) -> int:
     # operator.index accepts Python and NumPy integers but not floats or
     # strings; bool is an int subclass that is almost always a caller's bug.
     if isinstance(value, bool):
@@ -32,9 +44,18 @@ def _int_arg(value: object, name: str, minimum: int) -> int:
         v = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if v < minimum:
+    if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
+
+
+def _number(value: object, name: str) -> float:
+    # float() would also parse strings such as "200"; a config value of the wrong type should fail here.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _round_half_up(x: float) -> int:
@@ -42,14 +63,25 @@ def _round_half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
+def _grid_point(start: float, k: int, per_decade: int) -> float:
+    e = k / per_decade
+    # The direct form gives the values schedules always had; the log form only
+    # serves a start so small (< 1e-280 steps) that 10**e alone would overflow.
+    return start * 10.0 ** e if e < 300 else 10.0 ** (math.log10(start) + e)
+
+
 def _log_grid(start: float, last: int, per_decade: int) -> list[int]:
     """0, the grid ``start * 10**(k / per_decade)`` rounded (each >= 1) while below ``last``, then ``last``."""
     steps = {0, last}
-    k = 0
+    if start >= last:
+        return sorted(steps)
+    # Grid points below 1 all round up to step 1: start at the last of them
+    # instead of walking there, which takes per_decade steps per decade of a tiny start.
+    k = math.floor(-per_decade * math.log10(start)) if start < 1 else 0
     while True:
         # The exponent is recomputed from the integer k, so no error accumulates
         # over many decades the way repeated multiplication would.
-        s = max(1, _round_half_up(start * 10.0 ** (k / per_decade)))
+        s = max(1, _round_half_up(_grid_point(start, k, per_decade)))
         if s >= last:
             break
         steps.add(s)
@@ -62,12 +94,13 @@ def log_steps(last: int, per_decade: int = 10, first: int = 1) -> list[int]:
 
     The grid is ``first * 10**(k / per_decade)`` for k = 0, 1, ..., rounded to
     the nearest integer, kept while below ``last``; ``last`` is always
-    included, and a ``last`` below ``first`` gives ``[0, last]``. ``last >= 0``,
-    ``per_decade >= 1`` and ``first >= 1`` are integers (TypeError or
+    included, and a ``last`` below ``first`` gives ``[0, last]``. ``last``
+    (0 to :data:`MAX_STEP`), ``per_decade`` (1 to :data:`MAX_PER_DECADE`)
+    and ``first`` (1 to :data:`MAX_STEP`) are integers (TypeError or
     ValueError otherwise).
     """
     last = _int_arg(last, "last", 0)
-    per_decade = _int_arg(per_decade, "per_decade", 1)
+    per_decade = _int_arg(per_decade, "per_decade", 1, MAX_PER_DECADE)
     first = _int_arg(first, "first", 1)
     if last == 0:
         return [0]
@@ -75,7 +108,7 @@ def log_steps(last: int, per_decade: int = 10, first: int = 1) -> list[int]:
 
 
 def powers_of_two(last: int) -> list[int]:
-    """0, 1, 2, 4, 8, ... up to ``last``, and ``last`` itself (source 002's protocol); ``last >= 0``."""
+    """0, 1, 2, 4, 8, ... up to ``last``, and ``last`` itself (source 002's protocol); ``0 <= last <= MAX_STEP``."""
     last = _int_arg(last, "last", 0)
     steps = {0, last}
     p = 1
@@ -86,16 +119,16 @@ def powers_of_two(last: int) -> list[int]:
 
 
 def _last_step(epochs: float, steps_per_epoch: int) -> int:
-    # float() would also parse strings such as "200"; a config value of the wrong type should fail here.
-    if isinstance(epochs, (bool, str, bytes)):
-        raise TypeError(f"epochs must be a number, got {epochs!r}")
-    try:
-        e = float(epochs)
-    except TypeError:
-        raise TypeError(f"epochs must be a number, got {epochs!r}") from None
+    e = _number(epochs, "epochs")
     if not math.isfinite(e) or e < 0:
         raise ValueError(f"epochs must be finite and >= 0, got {epochs!r}")
-    return _round_half_up(e * steps_per_epoch)
+    total = e * steps_per_epoch
+    # Compared as floats: the largest float below 2**63 is an integer within
+    # MAX_STEP, and an infinite product (1e308 epochs) fails here, not in floor().
+    if not total < 2.0**63:
+        raise ValueError(f"epochs must give at most {MAX_STEP} steps, got {epochs!r} epochs of "
+                         f"{steps_per_epoch} steps")
+    return _round_half_up(total)
 
 
 @dataclass(frozen=True)
@@ -109,7 +142,11 @@ class Schedule:
         spe = _int_arg(self.steps_per_epoch, "steps_per_epoch", 1)
         if isinstance(self.steps, (str, bytes)) or not isinstance(self.steps, Iterable):
             raise TypeError(f"steps must be an iterable of integers, got {self.steps!r}")
-        steps = tuple(_int_arg(s, f"steps[{i}]", 0) for i, s in enumerate(self.steps))
+        # islice: a huge or endless iterable is refused after MAX_STEPS + 1 items, not read to its end.
+        steps = tuple(_int_arg(s, f"steps[{i}]", 0)
+                      for i, s in enumerate(itertools.islice(self.steps, MAX_STEPS + 1)))
+        if len(steps) > MAX_STEPS:
+            raise ValueError(f"steps must hold at most {MAX_STEPS} steps, got more")
         for i in range(1, len(steps)):
             if steps[i] <= steps[i - 1]:
                 raise ValueError(
@@ -128,26 +165,38 @@ class Schedule:
         step 1) and runs in steps ``first_epoch * steps_per_epoch * 10**(k /
         per_decade)`` rounded to the nearest step, never below 1; so
         ``first_epoch=1e-3`` measures the first updates and every decade of
-        epochs. The last step is ``epochs * steps_per_epoch`` rounded.
+        epochs. The last step is :meth:`last_step`. ``per_decade`` is 1 to
+        :data:`MAX_PER_DECADE`; ``first_epoch`` a finite number > 0.
         """
         spe = _int_arg(steps_per_epoch, "steps_per_epoch", 1)
-        per_decade = _int_arg(per_decade, "per_decade", 1)
-        last = _last_step(epochs, spe)
-        if first_epoch is None:
-            start = 1.0
-        else:
-            fe = float(first_epoch)
+        per_decade = _int_arg(per_decade, "per_decade", 1, MAX_PER_DECADE)
+        start = 1.0
+        if first_epoch is not None:
+            fe = _number(first_epoch, "first_epoch")
             if not math.isfinite(fe) or fe <= 0:
                 raise ValueError(f"first_epoch must be finite and > 0, got {first_epoch!r}")
             start = fe * spe
+        last = cls.last_step(epochs, spe)
         steps = [0] if last == 0 else _log_grid(start, last, per_decade)
         return cls(tuple(steps), spe)
 
     @classmethod
     def powers_of_two(cls, epochs: float, steps_per_epoch: int) -> Schedule:
-        """Steps 0, 1, 2, 4, ... and the last step ``epochs * steps_per_epoch`` (rounded)."""
+        """Steps 0, 1, 2, 4, ... and the last step (:meth:`last_step`)."""
         spe = _int_arg(steps_per_epoch, "steps_per_epoch", 1)
-        return cls(tuple(powers_of_two(_last_step(epochs, spe))), spe)
+        return cls(tuple(powers_of_two(cls.last_step(epochs, spe))), spe)
+
+    @staticmethod
+    def last_step(epochs: float, steps_per_epoch: int) -> int:
+        """The step after ``epochs`` epochs: ``epochs * steps_per_epoch`` rounded half up, as every schedule ends.
+
+        Training loops take their last step from here so that they stop where
+        the schedule measures last (Python's ``round`` rounds halves to even
+        and would differ by one step). ``epochs`` is a finite number >= 0,
+        ``steps_per_epoch`` an integer >= 1, and the result at most
+        :data:`MAX_STEP` (TypeError or ValueError otherwise).
+        """
+        return _last_step(epochs, _int_arg(steps_per_epoch, "steps_per_epoch", 1))
 
     @property
     def last(self) -> int:
@@ -164,7 +213,7 @@ class Schedule:
 
     def next_after(self, step: int) -> int | None:
         """The first measured step strictly after ``step``, or None when there is none."""
-        i = bisect.bisect_right(self.steps, operator.index(step))
+        i = bisect.bisect_right(self.steps, _int_arg(step, "step", None, None))
         return self.steps[i] if i < len(self.steps) else None
 
     def __contains__(self, step: object) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import math
+import signal
 
 import numpy as np
 import pytest
@@ -181,3 +184,135 @@ def test_schedule_normalises_and_is_frozen() -> None:
 def test_schedule_validation(call, error: type[Exception], fragment: str) -> None:
     with pytest.raises(error, match=fragment):
         call()
+
+
+# -- bounds: no argument hangs or overflows -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _within_one_second():
+    """Fail (instead of hanging) when the body runs for more than a second: SIGALRM interrupts a Python loop."""
+    def expire(signum, frame):
+        raise TimeoutError("took more than a second")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+BIG = 9223372036854775807
+
+BAD_INPUTS = [
+    pytest.param(lambda: Schedule.log(1, 1000, per_decade=10**9), ValueError,
+                 "per_decade must be <= 1000, got 1000000000", id="log-per-decade-huge"),
+    pytest.param(lambda: log_steps(1000, per_decade=1001), ValueError, "per_decade must be <= 1000, got 1001",
+                 id="log-steps-per-decade-1001"),
+    pytest.param(lambda: Schedule.log(1e308, 10), ValueError, f"epochs must give at most {BIG} steps, got 1e\\+308",
+                 id="epochs-overflow-product"),
+    pytest.param(lambda: Schedule.log(1e18, 100), ValueError, f"epochs must give at most {BIG} steps",
+                 id="epochs-beyond-int64"),
+    pytest.param(lambda: Schedule.log(math.inf, 10), ValueError, "epochs must be finite and >= 0, got inf",
+                 id="epochs-inf"),
+    pytest.param(lambda: Schedule.log(math.nan, 10), ValueError, "epochs must be finite and >= 0, got nan",
+                 id="epochs-nan"),
+    pytest.param(lambda: Schedule.powers_of_two(math.inf, 10), ValueError, "epochs must be finite",
+                 id="pow2-epochs-inf"),
+    pytest.param(lambda: Schedule.powers_of_two(1e308, 10), ValueError, "epochs must give at most",
+                 id="pow2-epochs-overflow"),
+    pytest.param(lambda: Schedule.log(None, 10), TypeError, "epochs must be a number, got None", id="epochs-none"),
+    pytest.param(lambda: Schedule.log(True, 10), TypeError, "epochs must be a number, got True", id="epochs-bool"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch="1e-3"), TypeError,
+                 "first_epoch must be a number, got '1e-3'", id="first-epoch-str"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=b"1"), TypeError, "first_epoch must be a number",
+                 id="first-epoch-bytes"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=True), TypeError, "first_epoch must be a number, got True",
+                 id="first-epoch-bool"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=[1e-3]), TypeError, "first_epoch must be a number",
+                 id="first-epoch-list"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=math.inf), ValueError,
+                 "first_epoch must be finite and > 0, got inf", id="first-epoch-inf"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=math.nan), ValueError,
+                 "first_epoch must be finite and > 0, got nan", id="first-epoch-nan"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=-1e-3), ValueError, "first_epoch must be finite and > 0",
+                 id="first-epoch-negative"),
+    pytest.param(lambda: Schedule.log(1, 2**63), ValueError, f"steps_per_epoch must be <= {BIG}, got {2**63}",
+                 id="steps-per-epoch-beyond-int64"),
+    pytest.param(lambda: log_steps(2**63), ValueError, f"last must be <= {BIG}, got {2**63}", id="last-beyond-int64"),
+    pytest.param(lambda: log_steps(10**400), ValueError, f"last must be <= {BIG}", id="last-huge"),
+    pytest.param(lambda: log_steps(10, first=10**30), ValueError, f"first must be <= {BIG}", id="first-huge"),
+    pytest.param(lambda: powers_of_two(10**30), ValueError, f"last must be <= {BIG}", id="pow2-last-huge"),
+    pytest.param(lambda: Schedule(range(10**12), 1), ValueError, "steps must hold at most 100000 steps",
+                 id="steps-range-huge"),
+    pytest.param(lambda: Schedule(itertools.count(), 1), ValueError, "steps must hold at most 100000 steps",
+                 id="steps-endless"),
+    pytest.param(lambda: Schedule((0, 2**63), 1), ValueError, rf"steps\[1\] must be <= {BIG}", id="step-huge"),
+    pytest.param(lambda: Schedule.last_step(1e300, 10**9), ValueError, "epochs must give at most",
+                 id="last-step-overflow"),
+    pytest.param(lambda: Schedule.last_step("2", 10), TypeError, "epochs must be a number, got '2'",
+                 id="last-step-epochs-str"),
+    pytest.param(lambda: Schedule.last_step(2, 0), ValueError, "steps_per_epoch must be >= 1, got 0",
+                 id="last-step-spe-0"),
+    pytest.param(lambda: Schedule((0, 1), 1).next_after("0"), TypeError, "step must be an integer, got '0'",
+                 id="next-after-str"),
+]
+
+
+@pytest.mark.parametrize("call, error, fragment", BAD_INPUTS)
+def test_bad_inputs_fail_fast_with_one_line(call, error: type[Exception], fragment: str) -> None:
+    with _within_one_second(), pytest.raises(error, match=fragment) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("call, length, last", [
+    pytest.param(lambda: Schedule.log(1, 1000, per_decade=1000), None, 1000, id="finest-grid"),
+    pytest.param(lambda: Schedule.log(9e17, 10, per_decade=1000, first_epoch=5e-324), None, 9 * 10**18,
+                 id="tiny-start-long-run"),
+    pytest.param(lambda: Schedule.log(10, 10, first_epoch=1e308), 2, 100, id="start-past-the-end"),
+    pytest.param(lambda: Schedule.log(9.2e18, 1), None, 9_200_000_000_000_000_000, id="near-int64"),
+    pytest.param(lambda: Schedule.powers_of_two(9.2e18, 1), 65, 9_200_000_000_000_000_000, id="pow2-near-int64"),
+    pytest.param(lambda: Schedule(range(100_000), 1), 100_000, 99_999, id="most-steps"),
+])
+def test_extreme_valid_inputs_are_fast(call, length: int | None, last: int) -> None:
+    with _within_one_second():
+        s = call()
+    assert s.last == last and s.steps[0] == 0 and len(s) <= 100_000
+    if length is not None:
+        assert len(s) == length
+
+
+def _naive_log_grid(start: float, last: int, per_decade: int) -> list[int]:
+    """The schedule's definition walked point by point from k = 0 (what the schedule computed before)."""
+    steps, k = {0, last}, 0
+    while (s := max(1, math.floor(start * 10.0 ** (k / per_decade) + 0.5))) < last:
+        steps.add(s)
+        k += 1
+    return sorted(steps)
+
+
+@given(st.floats(1e-9, 1e4), st.integers(1, 10**6), st.integers(1, 40))
+@settings(max_examples=300, deadline=None)
+def test_log_grid_skips_no_step(first_epoch: float, spe_last: int, per_decade: int) -> None:
+    # Starting the walk at the last grid point below step 1 gives the very steps of the full walk.
+    s = Schedule.log(1.0, spe_last, per_decade=per_decade, first_epoch=first_epoch)
+    assert list(s.steps) == _naive_log_grid(first_epoch * spe_last, spe_last, per_decade)
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch, expected", [
+    pytest.param(2.5, 1, 3, id="half-up-not-to-even"),     # round(2.5) == 2
+    pytest.param(0.5, 1, 1, id="half-step"),               # round(0.5) == 0
+    pytest.param(1.5, 3, 5, id="4.5-steps"),               # round(4.5) == 4
+    pytest.param(3.5, 1, 4, id="odd-half"),
+    pytest.param(0, 7, 0, id="zero"),
+    pytest.param(200, 800, 160_000, id="source-000"),
+    pytest.param(np.float32(0.25), np.int64(8), 2, id="numpy-numbers"),
+])
+def test_last_step_is_where_every_schedule_ends(epochs: float, steps_per_epoch: int, expected: int) -> None:
+    last = Schedule.last_step(epochs, steps_per_epoch)
+    assert type(last) is int and last == expected
+    assert Schedule.log(epochs, steps_per_epoch).last == last
+    assert Schedule.powers_of_two(epochs, steps_per_epoch).last == last
