@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["Site", "Callback", "find_sites", "ReluCapture"]
+__all__ = ["Site", "Callback", "find_sites", "ReluCapture", "SiteTap"]
 
 Callback = Callable[[str, torch.Tensor], None]
 
@@ -296,6 +296,26 @@ class ReluCapture(_ReluTap):
             # Explicit sizes, not -1, so an empty batch reshapes too.
             acts = z.reshape(batch, math.prod(z.shape[1:]))
         self.callback(name, acts)
+
+
+class SiteTap(_ReluTap):
+    """Like :class:`ReluCapture`, but hands ``callback(name, z)`` each selected site's output as the model made
+    it (detached, per-sample shape intact, e.g. ``[batch, C, H, W]``), so that several consumers can each take
+    the view they need (per-node counts, per-channel counts, probes of the whole map). The same rules hold:
+    reduce `z` at once, never keep or modify it."""
+
+    def __init__(self, model: nn.Module, callback: Callback, *, sites: Iterable[str] | None = None) -> None:
+        if not callable(callback):
+            raise TypeError(f"callback must be callable as callback(name, z), got {callback!r}")
+        super().__init__(model, sites)
+        self.callback = callback
+
+    def __enter__(self) -> SiteTap:
+        super().__enter__()
+        return self
+
+    def _on_relu(self, name: str, output: torch.Tensor) -> None:
+        self.callback(name, output.detach())
 
 
 class _ShapeRecorder(_ReluTap):

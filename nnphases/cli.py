@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import re
+import typing
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import typer
 
@@ -20,7 +23,7 @@ def _clean_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
             if os.environ.get("NNPHASES_TRACEBACK"):
                 raise
             typer.echo(f"nnphases {fn.__name__.replace('_', '-')}: error: {e}", err=True)
@@ -29,85 +32,158 @@ def _clean_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
+    """Give a command one typer option per configuration option (:func:`nnphases.config.flat_options`): the
+    command line is derived from the typed declarations, never written again. Values arrive as a dict ``flat``
+    of the options given (None: not given, the preset decides)."""
+    from .config import flat_options
+
+    leaves = flat_options()
+
+    def decorate(fn: Callable) -> Callable:
+        params = list(extra)
+        for name, leaf in leaves.items():
+            ann, hint = _cli_annotation(leaf.type)
+            flag = "--" + name.replace("_", "-")
+            decls = [f"{flag}/--no-{flag[2:]}"] if ann is bool else [flag]
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[ann],
+                                            default=typer.Option(None, *decls, help=(leaf.help + hint).strip(),
+                                                                 show_default=False)))
+        for name, help_ in (("seeds", "comma-separated seeds, e.g. 0,1,2"), ("device", "auto, cpu, cuda, cuda:1")):
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                                            default=typer.Option(None, help=help_, show_default=False)))
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            fixed = {p.name: kwargs.pop(p.name) for p in extra}
+            flat = {k: _parse_flat(k, v, leaves) for k, v in kwargs.items() if v is not None}
+            try:
+                return fn(flat=flat, **fixed)
+            except (ValueError, TypeError) as e:
+                # The options' checks name them as in Python (batch); on the command line they are --batch.
+                text = re.sub(r"^\w+ \((--[\w-]+)\) ", r"\1 ", str(e))
+                first, _, rest = text.partition(" ")
+                if first in leaves or first in ("seeds", "device"):
+                    text = f"--{first.replace('_', '-')} {rest}"
+                if text != str(e):
+                    raise type(e)(text) from None
+                raise
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def _cli_annotation(tp: Any) -> tuple[Any, str]:
+    """The command-line type of an option (choices and lists travel as text) and a hint for its help."""
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin is Literal:
+        return str, " (one of: " + ", ".join(str(a) for a in typing.get_args(tp)) + ")"
+    if origin is tuple:
+        return str, " (comma-separated)"
+    if args and origin is not tuple and origin is not Literal and len(args) == 1:
+        return _cli_annotation(args[0])
+    return tp, ""
+
+
+def _parse_flat(name: str, value: Any, leaves: dict) -> Any:
+    """A command-line value as its option's type: comma lists split (integers where integers are meant)."""
+    flag = "--" + name.replace("_", "-")
+    if name == "seeds":
+        try:
+            return tuple(int(s) for s in _listed(value))  # type: ignore[union-attr]
+        except ValueError:
+            raise ValueError(f"--seeds must be comma-separated integers, got {value!r}") from None
+    if name == "device":
+        return value
+    tp = leaves[name].type
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    inner = args[0]
+    if typing.get_origin(inner) is tuple:
+        items = _listed(value) or []
+        if not items or any(not i for i in items):
+            raise ValueError(f"{flag} must be a comma-separated list, got {value!r}")
+        elem = typing.get_args(inner)[0]
+        try:
+            return tuple(elem(i) if elem in (int, float) else i for i in items)
+        except ValueError:
+            raise ValueError(f"{flag} must be comma-separated {elem.__name__}s, got {value!r}") from None
+    return value
+
+
+_RUN_EXTRA = [
+    inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+        "demo", help="demo (minutes on a CPU), source000 (one cell of the paper's protocol), source000-grid (all 18 "
+                     "cells), source002 (probes, FC-BN), source002-vgg11, source002-resnet10")),
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                      default=typer.Option(None, help="output folder (default: runs/<preset>)")),
+]
+
+
 @app.command()
 @_clean_errors
-def run(
-    preset: str = typer.Option("demo", help="demo (minutes on a CPU), source000 (one cell of the paper's "
-                                            "protocol), source000-grid (all 18 cells), source002 (probes, "
-                                            "FC-BN), source002-vgg11, source002-resnet10"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default: runs/<preset>)"),
-    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
-    dataset: Optional[str] = typer.Option(None, help="fashion-mnist, mnist, cifar10, cifar100, synthetic"),
-    data_root: Optional[str] = typer.Option(None, help="folder with the dataset's files"),
-    holdout: Optional[int] = typer.Option(None, help="validation samples held out of the training set"),
-    train_eval: Optional[int] = typer.Option(None, help="training samples scored (and probes fitted on) at each "
-                                                        "measurement"),
-    resize: Optional[int] = typer.Option(None, help="resize images to this size (32 for VGG-11/ResNet-10)"),
-    model: Optional[str] = typer.Option(None, help="mlp, fc_bn, vgg11, resnet10"),
-    depth: Optional[int] = typer.Option(None, help="hidden layers (mlp, fc_bn)"),
-    width: Optional[int] = typer.Option(None, help="nodes per hidden layer (mlp, fc_bn)"),
-    loss: Optional[str] = typer.Option(None, help="ce (softmax, cross-entropy) or mse (identity, one-hot)"),
-    optimizer: Optional[str] = typer.Option(None, help="adam or sgd"),
-    lr: Optional[float] = typer.Option(None),
-    batch: Optional[int] = typer.Option(None),
-    epochs: Optional[float] = typer.Option(None),
-    seeds: Optional[str] = typer.Option(None, help="comma-separated, e.g. 0,1,2"),
-    per_decade: Optional[int] = typer.Option(None, help="measurements per decade of training steps"),
-    keep_masks: Optional[bool] = typer.Option(None, help="also store bit-packed activation masks"),
-    probes: Optional[bool] = typer.Option(None, help="fit probes (linear read-out, input decoder) at ReLU sites"),
-    probe_mode: Optional[str] = typer.Option(None, help="fast (closed form), paper (the source's trained "
-                                                        "probes) or both"),
-    probe_layers: Optional[str] = typer.Option(None, help="comma-separated ReLU site names to probe (default: all)"),
-    probe_warm_start: Optional[bool] = typer.Option(None, help="paper mode: start from the previous step's probes"),
-    paper_layers: Optional[str] = typer.Option(None, help="with --probe-mode both: the sites that also get "
-                                                          "paper-mode probes (default: all probed sites)"),
-    probe_decoder: Optional[str] = typer.Option(None, help="fast mode's decoder: linear (the source's theory) or "
-                                                           "random-features (1,024 ReLU features, closed form)"),
-    schedule: Optional[str] = typer.Option(None, help="log (per decade) or pow2 (steps 0, 1, 2, 4, ...)"),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda"),
-    figures: bool = typer.Option(True, help="plot and check the findings at the end"),
-) -> None:
+@_flat_signature(_RUN_EXTRA + [
+    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, help="continue the run in this folder from its last checkpoint")),
+    inspect.Parameter("figures", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        True, help="plot and check the findings at the end")),
+])
+def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optional[Path], figures: bool) -> None:
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
     from . import train
 
     if resume is not None:
+        if flat:
+            raise ValueError(f"--resume continues a run with its stored options; drop {_flags(flat)}")
         paths = train.resume(resume)
         out = resume
     else:
-        overrides = dict(dataset=dataset, data_root=data_root, holdout=holdout, train_eval=train_eval,
-                         resize=resize, model=model, depth=depth, width=width, loss=loss, optimizer=optimizer,
-                         lr=lr, batch=batch, epochs=epochs, per_decade=per_decade, keep_masks=keep_masks,
-                         probes=probes, probe_mode=probe_mode, probe_layers=_listed(probe_layers),
-                         probe_warm_start=probe_warm_start, paper_layers=_listed(paper_layers),
-                         probe_decoder=probe_decoder, schedule=schedule, device=device,
-                         seeds=_seed_list(seeds))
         out = out or Path("runs") / preset
         if preset == "source000-grid":
+            cells = train.grid_configs(flat)
+            typer.echo(train.plan(next(iter(cells.values())), out).splitlines()[-2], err=True)
             paths = []
-            for cell, cfg in train.grid_configs(overrides).items():
+            for cell, cfg in cells.items():
                 cell_paths = train.run(cfg, out / cell)
                 if figures:
                     _report(cell_paths)
                 paths += cell_paths
             typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
             return
-        cfg = train.resolve(preset, overrides)
+        cfg = train.resolve(preset, flat)
+        plan_text = train.plan(cfg, out)
+        if plan_text.endswith("fits"):
+            typer.echo("plan: " + plan_text.splitlines()[-3], err=True)
+        else:
+            raise ValueError(plan_text.splitlines()[-1])
         paths = train.run(cfg, out)
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
     if figures:
         _report(paths)
 
 
+@app.command("plan")
+@_clean_errors
+@_flat_signature(_RUN_EXTRA)
+def plan_command(*, flat: dict[str, Any], preset: str, out: Optional[Path]) -> None:
+    """Print the memory and disk a run will take, per site and in total, without training (same options as run)."""
+    from . import train
+
+    if preset == "source000-grid":
+        raise ValueError("--preset source000-grid: plan one cell (--preset source000 --depth ... --width ...)")
+    typer.echo(train.plan(train.resolve(preset, flat), out or Path("runs") / preset))
+
+
+def _flags(flat: dict[str, Any]) -> str:
+    return ", ".join("--" + k.replace("_", "-") for k in flat)
+
+
 def _listed(text: str | None) -> list[str] | None:
     """A comma-separated option as a list (None when not given)."""
     return [t.strip() for t in text.split(",")] if text else None
-
-
-def _seed_list(text: str | None) -> list[int] | None:
-    try:
-        return [int(s) for s in _listed(text)] if text else None  # type: ignore[union-attr]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
 
 
 def _findings_text(paths: list[Path]) -> str:

@@ -1,296 +1,416 @@
-"""The Recorder: sample-set measurements at scheduled steps of anyone's training loop.
+"""The Recorder: runs the passes its measures ask for at the scheduled steps of anyone's training loop.
 
-Built from a model, an evaluation set, the number of classes, a schedule and an
-output folder; call :meth:`Recorder.maybe_measure` after every optimisation step
-and :meth:`Recorder.close` at the end. A measurement is one pass over the
-evaluation set in batches: every ReLU site's output goes straight into
-:func:`nnphases.kernels.class_counts` (and :func:`~nnphases.kernels.pack_masks`
-when masks are kept) while the batch is alive, so memory is bounded by one batch
-whatever the set's size; the same pass gives the validation loss and accuracy.
-Counts are summed as int64 on the model's device and written, with their
-metrics, as one atomic checkpoint of a :class:`~nnphases.store.RunDir`.
+Built from a model, evaluation data (``(x, y)`` tensors, or any re-iterable of
+``(x, y)`` batches such as a DataLoader), a schedule, an output folder and a
+list of :mod:`measures <nnphases.measures>` (default: sample-set counts and the
+evaluation loss and accuracy); call :meth:`Recorder.maybe_measure` after every
+optimisation step and :meth:`Recorder.close` at the end. The measures are bound
+to the model's ReLU sites once, when the Recorder is built, so every check
+across options, the memory and disk plan (:attr:`Recorder.plan`) and its limits
+happen before any training. A measurement runs at most three passes in this
+order: over the training subset (``train``: probes are fitted, the train loss
+is summed), again over it when a probe must score what it fitted
+(``rescore``), and over the evaluation data (``eval``). Each site's output
+goes to the measures that asked for it while its batch is alive, so memory is
+bounded by one batch whatever the data's size; the measures' results are
+written as one atomic checkpoint of a :class:`~nnphases.store.RunDir`, on a
+background thread by default.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-import warnings
+from .capture import SiteTap, find_sites
+from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_measures
+from .measures.sample_sets import SampleSets
+from .options import check, option
+from .schedule import Schedule, _int_arg
+from .store import RunDir, atomic_write_bytes
+from .stream import Batch, Stream, check_class_sizes
 
-from . import kernels
-from .capture import ReluCapture, find_sites
-from .schedule import Schedule
-from .store import RunDir
+
+@dataclass(frozen=True)
+class RecorderOptions:
+    batch_size: int = option(1000, min=1, help="evaluation batch size when the data are (x, y) tensors",
+                             flag="eval-batch")
+    background_writes: bool = option(True, help="write checkpoints on a background thread while training goes on")
+    check_plan: bool = option(True, help="refuse a run whose counts or checkpoints cannot fit before training")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
-# The probe method each capture pass feeds: fit on training data, score it, then score the test data.
-_PROBE_UPDATE = {"fit": "update_train", "score": "score_train", "val": "update_test"}
-_PROBE_MODES = {"fast": ("fast",), "paper": ("paper",), "both": ("fast", "paper")}
+@dataclass(frozen=True)
+class Plan:
+    """Memory and disk a run will take, per site and measure: device bytes while measuring, bytes stored per
+    checkpoint, and the disk of every checkpoint left in the schedule."""
+
+    rows: tuple[PlanRow, ...]
+    checkpoints: int
+    eval_samples: int | None
+    free_device: int | None
+    free_disk: int | None
+    device: str
+    state_bytes: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(r.device_bytes for r in self.rows)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return sum(r.disk_bytes for r in self.rows)
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.checkpoint_bytes * self.checkpoints + self.state_bytes
+
+    def problems(self) -> list[str]:
+        """Why the run cannot fit, each with the numbers and the ways out (empty when it fits)."""
+        out = []
+        if self.free_device is not None and self.device_bytes > 0.9 * self.free_device:
+            out.append(f"the measures need {_size(self.device_bytes)} on {self.device} while measuring but "
+                       f"{_size(self.free_device)} is free; count per channel (per_channel), measure fewer sites, or "
+                       "probe fewer layers")
+        if self.free_disk is not None and self.disk_bytes > self.free_disk:
+            out.append(f"{self.checkpoints} checkpoints of {_size(self.checkpoint_bytes)} take "
+                       f"{_size(self.disk_bytes)} but {_size(self.free_disk)} is free on the output's disk; keep no "
+                       "masks (or fewer mask sites), measure fewer sites, or measure fewer steps (fewer per decade)")
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"{'measure':12s} {'site':28s} {'nodes':>9s} {'device':>10s} {'per ckpt':>10s}"]
+        for r in self.rows:
+            lines.append(f"{r.measure:12s} {r.site[:28]:28s} {r.nodes:9d} {_size(r.device_bytes):>10s} "
+                         f"{_size(r.disk_bytes):>10s}")
+        samples = "unknown until the first pass" if self.eval_samples is None else f"{self.eval_samples:,}"
+        lines.append(f"total: {_size(self.device_bytes)} on {self.device} while measuring (free: "
+                     f"{_size(self.free_device)}); {_size(self.checkpoint_bytes)} per checkpoint x {self.checkpoints} "
+                     f"checkpoints + resume state {_size(self.state_bytes)} = {_size(self.disk_bytes)} on disk "
+                     f"(free: {_size(self.free_disk)}); evaluation samples: {samples}")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 class Recorder:
-    """Measures the ReLU sample sets of ``model`` on ``x``/``y`` at the steps of ``schedule``.
+    """Measures ``model`` on ``eval_data`` at the steps of ``schedule`` into the run folder ``out``.
 
-    ``loss_fn(logits, y) -> scalar`` gives the validation loss (mean over the set);
-    ``train_eval`` (optional ``(x, y)``) adds train loss/accuracy on that subset at each
-    measurement. ``keep_masks`` stores bit-packed activation masks; ``per_channel``
-    counts conv channels instead of channel-positions (see :class:`ReluCapture`).
-    ``background_writes`` computes the metrics and writes each checkpoint on one background thread while
-    training goes on (in order, atomically; the resume state is copied to the host first): on a GPU the
-    writing, not the measuring, is the cost. A write error is raised at the next measurement or at close.
-    ``probes`` (True for every site, or a list of site names) fits probes (class read-out and input
-    reconstruction, :mod:`nnphases.probes`) on ``train_eval`` at each measurement and scores them in the same
-    validation pass that feeds the counts. ``probe_mode``: ``"fast"`` (closed-form ridge; its train accuracy
-    comes from the training features kept in memory, or from a second pass over ``train_eval`` when they would
-    take more than a quarter of the free memory), ``"paper"`` (the source's trained classifier and decoder, on the
-    activations of ``train_eval`` held in memory; checked against the free memory before anything runs) or
-    ``"both"`` (rows of each mode). ``probe_features``: fast mode's feature cap (wider layers are reduced).
-    ``paper_layers``: with ``probe_mode="both"``, the sites that also get paper-mode probes (default: all the
-    probed sites; paper mode costs far more). ``probe_warm_start``: paper-mode models start from the previous
-    measurement's. ``paper_options``: keywords for :class:`~nnphases.probes.PaperProbe` (epochs, learning
-    rates, ``channels``...); ``fast_options``: keywords for :class:`~nnphases.probes.RidgeProbe`
-    (``decoder="random-features"``, ``decoder_width``...).
+    ``measures``: :class:`~nnphases.measures.Measure` instances (default
+    :func:`~nnphases.measures.default_measures`; a :class:`SampleSets` is
+    required, it defines the checkpoint). ``train_data``: the training subset
+    the probes are fitted on and the train loss is computed over (same forms as
+    ``eval_data``). ``num_classes``: default the width of the model's output.
+    ``class_sizes``: samples per class of the evaluation data when known (a
+    stream's are counted in its first pass and checked against these).
+    ``config``: a JSON-ready dict stored as the run's ``config.json``.
+    ``options``: :class:`RecorderOptions`. A folder belongs to one setup: a new
+    Recorder on a folder holding another setup's measurements, or a finished
+    run, is refused (start over with another ``out``, or delete the folder).
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, schedule: Schedule,
-                 out: Any, *, seed: int = 0, batch_size: int = 1000, loss_fn: Callable | None = None,
-                 train_eval: tuple[torch.Tensor, torch.Tensor] | None = None, keep_masks: bool = False,
-                 per_channel: bool = False, sites: list[str] | None = None, backend: str | None = None,
-                 config: dict | None = None, background_writes: bool = True,
-                 probes: bool | list[str] = False, probe_mode: str = "fast", probe_features: int = 2048,
-                 probe_warm_start: bool = False, paper_options: dict | None = None,
-                 paper_layers: list[str] | None = None, fast_options: dict | None = None) -> None:
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"y has {y.shape[0]} labels but x has {x.shape[0]} samples")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.x, self.y = model, x, y.to(torch.int64)
-        self.num_classes = kernels._validate.num_classes_value(num_classes)
-        kernels._validate.label_range(self.y, self.num_classes)
-        sizes = torch.bincount(self.y.cpu(), minlength=self.num_classes)
-        missing = (sizes == 0).nonzero().flatten().tolist()
-        if missing:
-            raise ValueError(f"the evaluation set has no samples of classes {missing}; every class needs samples "
-                             "for the class-conditional metrics (use a stratified split)")
-        self.class_sizes = sizes.numpy().astype(np.int64)
-        self.schedule, self.seed, self.batch_size = schedule, seed, batch_size
-        self.loss_fn = loss_fn or nn.functional.cross_entropy
-        self.train_eval, self.keep_masks = train_eval, keep_masks
-        self.per_channel, self.sites, self.backend = per_channel, sites, backend
+    def __init__(self, model: nn.Module, eval_data: Any, schedule: Schedule, out: Any,
+                 measures: Sequence[Measure] | None = None, *, train_data: Any = None,
+                 num_classes: int | None = None, class_sizes: Any = None, seed: int = 0,
+                 config: dict | None = None, options: RecorderOptions | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a nnphases.schedule.Schedule, got {type(schedule).__name__}")
+        self.options = options if options is not None else RecorderOptions()
+        if not isinstance(self.options, RecorderOptions):
+            raise TypeError(f"options must be RecorderOptions, got {type(self.options).__name__}")
+        self.seed = _int_arg(seed, "seed", 0)
+        self.model, self.schedule = model, schedule
+        self.measures = list(default_measures() if measures is None else measures)
+        self._check_measures()
+        self.eval_data = Stream(eval_data, "eval_data", self.options.batch_size)
+        self.train_data = Stream(train_data, "train_data", self.options.batch_size) if train_data is not None \
+            else None
+        if any(m.name == "masks" for m in self.measures):
+            self.eval_data.refuse_shuffling("storing masks (bit s is sample s)")
         self.run = RunDir(out)
-        self.run.cleanup()
-        if config is not None:
-            self.run.write_config(config)
+        if self.run.done:
+            raise ValueError(f"out {str(self.run.path)!r} holds a finished run (its DONE marker exists); choose "
+                             "another out, or delete that folder to start over")
+        self._setup_model(num_classes, class_sizes)
+        self._claim_folder(config)
         self.done_steps = set(self.run.completed_steps())
-        self._capture: ReluCapture | None = None  # built once: tracing the model costs more than a measurement
+        self._taken: set[int] = set(self.done_steps)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer") \
-            if background_writes else None
+            if self.options.background_writes else None
         self._pending: Future | None = None
-        if probes and train_eval is None:
-            raise ValueError("probes need training data: pass train_eval=(x, y)")
-        if probe_mode not in _PROBE_MODES:
-            raise ValueError(f"probe_mode must be one of {list(_PROBE_MODES)}, got {probe_mode!r}")
-        self.probe_modes = _PROBE_MODES[probe_mode]
-        self.probe_features, self.probe_warm_start = probe_features, probe_warm_start
-        self.paper_options = dict(paper_options or {})
-        self.fast_options = dict(fast_options or {})
-        self._phase = "val"
-        self._probes: dict[str, list[tuple[str, Any]]] = {}  # site -> [(mode, probe)]
-        self._probe_errors: dict[tuple[str, str], str] = {}
-        self._last_paper: dict[str, dict] = {}  # site -> the previous measurement's paper probe state (warm start)
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self.probe_layers: list[str] = self._probe_sites(probes, paper_layers) if probes else []
-        if self.probe_layers:  # the probes' own checks of their options, before any training
-            from .probes import PaperProbe, RidgeProbe
+        self._closed = False
+        self.plan = self._make_plan()
+        if self.options.check_plan and self.plan.problems():
+            raise ValueError("the run cannot fit: " + "; ".join(self.plan.problems()))
 
-            if "fast" in self.probe_modes:
-                RidgeProbe(1, self.num_classes, 1, **self.fast_options)
-            if "paper" in self.probe_modes:
-                PaperProbe((1,), self.num_classes, (1,), **self.paper_options)
-        self._counts: dict[str, torch.Tensor] = {}
-        self._masks: dict[str, list] = {}
+    # -- binding -------------------------------------------------------------------------------
 
-    def _on_relu(self, name: str, acts: torch.Tensor) -> None:
-        for _, probe in self._probes.get(name, ()):  # probes see every pass; the counts only the validation pass
-            update = getattr(probe, _PROBE_UPDATE[self._phase])
-            update(acts.reshape(acts.shape[0], *self._shapes[name]), self._labels, self._inputs)
-        if self._phase != "val":
-            return
-        # Labels were validated once in __init__; a NaN or inf in any ReLU output reaches the logits, and a
-        # non-finite loss stops the measurement before anything is written. So the kernels skip their own
-        # checks, which on a GPU would each cost a synchronisation per site and batch.
-        c = kernels.class_counts(acts, self._labels, self.num_classes, backend=self.backend, check_finite=False,
-                                 check_labels=False)
-        self._counts[name] = self._counts[name] + c if name in self._counts else c
-        if self.keep_masks:
-            packed = kernels.pack_masks(acts, backend=self.backend, check_finite=False)
-            self._masks.setdefault(name, []).append((packed, acts.shape[0]))
+    def _check_measures(self) -> None:
+        names = []
+        for i, m in enumerate(self.measures):
+            if not isinstance(m, Measure):
+                raise TypeError(f"measures[{i}] must be a nnphases.measures.Measure, got {type(m).__name__}")
+            names.append(m.name)
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"measures: {dup} given more than once; one measure of each kind")
+        if not any(isinstance(m, SampleSets) for m in self.measures):
+            raise ValueError(f"measures must include SampleSets (its counts define a checkpoint), got {names}")
 
     @property
     def device(self) -> torch.device:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
+    def _dtype(self) -> torch.dtype | None:
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+
+    def _setup_model(self, num_classes: int | None, class_sizes: Any) -> None:
+        """Trace the model, learn its sites and output width, and bind every measure (all checks happen here)."""
+        self._signature = _structure(self.model)
+        dev, dtype = self.device, self._dtype()
+        example = self.eval_data.example()
+        if dtype is not None and example.is_floating_point() and example.dtype != dtype:
+            raise TypeError(f"eval_data: x has dtype {example.dtype} but the model computes in {dtype}; convert the "
+                            "inputs (e.g. .float()) so nothing is cast silently")
+        self.input_shape = tuple(example.shape[1:])
+        was = self.model.training
+        try:
+            sites = find_sites(self.model, example.to(dev))
+            self.model.eval()
+            with torch.no_grad():
+                logits = self.model(example.to(dev))
+        finally:
+            self.model.train(was)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            what = type(logits).__name__ if not isinstance(logits, torch.Tensor) else f"shape {tuple(logits.shape)}"
+            raise TypeError(f"model(x) must return logits, a [batch, classes] tensor; it returns {what} (wrap the "
+                            "model to return the logits)")
+        width = int(logits.shape[1])
+        if num_classes is None:
+            num_classes = width
+        num_classes = _int_arg(num_classes, "num_classes", 2)
+        if num_classes != width:
+            raise ValueError(f"num_classes is {num_classes} but the model's output has {width} columns")
+        self.num_classes = num_classes
+        known = self.eval_data.class_sizes(num_classes)
+        if class_sizes is not None:
+            given = np.asarray(class_sizes)
+            if given.shape != (num_classes,) or given.dtype.kind not in "iu":
+                raise ValueError(f"class_sizes must be {num_classes} integers, got {class_sizes!r:.80}")
+            if known is not None and not np.array_equal(given, known):
+                raise ValueError(f"class_sizes {given.tolist()} differ from eval_data's labels {known.tolist()}")
+            known = given.astype(np.int64)
+        if known is not None:
+            check_class_sizes(known, "the evaluation set")
+        self.class_sizes = known
+        if self.train_data is not None:
+            self.train_data.class_sizes(num_classes)  # label checks of in-memory training data, up front
+        self.sites = {s.name: tuple(s.shape) for s in sites}
+        binding = Binding(sites=self.sites, num_classes=num_classes, input_shape=self.input_shape, device=dev,
+                          eval_samples=self.eval_data.samples,
+                          train_samples=self.train_data.samples if self.train_data is not None else None,
+                          has_train=self.train_data is not None, seed=self.seed, free_memory=_free_memory(dev),
+                          measures=tuple(m.name for m in self.measures))
+        for m in self.measures:
+            m.bind(binding)
+        self._tap: SiteTap | None = None  # traced at the first measurement: tracing costs more than a measurement
+
+    def _claim_folder(self, config: dict | None) -> None:
+        """A folder belongs to one setup: the measures, sites and classes are recorded with the first Recorder."""
+        self.run.cleanup()
+        if config is not None:
+            self.run.write_config(config)
+        setup = {"measures": {m.name: m.describe() for m in self.measures}, "num_classes": self.num_classes,
+                 "sites": {k: list(v) for k, v in self.sites.items()}, "seed": self.seed}
+        path = self.run.path / "measures.json"
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path} is damaged ({e}); delete it only if the run's checkpoints are yours") from None
+            if old != json.loads(json.dumps(setup)):
+                diff = sorted(k for k in setup if old.get(k) != json.loads(json.dumps(setup[k])))
+                raise ValueError(f"out {str(self.run.path)!r} holds measurements of another setup ({', '.join(diff)} "
+                                 "differ); choose another out, or delete that folder to start over")
+        else:
+            atomic_write_bytes(path, (json.dumps(setup, indent=2, sort_keys=True) + "\n").encode())
+        steps = self.run.completed_steps()
+        if steps and self.class_sizes is not None:
+            _, stored = self.run.read_counts(steps[-1])
+            if not np.array_equal(stored, self.class_sizes):
+                raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class sizes "
+                                 f"{stored.tolist()}, now {self.class_sizes.tolist()}); choose another out")
+
+    def _make_plan(self) -> Plan:
+        n = self.class_sizes.sum() if self.class_sizes is not None else self.eval_data.samples
+        n = int(n) if n is not None else None
+        rows = tuple(r for m in self.measures for r in m.plan(self.num_classes, n))
+        left = sum(1 for s in self.schedule.steps if s not in self.done_steps)
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        try:
+            free_disk = shutil.disk_usage(_existing_parent(self.run.path)).free
+        except OSError:
+            free_disk = None
+        notes = () if n is not None else ("the evaluation set's size is learnt in the first pass; the disk is "
+                                          "checked again then",)
+        # The newest checkpoint keeps the model, an optimiser with about two moments per parameter, and RNG state.
+        return Plan(rows, left, n, _free_memory(self.device), free_disk, str(self.device), 3 * params, notes)
+
+    # -- measuring -----------------------------------------------------------------------------
+
     def maybe_measure(self, step: int, state: Callable[[], dict] | None = None) -> bool:
-        """Measures if ``step`` is scheduled and not yet stored; ``state()`` gives the resume state to keep."""
-        if step not in self.schedule or step in self.done_steps:
+        """Measures if ``step`` is scheduled and not yet measured (a repeated step is a no-op, as under gradient
+        accumulation); ``state()`` gives the resume state to keep. Returns whether it measured."""
+        step = _int_arg(step, "step", 0)
+        self._check_open()
+        if step not in self.schedule or step in self._taken:
             return False
         self.measure(step, state=state() if state else None)
         return True
 
-    @torch.no_grad()
-    def _pass(self, x: torch.Tensor, y: torch.Tensor, capture: ReluCapture | None) -> tuple[float, float]:
-        dev = self.device
-        loss_sum, correct = 0.0, 0
-        for s in range(0, x.shape[0], self.batch_size):
-            xb = x[s:s + self.batch_size].to(dev, non_blocking=True)
-            yb = y[s:s + self.batch_size].to(dev, non_blocking=True)
-            self._labels, self._inputs = yb, xb
-            logits = capture(xb) if capture is not None else self.model(xb)
-            loss_sum += float(self.loss_fn(logits, yb)) * xb.shape[0]
-            correct += int((logits.argmax(dim=1) == yb).sum())
-        return loss_sum / max(1, x.shape[0]), correct / max(1, x.shape[0])
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this Recorder is closed (the run in {str(self.run.path)!r} is complete); build a "
+                               "new one with another out to measure more")
+
+    def _refresh(self) -> None:
+        """Re-trace and re-bind when the model's modules or parameters were replaced (a new head, fine-tuning):
+        a traced graph keeps the modules it was built from."""
+        sig = _structure(self.model)
+        if sig != self._signature:
+            self._setup_model(self.num_classes, self.class_sizes)
+        if self._tap is None:
+            self._tap = SiteTap(self.model, self._on_site)
+
+    def _on_site(self, name: str, z: torch.Tensor) -> None:
+        for m in self._users.get(name, ()):
+            m.update(self._pass_name, name, z, self._batch)
 
     def measure(self, step: int, state: dict | None = None) -> None:
-        """One measurement at ``step``: counts, metrics and stats, written as one checkpoint."""
-        self._counts, self._masks = {}, {}
-        counts, masks = self._counts, self._masks
+        """One measurement at ``step``: every measure's passes, written as one checkpoint."""
+        step = _int_arg(step, "step", 0)
+        self._check_open()
+        if step in self._taken:
+            raise ValueError(f"step {step} is already measured in {str(self.run.path)!r}")
+        self._refresh()
+        ckpt = self.run.begin_checkpoint(step)
         was_training = self.model.training
         self.model.eval()
         try:
-            if self._capture is None:
-                self._capture = ReluCapture(self.model, self._on_relu, per_channel=self.per_channel, sites=self.sites)
-            probe_rows: list[dict] = []
-            with self._capture as cap:
-                train_stats = None
-                if self.probe_layers:
-                    self._new_probes()
-                    self._phase = "fit"
-                    train_stats = self._pass(*self.train_eval, cap)
-                    self._fit_probes()
-                    if any(not getattr(p, "scores_in_fit", False) for ps in self._probes.values() for _, p in ps):
-                        self._phase = "score"
-                        self._pass(*self.train_eval, cap)
-                self._phase = "val"
-                val_loss, val_acc = self._pass(self.x, self.y, cap)
-                probe_rows = self._probe_rows()
-            stats = [{"split": "val", "loss": val_loss, "accuracy": val_acc}]
-            if self.train_eval is not None:
-                tr_loss, tr_acc = train_stats or self._pass(*self.train_eval, None)
-                stats.append({"split": "train", "loss": tr_loss, "accuracy": tr_acc})
+            for m in self.measures:
+                m.begin(ckpt)
+            for p in PASSES:
+                wanted = {m: m.passes().get(p) for m in self.measures}
+                users = [m for m, sites in wanted.items() if sites is not None]
+                if users:
+                    self._run_pass(p, {m: wanted[m] for m in users})  # type: ignore[misc]
+            outputs = [m.compute() for m in self.measures]
+        except BaseException as e:
+            for m in self.measures:
+                m.abort()
+            self.run.abort_checkpoint(ckpt)
+            if isinstance(e, FloatingPointError):
+                self.flush()  # every measurement taken before the divergence is written
+                raise FloatingPointError(f"{e} at step {step}; checkpoints up to step "
+                                         f"{max(self.done_steps, default='none')} are intact") from None
+            raise
         finally:
             self.model.train(was_training)
-        if not all(np.isfinite(s["loss"]) for s in stats):
-            self.flush()  # every measurement taken before the divergence is written
-            raise FloatingPointError(f"loss is not finite at step {step} ({stats}); the run diverged. "
-                                     f"Checkpoints up to step {max(self.done_steps, default='none')} are intact")
-        if state is not None and self._last_paper:
-            state = {**state, "recorder": self.state_dict()}
-        job = dict(step=step, epoch=self.schedule.epoch(step), seed=self.seed,
-                   counts={k: v.cpu().numpy() for k, v in counts.items()}, class_sizes=self.class_sizes,
-                   stats=stats,
-                   masks={k: _join_masks(v, self.x.shape[0]) for k, v in masks.items()} if self.keep_masks else None,
-                   state=_to_host(state) if state is not None else None, probes=probe_rows or None)
-        self.flush()
+        self._taken.add(step)
+        if state is not None:
+            kept = {m.name: m.state_dict() for m in self.measures if m.state_dict()}
+            state = {**state, "recorder": kept} if kept else state
+        job = dict(step=step, epoch=self.schedule.epoch(step), seed=self.seed, tmp=ckpt,
+                   state=_to_host(state) if state is not None else None, **_merge(outputs))
+        self.flush()  # checkpoints are written in order; the previous one overlapped this measurement
         if self._writer is None:
             self._write(job)
         else:
             self._pending = self._writer.submit(self._write, job)
 
-    def _probe_sites(self, probes: bool | list[str], paper_layers: list[str] | None) -> list[str]:
-        """The sites to probe, checked against the model (and, for paper mode, against the free memory)."""
-        self._shapes = {site.name: tuple(site.shape) for site in find_sites(self.model, self.x[:2].to(self.device))}
-        names = list(self._shapes) if probes is True else list(probes)
-        unknown = [n for n in names if n not in self._shapes]
-        if unknown:
-            raise ValueError(f"probes: no ReLU site named {unknown}; the model's sites: {list(self._shapes)}")
-        self.paper_layers = list(names) if paper_layers is None else list(paper_layers)
-        if paper_layers is not None:
-            if self.probe_modes != ("fast", "paper"):
-                raise ValueError(f"paper_layers={paper_layers!r} needs probe_mode='both'")
-            outside = [n for n in paper_layers if n not in names]
-            if outside:
-                raise ValueError(f"paper_layers: {outside} are not among the probed sites {names}")
-        # Fast probes keep their reduced training features to score the train accuracy without a second pass
-        # over train_eval, when those take at most a quarter of the free memory.
-        n = self.train_eval[0].shape[0]  # type: ignore[index]
-        kept = 8 * n * sum(min(int(np.prod(self._shapes[s])), self.probe_features) + 1 for s in names)
-        free = _free_memory(self.device)
-        self._keep_features = free is not None and kept <= free // 4
-        if "paper" in self.probe_modes:
-            per_sample = sum(int(np.prod(self._shapes[s])) + int(np.prod(self.x.shape[1:]))
-                             for s in self.paper_layers)
-            need = 4 * n * per_sample
-            if free is not None and need > 0.8 * free:
-                raise ValueError(
-                    f"paper-mode probes keep the activations of {n} training samples at sites {self.paper_layers} "
-                    f"in memory: {need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {self.device}; probe fewer "
-                    "layers (probes=[...]), score fewer training samples (train_eval) or use probe_mode='fast'")
-        return names
+    @torch.no_grad()
+    def _run_pass(self, p: Pass, wanted: dict[Measure, Iterable[str]]) -> None:
+        data = self.eval_data if p == "eval" else self.train_data
+        assert data is not None
+        self._users: dict[str, list[Measure]] = {}
+        for m, sites in wanted.items():
+            for s in sites:
+                self._users.setdefault(s, []).append(m)
+        self._pass_name = p
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        assert self._tap is not None
+        with self._tap as tap:
+            for batch in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
+                self._batch = batch
+                logits = tap(batch.x) if self._users else self.model(batch.x)
+                # One flag on the device, read once per pass: a NaN or inf anywhere reaches the logits.
+                bad |= ~torch.isfinite(logits).all()
+                for m in wanted:
+                    m.update_batch(p, batch, logits)
+        self._users = {}
+        sizes, samples = data.last_class_sizes, data.last_samples
+        if bool(bad):
+            raise FloatingPointError(f"the model's outputs are not finite (NaN or inf) in the {p} pass; the run "
+                                     "diverged")
+        if p == "eval":
+            self._check_eval_sizes(sizes)
+        for m in wanted:
+            m.end_pass(p, sizes, samples)
 
-    def _new_probes(self) -> None:
-        from .probes import PaperProbe, RidgeProbe
+    def _check_eval_sizes(self, sizes: np.ndarray) -> None:
+        if self.class_sizes is None:
+            check_class_sizes(sizes, "the evaluation set")
+            self.class_sizes = sizes.astype(np.int64)
+            self.plan = self._make_plan()
+            if self.options.check_plan and self.plan.problems():
+                raise ValueError("the run cannot fit: " + "; ".join(self.plan.problems()))
+            steps = sorted(self.done_steps)
+            if steps:
+                _, stored = self.run.read_counts(steps[-1])
+                if not np.array_equal(stored, self.class_sizes):
+                    raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class "
+                                     f"sizes {stored.tolist()}, now {self.class_sizes.tolist()})")
+        elif not np.array_equal(sizes, self.class_sizes):
+            raise ValueError(f"eval_data changed: this pass read class sizes {sizes.tolist()} (total {sizes.sum()}), "
+                             f"the first {self.class_sizes.tolist()} (total {self.class_sizes.sum()}); the evaluation "
+                             "data must be the same samples in every pass")
 
-        input_dim = int(np.prod(self.x.shape[1:]))
-        self._probes, self._probe_errors = {}, {}
-        for n in self.probe_layers:
-            shape = self._shapes[n]
-            self._probes[n] = []
-            if "fast" in self.probe_modes:
-                self._probes[n].append(("fast", RidgeProbe(int(np.prod(shape)), self.num_classes, input_dim,
-                                                           max_features=self.probe_features, device=self.device,
-                                                           act_shape=shape, keep_features=self._keep_features,
-                                                           **self.fast_options)))
-            if "paper" in self.probe_modes and n in self.paper_layers:
-                prev = self._last_paper.get(n) if self.probe_warm_start else None
-                self._probes[n].append(("paper", PaperProbe(shape, self.num_classes, tuple(self.x.shape[1:]),
-                                                            seed=self.seed, device=self.device, warm_start=prev,
-                                                            **self.paper_options)))
-
-    def _fit_probes(self) -> None:
-        from .probes import ProbeError
-
-        for name, probes in self._probes.items():
-            kept = []
-            for mode, probe in probes:
-                try:
-                    probe.fit()
-                except ProbeError as e:  # say so, and store NaN rather than a meaningless number
-                    warnings.warn(f"{mode}-mode probe for layer {name!r} cannot be fitted: {e}", stacklevel=3)
-                    self._probe_errors[(name, mode)] = str(e)
-                    continue
-                kept.append((mode, probe))
-                if mode == "paper" and self.probe_warm_start:
-                    self._last_paper[name] = probe.state()
-            self._probes[name] = kept
-
-    def _probe_rows(self) -> list[dict]:
-        rows = []
-        for name, probes in self._probes.items():
-            for mode, probe in probes:
-                r = probe.result()
-                rows.append({"layer": name, "mode": mode, **{k: _num(r.get(k)) for k in (
-                    "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
-                    "features": int(r["features"]), "reduction": str(r["reduction"]),
-                    "n_train": int(r["n_train"]), "n_test": int(r["n_test"]), "decoder": str(r["decoder"])})
-        for (name, mode), err in self._probe_errors.items():
-            rows.append({"layer": name, "mode": mode, "train_accuracy": float("nan"), "test_accuracy": float("nan"),
-                         "reconstruction_mse": float("nan"), "reconstruction_nmse": float("nan"),
-                         "ridge": float("nan"), "features": 0, "reduction": "failed: " + err[:200], "n_train": 0,
-                         "n_test": 0, "decoder": ""})
-        return rows
+    # -- state and writing ---------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """What a resumed run needs of the Recorder: the paper probes' models when they warm-start."""
-        return {"paper_probes": self._last_paper}
+        """What a resumed run needs of the measures (e.g. warm-started paper probes)."""
+        return {m.name: m.state_dict() for m in self.measures if m.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._last_paper = dict(state.get("paper_probes", {}))
+        by_name = {m.name: m for m in self.measures}
+        if "paper_probes" in state and "probes" in by_name:  # resume states written before measures existed
+            state = {"probes": state}
+        for name, s in state.items():
+            if name in by_name:
+                by_name[name].load_state_dict(s)
 
     def _write(self, job: dict) -> None:
         step = job.pop("step")
@@ -304,11 +424,43 @@ class Recorder:
             pending.result()
 
     def close(self) -> None:
-        """Waits for the last checkpoint, then marks the run complete (written last)."""
+        """Waits for the last checkpoint, then marks the run complete (written last); later calls do nothing."""
+        if self._closed:
+            return
         self.flush()
         if self._writer is not None:
             self._writer.shutdown()
         self.run.mark_done()
+        self._closed = True
+
+
+def _merge(outputs: list[Output]) -> dict[str, Any]:
+    """The measures' outputs as write_checkpoint's keywords."""
+    counts: dict[str, np.ndarray] = {}
+    class_sizes = None
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for o in outputs:
+        if o.counts is not None:
+            counts.update(o.counts)
+            class_sizes = o.class_sizes
+        for name, rows in o.tables.items():
+            tables.setdefault(name, []).extend(rows)
+    stats = tables.pop("stats", [])
+    return dict(counts=counts, class_sizes=class_sizes, stats=stats, tables=tables)
+
+
+def _structure(model: nn.Module) -> tuple:
+    """Identity of every module, parameter and buffer: a replaced one means the traced graph is stale."""
+    return (tuple((n, id(m)) for n, m in model.named_modules()),
+            tuple((n, id(p)) for n, p in model.named_parameters()),
+            tuple((n, id(b)) for n, b in model.named_buffers()))
+
+
+def _existing_parent(path: Path) -> Path:
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
 
 
 def _free_memory(device: torch.device) -> int | None:
@@ -325,11 +477,6 @@ def _free_memory(device: torch.device) -> int | None:
     return None
 
 
-def _num(v: Any) -> float:
-    """A probe result as a float; None (undefined, e.g. constant test inputs) becomes NaN."""
-    return float("nan") if v is None else float(v)
-
-
 def _to_host(obj: Any) -> Any:
     """A copy of a (nested) state on the host: tensors cloned to the CPU, so training may go on."""
     if isinstance(obj, torch.Tensor):
@@ -339,14 +486,3 @@ def _to_host(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_host(v) for v in obj)
     return obj
-
-
-def _join_masks(parts: list, samples: int) -> np.ndarray:
-    """Per-batch packed masks joined along samples into pack_masks' layout for the whole set (each batch's
-    padding bits dropped, the whole row padded to 64-bit words)."""
-    rows = [np.unpackbits(np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p), axis=1,
-                          bitorder="little")[:, :n] for p, n in parts]
-    bits = np.concatenate(rows, axis=1)
-    padded = np.zeros((bits.shape[0], -(-samples // 64) * 64), dtype=np.uint8)
-    padded[:, :bits.shape[1]] = bits
-    return np.packbits(padded, axis=1, bitorder="little")

@@ -204,6 +204,19 @@ def _mask_array_name(layer: str) -> str:
     return key
 
 
+mask_array_name = _mask_array_name
+
+
+def register_table(name: str, schema: pa.Schema) -> None:
+    """Declare a table a measure writes (its columns after seed, step, epoch), so readers know its schema."""
+    full = pa.schema(_KEY + list(schema))
+    if name in SCHEMAS and SCHEMAS[name] != full:
+        raise ValueError(f"table {name!r} is already registered with another schema")
+    SCHEMAS[name] = full
+    if name not in TABLES:
+        globals()["TABLES"] = (*TABLES, name)
+
+
 class RunDir:
     """One training run's directory (see the module docstring for the layout); nothing is created until a write."""
 
@@ -299,6 +312,22 @@ class RunDir:
 
     # -- writing ---------------------------------------------------------------------
 
+    def begin_checkpoint(self, step: int) -> Path:
+        """A new temporary folder for the checkpoint of ``step``, for files streamed in while measuring; pass it
+        to :meth:`write_checkpoint` (which renames it into place) or to :meth:`abort_checkpoint`."""
+        step = _int_value(step, "step", 0)
+        if step in self._step_dirs():
+            raise ValueError(f"step {step} is already a complete checkpoint in {self.path}")
+        _mkdirs(self.checkpoints)
+        tmp = self.checkpoints / f"{_TMP_PREFIX}{_step_dir_name(step)}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        return tmp
+
+    def abort_checkpoint(self, tmp: Path) -> None:
+        """Remove a checkpoint folder begun with :meth:`begin_checkpoint` that will not be completed."""
+        if Path(tmp).parent == self.checkpoints and Path(tmp).name.startswith(_TMP_PREFIX):
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def write_checkpoint(
         self,
         step: int,
@@ -311,6 +340,8 @@ class RunDir:
         masks: Mapping[str, np.ndarray] | None = None,
         state: Mapping[str, Any] | None = None,
         probes: Sequence[Mapping[str, Any]] | None = None,
+        tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        tmp: Path | None = None,
     ) -> Path:
         """Write the checkpoint of ``step`` atomically and return its directory.
 
@@ -323,9 +354,27 @@ class RunDir:
         packed masks; ``state`` is saved with ``torch.save`` and replaces the
         resume state of older checkpoints; ``probes`` rows (one per layer and
         mode, keys of ``SCHEMAS["probes"]`` after ``epoch``) go to
-        ``probes.parquet``. Raises ValueError for a step that is already
-        complete or for malformed inputs.
+        ``probes.parquet``; ``tables`` maps other registered tables
+        (:func:`register_table`) to their rows. ``tmp``: a folder from
+        :meth:`begin_checkpoint` holding files streamed in already (e.g.
+        ``masks.zarr``); it is completed and renamed, or removed on error.
+        Raises ValueError for a step that is already complete or for malformed
+        inputs.
         """
+        try:
+            return self._write_checkpoint(step, epoch, seed=seed, counts=counts, class_sizes=class_sizes,
+                                          stats=stats, masks=masks, state=state, probes=probes,
+                                          tables=tables or {}, tmp=tmp)
+        except BaseException:
+            if tmp is not None:
+                self.abort_checkpoint(tmp)
+            raise
+
+    def _write_checkpoint(self, step: int, epoch: float, *, seed: int, counts: Mapping[str, np.ndarray],
+                          class_sizes: np.ndarray, stats: Sequence[Mapping[str, Any]],
+                          masks: Mapping[str, np.ndarray] | None, state: Mapping[str, Any] | None,
+                          probes: Sequence[Mapping[str, Any]] | None,
+                          tables: Mapping[str, Sequence[Mapping[str, Any]]], tmp: Path | None) -> Path:
         step = _int_value(step, "step", 0)
         seed = _int_value(seed, "seed")
         epoch_f = _float_value(epoch, "epoch")
@@ -341,14 +390,19 @@ class RunDir:
 
         # Metrics first: node_metrics_np validates counts against class_sizes,
         # so bad inputs fail before anything touches the disk.
-        tables = _metric_tables(step, epoch_f, seed, layers, sizes, stat_rows)
+        out_tables = _metric_tables(step, epoch_f, seed, layers, sizes, stat_rows)
+        extra = dict(tables)
         if probes:
-            tables["probes"] = _probe_table(step, epoch_f, seed, probes)
+            extra["probes"] = probes
+        for table, rows in extra.items():
+            if table in ("nodes", "layers", "stats") or table not in SCHEMAS:
+                raise ValueError(f"tables: {table!r} is not a registered extra table ({sorted(SCHEMAS)})")
+            if rows:
+                out_tables[table] = _rows_table(table, step, epoch_f, seed, rows)
 
-        _mkdirs(self.checkpoints)
         name = _step_dir_name(step)
-        tmp = self.checkpoints / f"{_TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-        tmp.mkdir()
+        if tmp is None:
+            tmp = self.begin_checkpoint(step)
         try:
             # Stored in the narrowest unsigned type that holds them (uint16 for sets under 65,536 samples)
             # and read back as int64: lossless, 4x smaller than int64, and far faster than zlib, which took
@@ -357,7 +411,7 @@ class RunDir:
             arrays["class_sizes"] = sizes
             with open(tmp / "counts.npz", "wb") as f:
                 np.savez(f, **arrays)
-            for table, t in tables.items():
+            for table, t in out_tables.items():
                 pq.write_table(t, tmp / f"{table}.parquet")
             if mask_arrays:
                 _write_masks(tmp / "masks.zarr", mask_arrays)
@@ -459,25 +513,54 @@ class RunDir:
             counts = {k[len(_LAYER_KEY):]: z[k].astype(np.int64) for k in z.files if k.startswith(_LAYER_KEY)}
             return counts, z["class_sizes"].astype(np.int64)
 
-    def read_masks(self, step: int) -> dict[str, np.ndarray]:
-        """Packed masks per layer (uint8 ``[N, ceil(S/64)*8]``, in model order) of ``step``; {} when none were saved."""
+    def read_masks(self, step: int, layer: str | None = None, *, nodes: Any = None,
+                   samples: slice | None = None) -> Any:
+        """Packed masks of ``step`` (uint8 ``[N, ceil(S/64)*8]``, the layout of ``pack_masks`` over the set).
+
+        Without ``layer``: a dict of every stored layer (in model order; {} when
+        none were saved). With ``layer``: that layer's array only, optionally
+        restricted to ``nodes`` (a slice or index array) and to ``samples`` (a
+        slice ``start:stop`` of sample indices, returned packed as if those
+        samples had been packed on their own); only the chunks holding them are
+        read.
+        """
         path = self.checkpoint_path(step) / "masks.zarr"
         if not path.exists():
+            if layer is not None:
+                raise ValueError(f"step {step} of {self.path} has no stored masks")
             return {}
         import zarr
 
         g = zarr.open_group(str(path), mode="r")
-        return {name: np.asarray(g[_mask_array_name(name)][...]) for name in g.attrs["layers"]}
+        layers = list(g.attrs["layers"])
+        if layer is None:
+            return {name: np.asarray(g[_mask_array_name(name)][...]) for name in layers}
+        if layer not in layers:
+            raise ValueError(f"layer {layer!r} has no stored masks at step {step}; stored: {layers}")
+        arr = g[_mask_array_name(layer)]
+        rows = slice(None) if nodes is None else nodes
+        if samples is None:
+            return np.asarray(arr[rows, :])
+        from .packed import take_samples
+
+        total = int(arr.shape[1]) * 8
+        if not isinstance(samples, slice) or samples.step not in (None, 1):
+            raise ValueError(f"samples must be a slice start:stop, got {samples!r}")
+        start, stop, _ = samples.indices(total)
+        stop = max(start, stop)
+        w0, w1 = start // 64 * 8, -(-stop // 64) * 8
+        part = np.asarray(arr[rows, w0:w1])
+        return take_samples(part, start - w0 * 8, stop - w0 * 8)
 
 
-def _probe_table(step: int, epoch: float, seed: int, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    names = SCHEMAS["probes"].names[3:]
+def _rows_table(table: str, step: int, epoch: float, seed: int, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    names = SCHEMAS[table].names[3:]
     missing = [n for n in names if any(n not in r for r in rows)]
     if missing:
-        raise ValueError(f"probes rows lack the keys {missing}")
+        raise ValueError(f"{table} rows lack the keys {missing}")
     cols: dict[str, Any] = {"seed": [seed] * len(rows), "step": [step] * len(rows), "epoch": [epoch] * len(rows)}
     cols.update({n: [r[n] for r in rows] for n in names})
-    return pa.table(cols, schema=SCHEMAS["probes"])
+    return pa.table(cols, schema=SCHEMAS[table])
 
 
 def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndarray], sizes: np.ndarray,

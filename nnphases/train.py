@@ -11,11 +11,9 @@ results of an uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,75 +21,39 @@ import torch
 from torch import nn
 
 from . import data, models
-from .recorder import Recorder
+from .config import Config
+from .measures import REGISTRY, EvalStats, Measure
+from .recorder import Recorder, RecorderOptions
 from .schedule import Schedule
 from .store import RunDir, atomic_write_bytes
 
-
-@dataclass
-class Config:
-    """Everything that defines a run; written to ``OUT/run.json`` and read back by ``--resume``."""
-
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    holdout: int = 12000
-    resize: int | None = None
-    model: str = "mlp"
-    depth: int = 5
-    width: int = 80
-    loss: str = "ce"  # "ce" (softmax + cross-entropy) or "mse" (identity output, one-hot targets)
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch: int = 60
-    epochs: float = 200
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    per_decade: int = 10
-    first_epoch: float = 1e-3
-    eval_batch: int = 2000
-    train_eval: int = 12000  # training samples scored at each measurement (0: none)
-    keep_masks: bool = False
-    per_channel: bool = False
-    probes: bool = False  # probes (class read-out, input reconstruction) at every site (or at probe_layers)
-    probe_mode: str = "fast"  # "fast" (closed form), "paper" (the source's trained probes) or "both"
-    probe_layers: list[str] | None = None  # ReLU site names; None: every site
-    probe_warm_start: bool = False  # paper mode: start from the previous measurement's probes
-    paper_layers: list[str] | None = None  # probe_mode "both": the sites that also get paper probes (None: all)
-    probe_decoder: str = "linear"  # fast mode's decoder: "linear" or "random-features"
-    schedule: str = "log"  # "log" (per_decade per decade) or "pow2" (steps 0, 1, 2, 4, ...: source 002)
-    device: str = "auto"
-
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), indent=2).encode()
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
+__all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+def _preset(**flat: Any) -> Config:
+    return Config.from_flat(flat)
+
+
+PRESETS: dict[str, Config] = {
     # A real FashionMNIST run that finishes in minutes on two CPU cores and shows the rise and fall
     # of the activation fraction.
-    "demo": dict(depth=5, width=80, loss="ce", epochs=4, seeds=[0, 1, 2], per_decade=6, train_eval=6000),
+    "demo": _preset(depth=5, width=80, loss="ce", epochs=4, seeds=(0, 1, 2), per_decade=6, train_eval=6000),
     # Source 000's protocol for one cell of its grid (choose --depth 2|5|9, --width 20|80|320, --loss mse|ce).
-    "source000": dict(depth=9, width=320, loss="ce", epochs=200, seeds=[0, 1, 2], per_decade=10),
+    "source000": _preset(depth=9, width=320, loss="ce", epochs=200, seeds=(0, 1, 2), per_decade=10),
     # Source 002's protocol, shortened for a CPU: FC-BN net on FashionMNIST at 32x32, SGD lr 0.002, batch 128,
     # measurements at steps 0, 1, 2, 4, ... with probes (the source: 256 epochs, 5 runs; pass --epochs 256
     # --seeds 0,1,2,3,4 on a GPU).
-    "source002": dict(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
-                      epochs=2, seeds=[0, 1], resize=32, schedule="pow2", probes=True, train_eval=4000),
+    "source002": _preset(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
+                         epochs=2, seeds=(0, 1), resize=32, schedule="pow2", probes=True, train_eval=4000),
     # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
     # probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs 256 --seeds 0,1,2,3,4
     # --holdout 12000 --train-eval 12000.
-    "source002-vgg11": dict(model="vgg11", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
-                            seeds=[0, 1], resize=32, schedule="pow2", probes=True, holdout=4000, train_eval=2000,
-                            eval_batch=500),
-    "source002-resnet10": dict(model="resnet10", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
-                               seeds=[0, 1], resize=32, schedule="pow2", probes=True, holdout=4000,
-                               train_eval=2000, eval_batch=500),
+    "source002-vgg11": _preset(model="vgg11", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                               seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000, train_eval=2000,
+                               eval_batch=500),
+    "source002-resnet10": _preset(model="resnet10", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                                  seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000,
+                                  train_eval=2000, eval_batch=500),
 }
 
 
@@ -105,64 +67,116 @@ def grid_configs(overrides: dict[str, Any]) -> dict[str, Config]:
 
 
 def resolve(preset: str, overrides: dict[str, Any]) -> Config:
+    """The preset with flat-named ``overrides`` (None values ignored), checked."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    merged = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return Config.from_dict(merged)
+    return Config.from_flat(overrides, base=PRESETS[preset])
 
 
 def _device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r}: no CUDA GPU is usable here (use --device cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {cfg.device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}")
+    return dev
 
 
 def load_data(cfg: Config, seed: int = 0) -> tuple[data.Dataset, data.Dataset]:
-    """(train, validation): the training set minus a class-stratified holdout of ``cfg.holdout`` samples."""
+    """(train, validation): the training set minus a class-stratified holdout of ``cfg.data.holdout`` samples."""
+    d = cfg.data
     loaders: dict[str, Callable[..., data.Dataset]] = {
-        "fashion-mnist": lambda: data.fashion_mnist(cfg.data_root),
-        "mnist": lambda: data.mnist(cfg.data_root),
-        "cifar10": lambda: data.cifar10(cfg.data_root),
-        "cifar100": lambda: data.cifar100(cfg.data_root),
+        "fashion-mnist": lambda: data.fashion_mnist(d.data_root),
+        "mnist": lambda: data.mnist(d.data_root),
+        "cifar10": lambda: data.cifar10(d.data_root),
+        "cifar100": lambda: data.cifar100(d.data_root),
         "synthetic": lambda: data.synthetic(n=3000, num_classes=10, shape=(1, 8, 8), seed=0),
     }
-    if cfg.dataset not in loaders:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(loaders)}")
-    full = loaders[cfg.dataset]()
-    if cfg.resize:
-        full = data.resize(full, cfg.resize)
-    train_idx, val_idx = data.stratified_split(full.y, cfg.holdout, seed=0)  # the same split for every seed
+    full = loaders[d.dataset]()
+    if d.holdout >= len(full):
+        raise ValueError(f"holdout must be below the dataset's {len(full)} samples, got {d.holdout}")
+    if d.resize:
+        full = data.resize(full, d.resize)
+    train_idx, val_idx = data.stratified_split(full.y, d.holdout, seed=0)  # the same split for every seed
     return full.subset(train_idx), full.subset(val_idx)
 
 
 def build_model(cfg: Config, ds: data.Dataset) -> nn.Module:
-    if cfg.model == "mlp":
-        return models.mlp(ds.x[0].numel(), cfg.depth, cfg.width, ds.num_classes,
-                          output="identity" if cfg.loss == "mse" else "softmax")
-    if cfg.model == "fc_bn":
-        return models.fc_bn(ds.x[0].numel(), cfg.depth, cfg.width, ds.num_classes)
-    return models.build(cfg.model, num_classes=ds.num_classes, in_channels=ds.x.shape[1])
+    m = cfg.model
+    if m.model == "mlp":
+        return models.mlp(ds.x[0].numel(), m.depth, m.width, ds.num_classes,
+                          output="identity" if cfg.optim.loss == "mse" else "softmax")
+    if m.model == "fc_bn":
+        return models.fc_bn(ds.x[0].numel(), m.depth, m.width, ds.num_classes)
+    return models.build(m.model, num_classes=ds.num_classes, in_channels=ds.x.shape[1])
 
 
 def loss_function(cfg: Config, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if cfg.loss == "ce":
+    if cfg.optim.loss == "ce":
         return nn.functional.cross_entropy
-    if cfg.loss == "mse":
-        return lambda logits, y: nn.functional.mse_loss(logits, nn.functional.one_hot(y, num_classes).to(logits.dtype))
-    raise ValueError(f"loss must be 'ce' or 'mse', got {cfg.loss!r}")
+    return _MSE(num_classes)
+
+
+class _MSE:
+    """Mean squared error against one-hot targets (picklable, named in the run's measures.json)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(logits, nn.functional.one_hot(y, self.num_classes).to(logits.dtype))
 
 
 def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
+    if cfg.optim.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+def make_schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
+    """The run's measurement steps; its last step is the run's last training step."""
+    s, epochs = cfg.schedule, cfg.optim.epochs
+    if s.schedule == "pow2":
+        return Schedule.powers_of_two(epochs, steps_per_epoch)
+    return Schedule.log(epochs, steps_per_epoch, per_decade=s.per_decade, first_epoch=s.first_epoch)
+
+
+def measures_for(cfg: Config, num_classes: int) -> list[Measure]:
+    """The configured measures, in the registry's order; the loss is the training loss."""
+    out: list[Measure] = []
+    for name, opts in cfg.measures.items():
+        if opts is None:
+            continue
+        if name == EvalStats.name:
+            opts = EvalStats.Options(loss_fn=loss_function(cfg, num_classes))
+        out.append(REGISTRY[name](opts))
+    return out
+
+
+def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.Dataset, val: data.Dataset,
+              **extra: Any) -> tuple[Recorder, Schedule, int]:
+    steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
+    schedule = make_schedule(cfg, steps_per_epoch)
+    sub = _epoch_order(seed, -1, len(train))[:cfg.data.train_eval]
+    rec = Recorder(model, (val.x, val.y), schedule, out, measures_for(cfg, train.num_classes),
+                   train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
+                   num_classes=train.num_classes, seed=seed,
+                   config={**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch,
+                           "total_steps": schedule.last},
+                   options=RecorderOptions(batch_size=cfg.data.eval_batch, **extra))
+    return rec, schedule, steps_per_epoch
 
 
 def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
@@ -171,27 +185,14 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     run = RunDir(out)
     if run.done:
         return out
+    dev = _device(cfg)  # before loading data: a missing GPU is said at once
     train, val = load_data(cfg, seed)
-    dev = _device(cfg)
     torch.manual_seed(seed)
     model = build_model(cfg, train).to(dev)
     opt = _optimizer(cfg, model)
     loss_fn = loss_function(cfg, train.num_classes)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch)
-    total = max(1, round(cfg.epochs * steps_per_epoch))
-    if cfg.schedule not in ("log", "pow2"):
-        raise ValueError(f"schedule must be 'log' or 'pow2', got {cfg.schedule!r}")
-    schedule = Schedule.powers_of_two(cfg.epochs, steps_per_epoch) if cfg.schedule == "pow2" else \
-        Schedule.log(cfg.epochs, steps_per_epoch, per_decade=cfg.per_decade, first_epoch=cfg.first_epoch)
-    sub = _epoch_order(seed, -1, len(train))[:cfg.train_eval]
-    rec = Recorder(model, val.x, val.y, train.num_classes, schedule, out, seed=seed, batch_size=cfg.eval_batch,
-                   loss_fn=loss_fn, train_eval=(train.x[sub], train.y[sub]) if cfg.train_eval else None,
-                   keep_masks=cfg.keep_masks, per_channel=cfg.per_channel,
-                   probes=(cfg.probe_layers or True) if cfg.probes else False, probe_mode=cfg.probe_mode,
-                   probe_warm_start=cfg.probe_warm_start, paper_layers=cfg.paper_layers,
-                   fast_options={"decoder": cfg.probe_decoder},
-                   config={**dataclasses.asdict(cfg), "seed": seed, "steps_per_epoch": steps_per_epoch,
-                           "total_steps": total})
+    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, model, train, val)
+    total = schedule.last  # the last training step is the schedule's, never computed twice
 
     def state() -> dict:
         return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -213,11 +214,12 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
         rec.maybe_measure(0, state)
     bar = _progress(total, step, f"seed {seed}", progress)
     model.train()
+    batch = cfg.optim.batch
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             order = _epoch_order(seed, epoch, len(train))
-            idx = order[offset * cfg.batch:(offset + 1) * cfg.batch]
+            idx = order[offset * batch:(offset + 1) * batch]
             xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
@@ -242,6 +244,28 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     return out
 
 
+def plan(cfg: Config, out: Path) -> str:
+    """The memory and disk plan of one seed of ``cfg`` written to ``out`` (nothing is trained or written)."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from .recorder import _existing_parent
+
+    dev = _device(cfg)
+    train, val = load_data(cfg)
+    torch.manual_seed(cfg.seeds[0])
+    model = build_model(cfg, train).to(dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        rec, _, _ = _recorder(cfg, cfg.seeds[0], Path(tmp) / "plan", model, train, val, check_plan=False,
+                              background_writes=False)
+        p = dataclasses.replace(rec.plan, free_disk=shutil.disk_usage(_existing_parent(Path(out))).free)
+    seeds = len(cfg.seeds)
+    text = str(p) + f"\n{seeds} seed{'s' if seeds > 1 else ''}: {p.disk_bytes * seeds / 2**30:.2f} GiB on disk in all"
+    problems = p.problems()
+    return text + ("\ndoes not fit: " + "; ".join(problems) if problems else "\nfits")
+
+
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
@@ -253,6 +277,8 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
 def run(cfg: Config, out: Path, *, progress: bool = True) -> list[Path]:
     """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "run.json"
     if cfg_path.exists():
@@ -272,4 +298,8 @@ def resume(out: Path, *, progress: bool = True) -> list[Path]:
         if not cells:
             raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
         return [p for cell in cells for p in resume(cell, progress=progress)]
-    return run(Config.from_dict(json.loads(cfg_path.read_text())), Path(out), progress=progress)
+    try:
+        cfg = Config.from_dict(json.loads(cfg_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path} is damaged (not JSON: {e})") from None
+    return run(cfg, Path(out), progress=progress)

@@ -25,9 +25,8 @@ def _mlp(classes: int = 4) -> nn.Module:
 def test_model_without_relu(tmp_path):
     x, y = _eval_set()
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
-    rec = Recorder(model, x, y, 4, Schedule((0, 1), 10), tmp_path / "run")
     with pytest.raises(ValueError, match="no ReLU"):
-        rec.measure(0)
+        Recorder(model, (x, y), Schedule((0, 1), 10), tmp_path / "run")
     assert RunDir(tmp_path / "run").completed_steps() == []
 
 
@@ -35,14 +34,15 @@ def test_evaluation_set_missing_a_class(tmp_path):
     x, y = _eval_set()
     keep = y != 2
     with pytest.raises(ValueError, match=r"no samples of classes \[2\]"):
-        Recorder(_mlp(), x[keep], y[keep], 4, Schedule((0, 1), 10), tmp_path / "run")
+        Recorder(_mlp(), (x[keep], y[keep]), Schedule((0, 1), 10), tmp_path / "run")
 
 
 @pytest.mark.parametrize("where", ["weights", "inputs"])
 def test_diverged_run_keeps_complete_checkpoints(tmp_path, where):
     x, y = _eval_set()
     model = _mlp()
-    rec = Recorder(model, x, y, 4, Schedule((0, 1, 2), 10), tmp_path / "run")
+    batches = [(x, y)]  # a list of batches: the test swaps in damaged inputs after the first measurement
+    rec = Recorder(model, batches, Schedule((0, 1, 2), 10), tmp_path / "run")
     rec.measure(0)
     if where == "weights":
         with torch.no_grad():
@@ -51,7 +51,7 @@ def test_diverged_run_keeps_complete_checkpoints(tmp_path, where):
     else:
         bad_x = x.clone()
         bad_x[0, 0, 0, 0] = float("inf")
-        rec.x = bad_x
+        batches[0] = (bad_x, y)
     with pytest.raises((FloatingPointError, ValueError), match="NaN|infinite|not finite|diverged"):
         rec.measure(1)
     run = RunDir(tmp_path / "run")

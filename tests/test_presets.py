@@ -13,7 +13,7 @@ from nnphases.store import read_table
 @pytest.mark.parametrize("preset", list(train.PRESETS))
 def test_preset_builds_its_model(preset):
     cfg = train.resolve(preset, {"dataset": "synthetic", "holdout": 600,
-                                 "resize": 32 if train.PRESETS[preset].get("resize") else None})
+                                 "resize": 32 if train.PRESETS[preset].data.resize else None})
     tr, _ = train.load_data(cfg)
     model = train.build_model(cfg, tr)
     assert model(tr.x[:2]).shape == (2, tr.num_classes)
@@ -25,8 +25,8 @@ def test_preset_builds_its_model(preset):
     ("source002-resnet10", "resnet10", True, "pow2"),
 ])
 def test_source002_presets_follow_the_protocol(preset, model, probes, schedule):
-    cfg = train.resolve(preset, {})
-    assert (cfg.model, cfg.probes, cfg.schedule, cfg.optimizer, cfg.lr, cfg.batch, cfg.resize) == \
+    f = train.resolve(preset, {}).flat()
+    assert (f["model"], f["probes"], f["schedule"], f["optimizer"], f["lr"], f["batch"], f["resize"]) == \
         (model, probes, schedule, "sgd", 0.002, 128, 32)
 
 
@@ -34,7 +34,7 @@ def _cfg(**kw) -> train.Config:
     base = dict(dataset="synthetic", holdout=600, model="fc_bn", depth=2, width=16, epochs=1, batch=30, seeds=[0],
                 schedule="pow2", probes=True, probe_mode="both", probe_layers=["relu2"], probe_warm_start=True,
                 train_eval=300, device="cpu", optimizer="sgd", lr=0.05)
-    return train.Config(**{**base, **kw})
+    return train.Config.from_flat({**base, **kw})
 
 
 class _Stop(Exception):
@@ -73,11 +73,19 @@ def test_unknown_probe_layer_in_a_run(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["run", "--preset", "nope"], "unknown preset 'nope'; choose from demo"),
     (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-mode", "slow", "--no-figures"],
-     "probe_mode must be one of ['fast', 'paper', 'both'], got 'slow'"),
-    (["findings", "/nonexistent-run"], "'/nonexistent-run' is neither a run directory"),
+     "--probe-mode must be one of 'fast', 'paper', 'both'; got 'slow'"),
+    (["findings", "/nonexistent-run"], "'/nonexistent-run' does not exist"),
     (["run", "--seeds", "0,x"], "--seeds must be comma-separated integers, got '0,x'"),
     (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-decoder", "mlp", "--no-figures"],
-     "decoder must be one of ('linear', 'random-features'), got 'mlp'"),
+     "--probe-decoder must be one of 'linear', 'random-features'; got 'mlp'"),
+    (["run", "--batch", "-5"], "--batch must be >= 1, got -5"),
+    (["run", "--epochs", "nan"], "--epochs must be a finite number, got nan"),
+    (["run", "--train-eval", "-5"], "--train-eval must be >= 0, got -5"),
+    (["run", "--resize", "0"], "--resize must be >= 1, got 0"),
+    (["run", "--device", "foo"], "--device must be auto, cpu, cuda or cuda:<index>, got 'foo'"),
+    (["run", "--probe-mode", "both"], "--probe-mode set options of the probes measure, which is off: add --probes"),
+    (["run", "--per-decade", "1000000000"], "--per-decade must be <= 1000, got 1000000000"),
+    (["run", "--resume", "/tmp", "--epochs", "3"], "--resume continues a run with its stored options; drop --epochs"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, message):
     import subprocess

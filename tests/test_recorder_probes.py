@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from nnphases import data
-from nnphases.recorder import Recorder
+from nnphases.measures import EvalStats, Probes, SampleSets
+from nnphases.recorder import Recorder, RecorderOptions
 from nnphases.schedule import Schedule
 from nnphases.store import read_table
 
@@ -20,9 +21,10 @@ def _setup(tmp_path, probes, **kw):
     tr, va = data.stratified_split(ds.y, 400, seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
-    rec = Recorder(model, ds.x[va], ds.y[va], 4, Schedule((0, 1), 10), tmp_path / "run", batch_size=100,
-                   train_eval=(ds.x[tr], ds.y[tr]), probes=probes, **kw)
-    return rec
+    layers = None if probes is True else tuple(probes)
+    return Recorder(model, (ds.x[va], ds.y[va]), Schedule((0, 1), 10), tmp_path / "run",
+                    [SampleSets(), EvalStats(), Probes(layers=layers, **kw)], train_data=(ds.x[tr], ds.y[tr]),
+                    options=RecorderOptions(batch_size=100))
 
 
 _QUICK_PAPER = dict(classifier_epochs=3, decoder_epochs=2)
@@ -44,13 +46,13 @@ def test_probes_rows_per_layer(tmp_path):
 
 
 def test_unknown_probe_layer_lists_sites(tmp_path):
-    with pytest.raises(ValueError, match=r"no ReLU site named \['9'\].*'2', '4'"):
+    with pytest.raises(ValueError, match=r"probe_layers: no ReLU site named \['9'\].*'2', '4'"):
         _setup(tmp_path, probes=["9"])
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
 def test_both_modes_rows(tmp_path):
-    rec = _setup(tmp_path, probes=["4"], probe_mode="both", paper_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=["4"], mode="both", paper=_QUICK_PAPER)
     rec.measure(0)
     rec.measure(1)
     rec.close()
@@ -68,7 +70,7 @@ def test_both_modes_rows(tmp_path):
 def test_paper_warm_start(tmp_path, warm):
     """Warm start continues from the previous measurement's models: with a frozen network, a second fit
     from the first's weights lowers the reconstruction error, while a cold refit repeats it exactly."""
-    rec = _setup(tmp_path, probes=["2"], probe_mode="paper", probe_warm_start=warm, paper_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=["2"], mode="paper", warm_start=warm, paper=_QUICK_PAPER)
     rec.measure(0)
     rec.measure(1)
     rec.close()
@@ -83,23 +85,23 @@ def test_paper_warm_start(tmp_path, warm):
 def test_paper_mode_memory_check(tmp_path, monkeypatch):
     from nnphases import recorder
 
-    monkeypatch.setattr(recorder, "_free_memory", lambda device: 1000)
+    monkeypatch.setattr(recorder, "_free_memory", lambda device: 10**5)
     with pytest.raises(ValueError, match=r"800 training samples at sites \['2', '4'\].*GiB is free"):
-        _setup(tmp_path, probes=True, probe_mode="paper")
-    _setup(tmp_path, probes=True, probe_mode="fast")  # fast mode keeps nothing
+        _setup(tmp_path, probes=True, mode="paper")
+    _setup(tmp_path, probes=True, mode="fast")  # fast mode keeps nothing
 
 
 @pytest.mark.parametrize("mode", ["slow", "", None, "Fast"])
 def test_bad_probe_mode(tmp_path, mode):
-    with pytest.raises(ValueError, match=f"probe_mode must be one of .*got {mode!r}"):
-        _setup(tmp_path, probes=True, probe_mode=mode)
+    with pytest.raises(ValueError, match=f"mode \\(--probe-mode\\) must be one of .*got {mode!r}"):
+        _setup(tmp_path, probes=True, mode=mode)
 
 
 def test_probes_need_training_data(tmp_path):
     ds = data.synthetic(n=100, num_classes=2, shape=(1, 2, 2), seed=0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="train_eval"):
-        Recorder(model, ds.x, ds.y, 2, Schedule((0,), 1), tmp_path / "r", probes=True)
+    with pytest.raises(ValueError, match="probes need training data: pass train_data"):
+        Recorder(model, (ds.x, ds.y), Schedule((0,), 1), tmp_path / "r", [SampleSets(), Probes()])
 
 
 def test_plot_draws_probes(tmp_path):
@@ -118,7 +120,7 @@ def test_plot_draws_probes(tmp_path):
 
 
 def test_paper_layers_subset(tmp_path):
-    rec = _setup(tmp_path, probes=True, probe_mode="both", paper_layers=["4"], paper_options=_QUICK_PAPER)
+    rec = _setup(tmp_path, probes=True, mode="both", paper_layers=["4"], paper=_QUICK_PAPER)
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes")
@@ -126,9 +128,9 @@ def test_paper_layers_subset(tmp_path):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(probes=True, probe_mode="both", paper_layers=["9"]), r"paper_layers: \['9'\] are not among the probed"),
-    (dict(probes=["2"], probe_mode="both", paper_layers=["4"]), r"paper_layers: \['4'\] are not among the probed"),
-    (dict(probes=True, probe_mode="fast", paper_layers=["4"]), r"paper_layers=\['4'\] needs probe_mode='both'"),
+    (dict(probes=True, mode="both", paper_layers=["9"]), r"paper_layers: \['9'\] are not among the probed"),
+    (dict(probes=["2"], mode="both", paper_layers=["4"]), r"paper_layers: \['4'\] are not among the probed"),
+    (dict(probes=True, mode="fast", paper_layers=["4"]), r"paper_layers \['4'\] need probe_mode 'both'"),
 ])
 def test_bad_paper_layers(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -141,23 +143,23 @@ def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
     from nnphases import recorder
 
     passes = {}
-    for name, free in (("kept", 10**12), ("second-pass", 10)):
+    for name, free in (("kept", 10**12), ("second-pass", 10**5)):
         monkeypatch.setattr(recorder, "_free_memory", lambda device, free=free: free)
         rec = _setup(tmp_path / name, probes=True)
         calls = []
-        original = rec._pass
-        monkeypatch.setattr(rec, "_pass", lambda *a: calls.append(a[0].shape[0]) or original(*a))
+        original = rec._run_pass
+        monkeypatch.setattr(rec, "_run_pass", lambda p, wanted: calls.append(p) or original(p, wanted))
         rec.measure(0)
         rec.close()
         passes[name] = calls
-    assert passes == {"kept": [800, 400], "second-pass": [800, 800, 400]}
+    assert passes == {"kept": ["train", "eval"], "second-pass": ["train", "rescore", "eval"]}
     kept, second = (read_table(tmp_path / n / "run", "probes") for n in ("kept", "second-pass"))
     pd.testing.assert_frame_equal(kept, second)
 
 
 def test_decoder_column(tmp_path):
-    rec = _setup(tmp_path, probes=["4"], probe_mode="both", paper_options=_QUICK_PAPER,
-                 fast_options={"decoder": "random-features", "decoder_width": 32})
+    rec = _setup(tmp_path, probes=["4"], mode="both", paper=_QUICK_PAPER, decoder="random-features",
+                 fast={"decoder_width": 32})
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes")
@@ -171,9 +173,9 @@ def test_paper_probes_on_a_conv_site(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(64, 3))
-    rec = Recorder(model, ds.x[va], ds.y[va], 3, Schedule((0,), 10), tmp_path / "run", batch_size=100,
-                   train_eval=(ds.x[tr], ds.y[tr]), probes=True, probe_mode="both",
-                   paper_options=dict(_QUICK_PAPER, channels=8))
+    rec = Recorder(model, (ds.x[va], ds.y[va]), Schedule((0,), 10), tmp_path / "run",
+                   [SampleSets(), Probes(mode="both", paper=dict(_QUICK_PAPER, channels=8))],
+                   train_data=(ds.x[tr], ds.y[tr]), options=RecorderOptions(batch_size=100))
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes").sort_values("mode")
@@ -187,8 +189,8 @@ def test_paper_probes_on_a_conv_site(tmp_path):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(fast_options={"decoder_width": 0}), "decoder_width must be a positive int, got 0"),
-    (dict(probe_mode="paper", paper_options={"channels": -1}), "channels must be a positive int, got -1"),
+    (dict(fast={"decoder_width": 0}), "decoder_width must be a positive int, got 0"),
+    (dict(mode="paper", paper={"channels": -1}), "channels must be a positive int, got -1"),
 ])
 def test_bad_probe_options_fail_at_construction(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -1,0 +1,111 @@
+"""Bit-packed masks on disk: streamed in as batches are measured, read back by layer, nodes or samples.
+
+The stored layout is :func:`nnphases.kernels.pack_masks`' for the whole
+evaluation set, whatever the batch size: row ``d`` holds bit ``s % 8`` of byte
+``s // 8`` for sample ``s``, padded to whole little-endian 64-bit words. A
+batch of ``b`` samples arrives packed on its own (its own padding), so it is
+shifted into place as 64-bit words (never unpacked to one byte per bit) in a
+column buffer of ``cols`` bytes per node; whole buffers go to the zarr array as
+whole shards (one shard spans every node and ``cols`` bytes of samples, split
+into ~1 MiB chunks along the nodes so a node range reads little), so memory
+stays at one buffer per site whatever the number of samples, and no write ever
+touches a shard twice. One thread writes; the array is resized as it grows, since
+a stream's length is learnt only at its end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MaskWriter", "shift_words", "take_samples"]
+
+_CHUNK_BYTES = 1 << 20
+
+
+def shift_words(words: np.ndarray, r: int) -> np.ndarray:
+    """``words`` (uint64 ``[N, k]``, little-endian bit order) shifted up by ``r`` bits (0 <= r < 64):
+    ``[N, k + 1]`` where bit ``i`` of the input is bit ``i + r`` of the output."""
+    n, k = words.shape
+    out = np.zeros((n, k + 1), dtype=np.uint64)
+    if r == 0:
+        out[:, :k] = words
+        return out
+    out[:, :k] = words << np.uint64(r)
+    out[:, 1:] |= words >> np.uint64(64 - r)
+    return out
+
+
+def take_samples(packed: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples ``[start, stop)`` of packed rows ``packed`` (uint8 ``[N, bytes]``, whole 64-bit words) in the same
+    layout, as if packed on their own: uint8 ``[N, ceil((stop - start) / 64) * 8]``."""
+    words = np.ascontiguousarray(packed).view(np.uint64)
+    w0, r = divmod(start, 64)
+    n_out = -(-(stop - start) // 64)
+    part = words[:, w0:w0 + n_out + 1]
+    if r:
+        lo = part[:, :n_out] >> np.uint64(r)
+        hi = np.zeros_like(lo)
+        nxt = part[:, 1:n_out + 1]
+        hi[:, :nxt.shape[1]] = nxt << np.uint64(64 - r)
+        out = lo | hi
+    else:
+        out = part[:, :n_out].copy()
+    tail = (stop - start) % 64
+    if tail and n_out:
+        out[:, -1] &= np.uint64((1 << tail) - 1)
+    return np.ascontiguousarray(out).view(np.uint8)
+
+
+class MaskWriter:
+    """Streams one site's packed masks into a new zarr array ``name`` of ``group`` (``nodes`` rows), ``cols``
+    bytes of samples (a multiple of 8) per shard column."""
+
+    def __init__(self, group: Any, name: str, nodes: int, cols: int, attributes: dict[str, Any]) -> None:
+        if cols < 8 or cols % 8:
+            raise ValueError(f"cols must be a positive multiple of 8 bytes, got {cols}")
+        rows = max(1, min(nodes, _CHUNK_BYTES // cols))
+        shard_rows = -(-nodes // rows) * rows
+        self.array = group.create_array(name, shape=(nodes, 0), dtype=np.uint8, chunks=(rows, cols),
+                                        shards=(shard_rows, cols), fill_value=0, attributes=attributes)
+        self.nodes, self.cols = nodes, cols
+        self._words = cols // 8
+        self._buf = np.zeros((nodes, self._words + 1), dtype=np.uint64)
+        self._bits = 0  # valid bits in the buffer
+        self.written = 0  # bytes per row already in the array
+        self.samples = 0
+
+    def append(self, packed: np.ndarray, samples: int) -> None:
+        """Add one batch: ``packed`` uint8 ``[nodes, ceil(samples / 64) * 8]`` as pack_masks gives it."""
+        if packed.shape != (self.nodes, -(-samples // 64) * 8):
+            raise ValueError(f"packed masks must be [{self.nodes}, {-(-samples // 64) * 8}], got {packed.shape}")
+        pos = 0  # samples of this batch already buffered
+        while pos < samples:
+            n = min(self._words * 64 - self._bits, samples - pos)
+            part = take_samples(packed, pos, pos + n).view(np.uint64)
+            w0, r = divmod(self._bits, 64)
+            shifted = shift_words(part, r)
+            span = min(shifted.shape[1], self._buf.shape[1] - w0)
+            self._buf[:, w0:w0 + span] |= shifted[:, :span]
+            self._bits += n
+            pos += n
+            if self._bits == self._words * 64:
+                self._flush(self._words)
+        self.samples += samples
+
+    def _flush(self, nwords: int) -> None:
+        width = nwords * 8
+        end = self.written + width
+        self.array.resize((self.nodes, end))
+        self.array[:, self.written:end] = np.ascontiguousarray(self._buf[:, :nwords]).view(np.uint8)
+        self.written = end
+        self._buf[:, :] = 0
+        self._bits = 0
+
+    def close(self) -> None:
+        """Write what is buffered (the last, partial shard column, padded to whole words)."""
+        if self._bits:
+            self._flush(-(-self._bits // 64))
+        if self.written != -(-self.samples // 64) * 8:
+            raise AssertionError(f"masks: wrote {self.written} bytes per row for {self.samples} samples")
