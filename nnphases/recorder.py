@@ -42,8 +42,7 @@ from .stream import Batch, Stream, check_class_sizes
 
 @dataclass(frozen=True)
 class RecorderOptions:
-    batch_size: int = option(1000, min=1, help="evaluation batch size when the data are (x, y) tensors",
-                             flag="eval-batch")
+    batch_size: int = option(1000, min=1, help="evaluation batch size when the data are (x, y) tensors")
     background_writes: bool = option(True, help="write checkpoints on a background thread while training goes on")
     check_plan: bool = option(True, help="refuse a run whose counts or checkpoints cannot fit before training")
 
@@ -332,8 +331,8 @@ class Recorder:
             for m in self.measures:
                 m.abort()
             self.run.abort_checkpoint(ckpt)
+            self.flush()  # every measurement taken before the failure is written
             if isinstance(e, FloatingPointError):
-                self.flush()  # every measurement taken before the divergence is written
                 raise FloatingPointError(f"{e} at step {step}; checkpoints up to step "
                                          f"{max(self.done_steps, default='none')} are intact") from None
             raise
