@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nnphases import models
-from nnphases.recorder import Recorder
+from nnphases.recorder import Recorder, RecorderOptions
 from nnphases.schedule import Schedule
 
 CASES = {
@@ -46,8 +46,9 @@ def test_measurement_overhead(benchmark, case, device, tmp_path):
     x = torch.rand((n, *shape), device=device)
     y = (torch.arange(n) % 10).to(device)
     batch = (1000 if case.startswith("mlp") else 250) * (10 if device == "cuda" else 1)  # GPU-sized batches
-    steps = iter(range(1, 10**6))
-    rec = Recorder(model, x, y, 10, Schedule(tuple(range(10**6)), 1), tmp_path / "run", batch_size=batch)
+    steps = iter(range(1, 1000))
+    rec = Recorder(model, (x, y), Schedule(tuple(range(1000)), 1), tmp_path / "run",
+                   options=RecorderOptions(batch_size=batch))
 
     @torch.no_grad()
     def plain() -> None:  # the same pass a measurement makes, without capture: logits, loss, accuracy
@@ -75,13 +76,13 @@ def test_measurement_overhead(benchmark, case, device, tmp_path):
 _PEAK = r"""
 import json, resource, sys, tempfile, torch
 from nnphases import models
-from nnphases.recorder import Recorder
+from nnphases.recorder import Recorder, RecorderOptions
 from nnphases.schedule import Schedule
 n = int(sys.argv[1])
 torch.manual_seed(0)
 model = models.mlp(784, 9, 320, 10).eval()
 x = torch.rand((n, 1, 28, 28)); y = torch.arange(n) % 10
-rec = Recorder(model, x, y, 10, Schedule((0, 1), 1), tempfile.mkdtemp(), batch_size=500)
+rec = Recorder(model, (x, y), Schedule((0, 1), 1), tempfile.mkdtemp(), options=RecorderOptions(batch_size=500))
 with torch.no_grad():
     for s in range(0, n, 500): model(x[s:s + 500])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
