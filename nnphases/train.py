@@ -250,7 +250,7 @@ def plan(cfg: Config, out: Path) -> str:
     import shutil
     import tempfile
 
-    from .recorder import _existing_parent
+    from .recorder import _existing_parent, _size
 
     dev = _device(cfg)
     train, val = load_data(cfg)
@@ -261,7 +261,7 @@ def plan(cfg: Config, out: Path) -> str:
                               background_writes=False)
         p = dataclasses.replace(rec.plan, free_disk=shutil.disk_usage(_existing_parent(Path(out))).free)
     seeds = len(cfg.seeds)
-    text = str(p) + f"\n{seeds} seed{'s' if seeds > 1 else ''}: {p.disk_bytes * seeds / 2**30:.2f} GiB on disk in all"
+    text = str(p) + f"\n{seeds} seed{'s' if seeds > 1 else ''}: {_size(p.disk_bytes * seeds)} on disk in all"
     problems = p.problems()
     return text + ("\ndoes not fit: " + "; ".join(problems) if problems else "\nfits")
 

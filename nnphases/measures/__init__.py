@@ -33,7 +33,7 @@ def _discover() -> dict[str, type[Measure]]:
         cls = getattr(importlib.import_module(f"{__name__}.{info.name}"), "MEASURE", None)
         if cls is not None:
             found[cls.name] = cls
-    return found
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 REGISTRY: dict[str, type[Measure]] = _discover()

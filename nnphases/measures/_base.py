@@ -83,6 +83,7 @@ class Measure:
     Options: ClassVar[type]
     # The command-line switch that turns an optional measure on (``--keep-masks``), or None when always on.
     switch: ClassVar[str | None] = None
+    order: ClassVar[int] = 100  # where its rows come in plans and its options on the command line
     switch_help: ClassVar[str] = ""
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:

@@ -34,6 +34,7 @@ class EvalStats(Measure):
 
     name = "eval_stats"
     Options = EvalStatsOptions
+    order = 10
 
     def bind(self, binding: Binding) -> None:
         super().bind(binding)

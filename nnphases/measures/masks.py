@@ -41,6 +41,7 @@ class Masks(Measure):
 
     name = "masks"
     Options = MasksOptions
+    order = 20
     switch = "keep-masks"
     switch_help = "also store bit-packed activation masks (masks.zarr)"
 

@@ -64,6 +64,7 @@ class Probes(Measure):
 
     name = "probes"
     Options = ProbesOptions
+    order = 30
     switch = "probes"
     switch_help = "fit probes (class read-out, input decoder) at ReLU sites on the training subset"
 

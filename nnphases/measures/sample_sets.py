@@ -55,6 +55,7 @@ class SampleSets(Measure):
 
     name = "sample_sets"
     Options = SampleSetsOptions
+    order = 0
 
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
