@@ -18,14 +18,15 @@ T* ptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
-// Row stride in elements of a [samples, nodes] array whose nodes are adjacent. The
-// boundary copies every other layout (nnphases/kernels/_arrays.py); this refuses
-// rather than misread one that slipped past it.
+// Row stride in elements of a [samples, nodes] array whose nodes are adjacent (the
+// stride of an axis of extent 1 is never used). The boundary copies every other
+// layout (nnphases/kernels/_arrays.py); this refuses rather than misread one that
+// slipped past it.
 int64_t row_stride(const py::array& a) {
   const int64_t item = a.itemsize();
   if (a.ndim() != 2) throw std::invalid_argument("acts must be 2-D");
   if (a.shape(0) == 0 || a.shape(1) == 0) return 0;  // nothing is read (NumPy gives empty arrays 0 strides)
-  if ((a.shape(1) > 1 && a.strides(1) != item) || a.strides(0) % item != 0 ||
+  if ((a.shape(1) > 1 && a.strides(1) != item) || (a.shape(0) > 1 && a.strides(0) % item != 0) ||
       reinterpret_cast<uintptr_t>(a.data()) % item != 0)
     throw std::invalid_argument("acts must have adjacent, aligned nodes and whole-element row strides");
   return a.strides(0) / item;

@@ -1,7 +1,9 @@
 """Hypothesis properties of the CPU backends: exact agreement with the reference over
 random shapes, dtypes, labels, layouts, strategies and threads; packed counts equal
 direct counts; invariance under permuting samples; class sums equal per-node active
-counts; counts of two batches add up to the counts of the whole."""
+counts; counts of two batches add up to the counts of the whole, also accumulated into
+an int32 or int64 ``out``; and any NumPy byte layout (strides that are not whole
+elements, misaligned, reversed) of activations and labels counts as its dense copy."""
 
 from __future__ import annotations
 
@@ -127,3 +129,58 @@ def test_batches_add_up(backend, p, cut):
     first = K.class_counts(a[:k], lab[:k], c, backend=backend, check_finite=False).numpy()
     second = K.class_counts(a[k:], lab[k:], c, backend=backend, check_finite=False).numpy()
     np.testing.assert_array_equal(first + second, whole)
+
+
+@pytest.mark.parametrize("backend", CPU)
+@SETTINGS
+@given(p=problems(), cut=st.floats(0.0, 1.0), out_dtype=st.sampled_from([torch.int32, torch.int64]))
+def test_batches_accumulate_into_out(backend, p, cut, out_dtype):
+    a, lab, c, _ = p
+    k = int(round(cut * a.shape[0]))
+    start = torch.from_numpy(np.random.default_rng(k).integers(-99, 99, (c, a.shape[1]))).to(out_dtype)
+    out = start.clone()
+    for sl in (slice(0, k), slice(k, None)):
+        assert K.class_counts(a[sl], lab[sl], c, out=out, backend=backend, check_finite=False) is out
+    np.testing.assert_array_equal(out.numpy(), start.numpy() + reference(a, lab, c))
+
+
+@st.composite
+def numpy_views(draw):
+    """(view, labels, num_classes): random activations in a NumPy view at arbitrary byte strides (nodes
+    `item + gap` bytes apart, rows a few more bytes apart than their length), reversed along either axis
+    or not, data at any byte offset, over a buffer of 0xFF bytes (a misread sees NaN or true); labels
+    likewise at any byte stride."""
+    s, n, c = draw(st.integers(0, 150)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
+    dtype = draw(st.sampled_from(["bool", "float16", "float32", "float64"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    a = make_acts(rng, s, n, dtype).numpy()
+
+    def place(x: np.ndarray, steps: tuple[int, ...], offset: int) -> np.ndarray:
+        span = sum((k - 1) * st_ for k, st_ in zip(x.shape, steps)) + x.itemsize if x.size else 0
+        buf = np.full(offset + span + 8, 0xFF, np.uint8)
+        v = np.ndarray(x.shape, dtype=x.dtype, buffer=buf, offset=offset, strides=steps)
+        v[...] = x
+        return v
+
+    node_step = a.itemsize + draw(st.integers(0, 3))
+    v = place(a, (n * node_step + draw(st.integers(0, 5)), node_step), draw(st.integers(0, 7)))
+    if draw(st.booleans()):
+        v = v[::-1]
+    if draw(st.booleans()):
+        v = v[:, ::-1]
+    lab = rng.integers(0, c, s).astype(draw(st.sampled_from([np.int32, np.int64])))
+    lab = place(lab, (lab.itemsize + draw(st.integers(0, 3)),), draw(st.integers(0, 7)))
+    return v, lab, c
+
+
+@pytest.mark.parametrize("backend", CPU)
+@SETTINGS
+@given(p=numpy_views(), threads=st.sampled_from([None, 1, 2]), check_finite=st.booleans())
+def test_any_numpy_layout_equals_reference(backend, p, threads, check_finite):
+    v, lab, c = p
+    want = K.class_counts(v.copy(order="C"), lab.copy(), c, backend="reference")
+    got = K.class_counts(v, lab, c, backend=backend, threads=threads, check_finite=check_finite)
+    np.testing.assert_array_equal(got, want)
+    packed = K.pack_masks(v, backend=backend, threads=threads, check_finite=check_finite)
+    np.testing.assert_array_equal(packed, K.pack_masks(v.copy(order="C"), backend="reference"))
+    np.testing.assert_array_equal(K.packed_class_counts(packed[::-1].copy()[::-1], lab, c, backend=backend), want)
