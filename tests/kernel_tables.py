@@ -93,3 +93,11 @@ def host(x: object) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     return x.get()
+
+
+def case_seed(*parts: object) -> int:
+    """A seed from a case's parameters that is the same in every process (``hash()`` of strings is salted per
+    process, so a failing case could not be replayed)."""
+    import zlib
+
+    return zlib.crc32(repr(parts).encode())
