@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .capture import SiteTap, find_sites
+from .distributed import all_reduce_sums, broadcast_object, reduce_device, unwrap, world
 from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_measures
 from .measures.sample_sets import SampleSets
 from .options import check, option
@@ -140,12 +141,16 @@ class Recorder:
         if not isinstance(self.options, RecorderOptions):
             raise TypeError(f"options must be RecorderOptions, got {type(self.options).__name__}")
         self.seed = _int_arg(seed, "seed", 0)
-        self.model, self.schedule = model, schedule
+        self.rank, self.world = world()
+        # A DDP, DataParallel or compiled wrapper shares its parameters with the module it wraps: that module is
+        # traced and measured, under the site names of a single process.
+        self.model, self.schedule = unwrap(model), schedule
         self.measures = list(default_measures() if measures is None else measures)
         self._check_measures()
-        self.eval_data = Stream(eval_data, "eval_data", self.options.batch_size)
-        self.train_data = Stream(train_data, "train_data", self.options.batch_size) if train_data is not None \
-            else None
+        shard = (self.rank, self.world)
+        self.eval_data = Stream(eval_data, "eval_data", self.options.batch_size, shard)
+        self.train_data = Stream(train_data, "train_data", self.options.batch_size, shard) \
+            if train_data is not None else None
         if any(m.name == "masks" for m in self.measures):
             self.eval_data.refuse_shuffling("storing masks (bit s is sample s)")
         self.run = RunDir(out)
@@ -153,8 +158,11 @@ class Recorder:
             raise ValueError(f"out {str(self.run.path)!r} holds a finished run (its DONE marker exists); choose "
                              "another out, or delete that folder to start over")
         self._setup_model(num_classes, class_sizes)
-        self._claim_folder(config)
-        self.done_steps = set(self.run.completed_steps())
+        if self.rank == 0:  # one process writes; the others measure their shards and add their sums
+            self._claim_folder(config)
+        self.done_steps = set(self.run.completed_steps()) if self.rank == 0 else set()
+        if self.world > 1:
+            self.done_steps = set(broadcast_object(sorted(self.done_steps)))
         self._taken: set[int] = set(self.done_steps)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer") \
             if self.options.background_writes else None
@@ -232,7 +240,7 @@ class Recorder:
                           eval_samples=self.eval_data.samples,
                           train_samples=self.train_data.samples if self.train_data is not None else None,
                           has_train=self.train_data is not None, seed=self.seed, free_memory=_free_memory(dev),
-                          measures=tuple(m.name for m in self.measures))
+                          measures=tuple(m.name for m in self.measures), world=self.world)
         for m in self.measures:
             m.bind(binding)
         self._tap: SiteTap | None = None  # traced at the first measurement: tracing costs more than a measurement
@@ -315,7 +323,7 @@ class Recorder:
         if step in self._taken:
             raise ValueError(f"step {step} is already measured in {str(self.run.path)!r}")
         self._refresh()
-        ckpt = self.run.begin_checkpoint(step)
+        ckpt = self.run.begin_checkpoint(step) if self.rank == 0 else None
         was_training = self.model.training
         self.model.eval()
         try:
@@ -330,7 +338,8 @@ class Recorder:
         except BaseException as e:
             for m in self.measures:
                 m.abort()
-            self.run.abort_checkpoint(ckpt)
+            if ckpt is not None:
+                self.run.abort_checkpoint(ckpt)
             self.flush()  # every measurement taken before the failure is written
             if isinstance(e, FloatingPointError):
                 raise FloatingPointError(f"{e} at step {step}; checkpoints up to step "
@@ -339,6 +348,8 @@ class Recorder:
         finally:
             self.model.train(was_training)
         self._taken.add(step)
+        if self.rank != 0:
+            return
         if state is not None:
             kept = {m.name: m.state_dict() for m in self.measures if m.state_dict()}
             state = {**state, "recorder": kept} if kept else state
@@ -359,25 +370,53 @@ class Recorder:
             for s in sites:
                 self._users.setdefault(s, []).append(m)
         self._pass_name = p
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        bad = torch.zeros((), dtype=torch.int64, device=self.device)
         assert self._tap is not None
-        with self._tap as tap:
-            for batch in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
-                self._batch = batch
-                logits = tap(batch.x) if self._users else self.model(batch.x)
-                # One flag on the device, read once per pass: a NaN or inf anywhere reaches the logits.
-                bad |= ~torch.isfinite(logits).all()
-                for m in wanted:
-                    m.update_batch(p, batch, logits)
-        self._users = {}
-        sizes, samples = data.last_class_sizes, data.last_samples
+        failure: BaseException | None = None
+        try:
+            with self._tap as tap:
+                for batch in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
+                    self._batch = batch
+                    logits = tap(batch.x) if self._users else self.model(batch.x)
+                    # One flag on the device, read once per pass: a NaN or inf anywhere reaches the logits.
+                    bad |= (~torch.isfinite(logits).all()).to(torch.int64)
+                    for m in wanted:
+                        m.update_batch(p, batch, logits)
+            sizes, samples = data.last_class_sizes, data.last_samples
+        except Exception as e:
+            if self.world == 1:
+                raise
+            failure, sizes, samples = e, np.zeros(self.num_classes, dtype=np.int64), 0
+        finally:
+            self._users = {}
+        if self.world > 1:
+            sizes, samples, bad = self._reduce(p, wanted, sizes, samples, bad, failure)
         if bool(bad):
             raise FloatingPointError(f"the model's outputs are not finite (NaN or inf) in the {p} pass; the run "
                                      "diverged")
         if p == "eval":
             self._check_eval_sizes(sizes)
+            expected = self.eval_data.samples
+            if expected is not None and samples != expected:
+                raise ValueError(f"eval_data: the processes measured {samples} samples together, but the data hold "
+                                 f"{expected}; every sample must be in exactly one process's shard")
         for m in wanted:
             m.end_pass(p, sizes, samples)
+
+    def _reduce(self, p: Pass, wanted: dict[Measure, Iterable[str]], sizes: np.ndarray, samples: int,
+                bad: torch.Tensor, failure: BaseException | None) -> tuple[np.ndarray, int, torch.Tensor]:
+        """Add every process's sums of pass ``p`` with one all_reduce; a failure anywhere stops every process."""
+        dev = reduce_device()
+        head = torch.tensor([int(failure is not None), samples, *np.asarray(sizes).tolist()], dtype=torch.int64)
+        bad = bad.reshape(1)
+        sums = [t for m in wanted for t in m.sums(p).values()]
+        all_reduce_sums([head, bad, *sums], dev)
+        if failure is not None:
+            raise failure
+        if int(head[0]):
+            raise RuntimeError(f"another process failed in the {p} pass (its error is in its own output); nothing "
+                               "was written")
+        return head[2:].numpy(), int(head[1]), bad
 
     def _check_eval_sizes(self, sizes: np.ndarray) -> None:
         if self.class_sizes is None:
@@ -429,7 +468,8 @@ class Recorder:
         self.flush()
         if self._writer is not None:
             self._writer.shutdown()
-        self.run.mark_done()
+        if self.rank == 0:
+            self.run.mark_done()
         self._closed = True
 
 

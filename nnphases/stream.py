@@ -69,10 +69,10 @@ class Stream:
     """A re-iterable evaluation source: ``(x, y)`` tensors cut into ``batch_size`` batches, or an iterable of
     ``(x, y)`` batches such as a DataLoader. ``name`` names the argument in errors ("eval_data")."""
 
-    def __init__(self, data: Any, name: str, batch_size: int = 1000) -> None:
+    def __init__(self, data: Any, name: str, batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.name, self.batch_size = name, batch_size
+        self.name, self.batch_size, self.shard = name, batch_size, shard
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
         self.iterable: Iterable | None = None
@@ -94,6 +94,10 @@ class Stream:
                 raise TypeError(f"{name} is an iterator (a generator?), which is exhausted after one pass; every "
                                 "measurement reads it again: pass a DataLoader, a list of batches or (x, y) tensors")
             self.iterable = data
+            if shard[1] > 1:
+                from .distributed import check_unpadded
+
+                check_unpadded(data, name)
         else:
             raise TypeError(f"{name} must be an (x, y) pair of tensors or an iterable of (x, y) batches "
                             f"(e.g. a DataLoader), got {type(data).__name__}")
@@ -102,12 +106,21 @@ class Stream:
 
     @property
     def samples(self) -> int | None:
-        """Number of samples of a pass when known up front (tensors, or a DataLoader over a sized dataset)."""
+        """Number of samples of a pass (of all processes' shards together) when known up front: tensors, or a
+        DataLoader over a sized dataset."""
         if self.y is not None:
             return int(self.y.shape[0])
         from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        from .distributed import UnpaddedSampler
 
         d = self.iterable
+        if self.shard[1] > 1:
+            sampler = d.sampler if isinstance(d, DataLoader) else None
+            if isinstance(sampler, (UnpaddedSampler, DistributedSampler)) and not d.drop_last:  # type: ignore[union-attr]
+                return len(sampler.dataset) if isinstance(sampler, DistributedSampler) else sampler.n  # type: ignore[arg-type]
+            return None
         if isinstance(d, DataLoader) and d.batch_size is not None and hasattr(d.dataset, "__len__"):
             try:
                 n = len(d.sampler)  # type: ignore[arg-type]
@@ -145,8 +158,12 @@ class Stream:
 
     def _raw(self) -> Iterator[tuple[Any, Any]]:
         if self.x is not None and self.y is not None:
-            for s in range(0, self.x.shape[0], self.batch_size):
-                yield self.x[s:s + self.batch_size], self.y[s:s + self.batch_size]
+            from .distributed import shard_range
+
+            start, stop = shard_range(self.x.shape[0], *self.shard)  # a process's own, unpadded share
+            for s in range(start, stop, self.batch_size):
+                e = min(s + self.batch_size, stop)
+                yield self.x[s:e], self.y[s:e]
             return
         assert self.iterable is not None
         for i, item in enumerate(self.iterable):

@@ -40,6 +40,7 @@ class Binding:
     has_train: bool
     seed: int
     free_memory: int | None  # bytes free for new tensors on the device, None when unknown
+    world: int = 1  # processes measuring shards of the data together (torch.distributed)
     measures: tuple[str, ...] = ()  # the names of every bound measure
 
     def check_sites(self, names: Collection[str] | None, option: str) -> list[str]:
@@ -120,8 +121,9 @@ class Measure:
     def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
         """Pass ``p`` is over; ``class_sizes`` and ``samples`` are what it read."""
 
-    def sums(self) -> dict[str, torch.Tensor]:
-        """The state kept between batches, as tensors that are sums over samples (reducible across processes)."""
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        """What pass ``p`` added to this measure's state, as integer tensors that are sums over samples: across
+        processes they are added with one all_reduce at the end of the pass, before :meth:`end_pass`."""
         return {}
 
     def compute(self) -> Output:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +17,16 @@ from ._base import Binding, Measure, Output, Pass
 _SPLIT = {"train": "train", "eval": "val"}
 
 
+# Losses are summed in fixed point, as whole units and 2^-32 fractions in two int64 counters, so that the sum is
+# exact, independent of batching and of how samples are split across processes (float sums are not).
+_SCALE = 2**32
+_LIMIT = 2**30  # a per-sample loss this large is a diverged run; it also keeps the int64 sums from overflowing
+
+
 @dataclass(frozen=True)
 class EvalStatsOptions:
-    loss_fn: Any = option(None, help="loss(logits, y) -> mean over the batch (default: cross-entropy)")
+    loss_fn: Any = option(None, help="loss(logits, y) -> per-sample losses [batch] (or the batch mean); default: "
+                                     "cross-entropy per sample")
 
     def __post_init__(self) -> None:
         check(self)
@@ -28,9 +34,15 @@ class EvalStatsOptions:
             raise TypeError(f"loss_fn must be callable as loss_fn(logits, y), got {self.loss_fn!r}")
 
 
+def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, y, reduction="none")
+
+
 class EvalStats(Measure):
     """Mean loss and accuracy per split (``stats`` table: ``val`` from the evaluation pass, ``train`` from the
-    training subset's first pass), summed on the device and read once per pass."""
+    training subset's first pass). Sums stay on the device as integers (loss in fixed point, correct counts) and
+    are read once per pass; a ``loss_fn`` that returns per-sample losses makes the mean independent of the batch
+    size and of the number of processes, one returning the batch mean makes it exact per batch."""
 
     name = "eval_stats"
     Options = EvalStatsOptions
@@ -38,7 +50,7 @@ class EvalStats(Measure):
 
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
-        self.loss_fn: Callable = self.options.loss_fn or nn.functional.cross_entropy
+        self.loss_fn: Callable = self.options.loss_fn or cross_entropy_per_sample
         self._sums: dict[str, torch.Tensor] = {}
         self._rows: list[dict[str, Any]] = []
 
@@ -49,31 +61,42 @@ class EvalStats(Measure):
     def begin(self, checkpoint: object) -> None:
         assert self.binding is not None
         dev = self.binding.device
-        self._sums = {p: torch.zeros(2, dtype=torch.float64, device=dev) for p in _SPLIT}
+        # units, 2^-32s, correct, and samples whose loss is not finite or beyond the limit (summed like the rest,
+        # so every process of a world sees a divergence anywhere)
+        self._sums = {p: torch.zeros(4, dtype=torch.int64, device=dev) for p in _SPLIT}
         self._rows = []
 
     def update_batch(self, p: Pass, batch: Batch, logits: torch.Tensor) -> None:
         if p not in _SPLIT:
             return
         loss = self.loss_fn(logits, batch.y)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise TypeError(f"loss_fn must return a scalar tensor (the batch mean), got {loss!r:.80}")
-        correct = (logits.argmax(dim=1) == batch.y).sum()
+        if not isinstance(loss, torch.Tensor) or loss.shape not in ((), (batch.size,)):
+            raise TypeError(f"loss_fn must return per-sample losses [{batch.size}] or their mean, got "
+                            f"{loss!r:.80}")
+        values = loss.detach().double().reshape(-1)
+        if values.numel() == 1 and batch.size != 1:
+            values = values * batch.size  # the batch mean: its sum, exact per batch
         s = self._sums[p]
-        s[0] += loss.detach().double() * batch.size
-        s[1] += correct
+        bad = ~(values.abs() < _LIMIT)  # NaN too
+        s[3] += bad.sum()
+        values = torch.where(bad, 0.0, values)  # the pass fails at its end; the sums must not overflow meanwhile
+        units = torch.floor(values)
+        s[0] += units.to(torch.int64).sum()
+        s[1] += torch.floor((values - units) * _SCALE).to(torch.int64).sum()
+        s[2] += (logits.argmax(dim=1) == batch.y).sum()
 
     def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
         if p not in _SPLIT:
             return
-        loss_sum, correct = self._sums[p].tolist()
-        loss = loss_sum / max(1, samples)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the {_SPLIT[p]} loss is not finite ({loss}); the run diverged")
+        units, fraction, correct, bad = (int(v) for v in self._sums[p].tolist())
+        if bad:
+            raise FloatingPointError(f"the {_SPLIT[p]} loss is not finite (or beyond 2^30) for {bad} samples; the "
+                                     "run diverged")
+        loss = (units * _SCALE + fraction) / _SCALE / max(1, samples)
         self._rows.append({"split": _SPLIT[p], "loss": loss, "accuracy": correct / max(1, samples)})
 
-    def sums(self) -> dict[str, torch.Tensor]:
-        return {f"loss_correct:{p}": s for p, s in self._sums.items()}
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        return {f"loss_correct:{p}": self._sums[p]} if p in _SPLIT else {}
 
     def compute(self) -> Output:
         rows = sorted(self._rows, key=lambda r: r["split"] != "val")  # val first, as runs always stored them

@@ -47,6 +47,9 @@ class Masks(Measure):
 
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
+        if binding.world > 1:
+            raise ValueError(f"masks are stored by one process, but {binding.world} processes measure together; keep "
+                             "masks in a run of one process (the counts need no masks)")
         self.sites = binding.check_sites(self.options.sites, "mask_sites")
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         total = sum(self.nodes.values())

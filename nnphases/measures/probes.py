@@ -77,6 +77,9 @@ class Probes(Measure):
         o = self.options
         if not binding.has_train:
             raise ValueError("probes need training data: pass train_data (the Recorder's training subset)")
+        if binding.world > 1:
+            raise ValueError(f"probes are fitted in one process, but {binding.world} processes measure together: "
+                             "their fits would need every rank's activations; probe in a run of one process")
         self.sites = binding.check_sites(o.layers, "probe_layers")
         self.modes = _MODES[o.mode]
         self.paper_sites = [s for s in self.sites if "paper" in self.modes and (

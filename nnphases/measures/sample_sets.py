@@ -80,8 +80,8 @@ class SampleSets(Measure):
                              out=self._acc[site], backend=self.options.backend, check_finite=False,
                              check_labels=False)
 
-    def sums(self) -> dict[str, torch.Tensor]:
-        return {f"counts:{s}": a for s, a in self._acc.items()}
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        return {f"counts:{s}": a for s, a in self._acc.items()} if p == "eval" else {}
 
     def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
         self._class_sizes = class_sizes
