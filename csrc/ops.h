@@ -23,6 +23,33 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
+// Outputs of node_metrics_cpu. Node arrays are [nodes] (class_fraction [classes, nodes]),
+// all given or all null; layer_sums: sums of f over nodes that are not dead, of the
+// defined p and of the defined u; layer_counts: how many of each, then the dead and the
+// always-active nodes; null: not written.
+struct MetricsOut {
+  double* class_fraction = nullptr;
+  double* fraction = nullptr;
+  double* predictability = nullptr;
+  double* informativeness = nullptr;
+  double* h_z_given_y = nullptr;
+  double* h_y_given_z = nullptr;
+  uint8_t* dead = nullptr;
+  uint8_t* always_active = nullptr;
+  double* layer_sums = nullptr;     // 3
+  int64_t* layer_counts = nullptr;  // 5
+};
+
+// Sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from validated
+// counts [classes, nodes] (int32 or int64: count_bytes) and class sizes. table holds, for
+// each class c with table_offset[c] >= 0, |S_c| * h(m / |S_c|) at table[table_offset[c] + m];
+// classes with offset -1 are computed with logarithms. hz_table, if not null, holds H(Zhat)
+// for every node count 0..|S|. h_y is H(Y); log_k is log of the number of classes with
+// samples, NaN when fewer than two.
+void node_metrics_cpu(const void* counts, int count_bytes, int64_t num_classes, int64_t nodes,
+                      const int64_t* class_sizes, const double* table, const int64_t* table_offset,
+                      const double* hz_table, double h_y, double log_k, const MetricsOut& out, int threads);
+
 // Benchmark probe: sums `bytes` (a multiple of 8) as uint64 with `threads` threads.
 uint64_t stream_read_cpu(const void* data, int64_t bytes, int threads);
 

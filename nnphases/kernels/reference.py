@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
 from ._kinds import Kind
 
 _CHUNK_ELEMENTS = 1 << 22
@@ -70,3 +71,12 @@ def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int
         for c in np.unique(labels):
             out[c, d:d + step] = bits[:, labels == c].sum(axis=1, dtype=np.int64)
     return out
+
+
+def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
+    """nnphases.metrics' NumPy implementation, the oracle of the native metric kernels."""
+    return node_metrics_np(counts, class_sizes)
+
+
+def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
+    return layer_metrics_np(counts, class_sizes)
