@@ -155,14 +155,21 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
             return
         cfg = train.resolve(preset, flat)
         plan_text = train.plan(cfg, out)
-        if plan_text.endswith("fits"):
-            typer.echo("plan: " + plan_text.splitlines()[-3], err=True)
-        else:
+        if not plan_text.endswith("fits"):
             raise ValueError(plan_text.splitlines()[-1])
+        if _lead():
+            typer.echo("plan: " + plan_text.splitlines()[-3], err=True)
         paths = train.run(cfg, out)
+    if not _lead():
+        return  # under torchrun one process reports
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
     if figures:
         _report(paths)
+
+
+def _lead() -> bool:
+    """Whether this process reports: always, except the ranks other than 0 of a torchrun world."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @app.command("plan")

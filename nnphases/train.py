@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from torch import nn
 
 from . import data, models
 from .config import Config
+from .distributed import shard_range, world
 from .measures import REGISTRY, EvalStats, Measure
 from .recorder import Recorder, RecorderOptions
 from .schedule import Schedule
@@ -74,6 +76,9 @@ def resolve(preset: str, overrides: dict[str, Any]) -> Config:
 
 
 def _device(cfg: Config) -> torch.device:
+    rank, size = world()
+    if size > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -181,7 +186,13 @@ def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.D
 
 def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
                on_step: Callable[[int], None] | None = None) -> Path:
-    """Trains and measures one seed into ``out``; continues from its last complete checkpoint if any."""
+    """Trains and measures one seed into ``out``; continues from its newest intact checkpoint if any.
+
+    Damaged checkpoints at the end of the run are set aside first (``checkpoints/.damaged-step-*``, by the
+    Recorder's :meth:`~nnphases.store.RunDir.cleanup`, with a warning naming the file), the state is restored
+    from the newest intact ``state.pt`` (the two newest are kept), and the steps set aside are measured again,
+    so the results equal an undamaged run's. A run already marked done is left as it is.
+    """
     run = RunDir(out)
     if run.done:
         return out
@@ -189,9 +200,14 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     train, val = load_data(cfg, seed)
     torch.manual_seed(seed)
     model = build_model(cfg, train).to(dev)
+    rank, size = world()
+    # Data-parallel under torchrun: every rank takes its share of each global batch (the same seeded order
+    # everywhere) and DDP averages the gradients; the Recorder measures the unwrapped model on unpadded shards.
+    net = model if size == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = _optimizer(cfg, model)
     loss_fn = loss_function(cfg, train.num_classes)
-    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, model, train, val)
+    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, net, train, val)
     total = schedule.last  # the last training step is the schedule's, never computed twice
 
     def state() -> dict:
@@ -220,9 +236,11 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
             epoch, offset = divmod(step, steps_per_epoch)
             order = _epoch_order(seed, epoch, len(train))
             idx = order[offset * batch:(offset + 1) * batch]
+            if size > 1:
+                idx = idx[slice(*shard_range(len(idx), rank, size))]
             xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            loss = loss_fn(net(xb), yb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
                                          f"diverged. Checkpoints up to the last measurement in {out} are intact")
@@ -275,19 +293,50 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
 
 
 def run(cfg: Config, out: Path, *, progress: bool = True) -> list[Path]:
-    """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config."""
+    """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config. Under
+    torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel and measures its shard; rank 0 writes."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "run.json"
-    if cfg_path.exists():
-        old = Config.from_dict(json.loads(cfg_path.read_text()))
-        if old != cfg:
-            raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another --out")
-    else:
-        atomic_write_bytes(cfg_path, cfg.to_json())
-    return [train_seed(cfg, s, out / f"seed-{s}", progress=progress) for s in cfg.seeds]
+    with _process_group(cfg):
+        rank, size = world()
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            cfg_path = out / "run.json"
+            if cfg_path.exists():
+                old = Config.from_dict(json.loads(cfg_path.read_text()))
+                if old != cfg:
+                    raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another "
+                                     "--out")
+            else:
+                atomic_write_bytes(cfg_path, cfg.to_json())
+        if size > 1:
+            torch.distributed.barrier()
+        return [train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0) for s in cfg.seeds]
+
+
+class _process_group:
+    """Joins the torchrun world when launched by torchrun (and no process group exists yet): NCCL on GPUs, gloo on
+    the CPU; leaves it at the end."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg, self.owned = cfg, False
+
+    def __enter__(self) -> None:
+        import torch.distributed as dist
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            gpu = self.cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+            if gpu:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            dist.init_process_group("nccl" if gpu else "gloo")
+            self.owned = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def resume(out: Path, *, progress: bool = True) -> list[Path]:
@@ -302,4 +351,6 @@ def resume(out: Path, *, progress: bool = True) -> list[Path]:
         cfg = Config.from_dict(json.loads(cfg_path.read_text()))
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_path} is damaged (not JSON: {e})") from None
+    except (ValueError, TypeError) as e:  # not text (UnicodeDecodeError), or not a configuration
+        raise ValueError(f"{cfg_path} is damaged ({e})") from None
     return run(cfg, Path(out), progress=progress)
