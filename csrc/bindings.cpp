@@ -90,7 +90,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "node_metrics",
-      [](py::array counts, py::array class_sizes, py::array table, py::array table_offset, py::object hz_table,
+      [](py::array counts, py::array class_sizes, py::array pairs, py::array table_offset, py::object hz_table,
          double h_y, double log_k, py::dict out, int threads) {
         // out maps field names to float64 / bool arrays; a missing field is not computed into memory.
         auto field = [&](const char* name) -> void* {
@@ -113,13 +113,13 @@ PYBIND11_MODULE(_C, m) {
         const int bytes = static_cast<int>(counts.itemsize());
         const int64_t C = counts.shape(0), N = counts.shape(1);
         const auto* sizes = static_cast<const int64_t*>(class_sizes.data());
-        const auto* tab = static_cast<const double*>(table.data());
+        const auto* tab = static_cast<const double*>(pairs.data());
         const auto* off = static_cast<const int64_t*>(table_offset.data());
         const double* hz = hz_table.is_none() ? nullptr : static_cast<const double*>(hz_table.cast<py::array>().data());
         py::gil_scoped_release nogil;
         nnp::node_metrics_cpu(c, bytes, C, N, sizes, tab, off, hz, h_y, log_k, o, threads);
       },
-      py::arg("counts"), py::arg("class_sizes"), py::arg("table"), py::arg("table_offset"), py::arg("hz_table"),
+      py::arg("counts"), py::arg("class_sizes"), py::arg("pairs"), py::arg("table_offset"), py::arg("hz_table"),
       py::arg("h_y"), py::arg("log_k"), py::arg("out"), py::arg("threads"));
 
   m.def(

@@ -41,13 +41,13 @@ struct MetricsOut {
 };
 
 // Sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from validated
-// counts [classes, nodes] (int32 or int64: count_bytes) and class sizes. table holds, for
-// each class c with table_offset[c] >= 0, |S_c| * h(m / |S_c|) at table[table_offset[c] + m];
-// classes with offset -1 are computed with logarithms. hz_table, if not null, holds H(Zhat)
-// for every node count 0..|S|. h_y is H(Y); log_k is log of the number of classes with
-// samples, NaN when fewer than two.
+// counts [classes, nodes] (int32 or int64: count_bytes) and class sizes. For each class c
+// with table_offset[c] >= 0, pairs[2 (table_offset[c] + m)] is m / |S_c| and the next
+// double |S_c| * h(m / |S_c|); classes with offset -1 are computed with logarithms.
+// hz_table, if not null, holds H(Zhat) for every node count 0..|S|. h_y is H(Y); log_k is
+// log of the number of classes with samples, NaN when fewer than two.
 void node_metrics_cpu(const void* counts, int count_bytes, int64_t num_classes, int64_t nodes,
-                      const int64_t* class_sizes, const double* table, const int64_t* table_offset,
+                      const int64_t* class_sizes, const double* pairs, const int64_t* table_offset,
                       const double* hz_table, double h_y, double log_k, const MetricsOut& out, int threads);
 
 // Benchmark probe: sums `bytes` (a multiple of 8) as uint64 with `threads` threads.

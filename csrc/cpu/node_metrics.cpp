@@ -36,8 +36,8 @@ struct Sum {  // Neumaier's compensated sum
 
 // One block of nodes [d0, d0 + w): per-class contributions summed in class order into
 // nn (node counts), frac (sum of class fractions) and acc (|S| * H(Zhat|Y)). With tables
-// (Tab), pair[2 m] = m / |S_c| and pair[2 m + 1] = |S_c| * h(m / |S_c|) come from one load
-// per count: the same division NumPy does, done once per possible count.
+// (Tab), m / |S_c| and |S_c| * h(m / |S_c|) are one 16-byte pair per possible count m, both
+// computed by NumPy (the division it does per count, done once per value).
 template <typename T, bool Store, bool Tab>
 void block_sums(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const double* pairs,
                 const int64_t* table_offset, int64_t d0, int64_t w, int64_t* nn, double* frac, double* acc,
@@ -151,27 +151,15 @@ void metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
 }
 
 template <typename T>
-void metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const double* table,
+void metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const double* pairs,
              const int64_t* table_offset, const double* hz_table, double h_y, double log_k, const MetricsOut& o,
              int threads) {
-  // Interleave each table entry with its class fraction m / |S_c| (one load per count).
-  int64_t len = 0;
   bool tab = false;
-  for (int64_t c = 0; c < C; ++c)
-    if (sizes[c] > 0 && table_offset[c] >= 0) tab = true, len = std::max(len, table_offset[c] + sizes[c] + 1);
-  std::vector<double> pairs(2 * len);
-  for (int64_t c = 0; c < C; ++c) {
-    if (sizes[c] == 0 || table_offset[c] < 0) continue;
-    const double sd = static_cast<double>(sizes[c]);
-    for (int64_t m = 0; m <= sizes[c]; ++m) {
-      pairs[2 * (table_offset[c] + m)] = static_cast<double>(m) / sd;
-      pairs[2 * (table_offset[c] + m) + 1] = table[table_offset[c] + m];
-    }
-  }
+  for (int64_t c = 0; c < C; ++c) tab |= sizes[c] > 0 && table_offset[c] >= 0;
   const bool store = o.fraction != nullptr;  // node outputs come all together or not at all
   auto run = [&](auto store_c, auto tab_c) {
-    metrics<T, decltype(store_c)::value, decltype(tab_c)::value>(counts, C, N, sizes, pairs.data(), table_offset,
-                                                                  hz_table, h_y, log_k, o, threads);
+    metrics<T, decltype(store_c)::value, decltype(tab_c)::value>(counts, C, N, sizes, pairs, table_offset, hz_table,
+                                                                  h_y, log_k, o, threads);
   };
   using Yes = std::true_type;
   using No = std::false_type;
@@ -184,12 +172,12 @@ void metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
 }  // namespace
 
 void node_metrics_cpu(const void* counts, int count_bytes, int64_t C, int64_t N, const int64_t* sizes,
-                      const double* table, const int64_t* table_offset, const double* hz_table, double h_y,
+                      const double* pairs, const int64_t* table_offset, const double* hz_table, double h_y,
                       double log_k, const MetricsOut& out, int threads) {
   if (count_bytes == 4)
-    metrics(static_cast<const int32_t*>(counts), C, N, sizes, table, table_offset, hz_table, h_y, log_k, out, threads);
+    metrics(static_cast<const int32_t*>(counts), C, N, sizes, pairs, table_offset, hz_table, h_y, log_k, out, threads);
   else
-    metrics(static_cast<const int64_t*>(counts), C, N, sizes, table, table_offset, hz_table, h_y, log_k, out, threads);
+    metrics(static_cast<const int64_t*>(counts), C, N, sizes, pairs, table_offset, hz_table, h_y, log_k, out, threads);
 }
 
 }  // namespace nnp

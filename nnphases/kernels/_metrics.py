@@ -22,8 +22,10 @@ NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness"
 class Plan:
     counts: np.ndarray  # int32 or int64 [C, N], C-contiguous
     class_sizes: np.ndarray  # int64 [C]
-    table: np.ndarray  # float64: |S_c| * h(m / |S_c|) for each distinct size, concatenated
-    table_offset: np.ndarray  # int64 [C]: where class c's table starts; -1: compute with logarithms
+    # float64 [L, 2]: (m / |S_c|, |S_c| * h(m / |S_c|)) for m in 0..|S_c| of each distinct size, concatenated:
+    # NumPy's class fraction and entropy table for every possible count, one 16-byte load per count.
+    pairs: np.ndarray
+    table_offset: np.ndarray  # int64 [C]: the row of pairs where class c's starts; -1: compute with logarithms
     hz_table: np.ndarray | None  # float64 [|S| + 1]: H(Zhat) for each node count, when no larger than N
     h_y: float
     log_k: float  # log of the number of classes with samples; NaN when fewer than two
@@ -40,17 +42,21 @@ def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     total = int(sizes.sum())
     sizes_p = sizes[present]
     offsets = np.full(sizes.shape[0], -1, np.int64)
-    table = np.zeros(1)
+    pairs = np.zeros((1, 2))
     # The rule metrics.node_metrics_np uses: a table pays off once it is no larger than the counts it serves.
     if int((np.unique(sizes_p) + 1).sum()) <= k * num_nodes:
         table, start = _class_entropy_tables(sizes_p)
         offsets[present] = [start[s] for s in sizes_p.tolist()]
+        pairs = np.empty((table.shape[0], 2))
+        pairs[:, 1] = table
+        for s, o in start.items():  # the division np.divide(n[c], float(|S_c|)) does, for every count
+            pairs[o:o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
     hz_table = None
     if total + 1 <= num_nodes:
         q = np.arange(total + 1, dtype=np.float64)
         hz_table = (_neg_xlogx_ratio(q, float(total)) + _neg_xlogx_ratio(total - q, float(total))) / total
     h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
-    return Plan(n, sizes, table, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
+    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
 
 
 def node_outputs(p: Plan) -> dict[str, np.ndarray]:

@@ -49,7 +49,7 @@ def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int
 
 
 def _metrics(p: _metrics_plan.Plan, out: dict[str, np.ndarray], threads: int | None) -> None:
-    _C.node_metrics(p.counts, p.class_sizes, p.table, p.table_offset, p.hz_table, p.h_y, p.log_k, out, _t(threads))
+    _C.node_metrics(p.counts, p.class_sizes, p.pairs, p.table_offset, p.hz_table, p.h_y, p.log_k, out, _t(threads))
 
 
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:

@@ -395,7 +395,7 @@ def _neg_xlogx_ratio(m: float, d: float) -> float:
 
 @_jit(parallel=True)
 def _node_metrics(
-    counts: np.ndarray, sizes: np.ndarray, table: np.ndarray, offsets: np.ndarray, hz_table: np.ndarray,
+    counts: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, offsets: np.ndarray, hz_table: np.ndarray,
     use_hz: bool, h_y: float, log_k: float, store: bool, class_fraction: np.ndarray, fraction: np.ndarray,
     predictability: np.ndarray, informativeness: np.ndarray, h_z_given_y: np.ndarray, h_y_given_z: np.ndarray,
     dead_out: np.ndarray, always_out: np.ndarray, block_sums: np.ndarray, block_counts: np.ndarray,
@@ -427,19 +427,22 @@ def _node_metrics(
                     for j in range(w):
                         class_fraction[c, d0 + j] = np.nan
                 continue
-            sd = float(s)
-            for j in range(w):
-                cf = float(row[j]) / sd
-                if store:
-                    class_fraction[c, d0 + j] = cf
-                frac[j] += cf
             o = offsets[c]
-            if o >= 0:
+            if o >= 0:  # NumPy's class fraction and entropy term of each possible count, one row of pairs
                 for j in range(w):
-                    acc[j] += table[o + row[j]]
+                    cf = pairs[o + row[j], 0]
+                    if store:
+                        class_fraction[c, d0 + j] = cf
+                    frac[j] += cf
+                    acc[j] += pairs[o + row[j], 1]
             else:
+                sd = float(s)
                 for j in range(w):
                     m = float(row[j])
+                    cf = m / sd
+                    if store:
+                        class_fraction[c, d0 + j] = cf
+                    frac[j] += cf
                     acc[j] += _neg_xlogx_ratio(m, sd)
                     acc[j] += _neg_xlogx_ratio(sd - m, sd)
         sums = np.zeros(3)
@@ -522,7 +525,7 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
     hz = p.hz_table if p.hz_table is not None else empty1
     with _num_threads(threads):
         _node_metrics(
-            p.counts, p.class_sizes, p.table, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
+            p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
             out.get("class_fraction", empty2), out.get("fraction", empty1), out.get("predictability", empty1),
             out.get("informativeness", empty1), out.get("h_z_given_y", empty1), out.get("h_y_given_z", empty1),
             out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts,
