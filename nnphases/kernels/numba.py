@@ -523,7 +523,10 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
     block_sums = np.zeros((blocks, 3))
     block_counts = np.zeros((blocks, 5), np.int64)
     hz = p.hz_table if p.hz_table is not None else empty1
-    with _num_threads(threads):
+    # About a quarter-million counts per thread, as the C++ kernel does: waking the pool costs
+    # milliseconds on a busy machine, more than a small table's whole pass.
+    want = numba.get_num_threads() if threads is None else threads
+    with _num_threads(min(want, c * n // (1 << 18) + 1)):
         _node_metrics(
             p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
             out.get("class_fraction", empty2), out.get("fraction", empty1), out.get("predictability", empty1),
