@@ -16,20 +16,50 @@ app = typer.Typer(add_completion=False, help="Measure how neural networks learn,
 
 
 def _clean_errors(fn: Callable) -> Callable:
-    """Bad input (ValueError, missing files) ends the command with its message and exit status 2, not a
-    traceback; the message names the argument and the value. Set NNPHASES_TRACEBACK=1 to see the traceback."""
+    """A failure caused by the input or the environment (a bad value, a path that is missing, exists, cannot be
+    written or is too long, a full disk, memory that cannot be had, a diverged run) ends the command with one line
+    naming the option or path and the value, exit status 2. Anything else is a bug in nnphases: its traceback is
+    shown, with a line asking to report it. NNPHASES_TRACEBACK=1 shows the traceback of every error."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        name = fn.__name__.replace("_command", "").replace("_", "-")
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
-            if os.environ.get("NNPHASES_TRACEBACK"):
+        except typer.Exit:
+            raise
+        except (ValueError, FloatingPointError, OSError, MemoryError, RuntimeError) as e:
+            if os.environ.get("NNPHASES_TRACEBACK") or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
+                _report_bug(name)
                 raise
-            typer.echo(f"nnphases {fn.__name__.replace('_', '-')}: error: {e}", err=True)
+            typer.echo(f"nnphases {name}: error: {_one_line(e)}", err=True)
             raise typer.Exit(2) from None
+        except Exception:
+            _report_bug(name)
+            raise
 
     return wrapper
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower()
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line: an OSError as its reason and path, an allocation failure with the way out."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
+    if isinstance(e, MemoryError) or _out_of_memory(e):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "memory could not be allocated"
+        return f"out of memory ({first[:200]}); lower --eval-batch or --batch, or measure fewer sites"
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _report_bug(name: str) -> None:
+    if not os.environ.get("NNPHASES_TRACEBACK"):
+        typer.echo(f"nnphases {name}: internal error, a bug in nnphases: please report it with the command and the "
+                   "traceback below", err=True)
 
 
 def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
