@@ -1,7 +1,7 @@
 """Probes, fast (closed-form ridge) against paper mode (the source's trained classifier and decoder),
 on the same layer activations at the powers-of-two checkpoints of a real training run: the cost of each
 per measurement step, measured in this run, and how the two modes' curves over training agree (Spearman
-rank correlation over steps). Targets (issue 4): fast >= 10x cheaper, rank correlation >= 0.9.
+rank correlation over steps). Targets: fast >= 10x cheaper, rank correlation >= 0.9.
 
 The probes are fitted on 24,000 training samples (the source fits on the whole training set): the trained decoder's
 level at a step depends on how many Adam updates its 30 epochs give it, and with a few thousand samples it is still

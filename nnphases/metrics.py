@@ -2,7 +2,7 @@
 
 Everything here is float64 arithmetic on ``counts[c, i]`` (the number of
 samples of class ``c`` that activate node ``i``) and ``class_sizes[c]``
-(``|S_c|``), following ``shared/spec/metrics.md`` section 1: ``f[c,i] =
+(``|S_c|``), following ``docs/metrics.md`` section 1: ``f[c,i] =
 n[c,i]/|S_c|``; ``e(1,c) = n[c,i]/|S|`` and ``e(0,c) = (|S_c| - n[c,i])/|S|``;
 ``H(Zhat|Y)`` and ``H(Y|Zhat)`` in nats with ``0 log 0 = 0``; ``p = 1 -
 H(Zhat|Y)/log 2`` and ``u = 1 - H(Y|Zhat)/log |C|``. Conventions where the

@@ -1,4 +1,4 @@
-"""Tests of nnphases.metrics against shared/spec/metrics.md section 1.
+"""Tests of nnphases.metrics against docs/metrics.md section 1.
 
 Three independent checks: the spec's hand-computable cases, a deliberately
 naive transcription of the spec's formulas (plain Python loops, float64),
