@@ -10,8 +10,10 @@ list of any of these.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import store
-from .store import RunDir
+from .store import DamagedCheckpoint, DamagedCheckpointWarning, RunDir
 
 __all__ = ["PathLike", "Runs", "run_dirs", "read_table", "mean_over_seeds", "layer_order", "class_sizes"]
 
@@ -93,16 +95,36 @@ def run_dirs(runs: Runs) -> list[Path]:
     return out
 
 
-def _read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
-    """A table in ``schema``; columns added to the schema after the file was written are read as nulls."""
-    t = pq.read_table(path)
+def _read_parquet(ckpt: Path, step: int, table: str, schema: pa.Schema,
+                  manifest: dict[str, dict[str, Any]] | None) -> pa.Table:
+    """One checkpoint's table in ``schema``, verified; columns added to the end of the schema after the file was
+    written are read as nulls."""
+    name = f"{table}.parquet"
+    data = store.read_verified(ckpt, name, manifest)
+    try:
+        t = pq.read_table(pa.BufferReader(data))
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for bytes that are not Parquet
+        raise DamagedCheckpoint(ckpt, name, f"is not a readable Parquet file ({store._brief(e)})") from None
+    # Schemas only grow at the end, so a file may lack a tail of columns; any other gap is damage.
+    present = [n for n in schema.names if n in t.column_names]
+    if len(present) <= 3 or present != schema.names[:len(present)]:
+        missing = [n for n in schema.names if n not in t.column_names]
+        raise DamagedCheckpoint(ckpt, name, f"lacks the {table} columns {missing}")
     for field in schema:
         if field.name not in t.column_names:
             t = t.append_column(field, pa.nulls(len(t), field.type))
-    return t.select(schema.names).cast(schema)
+    try:
+        t = t.select(schema.names).cast(schema)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise DamagedCheckpoint(ckpt, name, f"does not match the {table} schema ({store._brief(e)})") from None
+    steps = t.column("step")
+    if steps.null_count or (len(t) and not (steps.to_numpy() == step).all()):
+        others = sorted({s for s in steps.to_pylist() if s != step}, key=str)[:3]
+        raise DamagedCheckpoint(ckpt, name, f"holds rows of step {others}, not of its checkpoint's step {step}")
+    return t
 
 
-def read_table(runs: Runs, table: str) -> pd.DataFrame:
+def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "raise") -> pd.DataFrame:
     """The ``table`` (nodes, layers, stats, probes, ...) of the complete checkpoints of ``runs``, as a DataFrame.
 
     ``runs`` as for :func:`run_dirs`; ``table`` one of
@@ -111,17 +133,36 @@ def read_table(runs: Runs, table: str) -> pd.DataFrame:
     node index; stats as given). Column types follow
     :data:`nnphases.store.SCHEMAS`; an empty result still has every column.
     Checkpoints without an optional table (any but nodes, layers and stats,
-    e.g. probes) are skipped for it.
+    e.g. probes) are skipped for it, unless their manifest lists it.
+
+    Every file is verified before it is used (size and crc32 against the
+    checkpoint's manifest, when it has one; then its columns against the
+    schema and its rows against the checkpoint's step). ``damaged``:
+    ``"raise"`` (default) raises :class:`~nnphases.store.DamagedCheckpoint`
+    naming the checkpoint and the file; ``"skip"`` leaves that checkpoint
+    out of this table with a :class:`~nnphases.store.DamagedCheckpointWarning`
+    naming them.
     """
     # Looked up at each call: tables registered after import are readable too.
     if not isinstance(table, str) or table not in store.TABLES:
         raise ValueError(f"table must be one of {', '.join(store.TABLES)}; got {table!r}")
+    if damaged not in ("raise", "skip"):
+        raise ValueError(f"damaged must be 'raise' or 'skip', got {damaged!r}")
     schema = store.SCHEMAS[table]
     parts = []
     for run in run_dirs(runs):
         dirs = RunDir(run)._step_dirs()
-        parts.extend(_read_parquet(dirs[s] / f"{table}.parquet", schema) for s in sorted(dirs)
-                     if table in _ALWAYS or (dirs[s] / f"{table}.parquet").exists())
+        for s in sorted(dirs):
+            try:
+                manifest = store.read_manifest(dirs[s])
+                if (table in _ALWAYS or (dirs[s] / f"{table}.parquet").exists()
+                        or (manifest is not None and f"{table}.parquet" in manifest)):
+                    parts.append(_read_parquet(dirs[s], s, table, schema, manifest))
+            except DamagedCheckpoint as e:
+                if damaged == "raise":
+                    raise
+                warnings.warn(f"{e}; step {s} left out of the {table} table", DamagedCheckpointWarning,
+                              stacklevel=2)
     t = pa.concat_tables(parts) if parts else schema.empty_table()
     # Two stable sorts (step, then seed) order by (seed, step) and keep each
     # checkpoint's own row order: layers in model order, not alphabetical.
@@ -168,7 +209,9 @@ def class_sizes(run: PathLike) -> np.ndarray:
     """Samples per class (int64 ``[C]``) of the evaluation set, as stored with the run's newest complete checkpoint.
 
     ``run`` is one run directory. Raises ValueError naming the path when it
-    is not a folder or has no complete checkpoint.
+    is not a folder or has no complete checkpoint, and
+    :class:`~nnphases.store.DamagedCheckpoint` naming the file when that
+    checkpoint's counts are damaged.
     """
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a path, got {run!r}")

@@ -11,8 +11,11 @@ One directory holds one training run (one seed)::
           layers.parquet          seed, step, epoch, layer, nodes, f, p, u, dead, always_active
           stats.parquet           seed, step, epoch, split ("train"/"val"), loss, accuracy
           masks.zarr              optional: one uint8 array per layer [N, ceil(S/64)*8] (bit-packed masks), chunked
-          state.pt                optional resume state (torch.save of a dict), kept only in the newest checkpoint
+          state.pt                optional resume state (torch.save of a dict), kept in the two newest checkpoints
+          manifest.json           size and crc32 of every file above (masks.zarr's files one by one)
         .tmp-...                  in-progress checkpoint (deleted on resume)
+        .damaged-step-...         a damaged checkpoint set aside on resume (kept for inspection, never read)
+      .lock                       the writer lock (flock), holding the writer's pid and host
       DONE                        written last when the run finished
 
 Nothing is lost when the writer is killed at any moment: a checkpoint is
@@ -20,9 +23,24 @@ written into ``checkpoints/.tmp-step-<step>-<random>/``, every file and
 directory in it is fsynced, and the directory is renamed to
 ``step-<step>`` (then ``checkpoints/`` is fsynced), so a ``step-*``
 directory is always complete and a ``.tmp-*`` one is garbage that
-:meth:`RunDir.cleanup` removes. ``state.pt`` of older checkpoints is deleted
-only after the new checkpoint is in place, so a kill never leaves a run
-without resume state. ``config.json`` and ``DONE`` are single files
+:meth:`RunDir.cleanup` removes. ``state.pt`` of a checkpoint is deleted
+only once two newer checkpoints hold one and the newest is verified, so a
+kill never leaves a run without resume state and a damaged newest
+checkpoint leaves the state before it.
+
+What a checkpoint holds is written down before the rename: ``manifest.json``
+lists every file with its size and crc32 (a checkpoint is never rewritten,
+except that its ``state.pt`` may be dropped). Readers verify what they read
+and raise :class:`DamagedCheckpoint` (a ValueError; :class:`MissingCheckpointFile`
+also a FileNotFoundError) naming the checkpoint and the file: sizes and
+checksums of the files they read (mask chunks: sizes only when a node or
+sample range is read), Parquet columns against :data:`SCHEMAS`, rows against
+the folder's step, counts against their class sizes. Checkpoints written
+before manifests existed get these structural checks only.
+:meth:`RunDir.latest_state` passes over a damaged state for an older one;
+:meth:`RunDir.cleanup` sets a damaged newest checkpoint aside so a resumed
+run measures it again; :meth:`RunDir.mark_done` refuses to mark a run whose
+newest checkpoint is damaged. ``config.json`` and ``DONE`` are single files
 written by :func:`atomic_write_bytes` (temp file in the same folder, fsync,
 rename, fsync of the folder). Step numbers are zero-padded to 12 digits so
 names sort in step order; readers parse the number and do not rely on it.
@@ -35,18 +53,28 @@ order of ``counts`` (shallowest first, as given) and node index. In
 ``masks.zarr`` (zarr format 3) each layer's array is named by the
 percent-encoded layer name, carries the name in its ``layer`` attribute,
 and the group's ``layers`` attribute lists the layers in order. One process
-writes a run at a time; readers may run alongside it.
+writes a run at a time (:meth:`RunDir.lock`, which the Recorder holds);
+readers take no lock and may run alongside it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import math
 import numbers
 import os
+import pickle
 import re
 import secrets
 import shutil
+import socket
+import threading
+import time
+import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +89,9 @@ from .metrics import LayerMetrics, node_metrics_np
 if TYPE_CHECKING:
     import pandas
 
-__all__ = ["RunDir", "atomic_write_bytes", "read_table", "TABLES", "SPLITS", "SCHEMAS"]
+__all__ = ["RunDir", "RunLock", "RunLocked", "DamagedCheckpoint", "MissingCheckpointFile",
+           "DamagedCheckpointWarning", "atomic_write_bytes", "read_table", "read_manifest", "read_verified",
+           "TABLES", "SPLITS", "SCHEMAS"]
 
 TABLES = ("nodes", "layers", "stats", "probes")  # probes: optional, only where probes were fitted
 SPLITS = ("train", "val")
@@ -70,6 +100,9 @@ _STEP_DIR = re.compile(r"step-(\d+)")
 _TMP_PREFIX = ".tmp-"
 _LAYER_KEY = "layer:"
 _REQUIRED_FILES = ("counts.npz", "nodes.parquet", "layers.parquet", "stats.parquet")
+_MANIFEST = "manifest.json"
+_DAMAGED_PREFIX = ".damaged-"
+_LOCK_FILE = ".lock"
 
 _KEY = [("seed", pa.int64()), ("step", pa.int64()), ("epoch", pa.float64())]
 SCHEMAS: dict[str, pa.Schema] = {
@@ -217,6 +250,272 @@ def register_table(name: str, schema: pa.Schema) -> None:
         globals()["TABLES"] = (*TABLES, name)
 
 
+# -- damage ----------------------------------------------------------------------------------
+
+
+class DamagedCheckpoint(ValueError):
+    """A file of a complete checkpoint is missing, truncated, altered or impossible; ``checkpoint`` is its folder,
+    ``file`` its path inside it, and the one-line message names both."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str], file: str, problem: str) -> None:
+        self.checkpoint, self.file, self.problem = Path(checkpoint), file, problem
+        self.message = f"damaged checkpoint: {self.checkpoint / file} {problem}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        # Defined here: MissingCheckpointFile would otherwise print as an OSError built from these arguments.
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.checkpoint, self.file, self.problem)
+
+
+class MissingCheckpointFile(DamagedCheckpoint, FileNotFoundError):
+    """A file a checkpoint needs (or its manifest lists) does not exist; also a FileNotFoundError."""
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A damaged checkpoint was passed over (an older resume state used, a checkpoint set aside or skipped)."""
+
+
+def _brief(e: BaseException) -> str:
+    """An exception as one short line (pyarrow and zarr errors run to several)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def _crc32_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _files_checksum(files: Mapping[str, Any]) -> int:
+    return zlib.crc32(json.dumps(files, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _write_manifest(folder: Path, step: int) -> None:
+    """List every file under ``folder`` with its size and crc32 in ``folder/manifest.json``.
+
+    crc32 rather than a cryptographic hash: it guards against damage, not tampering, and runs at memory speed
+    (about 4x blake2b), which matters for checkpoints with large masks. The manifest carries a checksum of its
+    own list, so a damaged manifest is told apart from a damaged file.
+    """
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(folder).as_posix()
+            if rel != _MANIFEST:
+                files[rel] = {"size": path.stat().st_size, "crc32": f"{_crc32_file(path):08x}"}
+    body = {"format": 1, "step": step, "algorithm": "crc32", "files": files,
+            "files_crc32": f"{_files_checksum(files):08x}"}
+    with open(folder / _MANIFEST, "w") as f:
+        json.dump(body, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The files of a checkpoint folder (relative path -> ``{"size", "crc32"}``) from its ``manifest.json``, or None
+    for a checkpoint written before manifests existed; DamagedCheckpoint when the manifest itself is damaged."""
+    ckpt = Path(checkpoint)
+    try:
+        raw = (ckpt / _MANIFEST).read_bytes()
+    except FileNotFoundError:
+        return None
+
+    def bad(problem: str) -> DamagedCheckpoint:
+        return DamagedCheckpoint(ckpt, _MANIFEST, problem)
+
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise bad(f"is not JSON ({_brief(e)})") from None
+    files = body.get("files") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or body.get("format") != 1 or not isinstance(files, dict):
+        raise bad("is not a format-1 manifest (a dict with format 1 and files)")
+    for rel, entry in files.items():
+        if (not isinstance(entry, dict) or isinstance(entry.get("size"), bool)
+                or not isinstance(entry.get("size"), int) or entry["size"] < 0
+                or not isinstance(entry.get("crc32"), str) or not re.fullmatch(r"[0-9a-f]{8}", entry["crc32"])
+                or rel.startswith("/") or ".." in rel.split("/")):
+            raise bad(f"has a malformed entry {rel!r}: {entry!r:.80}")
+    if body.get("files_crc32") != f"{_files_checksum(files):08x}":
+        raise bad(f"does not match its own checksum ({body.get('files_crc32')!r:.20})")
+    m = _STEP_DIR.fullmatch(ckpt.name)
+    if m and body.get("step") != int(m.group(1)):
+        raise bad(f"belongs to step {body.get('step')!r}, not to its folder's step {int(m.group(1))}")
+    return files
+
+
+def _unlisted(ckpt: Path, name: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(ckpt, name, f"is not listed in {_MANIFEST}")
+
+
+def _check_file(ckpt: Path, name: str, entry: Mapping[str, Any], checksum: bool) -> None:
+    """Size (and crc32 when ``checksum``) of one file against its manifest entry."""
+    path = ckpt / name
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise MissingCheckpointFile(ckpt, name, f"is missing ({_MANIFEST} lists it)") from None
+    if size != entry["size"]:
+        raise DamagedCheckpoint(ckpt, name, f"has {size} bytes, {_MANIFEST} lists {entry['size']}")
+    if checksum:
+        crc = f"{_crc32_file(path):08x}"
+        if crc != entry["crc32"]:
+            raise DamagedCheckpoint(ckpt, name, f"has crc32 {crc}, {_MANIFEST} lists {entry['crc32']}")
+
+
+def read_verified(checkpoint: str | os.PathLike[str], name: str,
+                  manifest: Mapping[str, Mapping[str, Any]] | None) -> bytes:
+    """The bytes of the file ``name`` of a checkpoint folder, checked against ``manifest`` (from
+    :func:`read_manifest`: size and crc32; None: unchecked); DamagedCheckpoint when they differ or it is missing."""
+    ckpt = Path(checkpoint)
+    if manifest is not None and name not in manifest:
+        if (ckpt / name).exists():
+            raise _unlisted(ckpt, name)
+        raise MissingCheckpointFile(ckpt, name, "is missing")
+    try:
+        data = (ckpt / name).read_bytes()
+    except FileNotFoundError:
+        raise MissingCheckpointFile(ckpt, name, "is missing") from None
+    if manifest is not None:
+        entry = manifest[name]
+        if len(data) != entry["size"]:
+            raise DamagedCheckpoint(ckpt, name, f"has {len(data)} bytes, {_MANIFEST} lists {entry['size']}")
+        crc = f"{zlib.crc32(data):08x}"
+        if crc != entry["crc32"]:
+            raise DamagedCheckpoint(ckpt, name, f"has crc32 {crc}, {_MANIFEST} lists {entry['crc32']}")
+    return data
+
+
+def _verify_tree(ckpt: Path, prefix: str, manifest: Mapping[str, Mapping[str, Any]], checksum: Any) -> None:
+    """Every file under ``ckpt/prefix`` is listed and every listed one is there, with its size (and crc32 where
+    ``checksum(name)`` says so)."""
+    listed = {n for n in manifest if n.startswith(prefix)}
+    for dirpath, _dirnames, filenames in os.walk(ckpt / prefix):
+        for f in filenames:
+            rel = (Path(dirpath) / f).relative_to(ckpt).as_posix()
+            if rel not in listed:
+                raise _unlisted(ckpt, rel)
+    for name in sorted(listed):
+        _check_file(ckpt, name, manifest[name], checksum(name))
+
+
+def _read_counts(ckpt: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Counts and class sizes of a checkpoint folder, verified, and refused when a count is outside 0..class size."""
+    data = read_verified(ckpt, "counts.npz", read_manifest(ckpt))
+
+    def bad(problem: str) -> DamagedCheckpoint:
+        return DamagedCheckpoint(ckpt, "counts.npz", problem)
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, zlib and format errors: any of them means the bytes are not an npz
+        raise bad(f"cannot be read ({_brief(e)})") from None
+    sizes = arrays.get("class_sizes")
+    if sizes is None:
+        raise bad("holds no class_sizes")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or (sizes < 0).any():
+        raise bad(f"class_sizes must be non-negative integers [C], got dtype {sizes.dtype} shape {sizes.shape}")
+    sizes = sizes.astype(np.int64)
+    counts = {}
+    for key, a in arrays.items():
+        if not key.startswith(_LAYER_KEY):
+            continue
+        name = key[len(_LAYER_KEY):]
+        if a.ndim != 2 or a.dtype.kind not in "iu" or a.shape[0] != len(sizes):
+            raise bad(f"layer {name!r} must be integer counts [{len(sizes)}, N], got dtype {a.dtype} shape {a.shape}")
+        c = a.astype(np.int64)
+        outside = (c < 0) | (c > sizes[:, None])
+        if outside.any():
+            i, j = (int(v) for v in np.argwhere(outside)[0])
+            raise bad(f"layer {name!r}: count [{i}, {j}] = {c[i, j]} is outside 0..{sizes[i]} (its class size)")
+        counts[name] = c
+    return counts, sizes
+
+
+# -- one writer per run folder ---------------------------------------------------------------
+
+
+class RunLocked(ValueError):
+    """Another process holds the run folder's writer lock (the message names the folder and the holder)."""
+
+
+class _Held:
+    """This process's flock on one run folder, shared by its RunLock handles."""
+
+    def __init__(self, key: Path, fd: int) -> None:
+        self.key, self.fd, self.count, self.pid = key, fd, 1, os.getpid()
+
+
+_held: dict[Path, _Held] = {}
+# Re-entrant: a RunLock's __del__ may run in the garbage collector while this thread holds the guard.
+_held_guard = threading.RLock()
+
+
+class RunLock:
+    """A hold on a run folder's writer lock (from :meth:`RunDir.lock`); ``release()``, the end of a ``with``
+    block or garbage collection lets go of it, and the kernel does when the process dies."""
+
+    def __init__(self, held: _Held, path: Path) -> None:
+        self._held: _Held | None = held
+        self.path = path
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def release(self) -> None:
+        """Let go of this hold (later calls do nothing); the lock is free once every hold of the process is."""
+        h, self._held = self._held, None
+        if h is None:
+            return
+        with _held_guard:
+            h.count -= 1
+            if h.count > 0:
+                return
+            if _held.get(h.key) is h:
+                del _held[h.key]
+        if h.pid == os.getpid():
+            # Unlock explicitly: a child forked meanwhile (a DataLoader worker) shares the descriptor and would
+            # otherwise keep the folder locked; a child never unlocks its parent's lock.
+            try:
+                os.ftruncate(h.fd, 0)
+                fcntl.flock(h.fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+        os.close(h.fd)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # at interpreter shutdown the modules it needs may be gone; the kernel unlocks anyway
+            pass
+
+    def __repr__(self) -> str:
+        return f"RunLock({str(self.path)!r}, held={self.held})"
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0))
+        return f"pid {int(info['pid'])} on host {info['host']}, since {info['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
 class RunDir:
     """One training run's directory (see the module docstring for the layout); nothing is created until a write."""
 
@@ -249,12 +548,30 @@ class RunDir:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The configuration read from ``config.json`` (FileNotFoundError when it was never written)."""
-        return json.loads((self.path / "config.json").read_text())
+        """The configuration read from ``config.json`` (FileNotFoundError when it was never written, ValueError
+        naming the file when it is not a JSON object)."""
+        path = self.path / "config.json"
+        try:
+            cfg = json.loads(path.read_text())
+        except ValueError as e:  # not JSON, or not text at all
+            raise ValueError(f"{path} is damaged ({_brief(e)})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{path} is damaged (holds a {type(cfg).__name__}, not a JSON object)")
+        return cfg
 
     def mark_done(self) -> None:
-        """Write the ``DONE`` marker (atomically), to be called after the last checkpoint."""
+        """Write the ``DONE`` marker (atomically), to be called after the last checkpoint.
+
+        The newest checkpoint is verified first (:meth:`verify`): a run whose newest checkpoint is damaged is
+        never marked done (DamagedCheckpoint), so resuming it measures that step again.
+        """
         steps = self.completed_steps()
+        if steps:
+            try:
+                self.verify(steps[-1])
+            except DamagedCheckpoint as e:
+                raise type(e)(e.checkpoint, e.file, f"{e.problem}; the run is not marked done (resume it to measure "
+                              f"step {steps[-1]} again)") from None
         body = {"last_step": steps[-1] if steps else None, "checkpoints": len(steps)}
         atomic_write_bytes(self.path / "DONE", (json.dumps(body) + "\n").encode())
 
@@ -289,11 +606,103 @@ class RunDir:
             raise ValueError(f"step {step} has no complete checkpoint in {self.path} (complete steps: {shown})")
         return p
 
-    def cleanup(self) -> list[Path]:
-        """Remove leftovers of interrupted writes (``.tmp-*`` in the run and checkpoint folders); return them.
+    def lock(self) -> RunLock:
+        """Take the run folder's writer lock: one process writes a run at a time.
 
-        Call it before resuming, never while another process writes this run.
+        An advisory ``fcntl.flock`` on ``RUN/.lock`` (the folder is created if needed), which holds the pid,
+        host and start time of the holder; the kernel releases it when the process dies, however it dies.
+        Another process holding it raises :class:`RunLocked` naming the folder and the holder. Holds of one
+        process are shared (a Recorder left unclosed after an error, e.g. in a notebook, does not lock its own
+        process out), so two writers of one folder in one process are not caught. Returns a :class:`RunLock`
+        (a context manager); the :class:`~nnphases.recorder.Recorder` holds one for its life.
         """
+        _mkdirs(self.path)
+        key = self.path.resolve()
+        with _held_guard:
+            h = _held.get(key)
+            if h is not None and h.pid == os.getpid():
+                h.count += 1
+                return RunLock(h, self.path / _LOCK_FILE)
+            fd = os.open(self.path / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise RunLocked(f"run folder {str(self.path)!r} is being written by another process ({holder}); "
+                                "one writer per run: wait for it to end or stop it") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            h = _held[key] = _Held(key, fd)
+            return RunLock(h, self.path / _LOCK_FILE)
+
+    def cleanup(self) -> list[Path]:
+        """Remove leftovers of interrupted writes and set aside damaged checkpoints at the run's end; return the
+        paths removed or set aside.
+
+        Leftovers are ``.tmp-*`` in the run and checkpoint folders. Then the newest checkpoint is verified
+        (:meth:`verify`, checksums included) and, while it is damaged, renamed to
+        ``checkpoints/.damaged-step-<step>-<random>`` (kept for inspection, never read, never deleted here) with a
+        DamagedCheckpointWarning, and the next older one is verified: a resumed run then continues from the
+        newest intact checkpoint and measures the steps set aside again. Damaged checkpoints before an intact one
+        stay (only training again could replace them); readers refuse them. Runs under the writer lock
+        (:meth:`lock`; shared with this process's own holds), so it never touches another live writer's work:
+        RunLocked when another process writes the run.
+        """
+        if not self.path.is_dir():
+            return []
+        with self.lock():
+            return self._remove_leftovers() + self._set_aside_damaged()
+
+    def _set_aside_damaged(self) -> list[Path]:
+        moved = []
+        dirs = self._step_dirs()
+        for s in sorted(dirs, reverse=True):
+            try:
+                self._verify(dirs[s])
+            except DamagedCheckpoint as e:
+                target = self.checkpoints / f"{_DAMAGED_PREFIX}{dirs[s].name}-{secrets.token_hex(4)}"
+                os.rename(dirs[s], target)
+                _fsync_dir(self.checkpoints)
+                warnings.warn(f"{e}; set aside as {target.name}: step {s} will be measured again",
+                              DamagedCheckpointWarning, stacklevel=3)
+                moved.append(dirs[s])
+                continue
+            break
+        return moved
+
+    def verify(self, step: int, *, checksums: bool = True) -> None:
+        """Check the checkpoint of ``step``; DamagedCheckpoint naming the first damaged file.
+
+        With a manifest: every listed file is there with its size and (``checksums``) crc32, and the four
+        required files are listed; a ``state.pt`` may be missing (older states are dropped by design). Without
+        one (written before manifests existed): the required files exist. Either way the counts are read and
+        refused when a count lies outside 0..its class size.
+        """
+        self._verify(self.checkpoint_path(step), checksums)
+
+    @staticmethod
+    def _verify(ckpt: Path, checksums: bool = True) -> None:
+        manifest = read_manifest(ckpt)
+        if manifest is None:
+            for name in _REQUIRED_FILES:
+                if not (ckpt / name).is_file():
+                    raise MissingCheckpointFile(ckpt, name, "is missing")
+        else:
+            for name in _REQUIRED_FILES:
+                if name not in manifest:
+                    raise DamagedCheckpoint(ckpt, _MANIFEST, f"does not list {name}")
+            for name, entry in manifest.items():
+                if name == "state.pt" and not (ckpt / name).exists():
+                    continue
+                _check_file(ckpt, name, entry, checksums)
+        _read_counts(ckpt)
+
+    def _remove_leftovers(self) -> list[Path]:
         removed = []
         for folder in (self.path, self.checkpoints):
             if not folder.is_dir():
@@ -420,6 +829,7 @@ class RunDir:
 
                 with open(tmp / "state.pt", "wb") as f:
                     torch.save(dict(state), f)
+            _write_manifest(tmp, step)
             _fsync_tree(tmp)
             os.rename(tmp, self.checkpoints / name)
         except BaseException:
@@ -484,34 +894,63 @@ class RunDir:
         return out
 
     def _drop_older_states(self, step: int) -> None:
-        # Runs after the new checkpoint is durable, so some state.pt exists at every instant.
-        for s, p in self._step_dirs().items():
-            if s < step and (p / "state.pt").exists():
-                (p / "state.pt").unlink()
-                _fsync_dir(p)
+        # Runs after the new checkpoint is durable and verified, and keeps the newest older state too: if the new
+        # checkpoint is damaged later, a resume continues from the one before (cleanup sets the damaged one aside).
+        # Sizes, not checksums: the sums were taken from these bytes a moment ago, and summing them again from the
+        # page cache would prove no more while doubling the writer's reads.
+        self.verify(step, checksums=False)
+        dirs = self._step_dirs()
+        older = sorted(s for s, p in dirs.items() if s < step and (p / "state.pt").exists())
+        for s in older[:-1]:
+            (dirs[s] / "state.pt").unlink()
+            _fsync_dir(dirs[s])
 
     # -- reading ---------------------------------------------------------------------
 
     def latest_state(self, map_location: Any = None) -> tuple[int, dict[str, Any]] | None:
-        """Step and ``torch.load``-ed state of the newest complete checkpoint with a ``state.pt``, or None.
+        """Step and ``torch.load``-ed state of the newest complete checkpoint with an intact ``state.pt``, or None.
 
-        Loaded with ``weights_only=False`` (the state may hold optimiser and
-        RNG objects), so only load run directories you trust.
+        Each ``state.pt`` is checked against its manifest (size and crc32) before it is loaded; a damaged one
+        (or, without a manifest, one that cannot be unpickled: truncated, garbage) is passed over with a
+        DamagedCheckpointWarning naming it, for the next older state (the two newest are kept). A state whose
+        checksum matches but that does not load raises as torch does: the bytes are intact, the environment is
+        not. Loaded with ``weights_only=False`` (the state may hold optimiser and RNG objects), so only load run
+        directories you trust.
         """
         import torch
 
         dirs = self._step_dirs()
         for s in sorted(dirs, reverse=True):
-            p = dirs[s] / "state.pt"
-            if p.is_file():
-                return s, torch.load(p, map_location=map_location, weights_only=False)
+            ckpt = dirs[s]
+            if not (ckpt / "state.pt").is_file():
+                continue
+            try:
+                manifest = read_manifest(ckpt)
+                if manifest is not None:
+                    if "state.pt" not in manifest:
+                        raise _unlisted(ckpt, "state.pt")
+                    _check_file(ckpt, "state.pt", manifest["state.pt"], checksum=True)
+                try:
+                    state = torch.load(ckpt / "state.pt", map_location=map_location, weights_only=False)
+                except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+                    if manifest is not None:
+                        raise
+                    raise DamagedCheckpoint(ckpt, "state.pt", f"cannot be loaded ({_brief(e)})") from None
+                if not isinstance(state, dict):
+                    raise DamagedCheckpoint(ckpt, "state.pt", f"holds a {type(state).__name__}, not a dict")
+            except DamagedCheckpoint as e:
+                warnings.warn(f"{e}; using an older resume state", DamagedCheckpointWarning, stacklevel=2)
+                continue
+            return s, state
         return None
 
     def read_counts(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Counts per layer (int64 ``[C, N]``, in model order) and ``class_sizes`` (int64 ``[C]``) of ``step``."""
-        with np.load(self.checkpoint_path(step) / "counts.npz", allow_pickle=False) as z:
-            counts = {k[len(_LAYER_KEY):]: z[k].astype(np.int64) for k in z.files if k.startswith(_LAYER_KEY)}
-            return counts, z["class_sizes"].astype(np.int64)
+        """Counts per layer (int64 ``[C, N]``, in model order) and ``class_sizes`` (int64 ``[C]``) of ``step``.
+
+        ``counts.npz`` is checked against the manifest (size and crc32) and its contents against each other: a
+        count outside 0..its class size, or arrays of the wrong shape, raise DamagedCheckpoint.
+        """
+        return _read_counts(self.checkpoint_path(step))
 
     def read_masks(self, step: int, layer: str | None = None, *, nodes: Any = None,
                    samples: slice | None = None) -> Any:
@@ -523,24 +962,63 @@ class RunDir:
         slice ``start:stop`` of sample indices, returned packed as if those
         samples had been packed on their own); only the chunks holding them are
         read.
+
+        Checked against the manifest: every file of each array read is there with its size and no other is;
+        crc32 for the metadata always and for the chunks when whole layers are read (a node or sample range
+        reads only some chunks, so theirs are not summed). Zarr's own decoding errors and arrays that are not
+        uint8 ``[N, 8k]`` raise DamagedCheckpoint too.
         """
-        path = self.checkpoint_path(step) / "masks.zarr"
+        ckpt = self.checkpoint_path(step)
+        path = ckpt / "masks.zarr"
+        manifest = read_manifest(ckpt)
         if not path.exists():
+            if manifest is not None and any(n.startswith("masks.zarr/") for n in manifest):
+                raise MissingCheckpointFile(ckpt, "masks.zarr", f"is missing ({_MANIFEST} lists it)")
             if layer is not None:
                 raise ValueError(f"step {step} of {self.path} has no stored masks")
             return {}
         import zarr
 
-        g = zarr.open_group(str(path), mode="r")
-        layers = list(g.attrs["layers"])
-        if layer is None:
-            return {name: np.asarray(g[_mask_array_name(name)][...]) for name in layers}
-        if layer not in layers:
+        if manifest is not None:
+            read_verified(ckpt, "masks.zarr/zarr.json", manifest)
+        try:
+            g = zarr.open_group(str(path), mode="r")
+            layers = [str(x) for x in g.attrs["layers"]]
+        except Exception as e:  # zarr raises many kinds for a damaged store
+            raise DamagedCheckpoint(ckpt, "masks.zarr/zarr.json", f"cannot be read ({_brief(e)})") from None
+        if layer is not None and layer not in layers:
             raise ValueError(f"layer {layer!r} has no stored masks at step {step}; stored: {layers}")
-        arr = g[_mask_array_name(layer)]
+        whole = nodes is None and samples is None
+
+        def array(name: str) -> Any:
+            key = _mask_array_name(name)
+            if manifest is not None:
+                _verify_tree(ckpt, f"masks.zarr/{key}/", manifest,
+                             lambda n: whole or n.endswith("zarr.json"))
+            try:
+                arr = g[key]
+            except Exception as e:
+                raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", f"cannot be read ({_brief(e)})") from None
+            if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
+                raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}",
+                                        f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}")
+            return arr
+
+        def get(name: str, arr: Any, index: Any) -> np.ndarray:
+            try:
+                return np.asarray(arr[index])
+            except (IndexError, TypeError):
+                raise  # the caller's nodes, not the store
+            except Exception as e:
+                raise DamagedCheckpoint(ckpt, f"masks.zarr/{_mask_array_name(name)}",
+                                        f"cannot be read ({_brief(e)})") from None
+
+        if layer is None:
+            return {name: get(name, array(name), ...) for name in layers}
+        arr = array(layer)
         rows = slice(None) if nodes is None else nodes
         if samples is None:
-            return np.asarray(arr[rows, :])
+            return get(layer, arr, (rows, slice(None)))
         from .packed import take_samples
 
         total = int(arr.shape[1]) * 8
@@ -549,7 +1027,7 @@ class RunDir:
         start, stop, _ = samples.indices(total)
         stop = max(start, stop)
         w0, w1 = start // 64 * 8, -(-stop // 64) * 8
-        part = np.asarray(arr[rows, w0:w1])
+        part = get(layer, arr, (rows, slice(w0, w1)))
         return take_samples(part, start - w0 * 8, stop - w0 * 8)
 
 
@@ -615,8 +1093,9 @@ def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
                        chunks=(rows, max(1, m.shape[1])), attributes={"layer": name})
 
 
-def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], table: str) -> pandas.DataFrame:
+def read_table(runs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], table: str, *,
+               damaged: str = "raise") -> pandas.DataFrame:
     """One table of the complete checkpoints of ``runs`` as a DataFrame: :func:`nnphases.runs.read_table`."""
     from .runs import read_table as read  # deferred: nnphases.runs imports this module
 
-    return read(runs, table)
+    return read(runs, table, damaged=damaged)  # type: ignore[arg-type]
