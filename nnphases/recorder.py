@@ -19,6 +19,7 @@ background thread by default.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +38,7 @@ from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_m
 from .measures.sample_sets import SampleSets
 from .options import check, option
 from .schedule import Schedule, _int_arg
-from .store import RunDir, atomic_write_bytes
+from .store import RunDir, RunLock, atomic_write_bytes
 from .stream import Batch, Stream, check_class_sizes
 
 
@@ -113,6 +114,22 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
+def _releases_lock_on_failure(init: Callable[..., None]) -> Callable[..., None]:
+    """A Recorder that fails to build lets go of its folder's lock at once, not whenever it is garbage-collected
+    (a traceback keeps it alive)."""
+
+    @functools.wraps(init)
+    def wrapper(self: Recorder, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    return wrapper
+
+
 class Recorder:
     """Measures ``model`` on ``eval_data`` at the steps of ``schedule`` into the run folder ``out``.
 
@@ -127,8 +144,14 @@ class Recorder:
     ``options``: :class:`RecorderOptions`. A folder belongs to one setup: a new
     Recorder on a folder holding another setup's measurements, or a finished
     run, is refused (start over with another ``out``, or delete the folder).
+    The writing process holds the folder's lock (:meth:`RunDir.lock`) from
+    construction to :meth:`close`: a Recorder of another process on the same
+    folder is refused (RunLocked) meanwhile.
     """
 
+    _lock: RunLock | None = None  # the writer lock of the folder, held from _claim_folder to close()
+
+    @_releases_lock_on_failure
     def __init__(self, model: nn.Module, eval_data: Any, schedule: Schedule, out: Any,
                  measures: Sequence[Measure] | None = None, *, train_data: Any = None,
                  num_classes: int | None = None, class_sizes: Any = None, seed: int = 0,
@@ -247,6 +270,7 @@ class Recorder:
 
     def _claim_folder(self, config: dict | None) -> None:
         """A folder belongs to one setup: the measures, sites and classes are recorded with the first Recorder."""
+        self._lock = self.run.lock()  # one writer per folder: RunLocked while another process writes it
         self.run.cleanup()
         if config is not None:
             self.run.write_config(config)
@@ -462,7 +486,8 @@ class Recorder:
             pending.result()
 
     def close(self) -> None:
-        """Waits for the last checkpoint, then marks the run complete (written last); later calls do nothing."""
+        """Waits for the last checkpoint, then marks the run complete (written last) and releases the folder's lock;
+        later calls do nothing."""
         if self._closed:
             return
         self.flush()
@@ -471,6 +496,8 @@ class Recorder:
         if self.rank == 0:
             self.run.mark_done()
         self._closed = True
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _merge(outputs: list[Output]) -> dict[str, Any]:
