@@ -349,7 +349,10 @@ def findings(
 
     ``runs`` is a run directory, a folder of run directories, or a list of
     either (as for :func:`nnphases.runs.run_dirs`). Returns the findings
-    in the order a-e; missing data gives ``holds=False`` with a reason.
+    in the order a-e; missing data gives ``holds=False`` with a reason. A
+    damaged checkpoint is refused (:class:`~nnphases.store.DamagedCheckpoint`
+    names it and the file) rather than left out, which could change a
+    verdict unseen; ``read_table(..., damaged="skip")`` reads the rest.
     """
     dirs = run_dirs(runs)
     layers = read_table(dirs, "layers")

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import PathLike, class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
-from .store import atomic_write_bytes
+from .store import DamagedCheckpoint, atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,6 +79,8 @@ def _stored_classes(dirs: Sequence[Path]) -> int:
     for run in dirs:
         try:
             return len(class_sizes(run))
+        except DamagedCheckpoint:
+            raise  # refused, like a damaged table: the error names the file
         except ValueError:
             continue
     raise ValueError(f"no run in {[str(d) for d in dirs]} has a complete checkpoint to read class sizes from")
@@ -438,7 +440,8 @@ def plot(
     added to each figure's title (default: dataset, model and loss from the
     config when present). Files are named ``heatmap_f``, ``layers_fpu`` and
     ``curves`` (and ``probes`` when the runs fitted probes) with each extension. Raises ValueError when the runs hold no
-    measurements.
+    measurements, and :class:`~nnphases.store.DamagedCheckpoint` (a ValueError) naming the checkpoint and the file
+    when a file it reads is damaged: a figure is never drawn silently without some of its measurements.
     """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
