@@ -1,5 +1,6 @@
 """class_counts on every CPU backend next to the naive NumPy and PyTorch ways, on the
-issue's cases; each result is checked against the reference. GPU figures:
+issue's cases; each result is checked against the reference. The "-out-int32" rows add
+every batch in place into one int32 table (``out=``) instead of summing fresh tables. GPU figures:
 benchmarks/gpu_report.py (CUDA events), exercised by bench_gpu.py."""
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ IMPLS = {
     "cpp": lambda a, lab, c: K.class_counts(a, lab, c, backend="cpp"),
     "cpp-1thread": lambda a, lab, c: K.class_counts(a, lab, c, backend="cpp", threads=1),
     "cpp-nocheck": lambda a, lab, c: K.class_counts(a, lab, c, backend="cpp", check_finite=False),
+    "cpp-out-int32": lambda a, lab, c, out: K.class_counts(a, lab, c, backend="cpp", out=out),
     "numba": lambda a, lab, c: K.class_counts(a, lab, c, backend="numba"),
     "numba-1thread": lambda a, lab, c: K.class_counts(a, lab, c, backend="numba", threads=1),
+    "numba-out-int32": lambda a, lab, c, out: K.class_counts(a, lab, c, backend="numba", out=out),
     "numpy-boolmask": numpy_boolmask,
     "torch-onehot": torch_onehot,
     "torch-index_add": torch_index_add,
@@ -60,6 +63,11 @@ def test_class_counts(benchmark, inputs, case, impl):
     step = c.batch or c.samples
 
     def batched():
+        if "-out-" in impl:  # the batches accumulate in place into the caller's int32 table
+            total = torch.zeros((c.classes, c.nodes), dtype=torch.int32)
+            for s in range(0, c.samples, step):
+                fn(acts[s:s + step], labels[s:s + step], c.classes, total)
+            return total.numpy()
         total = np.zeros((c.classes, c.nodes), dtype=np.int64)
         for s in range(0, c.samples, step):
             total += np.asarray(fn(acts[s:s + step], labels[s:s + step], c.classes))
