@@ -304,7 +304,7 @@ def run(cfg: Config, out: Path, *, progress: bool = True) -> list[Path]:
             out.mkdir(parents=True, exist_ok=True)
             cfg_path = out / "run.json"
             if cfg_path.exists():
-                old = Config.from_dict(json.loads(cfg_path.read_text()))
+                old = _stored_config(cfg_path)
                 if old != cfg:
                     raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another "
                                      "--out")
@@ -347,10 +347,14 @@ def resume(out: Path, *, progress: bool = True) -> list[Path]:
         if not cells:
             raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
         return [p for cell in cells for p in resume(cell, progress=progress)]
+    return run(_stored_config(cfg_path), Path(out), progress=progress)
+
+
+def _stored_config(path: Path) -> Config:
+    """The configuration in a run's ``run.json``; ValueError naming the file when it is damaged."""
     try:
-        cfg = Config.from_dict(json.loads(cfg_path.read_text()))
+        return Config.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_path} is damaged (not JSON: {e})") from None
+        raise ValueError(f"{path} is damaged (not JSON: {e})") from None
     except (ValueError, TypeError) as e:  # not text (UnicodeDecodeError), or not a configuration
-        raise ValueError(f"{cfg_path} is damaged ({e})") from None
-    return run(cfg, Path(out), progress=progress)
+        raise ValueError(f"{path} is damaged ({e})") from None
