@@ -307,8 +307,9 @@ class Recorder:
             free_disk = None
         notes = () if n is not None else ("the evaluation set's size is learnt in the first pass; the disk is "
                                           "checked again then",)
-        # The newest checkpoint keeps the model, an optimiser with about two moments per parameter, and RNG state.
-        return Plan(rows, left, n, _free_memory(self.device), free_disk, str(self.device), 3 * params, notes)
+        # The two newest checkpoints keep the resume state: the model, an optimiser with about two moments per
+        # parameter, and RNG state.
+        return Plan(rows, left, n, _free_memory(self.device), free_disk, str(self.device), 2 * 3 * params, notes)
 
     # -- measuring -----------------------------------------------------------------------------
 
