@@ -293,5 +293,74 @@ def backends() -> None:
         typer.echo(f"automatic order on {device}: {' > '.join(order)}")
 
 
+
+def _slurm_params() -> list[inspect.Parameter]:
+    """One ``--slurm-*`` option per field of :class:`nnphases.sweep.SlurmOptions` (lists: a repeatable flag)."""
+    import dataclasses
+
+    from .sweep import SlurmOptions
+
+    hints = typing.get_type_hints(SlurmOptions)
+    params = []
+    for f in dataclasses.fields(SlurmOptions):
+        listed = typing.get_origin(hints[f.name]) is tuple
+        ann = Optional[list[str]] if listed else Optional[_cli_annotation(hints[f.name])[0]]
+        params.append(inspect.Parameter("slurm_" + f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
+                                        default=typer.Option(None, "--" + f.metadata["flag"], show_default=False,
+                                                             help=f.metadata["help"])))
+    return params
+
+
+@app.command("sweep")
+@_clean_errors
+@_flat_signature(_RUN_EXTRA + [
+    inspect.Parameter("executor", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
+        "local", help="local (processes on this machine, waits for them) or slurm (one job array through sbatch)")),
+    inspect.Parameter("parallel", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
+        None, help="jobs running at a time (local: processes, default 1; slurm: the array's limit, default all)",
+        show_default=False)),
+    inspect.Parameter("grid", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]], default=typer.Option(
+        None, help="sweep an option: NAME=V1,V2 (repeatable; one cell per combination, in OUT/NAME=V1_...)",
+        show_default=False)),
+] + _slurm_params())
+def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: str, parallel: Optional[int],
+          grid: Optional[list[str]], **slurm: Any) -> None:
+    """Run a preset's cells (source000-grid: 18) x seeds as one job each, through submitit: locally or on Slurm."""
+    from . import sweep as sw
+
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"--executor must be local or slurm, got {executor!r}")
+    given = {k[len("slurm_"):]: tuple(v) if isinstance(v, list) else v for k, v in slurm.items() if v is not None}
+    if executor != "slurm" and given:
+        raise ValueError(f"{', '.join('--slurm-' + k.replace('_', '-') for k in given)} need --executor slurm")
+    if parallel is not None and parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {parallel}")
+    out = out or Path("runs") / preset
+    jobs = sw.jobs_for(sw.cells(preset, flat, grid or ()), out)
+    slurm_options = sw.SlurmOptions(**given) if executor == "slurm" else None
+    outcomes = sw.submit(jobs, executor, parallel=parallel, slurm=slurm_options)  # type: ignore[arg-type]
+    skipped = sum(o.result == "skipped" for o in outcomes)
+    if executor == "slurm":
+        ids = sorted({o.detail.split("_")[0] for o in outcomes if o.result == "submitted"})
+        typer.echo(f"submitted {len(outcomes) - skipped} jobs (Slurm {', '.join(ids) or 'none'}), {skipped} skipped "
+                   f"(done or running); follow them with: nnphases status {out}")
+        return
+    typer.echo(sw.format_status(sw.status(out)))
+    failed = [o for o in outcomes if o.result == "failed"]
+    if failed:
+        typer.echo(f"nnphases sweep: {len(failed)} of {len(outcomes)} jobs failed; fix the cause and run the same "
+                   "command again (finished jobs are skipped, interrupted ones resume)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
+def status(out: Path = typer.Argument(..., help="a sweep folder (or one run folder)")) -> None:
+    """Which cells and seeds of a sweep are done, running, failed, interrupted or pending."""
+    from .sweep import format_status, status as read_status
+
+    typer.echo(format_status(read_status(out)))
+
+
 if __name__ == "__main__":
     app()
