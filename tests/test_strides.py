@@ -296,3 +296,31 @@ def test_gpu_cupy_layouts(backend, dtype, layout):
     v = ACTS_LAYOUTS[layout](cupy.asarray(x))  # NumPy's functions dispatch to CuPy's
     assert isinstance(v, cupy.ndarray)
     check_gpu(backend, v, cupy.asarray(lab[::-1])[::-1], ACTS_LAYOUTS[layout](x).copy(order="C"), lab)
+
+
+def torch_packed(packed: np.ndarray, layout: str) -> torch.Tensor:
+    """The packed masks on the GPU in a torch layout with the same values (torch has no negative strides)."""
+    t = torch.from_numpy(packed).cuda()
+    if layout == "misaligned":  # contiguous, starting 3 bytes into an allocation
+        flat = torch.zeros(t.numel() + 8, dtype=torch.uint8, device="cuda")
+        flat[3:3 + t.numel()] = t.reshape(-1)
+        v = flat[3:3 + t.numel()].view(t.shape)
+        assert v.data_ptr() % 8 and v.is_contiguous()
+        return v
+    if layout == "transposed":
+        return t.t().contiguous().t()
+    if layout == "column-step":
+        return torch.repeat_interleave(t, 2, dim=1)[:, ::2]
+    return t[:1].expand(t.shape)  # broadcast-row
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params("packed_class_counts") if device_of(p.values[0]) == "cuda"])
+@pytest.mark.parametrize("layout", ["misaligned", "transposed", "column-step", "broadcast-row"])
+def test_gpu_packed_layouts(backend, layout):
+    """Packed rows are read as 64-bit words on the GPU too: any layout or byte offset is made dense first."""
+    packed = K.pack_masks(random_acts((300, 20), "float32", 8), backend="reference")
+    lab = random_labels(300, "int64", 9)
+    v = torch_packed(packed, layout)
+    want = K.packed_class_counts(v.cpu().contiguous().numpy(), lab, C, backend="reference")
+    got = K.packed_class_counts(v, torch.from_numpy(lab).cuda(), C, backend=backend)
+    np.testing.assert_array_equal(host(got), want)

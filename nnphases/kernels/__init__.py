@@ -147,9 +147,7 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     b, fn = select("packed_class_counts", p.device, backend)
     if not getattr(fn, "checks_labels", False):
         _validate.label_range(lab.obj, n)
-    x = _arrays.to_native(p.obj, b.native)
-    if b.native == "numpy":
-        x = _arrays.dense_host(x, align=8)  # the kernels read the rows as 64-bit words
+    x = _arrays.to_native(_arrays.dense(p, 8), b.native)  # every kernel reads the rows as 64-bit words
     opts = _options(b, p, threads)
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 

@@ -122,6 +122,21 @@ def bits(a: Array) -> Any:
     return x.view(_SIGNED_OF_SIZE[size])
 
 
+def dense(a: Array, align: int) -> Any:
+    """The argument as a C-contiguous array of its own library and device whose data is aligned to
+    ``align`` bytes, copied only when it is not one already."""
+    x = a.obj
+    if a.lib == "numpy":
+        return dense_host(x, align=align)
+    if a.lib == "torch":
+        import torch
+
+        x = x.detach()
+        ok = x.is_contiguous() and x.data_ptr() % align == 0
+        return x if ok else x.clone(memory_format=torch.contiguous_format)
+    return x if x.flags.c_contiguous and x.data.ptr % align == 0 else x.copy(order="C")
+
+
 def dense_host(x: np.ndarray, dtype: Any = None, align: int = 0) -> np.ndarray:
     """x as a C-contiguous host array of ``dtype`` whose data is aligned to ``align`` bytes (default: the
     item size), copied only when it is not one already."""
