@@ -307,11 +307,11 @@ def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *
     """Runs or submits the jobs that are neither done nor running, and says what became of each.
 
     ``local``: submitit local jobs (one process each, logs in ``folder``), at most ``parallel`` (default 1) at a
-    time, each with ``cpu_count // parallel`` torch threads and, on a GPU machine, the GPUs in turn; returns when
-    all have ended. ``slurm``: one submitit job array with ``slurm``'s options, at most ``parallel`` tasks running
-    at a time (default: all); returns once it is queued (follow it with :func:`status`). ``folder`` holds
-    submitit's pickles and logs (default ``<out>/.submitit``): local jobs in ``<time>/<cell>-seed-<k>/``, Slurm
-    jobs in ``<array id>_<task>/``.
+    time, each with ``cpu_count // parallel`` torch threads (unless OMP_NUM_THREADS is set) and, on a GPU
+    machine, the GPUs in turn; returns when all have ended. ``slurm``: one submitit job array with ``slurm``'s
+    options, at most ``parallel`` tasks running at a time (default: all); returns once it is queued (follow it
+    with :func:`status`). ``folder`` holds submitit's pickles and logs (default ``<out>/.submitit``): local jobs
+    in ``<time>/<cell>-seed-<k>/``, Slurm jobs in ``<array id>_<task>/``.
     """
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be local or slurm, got {executor!r}")

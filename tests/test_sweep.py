@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -263,6 +264,17 @@ def test_jobs_of_the_grid(tmp_path):
     assert len(jobs) == 36
     assert (jobs[0].cell, jobs[0].seed, jobs[0].out, jobs[1].seed) == ("2x20-mse", 0, tmp_path / "2x20-mse", 1)
     assert Config.from_dict(jobs[-1].config) == train.grid_configs({"seeds": (0, 1)})["9x320-ce"]
+
+
+def test_the_sweep_takes_every_run_option_and_the_core_never_imports_submitit():
+    from typer.main import get_command
+
+    from nnphases.config import flat_options
+
+    params = {p.name for p in get_command(app).commands["sweep"].params}  # type: ignore[attr-defined]
+    assert set(flat_options()) | {"seeds", "device"} <= params
+    code = "import sys, nnphases.cli, nnphases.sweep, nnphases.train; print('submitit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 ERRORS = [
