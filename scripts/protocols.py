@@ -199,7 +199,9 @@ def nnphases() -> list[str]:
 def child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", NNPHASES_TRACEBACK="1", COLUMNS="200", TERM="dumb",
+    # Errors leave a plain traceback in the run's log (typer's own would print every local variable).
+    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", NNPHASES_TRACEBACK="1", _TYPER_STANDARD_TRACEBACK="1",
+               COLUMNS="200", TERM="dumb",
                OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     return env
 
@@ -802,10 +804,16 @@ class Protocols:
             ok = t.rcs[:1] == [0] and findings.is_file()
             self.state["jobs_done"][job.name] = {"figures": moved, "findings": ok, "partial": not complete,
                                                  "rc": t.rc}
-            if ok and complete:
+            for command, rc in zip(("findings", "plot"), t.rcs):
+                if rc != 0 and not t.killed:
+                    self._fail(job.name, f"nnphases {command} failed (exit {rc}): {_tail(t.log)}")
+            if t.killed:
+                self._note(job.name, f"findings and figures stopped {t.killed}")
+            if t.rcs == [0, 0] and ok and complete:
                 (jdir / "FINALIZED").write_text("")
             log(f"{job.name}: {moved} figures, findings {'written' if ok else 'failed'}"
-                + (" (partial runs)" if not complete else ""))
+                + (" (partial runs)" if not complete else "") + (f" (stopped {t.killed})" if t.killed else "")
+                + (f"; see {t.log}" if t.rc else ""))
             self.save()
             self.repack({job.group})
 
@@ -982,7 +990,7 @@ def _lines(p: Path) -> list[str]:
 
 
 def _tail(p: Path, n: int = 3) -> str:
-    lines = [x for x in _lines(p) if x.strip()]
+    lines = [x for x in _lines(p) if x.strip() and x.strip()[0] not in "│╭╰─"]
     return " | ".join(lines[-n:])[-400:]
 
 
