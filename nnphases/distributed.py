@@ -89,18 +89,24 @@ def check_unpadded(data: Any, name: str) -> None:
 
 
 def all_reduce_sums(tensors: Sequence[torch.Tensor], device: torch.device) -> None:
-    """Add ``tensors`` (integer sums) across the world in place, with one all_reduce of one int64 buffer."""
+    """Add ``tensors`` across the world in place: integer (and bool) sums through one int64 buffer, exact; floating
+    sums (a probe's float64 statistics) through one float64 buffer; one all_reduce per kind present."""
     import torch.distributed as dist
 
-    if not tensors:
-        return
-    flat = torch.cat([t.detach().reshape(-1).to(device=device, dtype=torch.int64) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
     for t in tensors:
-        k = t.numel()
-        t.copy_(flat[offset:offset + k].reshape(t.shape).to(device=t.device, dtype=t.dtype))
-        offset += k
+        groups.setdefault(torch.float64 if t.is_floating_point() else torch.int64, []).append(t)
+    for dtype in (torch.int64, torch.float64):  # the same order on every rank
+        ts = groups.get(dtype)
+        if not ts:
+            continue
+        flat = torch.cat([t.detach().reshape(-1).to(device=device, dtype=dtype) for t in ts])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for t in ts:
+            k = t.numel()
+            t.copy_(flat[offset:offset + k].reshape(t.shape).to(device=t.device, dtype=t.dtype))
+            offset += k
 
 
 def broadcast_object(obj: Any) -> Any:

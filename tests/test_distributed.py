@@ -127,3 +127,99 @@ def test_a_padded_distributed_sampler_is_refused(tmp_path):
     for rank in range(2):
         msg = (tmp_path / "run" / f"error-{rank}").read_text()
         assert "DistributedSampler that pads 1001 samples to 1002 (repeating 1)" in msg and "UnpaddedSampler" in msg
+
+
+# -- fast-mode probes: every rank feeds its shard, the statistics are summed ------------------------------------
+
+N_TRAIN = 503  # odd too: the holdout (index % 5 == 4) straddles the shards' edges
+
+
+def _probe_measure(out: Path, source: str, keep: bool | str, dtype: torch.dtype, probes: dict) -> None:
+    from nnphases import recorder
+    from nnphases.measures import Probes, SampleSets
+
+    x, y = _data()
+    tr = data.synthetic(n=N_TRAIN, num_classes=5, shape=(1, 4, 4), seed=12)
+    if source == "tensors":
+        train = (tr.x.to(dtype), tr.y)
+    else:
+        ds = TensorDataset(tr.x.to(dtype), tr.y)
+        train = DataLoader(ds, batch_size=64, sampler=UnpaddedSampler(len(ds)))
+    # Kept training features score the train accuracy in fit; without them a rescore pass does (same rows).
+    # "rank0": only rank 0 has the memory to keep them, and every rank must then make the rescore pass.
+    kept = keep is True or (keep == "rank0" and dist.get_rank() == 0)
+    free, recorder._free_memory = recorder._free_memory, lambda device: 10**12 if kept else 10**5
+    try:
+        rec = Recorder(_model().to(dtype), (x.to(dtype), y), Schedule((0, 1), 1), out,
+                       [SampleSets(), Probes(**probes)], train_data=train, options=RecorderOptions(batch_size=100))
+    finally:
+        recorder._free_memory = free
+    rec.maybe_measure(0)
+    rec.maybe_measure(1)
+    rec.close()
+
+
+def _probe_worker(rank: int, world: int, port: int, out: str, source: str, keep: bool | str, dtype: torch.dtype,
+                  probes: dict) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        _probe_measure(Path(out), source, keep, dtype, probes)
+    except ValueError as e:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"error-{rank}").write_text(str(e))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def single_probes(tmp_path_factory) -> dict[torch.dtype, Path]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: a world of one is compared bit for bit
+    runs = {}
+    try:
+        for dtype in (torch.float64, torch.float32):
+            runs[dtype] = tmp_path_factory.mktemp("single-probes") / "run"
+            _probe_measure(runs[dtype], "tensors", keep=True, dtype=dtype, probes={})
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+# A float64 model isolates the probes' own sums: only the order of float64 additions differs, so the floats agree
+# to 1e-12 relative (about 1e-14 seen). A float32 model's activations may differ in their last bits when the
+# batches are cut differently (the shards' edges cut them), which moves the floats by about 1e-8 (5e-9 seen).
+@pytest.mark.parametrize("world,source,keep,dtype,rtol", [
+    (1, "tensors", True, torch.float64, 0), (2, "tensors", True, torch.float64, 1e-12),
+    (3, "tensors", False, torch.float64, 1e-12), (3, "tensors", True, torch.float64, 1e-12),
+    (2, "loader", False, torch.float64, 1e-12), (3, "tensors", "rank0", torch.float64, 1e-12),
+    (1, "tensors", True, torch.float32, 0),
+    (3, "tensors", True, torch.float32, 1e-7),
+])
+def test_world_fits_the_probes_of_one_process(tmp_path, single_probes, world, source, keep, dtype, rtol):
+    """Fast probes of any world: sample counts, accuracies, features and the ridge search those of one process
+    exactly; ridge, MSE and 1 - R^2 to ``rtol`` (bit for bit in a world of one)."""
+    out = tmp_path / "run"
+    mp.spawn(_probe_worker, args=(world, _free_port(), str(out), source, keep, dtype, {}), nprocs=world, join=True)
+    a, b = read_table(single_probes[dtype], "probes"), read_table(out, "probes")
+    assert len(a) == 4 and (b.n_train == N_TRAIN).all() and (b.n_test == N).all()
+    floats = ["ridge", "reconstruction_mse", "reconstruction_nmse"]
+    pd.testing.assert_frame_equal(a.drop(columns=floats), b.drop(columns=floats))
+    if rtol == 0:
+        pd.testing.assert_frame_equal(a, b)
+    np.testing.assert_allclose(b[floats].to_numpy(), a[floats].to_numpy(), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("probes,match", [
+    (dict(mode="paper"), "probe_mode 'paper': paper-mode probes train on every training sample's activations in "
+                         "one process, but 2 processes measure together"),
+    (dict(mode="both"), "probe_mode 'both': paper-mode probes"),
+    (dict(decoder="random-features"), "probe_decoder 'random-features' standardises its features by the first "
+                                      "training batch, which differs between the 2 processes"),
+])
+def test_probes_that_cannot_be_summed_are_refused(tmp_path, probes, match):
+    out = tmp_path / "run"
+    mp.spawn(_probe_worker, args=(2, _free_port(), str(out), "tensors", True, torch.float32, probes), nprocs=2,
+             join=True)
+    for rank in range(2):
+        assert match in (out / f"error-{rank}").read_text()

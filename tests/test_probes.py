@@ -98,6 +98,121 @@ def test_streaming_equals_one_batch():
             assert float((s[key] - ref).abs().max() / ref.abs().max()) < 1e-10
 
 
+def _parts(p: RidgeProbe) -> dict:
+    return {f"{name}.{k}": v for name, part in (("fit", p._train), ("hold", p._hold))
+            for k, v in part.sums().items()}
+
+
+@pytest.mark.parametrize("chunks", [[300], [7] * 42 + [6], [1, 2, 3, 4, 290], [150, 150]])
+def test_holdout_split_does_not_depend_on_batching(chunks):
+    """Sample s is held out when s % 5 == 4, however the samples are batched: the fit part and the holdout have
+    the same sample counts, and statistics equal up to the order of additions."""
+    g = _gen(8)
+    a, r = torch.randn(300, 6, generator=g, dtype=torch.float64), torch.randn(300, 3, generator=g)
+    y = torch.randint(0, 3, (300,), generator=g)
+    ref = RidgeProbe(6, 3, 3)
+    ref.update_train(a, y, r)
+    p = RidgeProbe(6, 3, 3)
+    for xa, xy, xr in zip(a.split(chunks), y.split(chunks), r.split(chunks)):
+        p.update_train(xa, xy, xr)
+    got, want = _parts(p), _parts(ref)
+    assert int(got["hold.n"]) == int(want["hold.n"]) == 60 and int(got["fit.n"]) == 240
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-12, atol=1e-12)
+    ref.fit()
+    p.fit()
+    assert (p.ridge, p.ridge_search) == (pytest.approx(ref.ridge, rel=1e-12), "holdout")
+
+
+def _shard_probes(data: tuple, test: tuple, world: int, keep: bool, nb: int = 4) -> list[RidgeProbe]:
+    """``world`` probes fed contiguous shards of ``data`` (each batch with its index in the whole set), their
+    sums of every pass added as an all_reduce would, then fitted and scored on shards of ``test``."""
+    from nnphases.distributed import shard_range
+
+    a, y, r = data
+    probes = [RidgeProbe(a.shape[1], 3, r.shape[1], keep_features=keep, act_shape=(a.shape[1],))
+              for _ in range(world)]
+
+    def reduce(p: str) -> None:
+        sums = [q.sums(p, rank, world) for rank, q in enumerate(probes)]
+        total = {k: sum(d[k] for d in sums) for k in sums[0]}
+        for q in probes:
+            q.load_sums(p, {k: v.clone() for k, v in total.items()})
+
+    for rank, q in enumerate(probes):
+        lo, hi = shard_range(len(y), rank, world)
+        for s in range(lo, hi, nb):
+            e = min(s + nb, hi)
+            q.update_train(a[s:e], y[s:e], r[s:e], start=s)
+    reduce("train")
+    for q in probes:
+        q.fit()
+    if not keep:
+        for rank, q in enumerate(probes):
+            lo, hi = shard_range(len(y), rank, world)
+            q.score_train(a[lo:hi], y[lo:hi], r[lo:hi])
+        reduce("rescore")
+    for rank, q in enumerate(probes):
+        lo, hi = shard_range(len(test[1]), rank, world)
+        if hi > lo:
+            q.update_test(*(t[lo:hi] for t in test))
+    reduce("eval")
+    return probes
+
+
+@pytest.mark.parametrize("world,keep", [(1, True), (2, False), (3, True), (3, False), (5, True)])
+def test_shards_summed_give_the_probe_of_one_process(world, keep):
+    """Probes fed shards and summed fit the probe of one process fed everything: sample counts, the ridge's
+    exponent and accuracies exactly; float64 results up to the order of additions (1e-12 relative)."""
+    g = _gen(9)
+    mean = torch.tensor([100.0, -50.0, 3.0])  # inputs far from zero: the moments' exact merge matters
+
+    def make(n: int) -> tuple:
+        x, y = _separable(n, int(torch.randint(0, 1000, (1,), generator=g)), f=6, sep=1.5)
+        return x, y, x[:, :3] + mean + torch.randn(n, 3, generator=g)
+    train, test = make(301), make(103)  # odd: no world divides them
+    one = _shard_probes(train, test, 1, keep=False, nb=4)[0].result()
+    for q in _shard_probes(train, test, world, keep=keep):
+        got = q.result()
+        for k in ("n_train", "n_test", "train_accuracy", "test_accuracy", "ridge_search", "features"):
+            assert got[k] == one[k], k
+        for k in ("ridge", "reconstruction_mse", "reconstruction_nmse", "decoder_ridge"):
+            assert got[k] == pytest.approx(one[k], rel=1e-12, abs=0), k
+
+
+def test_moments_packed_merge_one_stream():
+    from nnphases.probes._common import Moments
+
+    g = _gen(10)
+    r = 1e4 + torch.randn(100, 5, generator=g, dtype=torch.float64)
+    one = Moments(5, torch.device("cpu"))
+    one.add(r)
+    parts = [Moments(5, torch.device("cpu")) for _ in range(3)]
+    for rank, (m, chunk) in enumerate(zip(parts, r.split([40, 0, 60]))):
+        m.add(chunk)
+    table = sum(m.packed(rank, 3) for rank, m in enumerate(parts))
+    parts[1].merge_packed(table)  # a rank that saw nothing gets the whole stream's moments too
+    assert parts[1].n == 100
+    torch.testing.assert_close(parts[1].mean, one.mean, rtol=1e-14, atol=0)
+    torch.testing.assert_close(parts[1].m2, one.m2, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("make,call,match", [
+    (lambda: RidgeProbe(4, 2, 3, act_shape=(4,)), lambda p: p.sums("test"),
+     r"p must be 'train', 'rescore' or 'eval', got 'test'"),
+    (lambda: RidgeProbe(4, 2, 3, act_shape=(4,)), lambda p: p.sums("train", 2, 2),
+     r"rank must lie in \[0, world\), got rank=2, world=2"),
+    (lambda: RidgeProbe(4, 2, 3, act_shape=(4,), decoder="random-features", decoder_width=8),
+     lambda p: p.sums("train"), "decoder 'random-features' cannot be summed across processes"),
+    (lambda: RidgeProbe(4, 2, 3), lambda p: p.update_train(torch.zeros(2, 4), torch.zeros(2).long(),
+                                                            torch.zeros(2, 3), start=-1),
+     "start must be a non-negative int, got -1"),
+])
+def test_sums_bad_arguments(make, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(make())
+
+
 def test_ridge_search_larger_for_noisier_problem():
     def k_chosen(f: int, n: int, flip: float, seed: int) -> int:
         g = _gen(seed)
@@ -117,12 +232,17 @@ def test_ridge_search_larger_for_noisier_problem():
         assert k_chosen(5, 500, 0.0, seed) < k_chosen(100, 200, 0.9, seed)
 
 
-def test_default_ridge_without_holdout():
-    x, y = _separable(50, 0)
+@pytest.mark.parametrize("n,search", [(4, "default"), (5, "holdout"), (50, "holdout")])
+def test_default_ridge_without_holdout(n, search):
+    """The holdout is every fifth sample (index % 5 == 4), not every fifth batch: one batch of 5 samples already
+    has one; with none the default exponent is used."""
+    x, y = _separable(n, 0)
     p = RidgeProbe(10, 3, 10)
     p.update_train(x, y, x)
     p.fit()
-    assert p.ridge_search == "default" and p.ridge > 0
+    assert p.ridge_search == search and p.ridge > 0
+    if search == "default":
+        assert p.ridge == pytest.approx(RidgeProbe._lam0(p.statistics()["xtx"]) * 1e-3, rel=1e-12)
 
 
 def test_reduction_pool_and_project():

@@ -1,5 +1,11 @@
 """Probes of the chosen ReLU sites: a class read-out and an input decoder, fitted on the training subset at
-every measurement and scored on the evaluation set (:mod:`nnphases.probes`)."""
+every measurement and scored on the evaluation set (:mod:`nnphases.probes`).
+
+Across processes every rank feeds its shard to its fast-mode probes; their statistics are sums, added at the
+end of each pass (float64 beside the int64 counts), so every rank fits and scores the probe one process would,
+up to the order of float64 additions. Paper mode is refused there: its SGD and Adam runs read every training
+sample's activations in one process's memory, and gathering them to every rank would move the whole training
+subset's activations at every measurement and train the same models world times over."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..distributed import reduce_device, shard_range, world
 from ..options import check, option
 from ..stream import Batch
 from ._base import Binding, Measure, Output, Pass, PlanRow
@@ -77,9 +84,14 @@ class Probes(Measure):
         o = self.options
         if not binding.has_train:
             raise ValueError("probes need training data: pass train_data (the Recorder's training subset)")
-        if binding.world > 1:
-            raise ValueError(f"probes are fitted in one process, but {binding.world} processes measure together: "
-                             "their fits would need every rank's activations; probe in a run of one process")
+        if binding.world > 1 and "paper" in _MODES[o.mode]:
+            raise ValueError(f"probe_mode {o.mode!r}: paper-mode probes train on every training sample's activations "
+                             f"in one process, but {binding.world} processes measure together; use probe_mode 'fast' "
+                             "(its sums are added across processes) or probe in a run of one process")
+        if binding.world > 1 and o.decoder == "random-features":
+            raise ValueError(f"probe_decoder 'random-features' standardises its features by the first training batch, "
+                             f"which differs between the {binding.world} processes; use probe_decoder 'linear' or "
+                             "probe in a run of one process")
         self.sites = binding.check_sites(o.layers, "probe_layers")
         self.modes = _MODES[o.mode]
         self.paper_sites = [s for s in self.sites if "paper" in self.modes and (
@@ -89,10 +101,17 @@ class Probes(Measure):
             raise ValueError(f"paper_layers: {outside} are not among the probed sites {self.sites}")
         n = binding.train_samples
         free = binding.free_memory
+        rank = world()[0] if binding.world > 1 else 0
+        # The holdout takes samples by their index in the whole training subset: this rank's shard starts at its
+        # contiguous share (tensors, UnpaddedSampler); a stream of unknown length splits each shard on its own.
+        self._offset = shard_range(n, rank, binding.world)[0] if n is not None else 0
         # Fast probes keep their reduced training features to score the train accuracy without a second pass
         # over the training subset, when those take at most a quarter of the free memory.
-        kept = 8 * (n or 0) * sum(min(math.prod(binding.sites[s]), o.max_features) + 1 for s in self.sites)
+        share = -(-(n or 0) // binding.world)
+        kept = 8 * share * sum(min(math.prod(binding.sites[s]), o.max_features) + 1 for s in self.sites)
         self.keep_features = n is not None and free is not None and kept <= free // 4
+        if binding.world > 1:  # every rank must run the same passes: keep features only if all of them can
+            self.keep_features = _everywhere(self.keep_features)
         if self.paper_sites:
             per_sample = sum(math.prod(binding.sites[s]) + math.prod(binding.input_shape) for s in self.paper_sites)
             need = 4 * (n or 0) * per_sample
@@ -103,6 +122,7 @@ class Probes(Measure):
                     "fewer layers, score fewer training samples or use probe mode 'fast'")
         self._probes: dict[str, list[tuple[str, Any]]] = {}
         self._errors: dict[tuple[str, str], str] = {}
+        self._sums: list[tuple[Any, dict[str, torch.Tensor]]] = []
 
     def passes(self) -> dict[Pass, Collection[str]]:
         if not self._fitted:
@@ -135,10 +155,21 @@ class Probes(Measure):
                                                             device=b.device, warm_start=prev, **dict(o.paper or {}))))
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
-        for _, probe in self._probes.get(site, ()):
-            getattr(probe, _UPDATE[p])(z, batch.y, batch.x)
+        for mode, probe in self._probes.get(site, ()):
+            if p == "train" and mode == "fast":
+                probe.update_train(z, batch.y, batch.x, start=self._offset + batch.start)
+            else:
+                getattr(probe, _UPDATE[p])(z, batch.y, batch.x)
+
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        rank, size = world()
+        self._sums = [(probe, probe.sums(p, rank, size)) for probes in self._probes.values() for _, probe in probes]
+        return {f"{i}/{k}": t for i, (_, d) in enumerate(self._sums) for k, t in d.items()}
 
     def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
+        for probe, added in self._sums:  # this pass's sums of every rank, before fitting or scoring on them
+            probe.load_sums(p, added)
+        self._sums = []
         if p == "rescore":
             self._rescored = True
         if p != "train":
@@ -192,6 +223,17 @@ class Probes(Measure):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._last_paper = dict(state.get("paper_probes", {}))
+
+
+def _everywhere(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (one all_reduce of one int, when the probes are bound)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int64, device=reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def _num(v: Any) -> float:

@@ -48,12 +48,36 @@ class Moments:
         if nb == 0:
             return
         bmean = r.mean(0)
-        bm2 = ((r - bmean) ** 2).sum(0)
+        self._merge(nb, bmean, ((r - bmean) ** 2).sum(0))
+
+    def _merge(self, nb: int, bmean: torch.Tensor, bm2: torch.Tensor) -> None:
+        if nb == 0:
+            return
         tot = self.n + nb
         delta = bmean - self.mean
         self.mean = self.mean + delta * (nb / tot)
         self.m2 = self.m2 + bm2 + delta**2 * (self.n * nb / tot)
         self.n = tot
+
+    def packed(self, rank: int, world: int) -> torch.Tensor:
+        """This stream's ``(n, mean, M2)`` in row ``rank`` of a float64 table of ``world`` rows, the others zero:
+        summed across processes (adding zeros is exact) it holds every process's row for :meth:`merge_packed`.
+        Sums of r and r^2 would reduce to one row but cancel when the mean is large against the spread."""
+        r = self.mean.numel()
+        t = torch.zeros(world, 1 + 2 * r, dtype=torch.float64, device=self.mean.device)
+        t[rank, 0] = self.n  # exact in float64 below 2**53 samples
+        t[rank, 1:1 + r] = self.mean
+        t[rank, 1 + r:] = self.m2
+        return t
+
+    def merge_packed(self, table: torch.Tensor) -> None:
+        """Become the merge of every row of ``table`` (:meth:`packed`, summed across processes), in rank order:
+        every process computes the same moments."""
+        r = self.mean.numel()
+        self.n = 0
+        self.mean, self.m2 = torch.zeros_like(self.mean), torch.zeros_like(self.m2)
+        for row in table:
+            self._merge(int(row[0]), row[1:1 + r], row[1 + r:])
 
     def normalised(self, mse: float) -> float | None:
         """``mse`` over the mean per-dimension population variance of the stream (1 - R^2); None if it is 0."""

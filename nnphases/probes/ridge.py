@@ -13,9 +13,10 @@ __all__ = ["RidgeProbe", "RIDGE_EXPONENTS", "HOLDOUT_EVERY", "DECODERS"]
 
 # Candidate ridges are lam0 * 10**k for these k (spec'd grid).
 RIDGE_EXPONENTS: tuple[int, ...] = tuple(range(-6, 3))
-# Training batch i goes to the ridge-search holdout when i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1.
+# Training sample s goes to the ridge-search holdout when s % HOLDOUT_EVERY == HOLDOUT_EVERY - 1: by its index in
+# the training data, so the split does not depend on how the samples are batched or shared between processes.
 HOLDOUT_EVERY = 5
-# Exponent used when "auto" has no holdout batch to search on (fewer than 5 batches).
+# Exponent used when "auto" has no holdout sample to search on (fewer than 5 training samples).
 DEFAULT_EXPONENT = -3
 _REDUCTIONS = ("auto", "none", "pool", "project")
 DECODERS = ("linear", "random-features")
@@ -38,6 +39,17 @@ class _Stats:
         self.xtr += x.T @ r
         self.rr += float((r * r).sum())
         self.n += x.shape[0]
+
+    def sums(self) -> dict[str, torch.Tensor]:
+        """The sums as tensors (the float64 matrices themselves, so a reduction in place is no copy)."""
+        return {"xtx": self.xtx, "xty": self.xty, "xtr": self.xtr,
+                "rr": torch.tensor([self.rr], dtype=torch.float64, device=self.xtx.device),
+                "n": torch.tensor([self.n], dtype=torch.int64, device=self.xtx.device)}
+
+    def load(self, sums: dict[str, torch.Tensor]) -> None:
+        """Take :meth:`sums` back, e.g. added across processes."""
+        self.xtx, self.xty, self.xtr = sums["xtx"], sums["xty"], sums["xtr"]
+        self.rr, self.n = float(sums["rr"][0]), int(sums["n"][0])
 
     def error(self, w: torch.Tensor, rhs: torch.Tensor, target_ss: float) -> float:
         """||X W - T||^2 over this part from its sums: tr(W^T XtX W) - 2 tr(W^T XtT) + ||T||^2."""
@@ -73,12 +85,14 @@ class RidgeProbe:
     C <= max_features) or ``"project"`` (a fixed seeded Gaussian projection to ``max_features``
     dims, entries N(0, 1/max_features)); a bias column of ones is appended. ``ridge="auto"`` picks
     lam = lam0 * 10**k, k in -6..2, lam0 = trace of the feature block of X^T X divided by the number
-    of features, by the holdout squared error of the one-hot regression on training batches with
-    index % 5 == 4 (fitted on the rest); the chosen k is then applied to lam0 of all training data
-    and both problems are refitted on all of it with that one ridge (the decoder shares it). With
-    fewer than 5 training batches there is no holdout and k = -3 is used (``result()["ridge_search"]``
-    says which). The bias is never penalised. Per-sample shape ``act_shape`` may be given to decide the
-    reduction up front; otherwise it is decided on the first batch when it depends on the shape.
+    of features, by the holdout squared error of the one-hot regression on the training samples with
+    index % 5 == 4 (fitted on the rest; a sample's index is its place in the whole training data, see
+    :meth:`update_train`, so the split does not depend on batching or sharding); the chosen k is then
+    applied to lam0 of all training data and both problems are refitted on all of it with that one ridge
+    (the decoder shares it). With no holdout sample (fewer than 5 training samples) k = -3 is used
+    (``result()["ridge_search"]`` says which). The bias is never penalised. Per-sample shape ``act_shape``
+    may be given to decide the reduction up front; otherwise it is decided on the first batch when it
+    depends on the shape.
     ``decoder``: ``"linear"`` (the default; the reconstruction function of the source's theory, sharing the
     classifier's ridge) or ``"random-features"``: a closed-form stand-in for a trained one-hidden-layer decoder,
     ridge regression of the input on ``[relu(z W + b), features, 1]`` with ``decoder_width`` fixed random ReLU
@@ -87,6 +101,12 @@ class RidgeProbe:
     ``keep_features`` keeps the reduced training features (float64, ``n_train x (features + 1)``) until
     :meth:`fit`, which then scores the training accuracy itself, exactly as :meth:`score_train` would: no
     second pass over the data.
+
+    Across processes (:meth:`sums`, :meth:`load_sums`): each process feeds its shard, with each batch's ``start``
+    in the whole training data; the statistics of a pass are added across processes before :meth:`fit` (and
+    before :meth:`result`), so every process fits and reports the probe one process fits from the same samples,
+    up to the order of float64 additions (not bit for bit: about 1e-14 relative in the tests). The
+    random-features decoder cannot be shared: its standardisation comes from each process's first batch.
     """
 
     def __init__(
@@ -141,7 +161,7 @@ class RidgeProbe:
         self._proj: torch.Tensor | None = None
         self._train: _Stats | None = None
         self._hold: _Stats | None = None
-        self._batches = 0
+        self._seen = 0  # training samples fed so far: the default index of the next batch's first sample
         self.ridge: float | None = None
         self.ridge_search: str | None = None
         self.w_cls: torch.Tensor | None = None
@@ -250,17 +270,29 @@ class RidgeProbe:
 
     # -- training ----------------------------------------------------------------------------------
 
-    def update_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
-        """Accumulate one training batch; batches with index % 5 == 4 form the ridge-search holdout."""
+    def update_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor,
+                     start: int | None = None) -> None:
+        """Accumulate one training batch whose first sample has index ``start`` in the training data (default:
+        the number of samples fed so far); samples with index % 5 == 4 form the ridge-search holdout."""
         if self.w_cls is not None:
             raise RuntimeError("update_train after fit(); create a new RidgeProbe to refit")
+        if start is not None and (not isinstance(start, int) or isinstance(start, bool) or start < 0):
+            raise ValueError(f"start must be a non-negative int, got {start!r}")
         x, y, r = self._prepare(acts, labels, inputs)
         yh = torch.nn.functional.one_hot(y, self.num_classes).to(torch.float64)
-        hold = self._batches % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
-        (self._hold if hold else self._train).add(x, yh, r)  # type: ignore[union-attr]
-        if self._rf is not None:
-            (self._dec_hold if hold else self._dec_train).add(self._decoder_features(x), None, r)  # type: ignore[union-attr]
-        self._batches += 1
+        b = x.shape[0]
+        first = self._seen if start is None else start
+        is_hold = torch.arange(first, first + b) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+        dec = self._decoder_features(x) if self._rf is not None else None
+        for part, dec_part, m in ((self._train, self._dec_train, ~is_hold), (self._hold, self._dec_hold, is_hold)):
+            if not bool(m.any()):
+                continue
+            idx = torch.nonzero(m).reshape(-1).to(self.device)  # built on the host: selecting rows needs no sync
+            xs, ys, rs = (t.index_select(0, idx) for t in (x, yh, r))
+            part.add(xs, ys, rs)  # type: ignore[union-attr]
+            if dec is not None:
+                dec_part.add(dec.index_select(0, idx), None, rs)  # type: ignore[union-attr]
+        self._seen += b
         if self.scores_in_fit:
             self._kept.append((x, y))
 
@@ -270,6 +302,53 @@ class RidgeProbe:
             raise ProbeError("no training data seen yet")
         t, h = self._train, self._hold
         return {"xtx": t.xtx + h.xtx, "xty": t.xty + h.xty, "xtr": t.xtr + h.xtr, "n": t.n + h.n}
+
+    def sums(self, p: str, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        """What pass ``p`` added, as tensors to be added across ``world`` processes (this one is ``rank``) and
+        handed back to :meth:`load_sums` before :meth:`fit` (``"train"``) or :meth:`result` (``"rescore"``,
+        ``"eval"``). ``"train"``: the float64 statistics of the fit part and the holdout with their sample
+        counts; ``"rescore"``: the train-accuracy counts; ``"eval"``: the test counts, squared error and input
+        moments (:meth:`Moments.packed`), plus the train-accuracy counts when :meth:`fit` scored them."""
+        if p not in ("train", "rescore", "eval"):
+            raise ValueError(f"p must be 'train', 'rescore' or 'eval', got {p!r}")
+        if not (isinstance(world, int) and isinstance(rank, int) and 0 <= rank < world):
+            raise ValueError(f"rank must lie in [0, world), got rank={rank!r}, world={world!r}")
+        if self._rf is not None:
+            raise ValueError("decoder 'random-features' cannot be summed across processes: its features are "
+                             "standardised by each process's first training batch; use decoder 'linear'")
+        if self._train is None or self._hold is None:
+            raise ValueError("sums need the reduction decided before any data: pass act_shape")
+        dev = self.device
+
+        def ints(*v: int) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.int64, device=dev)
+
+        out: dict[str, torch.Tensor] = {}
+        if p == "train":
+            for name, part in (("fit", self._train), ("hold", self._hold)):
+                out.update({f"{name}.{k}": t for k, t in part.sums().items()})
+        # The train-accuracy counts: fit() scores kept features after the train pass's reduction, so they travel
+        # with the eval pass's sums; otherwise the rescore pass made them.
+        if p == ("eval" if self.scores_in_fit else "rescore"):
+            out["score"] = ints(self._score_n, self._score_correct)
+        if p == "eval":
+            out["test"] = ints(self._test_n, self._test_correct)
+            out["test_sse"] = torch.tensor([self._test_sse], dtype=torch.float64, device=dev)
+            out["test_moments"] = self._test_moments.packed(rank, world)
+        return out
+
+    def load_sums(self, p: str, sums: dict[str, torch.Tensor]) -> None:
+        """Take back :meth:`sums` of pass ``p`` once added across processes."""
+        if p == "train":
+            for name, part in (("fit", self._train), ("hold", self._hold)):
+                keys = ("xtx", "xty", "xtr", "rr", "n")
+                part.load({k: sums[f"{name}.{k}"] for k in keys})  # type: ignore[union-attr]
+        if "score" in sums:
+            self._score_n, self._score_correct = (int(v) for v in sums["score"].tolist())
+        if p == "eval":
+            self._test_n, self._test_correct = (int(v) for v in sums["test"].tolist())
+            self._test_sse = float(sums["test_sse"][0])
+            self._test_moments.merge_packed(sums["test_moments"])
 
     @staticmethod
     def _lam0(xtx: torch.Tensor) -> float:
