@@ -506,14 +506,18 @@ def _merge(outputs: list[Output]) -> dict[str, Any]:
     counts: dict[str, np.ndarray] = {}
     class_sizes = None
     tables: dict[str, list[dict[str, Any]]] = {}
+    storage: dict[str, Any] = {}
     for o in outputs:
         if o.counts is not None:
             counts.update(o.counts)
             class_sizes = o.class_sizes
         for name, rows in o.tables.items():
             tables.setdefault(name, []).extend(rows)
+        for key in ("node_tables", "node_table_max_width", "compact_tables"):
+            if getattr(o, key) is not None:
+                storage[key] = getattr(o, key)
     stats = tables.pop("stats", [])
-    return dict(counts=counts, class_sizes=class_sizes, stats=stats, tables=tables)
+    return dict(counts=counts, class_sizes=class_sizes, stats=stats, tables=tables, **storage)
 
 
 def _structure(model: nn.Module) -> tuple:

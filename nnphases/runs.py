@@ -13,12 +13,11 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import store
 from .store import DamagedCheckpoint, DamagedCheckpointWarning, RunDir
@@ -27,9 +26,6 @@ __all__ = ["PathLike", "Runs", "run_dirs", "read_table", "mean_over_seeds", "lay
 
 PathLike = str | os.PathLike[str]
 Runs = PathLike | Iterable[PathLike]
-
-# Every checkpoint holds these; any other table (probes, tables measures register) is optional.
-_ALWAYS = ("nodes", "layers", "stats")
 
 # Two levels reach the deepest layout the CLI writes (a grid: OUT/<cell>/seed-*)
 # and keep a mistyped path (a home folder) from starting a walk of a whole tree.
@@ -95,35 +91,6 @@ def run_dirs(runs: Runs) -> list[Path]:
     return out
 
 
-def _read_parquet(ckpt: Path, step: int, table: str, schema: pa.Schema,
-                  manifest: dict[str, dict[str, Any]] | None) -> pa.Table:
-    """One checkpoint's table in ``schema``, verified; columns added to the end of the schema after the file was
-    written are read as nulls."""
-    name = f"{table}.parquet"
-    data = store.read_verified(ckpt, name, manifest)
-    try:
-        t = pq.read_table(pa.BufferReader(data))
-    except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for bytes that are not Parquet
-        raise DamagedCheckpoint(ckpt, name, f"is not a readable Parquet file ({store._brief(e)})") from None
-    # Schemas only grow at the end, so a file may lack a tail of columns; any other gap is damage.
-    present = [n for n in schema.names if n in t.column_names]
-    if len(present) <= 3 or present != schema.names[:len(present)]:
-        missing = [n for n in schema.names if n not in t.column_names]
-        raise DamagedCheckpoint(ckpt, name, f"lacks the {table} columns {missing}")
-    for field in schema:
-        if field.name not in t.column_names:
-            t = t.append_column(field, pa.nulls(len(t), field.type))
-    try:
-        t = t.select(schema.names).cast(schema)
-    except (pa.ArrowException, ValueError, TypeError) as e:
-        raise DamagedCheckpoint(ckpt, name, f"does not match the {table} schema ({store._brief(e)})") from None
-    steps = t.column("step")
-    if steps.null_count or (len(t) and not (steps.to_numpy() == step).all()):
-        others = sorted({s for s in steps.to_pylist() if s != step}, key=str)[:3]
-        raise DamagedCheckpoint(ckpt, name, f"holds rows of step {others}, not of its checkpoint's step {step}")
-    return t
-
-
 def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "raise") -> pd.DataFrame:
     """The ``table`` (nodes, layers, stats, probes, ...) of the complete checkpoints of ``runs``, as a DataFrame.
 
@@ -133,11 +100,16 @@ def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "r
     node index; stats as given). Column types follow
     :data:`nnphases.store.SCHEMAS`; an empty result still has every column.
     Checkpoints without an optional table (any but nodes, layers and stats,
-    e.g. probes) are skipped for it, unless their manifest lists it.
+    e.g. probes) are skipped for it, unless their manifest lists it. Rows
+    come from the run's compacted files (:meth:`RunDir.compact`) where they
+    hold the checkpoint, else from the checkpoint's own files; node rows of
+    layers written without them (``node_tables``) are derived from the
+    counts, the same rows the writer would have stored.
 
     Every file is verified before it is used (size and crc32 against the
-    checkpoint's manifest, when it has one; then its columns against the
-    schema and its rows against the checkpoint's step). ``damaged``:
+    checkpoint's manifest or the compacted files' manifest; then its
+    columns against the schema and its rows against the checkpoint's
+    step). ``damaged``:
     ``"raise"`` (default) raises :class:`~nnphases.store.DamagedCheckpoint`
     naming the checkpoint and the file; ``"skip"`` leaves that checkpoint
     out of this table with a :class:`~nnphases.store.DamagedCheckpointWarning`
@@ -151,13 +123,18 @@ def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "r
     schema = store.SCHEMAS[table]
     parts = []
     for run in run_dirs(runs):
-        dirs = RunDir(run)._step_dirs()
-        for s in sorted(dirs):
+        try:
+            reader = store._TableReader(RunDir(run))
+        except DamagedCheckpoint as e:  # the compacted tables' manifest: no checkpoint can be read safely
+            if damaged == "raise":
+                raise
+            warnings.warn(f"{e}; {run} left out of the {table} table", DamagedCheckpointWarning, stacklevel=2)
+            continue
+        for s in sorted(reader.dirs):
             try:
-                manifest = store.read_manifest(dirs[s])
-                if (table in _ALWAYS or (dirs[s] / f"{table}.parquet").exists()
-                        or (manifest is not None and f"{table}.parquet" in manifest)):
-                    parts.append(_read_parquet(dirs[s], s, table, schema, manifest))
+                t = reader.table(s, table)
+                if t is not None:
+                    parts.append(t)
             except DamagedCheckpoint as e:
                 if damaged == "raise":
                     raise

@@ -6,8 +6,11 @@ One directory holds one training run (one seed)::
       config.json                 resolved configuration (written atomically, first)
       checkpoints/
         step-000000000123/        one complete checkpoint (a directory renamed into place as a whole)
-          counts.npz              counts per layer: key "layer:<name>" -> [C, N] (narrowest unsigned dtype; read as int64); "class_sizes" -> [C]
-          nodes.parquet           seed, step, epoch, layer, node, f, p, u, h_z_given_y, h_y_given_z, dead, always_active
+          counts.npz              counts per layer [C, N] in the narrowest unsigned dtype (read as int64): small layers
+                                  as "layer:<name>" arrays, large ones blosc-compressed as "blosc:<name>" (uint8
+                                  bytes; dtype and shape in the "blosc_layers" JSON entry); "class_sizes" -> [C]
+          nodes.parquet           optional: seed, step, epoch, layer, node, f, p, u, h_z_given_y, h_y_given_z, dead,
+                                  always_active, for the layers chosen by node_tables (readers derive the others)
           layers.parquet          seed, step, epoch, layer, nodes, f, p, u, dead, always_active
           stats.parquet           seed, step, epoch, split ("train"/"val"), loss, accuracy
           masks.zarr              optional: one uint8 array per layer [N, ceil(S/64)*8] (bit-packed masks), chunked
@@ -15,6 +18,9 @@ One directory holds one training run (one seed)::
           manifest.json           size and crc32 of every file above (masks.zarr's files one by one)
         .tmp-...                  in-progress checkpoint (deleted on resume)
         .damaged-step-...         a damaged checkpoint set aside on resume (kept for inspection, never read)
+      tables/                     optional, after RunDir.compact(): one Parquet file per table, a row group per
+        <table>-<id>.parquet      checkpoint, and manifest.json (their sizes and crc32, and the checkpoints they
+        manifest.json             hold, each by the checksum of its own manifest)
       .lock                       the writer lock (flock), holding the writer's pid and host
       DONE                        written last when the run finished
 
@@ -55,6 +61,20 @@ percent-encoded layer name, carries the name in its ``layer`` attribute,
 and the group's ``layers`` attribute lists the layers in order. One process
 writes a run at a time (:meth:`RunDir.lock`, which the Recorder holds);
 readers take no lock and may run alongside it.
+
+Node rows are a pure function of the counts, so ``nodes.parquet`` holds only
+the layers ``node_tables`` asks for (see :data:`NODE_TABLE_MAX_WIDTH`) and
+every reader (:meth:`RunDir.read_table`, :func:`nnphases.runs.read_table`)
+computes the missing layers' rows from ``counts.npz`` with
+:func:`nnphases.kernels.node_metrics`, the function that writes them: the same
+rows, dtypes and order either way (bit for bit where the same backend computes
+them; a machine without the C++ extension agrees within the kernels' documented
+tolerance). :meth:`RunDir.compact` gathers a finished
+run's per-checkpoint tables into ``tables/``: the files are written under
+temporary names, fsynced, renamed, read back and compared with the rows they
+replace, and only then does ``tables/manifest.json`` (written atomically) make
+them the run's tables; the per-checkpoint files are deleted after that, so a
+kill at any moment leaves every row readable, from one place or the other.
 """
 
 from __future__ import annotations
@@ -84,23 +104,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .metrics import LayerMetrics, node_metrics_np
-
 if TYPE_CHECKING:
     import pandas
 
+    from .metrics import NodeMetrics
+
 __all__ = ["RunDir", "RunLock", "RunLocked", "DamagedCheckpoint", "MissingCheckpointFile",
            "DamagedCheckpointWarning", "atomic_write_bytes", "read_table", "read_manifest", "read_verified",
-           "TABLES", "SPLITS", "SCHEMAS"]
+           "read_compacted", "TABLES", "SPLITS", "SCHEMAS", "NODE_TABLES", "NODE_TABLE_MAX_WIDTH"]
 
 TABLES = ("nodes", "layers", "stats", "probes")  # probes: optional, only where probes were fitted
 SPLITS = ("train", "val")
 
+# Which layers get per-node rows in nodes.parquet: "auto" those of at most NODE_TABLE_MAX_WIDTH nodes.
+NODE_TABLES = ("auto", "always", "never")
+# The rows cost more than the counts they come from (about 38 bytes a node in Parquet against 11 for 10 classes'
+# compressed counts, and most of a checkpoint's host time), and readers derive a missing layer's rows at 1-2x the
+# time of reading them (benchmarks/RESULTS.md). So they are written where they are cheap and handy for tools that
+# read Parquet directly: fully connected layers (80 to 4,096 nodes in the presets) and per-channel conv sites;
+# the per-position maps of conv layers (VGG-11: 2,048 to 65,536 nodes a site) are derived when read.
+NODE_TABLE_MAX_WIDTH = 4096
+
 _STEP_DIR = re.compile(r"step-(\d+)")
 _TMP_PREFIX = ".tmp-"
 _LAYER_KEY = "layer:"
-_REQUIRED_FILES = ("counts.npz", "nodes.parquet", "layers.parquet", "stats.parquet")
+_BLOSC_KEY = "blosc:"
+_BLOSC_LAYERS = "blosc_layers"
+# A layer's counts are compressed from this size on: below it blosc saves a few KiB, and a plain .npy entry stays
+# readable by np.load alone. Blosc takes at most 2 GiB a call.
+_COMPRESS_MIN_BYTES = 1 << 16
+_COMPRESS_MAX_BYTES = (1 << 31) - (1 << 16)
+_REQUIRED_FILES = ("counts.npz", "layers.parquet", "stats.parquet")
+_LEGACY_REQUIRED_FILES = ("counts.npz", "nodes.parquet", "layers.parquet", "stats.parquet")  # before manifests
 _MANIFEST = "manifest.json"
+_TABLES_DIR = "tables"
+# In nodes.parquet's schema metadata when some layers were left out (their rows are derived): a file without it
+# holds every layer, and readers need nothing else.
+_NODES_KEY, _PARTIAL = b"nnphases.nodes", b"partial"
 _DAMAGED_PREFIX = ".damaged-"
 _LOCK_FILE = ".lock"
 
@@ -217,6 +257,68 @@ def _narrow(counts: np.ndarray) -> np.ndarray:
     """Non-negative counts in the narrowest unsigned dtype that holds their maximum."""
     top = int(counts.max()) if counts.size else 0
     return counts.astype(np.min_scalar_type(top) if top > 0 else np.uint8)
+
+
+def _blosc() -> Any:
+    from numcodecs import Blosc  # deferred: numcodecs comes with zarr and is needed only for large layers
+
+    # lz4 on bit-shuffled counts: on a VGG-11-sized checkpoint 0.57 of the plain bytes, written (with the fsync)
+    # as fast as the plain file; zstd saved no more and took 2-5x longer (benchmarks/RESULTS.md).
+    return Blosc(cname="lz4", clevel=1, shuffle=Blosc.BITSHUFFLE)
+
+
+def _counts_arrays(layers: Mapping[str, np.ndarray], sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """The entries of counts.npz: each layer narrowed, large ones compressed, in model order."""
+    arrays: dict[str, np.ndarray] = {}
+    compressed: dict[str, dict[str, Any]] = {}
+    codec = None
+    for layer, c in layers.items():
+        a = _narrow(c)
+        if _COMPRESS_MIN_BYTES <= a.nbytes <= _COMPRESS_MAX_BYTES:
+            codec = codec or _blosc()
+            arrays[_BLOSC_KEY + layer] = np.frombuffer(codec.encode(np.ascontiguousarray(a)), np.uint8)
+            compressed[layer] = {"dtype": a.dtype.name, "shape": list(a.shape)}
+        else:
+            arrays[_LAYER_KEY + layer] = a
+    arrays["class_sizes"] = sizes
+    if compressed:
+        arrays[_BLOSC_LAYERS] = np.array(json.dumps(compressed))
+    return arrays
+
+
+def _decode_counts(arrays: Mapping[str, np.ndarray], bad: Any) -> dict[str, np.ndarray]:
+    """Layer name -> stored counts (any unsigned or signed integer dtype) from counts.npz's entries, in order."""
+    meta: dict[str, Any] = {}
+    if _BLOSC_LAYERS in arrays:
+        try:
+            meta = json.loads(str(arrays[_BLOSC_LAYERS][()]))
+        except (ValueError, TypeError) as e:
+            raise bad(f"has an unreadable {_BLOSC_LAYERS} entry ({_brief(e)})") from None
+        if not isinstance(meta, dict):
+            raise bad(f"has an unreadable {_BLOSC_LAYERS} entry (not a JSON object)")
+    out: dict[str, np.ndarray] = {}
+    codec = None
+    for key, a in arrays.items():
+        if key.startswith(_LAYER_KEY):
+            out[key[len(_LAYER_KEY):]] = a
+        elif key.startswith(_BLOSC_KEY):
+            name = key[len(_BLOSC_KEY):]
+            info = meta.get(name)
+            if (not isinstance(info, dict) or info.get("dtype") not in ("uint8", "uint16", "uint32", "uint64")
+                    or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in info["shape"])):
+                raise bad(f"layer {name!r}: {_BLOSC_LAYERS} gives no valid dtype and shape ({info!r:.80})")
+            codec = codec or _blosc()
+            try:
+                raw = codec.decode(np.ascontiguousarray(a))
+            except Exception as e:  # blosc raises RuntimeError or ValueError for bytes it did not write
+                raise bad(f"layer {name!r} cannot be decompressed ({_brief(e)})") from None
+            dtype = np.dtype(info["dtype"])
+            shape = tuple(info["shape"])
+            if len(raw) != math.prod(shape) * dtype.itemsize:
+                raise bad(f"layer {name!r} decompresses to {len(raw)} bytes, not {info['dtype']} {list(shape)}")
+            out[name] = np.frombuffer(raw, dtype).reshape(shape)
+    return out
 
 
 def _step_dir_name(step: int) -> str:
@@ -418,6 +520,7 @@ def _read_counts(ckpt: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile, zlib and format errors: any of them means the bytes are not an npz
         raise bad(f"cannot be read ({_brief(e)})") from None
+    stored = _decode_counts(arrays, bad)
     sizes = arrays.get("class_sizes")
     if sizes is None:
         raise bad("holds no class_sizes")
@@ -425,10 +528,7 @@ def _read_counts(ckpt: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
         raise bad(f"class_sizes must be non-negative integers [C], got dtype {sizes.dtype} shape {sizes.shape}")
     sizes = sizes.astype(np.int64)
     counts = {}
-    for key, a in arrays.items():
-        if not key.startswith(_LAYER_KEY):
-            continue
-        name = key[len(_LAYER_KEY):]
+    for name, a in stored.items():
         if a.ndim != 2 or a.dtype.kind not in "iu" or a.shape[0] != len(sizes):
             raise bad(f"layer {name!r} must be integer counts [{len(sizes)}, N], got dtype {a.dtype} shape {a.shape}")
         c = a.astype(np.int64)
@@ -438,6 +538,219 @@ def _read_counts(ckpt: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
             raise bad(f"layer {name!r}: count [{i}, {j}] = {c[i, j]} is outside 0..{sizes[i]} (its class size)")
         counts[name] = c
     return counts, sizes
+
+
+# -- tables: per checkpoint, compacted, derived ------------------------------------------------
+
+
+def _conform(t: pa.Table, folder: Path, name: str, table: str, step: int) -> pa.Table:
+    """A table as read from a file, checked against :data:`SCHEMAS` and the checkpoint's step; columns added to the
+    end of the schema after the file was written are read as nulls."""
+    schema = SCHEMAS[table]
+    partial = table == "nodes" and (t.schema.metadata or {}).get(_NODES_KEY) == _PARTIAL
+    # Schemas only grow at the end, so a file may lack a tail of columns; any other gap is damage.
+    present = [n for n in schema.names if n in t.column_names]
+    if len(present) <= 3 or present != schema.names[:len(present)]:
+        missing = [n for n in schema.names if n not in t.column_names]
+        raise DamagedCheckpoint(folder, name, f"lacks the {table} columns {missing}")
+    for field in schema:
+        if field.name not in t.column_names:
+            t = t.append_column(field, pa.nulls(len(t), field.type))
+    try:
+        t = t.select(schema.names).cast(schema)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise DamagedCheckpoint(folder, name, f"does not match the {table} schema ({_brief(e)})") from None
+    steps = t.column("step")
+    if steps.null_count or (len(t) and not (steps.to_numpy() == step).all()):
+        others = sorted({s for s in steps.to_pylist() if s != step}, key=str)[:3]
+        raise DamagedCheckpoint(folder, name, f"holds rows of step {others}, not of its checkpoint's step {step}")
+    return t.replace_schema_metadata({_NODES_KEY: _PARTIAL} if partial else None)
+
+
+def _read_parquet(ckpt: Path, step: int, table: str, manifest: Mapping[str, Mapping[str, Any]] | None) -> pa.Table:
+    """One checkpoint's own file of ``table``, verified and checked."""
+    name = f"{table}.parquet"
+    data = read_verified(ckpt, name, manifest)
+    try:
+        t = pq.read_table(pa.BufferReader(data))
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for bytes that are not Parquet
+        raise DamagedCheckpoint(ckpt, name, f"is not a readable Parquet file ({_brief(e)})") from None
+    return _conform(t, ckpt, name, table, step)
+
+
+def _checkpoint_id(manifest: Mapping[str, Any]) -> str:
+    """What a compacted file records of a checkpoint: the checksum of its manifest's list (sizes and crc32 of
+    every file), which a checkpoint measured again under the same step does not share unless its files are equal."""
+    return f"{_files_checksum(manifest):08x}"
+
+
+def _compacted_body(steps: Mapping[str, str], tables: Mapping[str, Any], files: Mapping[str, Any]) -> dict[str, Any]:
+    listed = {"steps": steps, "tables": tables, "files": files}
+    return {"format": 1, "algorithm": "crc32", **listed, "files_crc32": f"{_files_checksum(listed):08x}"}
+
+
+def read_compacted(run: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's ``tables/manifest.json`` (see :meth:`RunDir.compact`), checked, or None when the run was never
+    compacted; DamagedCheckpoint naming it when it is damaged."""
+    folder = Path(run) / _TABLES_DIR
+    try:
+        raw = (folder / _MANIFEST).read_bytes()
+    except FileNotFoundError:
+        return None
+
+    def bad(problem: str) -> DamagedCheckpoint:
+        return DamagedCheckpoint(folder, _MANIFEST, problem)
+
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise bad(f"is not JSON ({_brief(e)})") from None
+    if (not isinstance(body, dict) or body.get("format") != 1
+            or not all(isinstance(body.get(k), dict) for k in ("steps", "tables", "files"))):
+        raise bad("is not a format-1 manifest of compacted tables (steps, tables and files)")
+    if body.get("files_crc32") != _compacted_body(body["steps"], body["tables"], body["files"])["files_crc32"]:
+        raise bad(f"does not match its own checksum ({body.get('files_crc32')!r:.20})")
+    for name, entry in body["files"].items():
+        if (not isinstance(entry, dict) or "/" in name or not isinstance(entry.get("size"), int)
+                or not isinstance(entry.get("crc32"), str)):
+            raise bad(f"has a malformed entry {name!r}: {entry!r:.80}")
+    for table, spec in body["tables"].items():
+        if (not isinstance(spec, dict) or not isinstance(spec.get("row_groups"), dict)
+                or (spec.get("file") is not None and spec["file"] not in body["files"])
+                or not isinstance(spec.get("partial", []), list)):
+            raise bad(f"has a malformed table {table!r}: {spec!r:.80}")
+    return body
+
+
+class _TableReader:
+    """One run's tables checkpoint by checkpoint: from its compacted files where they hold the checkpoint, else
+    from the checkpoint's own files; node rows of layers neither holds are derived from the counts."""
+
+    def __init__(self, run: RunDir, *, whole: bool = True) -> None:
+        self.run = run
+        # whole: every row group of a compacted file will be read, so its crc32 is checked once for all; a reader
+        # of one checkpoint checks its size and reads its row group, whose pages carry their own checksums.
+        self.whole = whole
+        self._load()
+
+    def _load(self) -> None:
+        self.dirs = self.run._step_dirs()
+        self.compacted = read_compacted(self.run.path)
+        self._files: dict[str, pq.ParquetFile] = {}
+
+    def table(self, step: int, table: str) -> pa.Table | None:
+        """The rows of ``table`` at ``step`` (None: an optional table the checkpoint does not hold)."""
+        try:
+            return self._table(step, table)
+        except MissingCheckpointFile:
+            # Readers take no lock: a compaction may have moved the rows meanwhile. Look once more.
+            if read_compacted(self.run.path) == self.compacted:
+                raise
+            self._load()
+            return self._table(step, table)
+
+    def _table(self, step: int, table: str) -> pa.Table | None:
+        ckpt = self.dirs.get(step)
+        if ckpt is None:
+            ckpt = self.run.checkpoint_path(step)  # ValueError naming the complete steps
+        manifest = read_manifest(ckpt)
+        stored = self.stored(step, table, ckpt, manifest)
+        if table != "nodes":
+            return stored
+        return self._nodes(step, ckpt, manifest, stored)
+
+    def covered(self, step: int, table: str, manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The compacted table that holds ``step``'s rows of ``table``, or None."""
+        c = self.compacted
+        if c is None or manifest is None or c["steps"].get(str(step)) != _checkpoint_id(manifest):
+            return None
+        spec = c["tables"].get(table)
+        return spec if spec is not None and str(step) in spec["row_groups"] else None
+
+    def stored(self, step: int, table: str, ckpt: Path | None = None,
+               manifest: Mapping[str, Any] | None = None) -> pa.Table | None:
+        """The rows of ``table`` stored for ``step`` (compacted or in the checkpoint; nothing derived), or None when
+        none are: an optional table not written, or node rows left to be derived."""
+        if ckpt is None:
+            ckpt = self.dirs[step]
+            manifest = read_manifest(ckpt)
+        spec = self.covered(step, table, manifest)
+        if spec is not None:
+            group = spec["row_groups"][str(step)]
+            if group is None:
+                return None if table not in ("layers", "stats") else SCHEMAS[table].empty_table()
+            return self._row_group(spec["file"], table, step, group)
+        name = f"{table}.parquet"
+        if (table in ("layers", "stats") or (ckpt / name).exists() or (manifest is not None and name in manifest)
+                or (table == "nodes" and manifest is None)):  # before manifests, every checkpoint had node rows
+            return _read_parquet(ckpt, step, table, manifest)
+        return None
+
+    def _row_group(self, name: str, table: str, step: int, group: Any) -> pa.Table:
+        assert self.compacted is not None
+        folder = self.run.path / _TABLES_DIR
+        entry = self.compacted["files"][name]
+        if name not in self._files:
+            if self.whole:
+                source: Any = pa.BufferReader(read_verified(folder, name, self.compacted["files"]))
+            else:
+                _check_file(folder, name, entry, checksum=False)
+                source = str(folder / name)
+            try:
+                self._files[name] = pq.ParquetFile(source, page_checksum_verification=True)
+            except Exception as e:
+                raise DamagedCheckpoint(folder, name, f"is not a readable Parquet file ({_brief(e)})") from None
+        f = self._files[name]
+        if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group < f.num_row_groups:
+            raise DamagedCheckpoint(folder, _MANIFEST, f"names row group {group!r} of {name}, which has "
+                                                       f"{f.num_row_groups}")
+        try:
+            t = f.read_row_group(group)
+        except Exception as e:
+            raise DamagedCheckpoint(folder, name, f"cannot be read ({_brief(e)})") from None
+        if step in self.compacted["tables"][table].get("partial", ()):
+            t = t.replace_schema_metadata({_NODES_KEY: _PARTIAL})
+        return _conform(t, folder, name, table, step)
+
+    def _nodes(self, step: int, ckpt: Path, manifest: Mapping[str, Any] | None,
+               stored: pa.Table | None) -> pa.Table:
+        """Node rows of every layer, in the layers table's order: stored ones as stored, the others derived."""
+        from . import kernels  # deferred: the kernels import their backends' modules
+
+        if stored is not None and (stored.schema.metadata or {}).get(_NODES_KEY) != _PARTIAL:
+            return stored  # every layer's rows: the other files are not needed
+        layers = self.stored(step, "layers", ckpt, manifest)
+        assert layers is not None
+        names = [str(x) for x in layers.column("layer").to_pylist()]
+        widths = layers.column("nodes").to_pylist()
+        if not names:
+            return SCHEMAS["nodes"].empty_table()
+        parts: dict[str, pa.Table] = {}
+        if stored is not None and len(stored):
+            codes = stored.column("layer").combine_chunks().dictionary_encode()
+            index = codes.indices.to_numpy(zero_copy_only=False)
+            for k, name in enumerate(codes.dictionary.to_pylist()):
+                parts[name] = stored.take(pa.array(np.flatnonzero(index == k)))
+            where = (ckpt, "nodes.parquet") if self.covered(step, "nodes", manifest) is None else (
+                self.run.path / _TABLES_DIR, self.compacted["tables"]["nodes"]["file"])  # type: ignore[index]
+            for name, part in parts.items():
+                width = widths[names.index(name)] if name in names else None
+                if width is None or len(part) != width:
+                    raise DamagedCheckpoint(*where, f"holds {len(part)} rows of layer {name!r}, which has "
+                                                    f"{'no' if width is None else width} nodes in layers.parquet")
+        missing = [n for n in names if n not in parts]
+        if missing:
+            counts, sizes = _read_counts(ckpt)
+            seed, epoch = int(layers.column("seed")[0].as_py()), float(layers.column("epoch")[0].as_py())
+            for name, width in zip(names, widths):
+                if name in parts:
+                    continue
+                c = counts.get(name)
+                if c is None or c.shape[1] != width:
+                    raise DamagedCheckpoint(ckpt, "counts.npz", f"has no layer {name!r} of {width} nodes "
+                                                                "(layers.parquet lists it)")
+                parts[name] = _node_rows(seed, step, epoch, name, kernels.node_metrics(c, sizes))
+        return pa.concat_tables([parts[n] for n in names]).replace_schema_metadata(None)
 
 
 # -- one writer per run folder ---------------------------------------------------------------
@@ -522,6 +835,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
+        self._compact_when_done = False  # set by write_checkpoint(compact_tables=True), read by mark_done
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -559,12 +873,16 @@ class RunDir:
             raise ValueError(f"{path} is damaged (holds a {type(cfg).__name__}, not a JSON object)")
         return cfg
 
-    def mark_done(self) -> None:
+    def mark_done(self, *, compact: bool | None = None) -> None:
         """Write the ``DONE`` marker (atomically), to be called after the last checkpoint.
 
         The newest checkpoint is verified first (:meth:`verify`): a run whose newest checkpoint is damaged is
-        never marked done (DamagedCheckpoint), so resuming it measures that step again.
+        never marked done (DamagedCheckpoint), so resuming it measures that step again. Then, with ``compact``
+        (None: when a checkpoint was written through this object with ``compact_tables=True``), the finished run's
+        tables are compacted (:meth:`compact`).
         """
+        if compact is not None and not isinstance(compact, bool):
+            raise TypeError(f"compact must be true, false or None, got {compact!r}")
         steps = self.completed_steps()
         if steps:
             try:
@@ -574,6 +892,8 @@ class RunDir:
                               f"step {steps[-1]} again)") from None
         body = {"last_step": steps[-1] if steps else None, "checkpoints": len(steps)}
         atomic_write_bytes(self.path / "DONE", (json.dumps(body) + "\n").encode())
+        if compact or (compact is None and self._compact_when_done):
+            self.compact()
 
     @property
     def done(self) -> bool:
@@ -644,7 +964,8 @@ class RunDir:
         """Remove leftovers of interrupted writes and set aside damaged checkpoints at the run's end; return the
         paths removed or set aside.
 
-        Leftovers are ``.tmp-*`` in the run and checkpoint folders. Then the newest checkpoint is verified
+        Leftovers are ``.tmp-*`` in the run, checkpoint and ``tables/`` folders, and files in ``tables/`` its
+        manifest does not name (a compaction killed before its manifest). Then the newest checkpoint is verified
         (:meth:`verify`, checksums included) and, while it is damaged, renamed to
         ``checkpoints/.damaged-step-<step>-<random>`` (kept for inspection, never read, never deleted here) with a
         DamagedCheckpointWarning, and the next older one is verified: a resumed run then continues from the
@@ -665,6 +986,8 @@ class RunDir:
             try:
                 self._verify(dirs[s])
             except DamagedCheckpoint as e:
+                if e.checkpoint != dirs[s]:
+                    raise  # the run's compacted tables: setting checkpoints aside would not mend them
                 target = self.checkpoints / f"{_DAMAGED_PREFIX}{dirs[s].name}-{secrets.token_hex(4)}"
                 os.rename(dirs[s], target)
                 _fsync_dir(self.checkpoints)
@@ -678,10 +1001,11 @@ class RunDir:
     def verify(self, step: int, *, checksums: bool = True) -> None:
         """Check the checkpoint of ``step``; DamagedCheckpoint naming the first damaged file.
 
-        With a manifest: every listed file is there with its size and (``checksums``) crc32, and the four
-        required files are listed; a ``state.pt`` may be missing (older states are dropped by design). Without
-        one (written before manifests existed): the required files exist. Either way the counts are read and
-        refused when a count lies outside 0..its class size.
+        With a manifest: every listed file is there with its size and (``checksums``) crc32, and counts.npz,
+        layers.parquet and stats.parquet are listed; a ``state.pt`` may be missing (older states are dropped by
+        design), and so may the tables :meth:`compact` moved into the run's compacted files, which are checked
+        instead. Without one (written before manifests existed): those files and nodes.parquet exist. Either way
+        the counts are read and refused when a count lies outside 0..its class size.
         """
         self._verify(self.checkpoint_path(step), checksums)
 
@@ -689,35 +1013,151 @@ class RunDir:
     def _verify(ckpt: Path, checksums: bool = True) -> None:
         manifest = read_manifest(ckpt)
         if manifest is None:
-            for name in _REQUIRED_FILES:
+            for name in _LEGACY_REQUIRED_FILES:
                 if not (ckpt / name).is_file():
                     raise MissingCheckpointFile(ckpt, name, "is missing")
         else:
             for name in _REQUIRED_FILES:
                 if name not in manifest:
                     raise DamagedCheckpoint(ckpt, _MANIFEST, f"does not list {name}")
+            run = ckpt.parent.parent
+            compacted = read_compacted(run)
+            moved: set[str] = set()  # tables whose rows of this checkpoint are in the compacted files
+            m = _STEP_DIR.fullmatch(ckpt.name)
+            step = str(int(m.group(1))) if m else ""
+            if compacted is not None and compacted["steps"].get(step) == _checkpoint_id(manifest):
+                for table, spec in compacted["tables"].items():
+                    if step in spec["row_groups"]:
+                        moved.add(f"{table}.parquet")
+                        if spec["file"] is not None:
+                            _check_file(run / _TABLES_DIR, spec["file"], compacted["files"][spec["file"]], checksums)
             for name, entry in manifest.items():
-                if name == "state.pt" and not (ckpt / name).exists():
+                if (name == "state.pt" or name in moved) and not (ckpt / name).exists():
                     continue
                 _check_file(ckpt, name, entry, checksums)
         _read_counts(ckpt)
 
     def _remove_leftovers(self) -> list[Path]:
         removed = []
-        for folder in (self.path, self.checkpoints):
+        tables = self.path / _TABLES_DIR
+        try:
+            compacted = read_compacted(self.path)
+        except DamagedCheckpoint:
+            compacted = {"files": None}  # which files it names is unknown: keep every one
+        named = compacted["files"] if compacted is not None else {}
+        for folder in (self.path, self.checkpoints, tables):
             if not folder.is_dir():
                 continue
+            gone = []
             for p in sorted(folder.iterdir()):
-                if not p.name.startswith(_TMP_PREFIX):
+                # In tables/ also the files of a compaction killed before its manifest, or superseded by a later one.
+                unnamed = (folder == tables and named is not None and p.name != _MANIFEST and p.name not in named)
+                if not (p.name.startswith(_TMP_PREFIX) or unnamed):
                     continue
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
                 else:
                     p.unlink()
-                removed.append(p)
-            if removed:
+                gone.append(p)
+            if gone:
                 _fsync_dir(folder)
+            removed += gone
         return removed
+
+    # -- compacted tables ------------------------------------------------------------
+
+    def compact(self) -> list[Path]:
+        """Gather the finished run's per-checkpoint tables into one Parquet file per table and return those files.
+
+        Each table becomes ``tables/<table>-<id>.parquet`` with a row group per checkpoint in step order (tables
+        compacted before are carried over). The files are written under temporary names, fsynced and renamed,
+        then read back and compared with the rows they replace; ``tables/manifest.json`` (sizes and crc32 of the
+        files, each checkpoint's row group, each checkpoint's own manifest checksum) is then written atomically,
+        and from that moment readers take those checkpoints' rows from the compacted files; only then are the
+        per-checkpoint table files deleted, and the files of an earlier compaction. A kill at any moment leaves
+        every row readable from one place or the other, and compacting again finishes the work. Node rows are
+        compacted as stored (layers without them are still derived from the counts). Runs under the writer lock
+        (RunLocked while another process writes the run); ValueError for a run without its ``DONE`` marker;
+        checkpoints written before manifests existed are left as they are; a damaged table raises
+        DamagedCheckpoint before anything changes.
+        """
+        with self.lock():
+            if not self.done:
+                raise ValueError(f"run {str(self.path)!r} is not finished (it has no DONE marker); compact it once "
+                                 "it ends")
+            self._remove_leftovers()
+            reader = _TableReader(self)
+            ids = {str(s): _checkpoint_id(m) for s, p in sorted(reader.dirs.items())
+                   if (m := read_manifest(p)) is not None}
+            if not ids:
+                return []
+            folder = self.path / _TABLES_DIR
+            old = reader.compacted
+            if old is not None and old["steps"] == ids and not any(
+                    (reader.dirs[int(s)] / f"{t}.parquet").exists() for t in TABLES if t not in old["tables"]
+                    for s in ids):
+                body = old  # compacted already; a killed compaction may have left files to delete
+            else:
+                body = self._write_compacted(reader, ids, folder)
+            # The compacted files are the run's tables now: the per-checkpoint files they replace can go.
+            for s in ids:
+                ckpt = reader.dirs[int(s)]
+                gone = [p for t in body["tables"] if (p := ckpt / f"{t}.parquet").exists()]
+                for p in gone:
+                    p.unlink()
+                if gone:
+                    _fsync_dir(ckpt)
+            self._remove_leftovers()  # an earlier compaction's files
+            specs = body["tables"]
+            return [folder / specs[t]["file"] for t in TABLES if t in specs and specs[t]["file"] is not None]
+
+    def _write_compacted(self, reader: _TableReader, ids: dict[str, str], folder: Path) -> dict[str, Any]:
+        """Write, check and commit (by ``tables/manifest.json``) the compacted tables of the checkpoints ``ids``."""
+        _mkdirs(folder)
+        steps = [int(s) for s in ids]
+        specs: dict[str, Any] = {}
+        files: dict[str, Any] = {}
+        try:
+            for table in TABLES:
+                spec = _compact_table(reader, table, steps, folder)
+                if spec is None:
+                    continue
+                specs[table] = spec
+                if spec["file"] is not None:
+                    path = folder / spec["file"]
+                    files[spec["file"]] = {"size": path.stat().st_size, "crc32": f"{_crc32_file(path):08x}"}
+            _fsync_dir(folder)
+            body = _compacted_body(ids, specs, files)
+            # Read back through the readers' own path before anything refers to the files.
+            check = _TableReader(self)
+            check.compacted = body
+            for table in specs:
+                for s in steps:
+                    if not _same_rows(check.stored(s, table), reader.stored(s, table)):
+                        raise DamagedCheckpoint(folder, specs[table]["file"] or _MANIFEST, f"does not read back as "
+                                                f"the {table} rows of step {s} it was written from")
+            atomic_write_bytes(folder / _MANIFEST, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
+        except BaseException:
+            try:
+                self._remove_leftovers()  # files no manifest names
+            except (OSError, DamagedCheckpoint):
+                pass  # the error that got here matters more; cleanup() removes them later
+            raise
+        return body
+
+    def read_table(self, step: int, table: str) -> pandas.DataFrame:
+        """The rows of ``table`` at ``step`` as a DataFrame, as :func:`nnphases.runs.read_table` reads them.
+
+        Columns and dtypes of :data:`SCHEMAS`; no rows for an optional table the checkpoint does not hold. Rows come
+        from the compacted files when the run has them for this checkpoint (the file's size is checked and its
+        row group read, whose pages carry their own checksums), else from the checkpoint's own file (size and
+        crc32); node rows of layers without stored rows are derived from the counts. DamagedCheckpoint names the
+        file at fault.
+        """
+        if not isinstance(table, str) or table not in TABLES:
+            raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
+        t = _TableReader(self, whole=False).table(_int_value(step, "step", 0), table)
+        return (t if t is not None else SCHEMAS[table].empty_table()).to_pandas()
 
     # -- writing ---------------------------------------------------------------------
 
@@ -751,13 +1191,21 @@ class RunDir:
         probes: Sequence[Mapping[str, Any]] | None = None,
         tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
         tmp: Path | None = None,
+        node_tables: str = "auto",
+        node_table_max_width: int = NODE_TABLE_MAX_WIDTH,
+        compact_tables: bool = False,
     ) -> Path:
         """Write the checkpoint of ``step`` atomically and return its directory.
 
         ``counts`` maps layer names (in model order) to int ``[C, N]`` counts
-        and ``class_sizes`` is int ``[C]``; node metrics come from
-        :func:`~nnphases.metrics.node_metrics_np` and layer metrics from
-        :meth:`LayerMetrics.from_nodes`. ``stats`` rows have keys ``split``
+        and ``class_sizes`` is int ``[C]``; layer metrics come from
+        :func:`nnphases.kernels.layer_metrics` and the node rows of
+        ``nodes.parquet`` from :func:`nnphases.kernels.node_metrics`, for the
+        layers ``node_tables`` names: ``"always"`` every layer, ``"never"``
+        none (no ``nodes.parquet``), ``"auto"`` those of at most
+        ``node_table_max_width`` nodes; readers derive the rest from the
+        counts. ``compact_tables``: :meth:`mark_done` on this object then
+        also :meth:`compact`-s the run. ``stats`` rows have keys ``split``
         (one of :data:`SPLITS`), ``loss`` and ``accuracy`` (None -> NaN);
         ``masks`` maps some of the layers to uint8 ``[N, ceil(S/64)*8]``
         packed masks; ``state`` is saved with ``torch.save`` and replaces the
@@ -771,9 +1219,18 @@ class RunDir:
         inputs.
         """
         try:
-            return self._write_checkpoint(step, epoch, seed=seed, counts=counts, class_sizes=class_sizes,
+            if node_tables not in NODE_TABLES:
+                raise ValueError(f"node_tables must be one of {', '.join(NODE_TABLES)}; got {node_tables!r}")
+            max_width = _int_value(node_table_max_width, "node_table_max_width", 1)
+            if not isinstance(compact_tables, bool):
+                raise TypeError(f"compact_tables must be true or false, got {compact_tables!r}")
+            path = self._write_checkpoint(step, epoch, seed=seed, counts=counts, class_sizes=class_sizes,
                                           stats=stats, masks=masks, state=state, probes=probes,
-                                          tables=tables or {}, tmp=tmp)
+                                          tables=tables or {}, tmp=tmp, node_tables=node_tables,
+                                          max_width=max_width)
+            if compact_tables:
+                self._compact_when_done = True
+            return path
         except BaseException:
             if tmp is not None:
                 self.abort_checkpoint(tmp)
@@ -783,7 +1240,8 @@ class RunDir:
                           class_sizes: np.ndarray, stats: Sequence[Mapping[str, Any]],
                           masks: Mapping[str, np.ndarray] | None, state: Mapping[str, Any] | None,
                           probes: Sequence[Mapping[str, Any]] | None,
-                          tables: Mapping[str, Sequence[Mapping[str, Any]]], tmp: Path | None) -> Path:
+                          tables: Mapping[str, Sequence[Mapping[str, Any]]], tmp: Path | None, node_tables: str,
+                          max_width: int) -> Path:
         step = _int_value(step, "step", 0)
         seed = _int_value(seed, "seed")
         epoch_f = _float_value(epoch, "epoch")
@@ -797,9 +1255,11 @@ class RunDir:
         if state is not None and not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
 
-        # Metrics first: node_metrics_np validates counts against class_sizes,
-        # so bad inputs fail before anything touches the disk.
-        out_tables = _metric_tables(step, epoch_f, seed, layers, sizes, stat_rows)
+        # Metrics first: the kernels validate counts against class_sizes, so bad inputs fail before anything
+        # touches the disk.
+        tabled = [name for name, c in layers.items()
+                  if node_tables == "always" or (node_tables == "auto" and c.shape[1] <= max_width)]
+        out_tables = _metric_tables(step, epoch_f, seed, layers, sizes, stat_rows, tabled)
         extra = dict(tables)
         if probes:
             extra["probes"] = probes
@@ -814,14 +1274,12 @@ class RunDir:
             tmp = self.begin_checkpoint(step)
         try:
             # Stored in the narrowest unsigned type that holds them (uint16 for sets under 65,536 samples)
-            # and read back as int64: lossless, 4x smaller than int64, and far faster than zlib, which took
-            # seconds per VGG-sized checkpoint.
-            arrays = {_LAYER_KEY + layer: _narrow(c) for layer, c in layers.items()}
-            arrays["class_sizes"] = sizes
+            # and read back as int64: lossless, 4x smaller than int64; large layers compressed by blosc, as fast
+            # as writing them plain, where zlib took seconds per VGG-sized checkpoint.
             with open(tmp / "counts.npz", "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **_counts_arrays(layers, sizes))
             for table, t in out_tables.items():
-                pq.write_table(t, tmp / f"{table}.parquet")
+                _write_parquet(t, tmp / f"{table}.parquet")
             if mask_arrays:
                 _write_masks(tmp / "masks.zarr", mask_arrays)
             if state is not None:
@@ -1041,29 +1499,41 @@ def _rows_table(table: str, step: int, epoch: float, seed: int, rows: Sequence[M
     return pa.table(cols, schema=SCHEMAS[table])
 
 
+def _node_rows(seed: int, step: int, epoch: float, layer: str, nm: NodeMetrics) -> pa.Table:
+    """One layer's rows of the nodes table: the writer's and the readers' (derived) rows are built here alike."""
+    n = int(nm.fraction.shape[0])
+    return pa.table({
+        "seed": np.full(n, seed, np.int64), "step": np.full(n, step, np.int64), "epoch": np.full(n, epoch, np.float64),
+        # One string repeated in C: a Python object per node cost more than the metrics themselves.
+        "layer": pa.repeat(pa.scalar(layer, pa.string()), n), "node": np.arange(n, dtype=np.int64),
+        "f": nm.fraction, "p": nm.predictability, "u": nm.informativeness,
+        "h_z_given_y": nm.h_z_given_y, "h_y_given_z": nm.h_y_given_z,
+        "dead": nm.dead, "always_active": nm.always_active,
+    }, schema=SCHEMAS["nodes"])
+
+
 def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndarray], sizes: np.ndarray,
-                   stat_rows: list[tuple[str, float, float]]) -> dict[str, pa.Table]:
-    """The nodes, layers and stats tables of one checkpoint, typed by :data:`SCHEMAS`."""
-    node_parts: dict[str, list[np.ndarray]] = {k: [] for k in SCHEMAS["nodes"].names[3:]}
-    layer_rows: list[LayerMetrics] = []
+                   stat_rows: list[tuple[str, float, float]], tabled: Sequence[str]) -> dict[str, pa.Table]:
+    """The layers and stats tables of one checkpoint, and the nodes table of the layers in ``tabled`` (none: no
+    nodes table), typed by :data:`SCHEMAS`."""
+    from . import kernels  # deferred: the kernels import their backends' modules
+
+    node_parts = []
+    layer_rows = []
     for name, c in layers.items():
         try:
-            nm = node_metrics_np(c, sizes)
+            # The layer rows come from their own pass whether or not node rows are written, so they do not
+            # depend on node_tables; that pass builds no per-node arrays.
+            layer_rows.append(kernels.layer_metrics(c, sizes))
+            if name in tabled:
+                node_parts.append(_node_rows(seed, step, epoch, name, kernels.node_metrics(c, sizes)))
         except (ValueError, TypeError) as e:
             raise type(e)(f"layer {name!r}: {e}") from None
-        n = c.shape[1]
-        for key, values in (("layer", np.full(n, name, dtype=object)), ("node", np.arange(n, dtype=np.int64)),
-                            ("f", nm.fraction), ("p", nm.predictability), ("u", nm.informativeness),
-                            ("h_z_given_y", nm.h_z_given_y), ("h_y_given_z", nm.h_y_given_z),
-                            ("dead", nm.dead), ("always_active", nm.always_active)):
-            node_parts[key].append(values)
-        layer_rows.append(LayerMetrics.from_nodes(nm))
 
     def keys(k: int) -> dict[str, np.ndarray]:
         return {"seed": np.full(k, seed, np.int64), "step": np.full(k, step, np.int64),
                 "epoch": np.full(k, epoch, np.float64)}
 
-    nodes = keys(sum(c.shape[1] for c in layers.values())) | {k: np.concatenate(v) for k, v in node_parts.items()}
     layer_cols = keys(len(layers)) | {
         "layer": list(layers),
         "nodes": [lm.nodes for lm in layer_rows],
@@ -1078,8 +1548,93 @@ def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndar
         "loss": np.array([r[1] for r in stat_rows], dtype=np.float64),
         "accuracy": np.array([r[2] for r in stat_rows], dtype=np.float64),
     }
-    return {t: pa.table(cols, schema=SCHEMAS[t]) for t, cols in
-            (("nodes", nodes), ("layers", layer_cols), ("stats", stat_cols))}
+    out = {t: pa.table(cols, schema=SCHEMAS[t]) for t, cols in (("layers", layer_cols), ("stats", stat_cols))}
+    if node_parts:
+        nodes = pa.concat_tables(node_parts)
+        if len(node_parts) < len(layers):
+            nodes = nodes.replace_schema_metadata({_NODES_KEY: _PARTIAL})
+        out = {"nodes": nodes} | out
+    return out
+
+
+def _repeated_columns(schema: pa.Schema) -> list[str]:
+    # Dictionary pages only for the columns that repeat (keys, names): on float metrics they cost time and grew
+    # the file (131,072 node rows: 58 ms and 6.1 MB with every column, 30 ms and 5.2 MB like this).
+    return [f.name for f in schema if f.name in ("seed", "step", "epoch") or f.type == pa.string()]
+
+
+def _write_parquet(t: pa.Table, where: Any) -> None:
+    pq.write_table(t, where, use_dictionary=_repeated_columns(t.schema))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _compact_table(reader: _TableReader, table: str, steps: list[int], folder: Path) -> dict[str, Any] | None:
+    """Write the stored rows of ``table`` at ``steps`` into one new file of ``folder`` (a row group per step with
+    rows) and return its entry for the manifest of compacted tables: the file (None when no step has rows) and each
+    step's row group (None: no rows); None when no step holds the table at all."""
+    name = f"{table}-{secrets.token_hex(4)}.parquet"
+    tmp = folder / f"{_TMP_PREFIX}{name}"
+    groups: dict[str, int | None] = {}
+    partial: list[int] = []  # steps whose node rows leave out layers (in a file, its schema metadata says so)
+    writer = None
+    held = False
+    written = 0
+    try:
+        for s in steps:
+            t = reader.stored(s, table)
+            groups[str(s)] = None
+            if t is None:
+                continue
+            held = True
+            if (t.schema.metadata or {}).get(_NODES_KEY) == _PARTIAL:
+                partial.append(s)
+            if len(t):
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, SCHEMAS[table], write_page_checksum=True,
+                                              use_dictionary=_repeated_columns(SCHEMAS[table]))
+                writer.write_table(t.replace_schema_metadata(None), row_group_size=len(t))
+                groups[str(s)] = written
+                written += 1
+        if writer is not None:
+            writer.close()
+            writer = None
+            _fsync_file(tmp)
+            os.rename(tmp, folder / name)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if not held:
+        return None
+    spec = {"file": name if any(g is not None for g in groups.values()) else None, "row_groups": groups}
+    return spec | ({"partial": partial} if partial else {})
+
+
+def _same_rows(a: pa.Table | None, b: pa.Table | None) -> bool:
+    """Equal tables, NaN equal to NaN of the same bits (Arrow's equality holds NaN unequal to itself)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if a.schema != b.schema or a.schema.metadata != b.schema.metadata or len(a) != len(b):
+        return False
+    for x, y in zip(a.columns, b.columns):
+        x, y = x.combine_chunks(), y.combine_chunks()
+        if pa.types.is_floating(x.type):
+            if not x.is_null().equals(y.is_null()):
+                return False
+            bits = [np.asarray(v.fill_null(0.0)).view(np.uint64) for v in (x, y)]
+            if not np.array_equal(*bits):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
 
 
 def _write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:

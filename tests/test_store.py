@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from nnphases import store
+from nnphases import kernels, store
 from nnphases.metrics import LayerMetrics, node_metrics_np
 from nnphases.store import SCHEMAS, RunDir, atomic_write_bytes, read_table
 
@@ -104,14 +104,18 @@ def test_round_trip(tmp_path: Path, class_sizes: list[int], layers: dict[str, in
     assert list(layer_rows["layer"]) == list(layers)  # model order, not alphabetical
     assert (nodes["seed"] == 3).all() and (nodes["step"] == 12).all() and (nodes["epoch"] == 0.25).all()
     for name, c in counts.items():
-        nm = node_metrics_np(c, sizes)
+        # What the store computes (the kernels; the NumPy oracle checks them in tests/test_metric_kernels.py).
+        nm = kernels.node_metrics(c, sizes)
         rows = nodes[nodes["layer"] == name]
         np.testing.assert_array_equal(rows["node"], np.arange(c.shape[1]))
         for col, want in (("f", nm.fraction), ("p", nm.predictability), ("u", nm.informativeness),
                           ("h_z_given_y", nm.h_z_given_y), ("h_y_given_z", nm.h_y_given_z),
                           ("dead", nm.dead), ("always_active", nm.always_active)):
             np.testing.assert_array_equal(rows[col].to_numpy(), want, err_msg=f"{name} {col}")
-        lm = LayerMetrics.from_nodes(nm)
+        lm = kernels.layer_metrics(c, sizes)
+        np.testing.assert_allclose([lm.fraction, lm.predictability, lm.informativeness],
+                                   [getattr(LayerMetrics.from_nodes(node_metrics_np(c, sizes)), k)
+                                    for k in ("fraction", "predictability", "informativeness")], rtol=0, atol=1e-14)
         row = layer_rows[layer_rows["layer"] == name].iloc[0]
         np.testing.assert_array_equal(
             [row["nodes"], row["f"], row["p"], row["u"], row["dead"], row["always_active"]],

@@ -74,6 +74,11 @@ class Output:
     counts: dict[str, np.ndarray] | None = None  # site -> int64 [C, N] (with class_sizes)
     class_sizes: np.ndarray | None = None
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table name -> rows
+    # How the store writes what the counts give (RunDir.write_checkpoint's keywords of the same names); None: its
+    # defaults.
+    node_tables: Literal["auto", "always", "never"] | None = None
+    node_table_max_width: int | None = None
+    compact_tables: bool | None = None
 
 
 class Measure:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .. import kernels
 from ..options import check, option
+from ..store import NODE_TABLE_MAX_WIDTH
 from ..stream import Batch, accumulator_dtype
 from ._base import Binding, Measure, Output, Pass, PlanRow
 
@@ -27,6 +29,13 @@ class SampleSetsOptions:
                                            flag="count-sites")
     backend: str | None = option(None, help="kernel backend (cuda, cupy, cpp, numba, reference; default: the "
                                             "first that works)")
+    node_tables: Literal["auto", "always", "never"] = option(
+        "auto", help="per-node rows in nodes.parquet: auto (layers of at most --node-table-max-width nodes), "
+                     "always or never; readers derive the rows of the others from the counts")
+    node_table_max_width: int = option(NODE_TABLE_MAX_WIDTH, min=1, help="widest layer with per-node rows under "
+                                                                         "--node-tables auto")
+    compact_tables: bool = option(False, help="when the run ends, gather each table's per-checkpoint files into one "
+                                              "file (nnphases compact does it later)")
 
     def __post_init__(self) -> None:
         check(self)
@@ -50,8 +59,9 @@ def node_view(z: torch.Tensor, per_channel: bool) -> torch.Tensor:
 
 class SampleSets(Measure):
     """Per-class counts of active samples at every chosen site, summed over the evaluation pass in place
-    (int32 counters for sets under 2^31 samples, int64 beyond), stored as ``counts.npz`` with their node and
-    layer metrics (``nodes`` and ``layers`` tables)."""
+    (int32 counters for sets under 2^31 samples, int64 beyond), stored as ``counts.npz`` with their layer metrics
+    (``layers`` table) and the node metrics of the layers ``node_tables`` names (``nodes`` table; readers derive
+    the others' from the counts)."""
 
     name = "sample_sets"
     Options = SampleSetsOptions
@@ -89,14 +99,20 @@ class SampleSets(Measure):
     def compute(self) -> Output:
         counts = {s: a.to(torch.int64).cpu().numpy() for s, a in self._acc.items()}
         self._acc = {}
-        return Output(counts=counts, class_sizes=self._class_sizes)
+        o = self.options
+        return Output(counts=counts, class_sizes=self._class_sizes, node_tables=o.node_tables,
+                      node_table_max_width=o.node_table_max_width, compact_tables=o.compact_tables)
 
     def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
         width = torch.tensor([], dtype=accumulator_dtype(eval_samples)).element_size()
         stored = 1 if eval_samples is not None and eval_samples < 256 else (
             2 if eval_samples is not None and eval_samples < 65536 else 4)
-        return [PlanRow(self.name, s, n, num_classes * n * width, num_classes * n * stored + n * NODE_ROW_BYTES)
-                for s, n in self.nodes.items()]
+        return [PlanRow(self.name, s, n, num_classes * n * width,
+                        num_classes * n * stored + n * NODE_ROW_BYTES * self._tabled(n)) for s, n in self.nodes.items()]
+
+    def _tabled(self, nodes: int) -> bool:
+        o = self.options
+        return o.node_tables == "always" or (o.node_tables == "auto" and nodes <= o.node_table_max_width)
 
 
 MEASURE = SampleSets
