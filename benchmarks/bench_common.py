@@ -5,15 +5,13 @@ that the suite checks correctness in seconds."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 
-from nnphases import _C
+from nnphases.bench import read_bandwidth as _read_bandwidth
 
 
 @dataclass(frozen=True)
@@ -61,14 +59,11 @@ def quick(config: pytest.Config) -> bool:
 
 
 def read_bandwidth(t: torch.Tensor, threads: int | None = None) -> float:
-    """Bytes per second of a streaming read of t (best of 3), the yardstick of the CPU kernels."""
-    arr = t.view(torch.uint8).numpy() if t.dtype != torch.bool else t.numpy().view(np.uint8)
-    best = float("inf")
-    for _ in range(3):
-        a = time.perf_counter()
-        _C.stream_read(arr, threads or 0)
-        best = min(best, time.perf_counter() - a)
-    return arr.nbytes / best
+    """Bytes per second of a streaming read of t (best of 3), the yardstick of the CPU kernels (the package's
+    probe, which ``nnphases bench`` uses too)."""
+    bw = _read_bandwidth(t, threads)
+    assert bw is not None, "the C++ extension is not built: no read-bandwidth probe"
+    return bw
 
 
 def run(benchmark, fn: Callable[[], object], *, rounds: int = 3) -> object:

@@ -362,5 +362,35 @@ def status(out: Path = typer.Argument(..., help="a sweep folder (or one run fold
     typer.echo(format_status(read_status(out)))
 
 
+@app.command()
+@_clean_errors
+def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (or their parent)")) -> None:
+    """Gather each finished run's per-checkpoint tables into one file per table (crash-safe; readers see the same
+    rows)."""
+    from . import measures  # noqa: F401  (registers the tables measures write)
+    from .runs import run_dirs
+    from .store import RunDir
+
+    for run in run_dirs(runs):
+        files = RunDir(run).compact()
+        typer.echo(f"{run}: {', '.join(p.name for p in files) or 'nothing to compact'}")
+
+
+@app.command()
+@_clean_errors
+def bench(quick: bool = typer.Option(False, help="small inputs: seconds in all"),
+          json_: bool = typer.Option(False, "--json", help="print the report as JSON, for machines")) -> None:
+    """Time every kernel on every backend here, checked against the reference, next to this run's memory bandwidth."""
+    import json
+
+    from .bench import format_report, run as run_bench
+
+    report = run_bench(quick=quick)
+    typer.echo(json.dumps(report, indent=1) if json_ else format_report(report))
+    if not report["ok"]:
+        typer.echo("nnphases bench: a backend's results differ from the reference backend's (see check)", err=True)
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
