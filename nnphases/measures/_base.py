@@ -127,8 +127,9 @@ class Measure:
         """Pass ``p`` is over; ``class_sizes`` and ``samples`` are what it read."""
 
     def sums(self, p: Pass) -> dict[str, torch.Tensor]:
-        """What pass ``p`` added to this measure's state, as integer tensors that are sums over samples: across
-        processes they are added with one all_reduce at the end of the pass, before :meth:`end_pass`."""
+        """What pass ``p`` added to this measure's state, as tensors that are sums over samples: across processes
+        they are added at the end of the pass, before :meth:`end_pass` (integers exactly in one int64 buffer,
+        floats in one float64 buffer: one all_reduce per dtype)."""
         return {}
 
     def compute(self) -> Output:
