@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import pyarrow.parquet as pq
 
 from .options import check, option
 from .runs import PathLike, layer_order
@@ -73,10 +72,11 @@ class Checkpoint:
 
 
 def _table(rd: RunDir, step: int, table: str) -> pd.DataFrame | None:
-    # One checkpoint's file, read directly: nnphases.runs.read_table reads every checkpoint of a run, which
-    # logging after each checkpoint would repeat for the whole run each time.
-    path = rd.checkpoint_path(step) / f"{table}.parquet"
-    return pq.read_table(path).to_pandas() if path.is_file() else None
+    # One checkpoint's rows (nnphases.runs.read_table reads every checkpoint of a run, which logging after each
+    # checkpoint would repeat): verified, from compacted tables when there are some, node rows derived from the
+    # counts for layers whose rows were not stored.
+    t = rd.read_table(step, table)
+    return t if len(t) else None
 
 
 def _value(row: Any, column: str) -> float:

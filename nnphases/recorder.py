@@ -282,6 +282,7 @@ class Recorder:
                 old = json.loads(path.read_text())
             except (OSError, ValueError) as e:
                 raise ValueError(f"{path} is damaged ({e}); delete it only if the run's checkpoints are yours") from None
+            old = _with_new_defaults(old, self.measures)
             if old != json.loads(json.dumps(setup)):
                 diff = sorted(k for k in setup if old.get(k) != json.loads(json.dumps(setup[k])))
                 raise ValueError(f"out {str(self.run.path)!r} holds measurements of another setup ({', '.join(diff)} "
@@ -518,6 +519,21 @@ def _merge(outputs: list[Output]) -> dict[str, Any]:
                 storage[key] = getattr(o, key)
     stats = tables.pop("stats", [])
     return dict(counts=counts, class_sizes=class_sizes, stats=stats, tables=tables, **storage)
+
+
+def _with_new_defaults(old: dict, measures: Sequence[Measure]) -> dict:
+    """A stored setup with the options added to the measures since it was written, at their defaults: a run
+    begun before an option existed resumed as it was measured."""
+    from .options import describe
+
+    stored = old.get("measures")
+    if not isinstance(stored, dict):
+        return old
+    filled = dict(stored)
+    for m in measures:
+        if isinstance(stored.get(m.name), dict):
+            filled[m.name] = {**describe(type(m.options)()), **stored[m.name]}
+    return {**old, "measures": filled}
 
 
 def _structure(model: nn.Module) -> tuple:

@@ -360,3 +360,19 @@ def test_the_plan_refuses_what_cannot_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(recorder, "_free_memory", lambda device: 100)
     with pytest.raises(ValueError, match="while measuring but 100 B is free; count per channel"):
         Recorder(_mlp(), (x, y), Schedule((0,), 1), tmp_path / "mem")
+
+
+def test_a_setup_stored_before_an_option_existed_is_the_same_setup(tmp_path):
+    x, y = _set()
+    out = tmp_path / "run"
+    rec = Recorder(_mlp(), (x, y), Schedule((0, 1), 1), out)
+    rec.measure(0)
+    rec.flush()
+    path = out / "measures.json"
+    setup = json.loads(path.read_text())
+    del setup["measures"]["sample_sets"]["node_tables"]  # as a run begun before the option was added
+    path.write_text(json.dumps(setup))
+    del rec  # its folder lock is held per process: a new Recorder here may take the folder over
+    Recorder(_mlp(), (x, y), Schedule((0, 1), 1), out)
+    with pytest.raises(ValueError, match="another setup"):
+        Recorder(_mlp(), (x, y), Schedule((0, 1), 1), out, [SampleSets(node_tables="never"), EvalStats()])
