@@ -62,7 +62,8 @@ class MaskWriter:
     """Streams one site's packed masks into a new zarr array ``name`` of ``group`` (``nodes`` rows), ``cols``
     bytes of samples (a multiple of 8) per shard column."""
 
-    def __init__(self, group: Any, name: str, nodes: int, cols: int, attributes: dict[str, Any]) -> None:
+    def __init__(self, group: Any, name: str, nodes: int, cols: int, attributes: dict[str, Any],
+                 executor: Any = None) -> None:
         if cols < 8 or cols % 8:
             raise ValueError(f"cols must be a positive multiple of 8 bytes, got {cols}")
         rows = max(1, min(nodes, _CHUNK_BYTES // cols))
@@ -73,8 +74,12 @@ class MaskWriter:
         self._words = cols // 8
         self._buf = np.zeros((nodes, self._words + 1), dtype=np.uint64)
         self._bits = 0  # valid bits in the buffer
-        self.written = 0  # bytes per row already in the array
+        self.written = 0  # bytes per row handed to the array
         self.samples = 0
+        # Whole shard columns are compressed and written on ``executor`` (one thread, so in order) while the next
+        # batches are measured; at most one column per site waits there, so memory stays at two buffers per site.
+        self._executor = executor
+        self._pending: Any = None
 
     def append(self, packed: np.ndarray, samples: int) -> None:
         """Add one batch: ``packed`` uint8 ``[nodes, ceil(samples / 64) * 8]`` as pack_masks gives it."""
@@ -95,17 +100,31 @@ class MaskWriter:
         self.samples += samples
 
     def _flush(self, nwords: int) -> None:
-        width = nwords * 8
-        end = self.written + width
-        self.array.resize((self.nodes, end))
-        self.array[:, self.written:end] = np.ascontiguousarray(self._buf[:, :nwords]).view(np.uint8)
+        start, end = self.written, self.written + nwords * 8
+        block = np.ascontiguousarray(self._buf[:, :nwords]).view(np.uint8)  # a copy: the buffer is reused
+        self.wait()
+        if self._executor is None:
+            self._write(start, end, block)
+        else:
+            self._pending = self._executor.submit(self._write, start, end, block)
         self.written = end
         self._buf[:, :] = 0
         self._bits = 0
 
+    def _write(self, start: int, end: int, block: np.ndarray) -> None:
+        self.array.resize((self.nodes, end))
+        self.array[:, start:end] = block
+
+    def wait(self) -> None:
+        """Wait for the column being written, if any, and raise its error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def close(self) -> None:
-        """Write what is buffered (the last, partial shard column, padded to whole words)."""
+        """Write what is buffered (the last, partial shard column, padded to whole words) and wait for it."""
         if self._bits:
             self._flush(-(-self._bits // 64))
+        self.wait()
         if self.written != -(-self.samples // 64) * 8:
             raise AssertionError(f"masks: wrote {self.written} bytes per row for {self.samples} samples")

@@ -67,7 +67,10 @@ class Masks(Measure):
 
         self._group = zarr.open_group(str(Path(checkpoint) / "masks.zarr"), mode="w", zarr_format=3,
                                       attributes={"layers": list(self.sites)})
-        self._writers = {s: MaskWriter(self._group, mask_array_name(s), n, self.cols, {"layer": s})
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-masks")
+        self._writers = {s: MaskWriter(self._group, mask_array_name(s), n, self.cols, {"layer": s}, self._io)
                          for s, n in self.nodes.items()}
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
@@ -76,12 +79,18 @@ class Masks(Measure):
         self._writers[site].append(np.asarray(packed.cpu()), batch.size)
 
     def compute(self):  # type: ignore[no-untyped-def]
-        for w in self._writers.values():
-            w.close()
-        self._writers = {}
+        try:
+            for w in self._writers.values():
+                w.close()
+        finally:
+            self.abort()
         return super().compute()
 
     def abort(self) -> None:
+        # Nothing may still write into the checkpoint folder once the Recorder removes or renames it.
+        if getattr(self, "_io", None) is not None:
+            self._io.shutdown(wait=True, cancel_futures=True)
+            self._io = None
         self._writers = {}
 
     def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
