@@ -191,9 +191,7 @@ class Recorder:
             if self.options.background_writes else None
         self._pending: Future | None = None
         self._closed = False
-        self.plan = self._make_plan()
-        if self.options.check_plan and self.plan.problems():
-            raise ValueError("the run cannot fit: " + "; ".join(self.plan.problems()))
+        self._check_plan()
 
     # -- binding -------------------------------------------------------------------------------
 
@@ -289,12 +287,23 @@ class Recorder:
                                  "differ); choose another out, or delete that folder to start over")
         else:
             atomic_write_bytes(path, (json.dumps(setup, indent=2, sort_keys=True) + "\n").encode())
-        steps = self.run.completed_steps()
-        if steps and self.class_sizes is not None:
-            _, stored = self.run.read_counts(steps[-1])
-            if not np.array_equal(stored, self.class_sizes):
-                raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class sizes "
-                                 f"{stored.tolist()}, now {self.class_sizes.tolist()}); choose another out")
+        self._check_stored_sizes(self.run.completed_steps())
+
+    def _check_stored_sizes(self, steps: Iterable[int]) -> None:
+        """The class sizes of the folder's newest checkpoint must be this evaluation set's (known by now)."""
+        steps = sorted(steps)
+        if not steps or self.class_sizes is None or self.rank != 0:
+            return
+        _, stored = self.run.read_counts(steps[-1])
+        if not np.array_equal(stored, self.class_sizes):
+            raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class sizes "
+                             f"{stored.tolist()}, now {self.class_sizes.tolist()}); choose another out")
+
+    def _check_plan(self) -> None:
+        """Make the plan, and refuse a run that cannot fit (unless told not to check)."""
+        self.plan = self._make_plan()
+        if self.options.check_plan and self.plan.problems():
+            raise ValueError("the run cannot fit: " + "; ".join(self.plan.problems()))
 
     def _make_plan(self) -> Plan:
         n = self.class_sizes.sum() if self.class_sizes is not None else self.eval_data.samples
@@ -448,15 +457,8 @@ class Recorder:
         if self.class_sizes is None:
             check_class_sizes(sizes, "the evaluation set")
             self.class_sizes = sizes.astype(np.int64)
-            self.plan = self._make_plan()
-            if self.options.check_plan and self.plan.problems():
-                raise ValueError("the run cannot fit: " + "; ".join(self.plan.problems()))
-            steps = sorted(self.done_steps)
-            if steps:
-                _, stored = self.run.read_counts(steps[-1])
-                if not np.array_equal(stored, self.class_sizes):
-                    raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class "
-                                     f"sizes {stored.tolist()}, now {self.class_sizes.tolist()})")
+            self._check_plan()  # the disk is checked again now that the set's size is known
+            self._check_stored_sizes(self.done_steps)
         elif not np.array_equal(sizes, self.class_sizes):
             raise ValueError(f"eval_data changed: this pass read class sizes {sizes.tolist()} (total {sizes.sum()}), "
                              f"the first {self.class_sizes.tolist()} (total {self.class_sizes.sum()}); the evaluation "
