@@ -5,7 +5,6 @@ stored the same counts."""
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ from nnphases.schedule import Schedule
 from nnphases.store import RunDir
 
 
-def _worker(rank: int, world: int, port: int, n: int, out: str, result: str) -> None:
+def _worker(rank: int, world: int, rendezvous: str, n: int, out: str, result: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     reduce_s = [0.0]
     original = distributed.all_reduce_sums
 
@@ -58,10 +57,9 @@ def _worker(rank: int, world: int, port: int, n: int, out: str, result: str) -> 
         dist.destroy_process_group()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous() -> str:
+    # A file in a fresh folder, not a TCP port: a port found free can be taken again before the ranks bind it.
+    return f"file://{tempfile.mkdtemp()}/rendezvous"
 
 
 def test_measurement_on_two_ranks(benchmark):
@@ -70,7 +68,7 @@ def test_measurement_on_two_ranks(benchmark):
     for world in (1, 2):
         outs[world] = Path(tempfile.mkdtemp()) / "run"
         result = Path(tempfile.mkdtemp()) / "result.json"
-        mp.spawn(_worker, args=(world, _port(), n, str(outs[world]), str(result)), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, _rendezvous(), n, str(outs[world]), str(result)), nprocs=world, join=True)
         res[world] = json.loads(result.read_text())
     for s in (0, 1):  # the benchmark checks its result: both worlds stored the same counts
         (c1, s1), (c2, s2) = RunDir(outs[1]).read_counts(s), RunDir(outs[2]).read_counts(s)

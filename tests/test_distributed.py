@@ -5,7 +5,7 @@ are refused."""
 from __future__ import annotations
 
 import os
-import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,19 +53,18 @@ def _measure(out: Path, source: str, wrap: bool) -> None:
     rec.close()
 
 
-def _worker(rank: int, world: int, port: int, out: str, source: str, wrap: bool) -> None:
+def _worker(rank: int, world: int, rendezvous: str, out: str, source: str, wrap: bool) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         _measure(Path(out), source, wrap)
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous() -> str:
+    # A file in a fresh folder, not a TCP port: a port found free can be taken again before the ranks bind it.
+    return f"file://{tempfile.mkdtemp()}/rendezvous"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def single(tmp_path_factory) -> Path:
                                                (2, "loader", False), (3, "loader", True)])
 def test_world_gives_the_counts_of_one_process(tmp_path, single, world, source, wrap):
     out = tmp_path / "run"
-    mp.spawn(_worker, args=(world, _free_port(), str(out), source, wrap), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, _rendezvous(), str(out), source, wrap), nprocs=world, join=True)
     a, b = RunDir(single), RunDir(out)
     assert a.completed_steps() == b.completed_steps() == [0, 1] and b.done
     for s in (0, 1):
@@ -107,8 +106,8 @@ def test_unwrap():
     assert unwrap(compiled) is m
 
 
-def _padded_worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _padded_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         x, y = _data()
         ds = TensorDataset(x, y)
@@ -123,7 +122,7 @@ def _padded_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_a_padded_distributed_sampler_is_refused(tmp_path):
-    mp.spawn(_padded_worker, args=(2, _free_port(), str(tmp_path / "run")), nprocs=2, join=True)
+    mp.spawn(_padded_worker, args=(2, _rendezvous(), str(tmp_path / "run")), nprocs=2, join=True)
     for rank in range(2):
         msg = (tmp_path / "run" / f"error-{rank}").read_text()
         assert "DistributedSampler that pads 1001 samples to 1002 (repeating 1)" in msg and "UnpaddedSampler" in msg
@@ -159,10 +158,10 @@ def _probe_measure(out: Path, source: str, keep: bool | str, dtype: torch.dtype,
     rec.close()
 
 
-def _probe_worker(rank: int, world: int, port: int, out: str, source: str, keep: bool | str, dtype: torch.dtype,
+def _probe_worker(rank: int, world: int, rendezvous: str, out: str, source: str, keep: bool | str, dtype: torch.dtype,
                   probes: dict) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         _probe_measure(Path(out), source, keep, dtype, probes)
     except ValueError as e:
@@ -200,7 +199,7 @@ def test_world_fits_the_probes_of_one_process(tmp_path, single_probes, world, so
     """Fast probes of any world: sample counts, accuracies, features and the ridge search those of one process
     exactly; ridge, MSE and 1 - R^2 to ``rtol`` (bit for bit in a world of one)."""
     out = tmp_path / "run"
-    mp.spawn(_probe_worker, args=(world, _free_port(), str(out), source, keep, dtype, {}), nprocs=world, join=True)
+    mp.spawn(_probe_worker, args=(world, _rendezvous(), str(out), source, keep, dtype, {}), nprocs=world, join=True)
     a, b = read_table(single_probes[dtype], "probes"), read_table(out, "probes")
     assert len(a) == 4 and (b.n_train == N_TRAIN).all() and (b.n_test == N).all()
     floats = ["ridge", "reconstruction_mse", "reconstruction_nmse"]
@@ -219,7 +218,7 @@ def test_world_fits_the_probes_of_one_process(tmp_path, single_probes, world, so
 ])
 def test_probes_that_cannot_be_summed_are_refused(tmp_path, probes, match):
     out = tmp_path / "run"
-    mp.spawn(_probe_worker, args=(2, _free_port(), str(out), "tensors", True, torch.float32, probes), nprocs=2,
+    mp.spawn(_probe_worker, args=(2, _rendezvous(), str(out), "tensors", True, torch.float32, probes), nprocs=2,
              join=True)
     for rank in range(2):
         assert match in (out / f"error-{rank}").read_text()
