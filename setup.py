@@ -1,7 +1,8 @@
 """Builds nnphases._C: the C++ CPU kernels always, the CUDA launchers when nvcc is found.
 
-Sources are globbed (csrc/cpu/*.cpp, csrc/cuda/*.cu): adding a kernel adds files
-and never edits this script. NNPHASES_CUDA=auto|0|1 overrides the nvcc probe,
+Sources are globbed (csrc/cpu/*.cpp and csrc/bind/*.cpp; csrc/cuda/*.cu and
+csrc/bind/cuda/*.cpp with CUDA): adding a kernel adds files and never edits this
+script or a list of bindings. NNPHASES_CUDA=auto|0|1 overrides the nvcc probe,
 NNPHASES_CUDA_ARCHS the target list, NNPHASES_MARCH the CPU target (default
 "native": the package is built where it runs; set "x86-64-v3" for portable
 AVX2 builds). The CUDA part links cudart statically and never includes torch,
@@ -66,6 +67,7 @@ class BuildExt(build_ext):
             self.announce(" ".join(cmd), level=2)
             subprocess.check_call(cmd)
             ext.extra_objects.append(str(obj))
+        ext.sources += rel((CSRC / "bind" / "cuda").glob("*.cpp"))
         ext.define_macros.append(("NNPHASES_WITH_CUDA", "1"))
         ext.include_dirs.append(str(home / "include"))
         ext.library_dirs.append(str(home / "lib64"))
@@ -87,7 +89,7 @@ class BuildPy(build_py):
 march = os.environ.get("NNPHASES_MARCH", "native")
 ext = Pybind11Extension(
     "nnphases._C",
-    rel([CSRC / "bindings.cpp", *(CSRC / "cpu").glob("*.cpp")]),
+    rel([CSRC / "bindings.cpp", *(CSRC / "cpu").glob("*.cpp"), *(CSRC / "bind").glob("*.cpp")]),
     include_dirs=[str(CSRC)],
     cxx_std=17,
     extra_compile_args=["-O3", *([f"-march={march}"] if march else []), "-fno-math-errno"],
