@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import LayerMetrics, NodeMetrics
-from . import _metrics as _metrics_plan
+from ._cpp_metrics import layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 from ._kinds import Kind
 from ._segments import build_segments
 
@@ -46,22 +45,3 @@ def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int
     out = np.zeros((num_classes, packed.shape[0]), dtype=np.int64)
     _C.packed_class_counts(np.ascontiguousarray(packed), seg.class_offsets, seg.word, seg.mask, out, _t(threads))
     return out
-
-
-def _metrics(p: _metrics_plan.Plan, out: dict[str, np.ndarray], threads: int | None) -> None:
-    _C.node_metrics(p.counts, p.class_sizes, p.pairs, p.table_offset, p.hz_table, p.h_y, p.log_k, out, _t(threads))
-
-
-def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
-    p = _metrics_plan.plan(counts, class_sizes)
-    out = _metrics_plan.node_outputs(p)
-    _metrics(p, out, threads)
-    return _metrics_plan.node_result(out)
-
-
-def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
-    """The layer summaries in the same pass, without building any per-node array."""
-    p = _metrics_plan.plan(counts, class_sizes)
-    out = {"layer_sums": np.zeros(3), "layer_counts": np.zeros(5, np.int64)}
-    _metrics(p, out, threads)
-    return _metrics_plan.layer_result(out["layer_sums"], out["layer_counts"], p.counts.shape[1])

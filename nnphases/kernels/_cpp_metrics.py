@@ -1,0 +1,37 @@
+"""The ``cpp`` backend's metric kernels: the sample-set metrics of one layer from its
+per-class counts (csrc/cpu/node_metrics.cpp)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics import LayerMetrics, NodeMetrics
+from . import _metrics as _metrics_plan
+
+try:
+    from .. import _C
+except ImportError as e:  # the same reason cpp.py gives
+    raise ImportError(f"the C++ extension nnphases._C is not built ({e})") from None
+
+
+def _t(threads: int | None) -> int:
+    return 0 if threads is None else threads
+
+
+def _metrics(p: _metrics_plan.Plan, out: dict[str, np.ndarray], threads: int | None) -> None:
+    _C.node_metrics(p.counts, p.class_sizes, p.pairs, p.table_offset, p.hz_table, p.h_y, p.log_k, out, _t(threads))
+
+
+def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
+    p = _metrics_plan.plan(counts, class_sizes)
+    out = _metrics_plan.node_outputs(p)
+    _metrics(p, out, threads)
+    return _metrics_plan.node_result(out)
+
+
+def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
+    """The layer summaries in the same pass, without building any per-node array."""
+    p = _metrics_plan.plan(counts, class_sizes)
+    out = {"layer_sums": np.zeros(3), "layer_counts": np.zeros(5, np.int64)}
+    _metrics(p, out, threads)
+    return _metrics_plan.layer_result(out["layer_sums"], out["layer_counts"], p.counts.shape[1])
