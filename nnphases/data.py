@@ -54,6 +54,7 @@ _IDX_NAMES = {
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _CIFAR_PIXELS = 3 * 32 * 32
+MAX_RESIZE = 4096  # the largest image side resize() makes
 
 
 @dataclass(eq=False, repr=False)
@@ -145,6 +146,8 @@ def read_idx(path: PathLike, magic: int | None = None) -> np.ndarray:
     number. A file that is not valid IDX (bad gzip stream, bad magic, unknown type,
     short header, data size not what the header promises) raises ``ValueError``
     naming the path and the fault; a missing file raises ``FileNotFoundError``."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"read_idx path must be a path, got {path!r}")
     path = Path(path)
     raw = path.read_bytes()
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
@@ -210,7 +213,7 @@ def fashion_mnist(root: PathLike | None = None, train: bool = True) -> Dataset:
     the four IDX files in ``root`` (default ``/usr/share/datasets/fashion-mnist``,
     where Debian's ``dataset-fashion-mnist`` package puts them), gzipped or not;
     missing files raise ``FileNotFoundError`` saying how to get them."""
-    folder = FASHION_MNIST_ROOT if root is None else Path(root)
+    folder = FASHION_MNIST_ROOT if root is None else _root(root, "fashion_mnist")
     how = (
         "Install it with `apt-get install dataset-fashion-mnist` (files in "
         f"{FASHION_MNIST_ROOT}) or pass root= a folder with the four FashionMNIST IDX files"
@@ -224,7 +227,14 @@ def mnist(root: PathLike, train: bool = True) -> Dataset:
     ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``) in ``root``;
     missing files raise ``FileNotFoundError`` saying how to get them."""
     how = "Download the four MNIST IDX files (train/t10k images and labels) into a folder and pass it as root="
-    return _idx_dataset(Path(root), train, "mnist", how)
+    return _idx_dataset(_root(root, "mnist"), train, "mnist", how)
+
+
+def _root(root: object, name: str) -> Path:
+    # Path(None) fails with a message that names neither the data set nor the argument.
+    if isinstance(root, bytes) or not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"{name} root must be a folder, got {root!r}")
+    return Path(root)
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -274,7 +284,7 @@ def cifar10(root: PathLike, train: bool = True) -> Dataset:
     ``root/cifar-10-batches-bin``; a file whose size is not a whole number of records
     raises ``ValueError`` naming it."""
     names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
-    paths = _cifar_files(Path(root), "cifar-10-batches-bin", names, "cifar10", "cifar-10-binary.tar.gz")
+    paths = _cifar_files(_root(root, "cifar10"), "cifar-10-batches-bin", names, "cifar10", "cifar-10-binary.tar.gz")
     return _cifar(paths, 1, 0, 10, f"cifar10/{'train' if train else 'test'}")
 
 
@@ -287,7 +297,7 @@ def cifar100(root: PathLike, train: bool = True, label: str = "fine") -> Dataset
     if label not in ("fine", "coarse"):
         raise ValueError(f"cifar100 label must be 'fine' or 'coarse', got {label!r}")
     names = ["train.bin" if train else "test.bin"]
-    paths = _cifar_files(Path(root), "cifar-100-binary", names, "cifar100", "cifar-100-binary.tar.gz")
+    paths = _cifar_files(_root(root, "cifar100"), "cifar-100-binary", names, "cifar100", "cifar-100-binary.tar.gz")
     col, classes = (1, 100) if label == "fine" else (0, 20)
     return _cifar(paths, 2, col, classes, f"cifar100-{label}/{'train' if train else 'test'}")
 
@@ -332,8 +342,13 @@ def resize(ds: Dataset, size: int = 32, batch: int = 8192) -> Dataset:
     28x28 MNIST/FashionMNIST to 32x32; labels, name and groups are kept, values stay
     in the input's range (bilinear weights are a convex combination), and images are
     resized ``batch`` at a time to bound the temporary memory."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"resize size must be a positive int, got {size!r}")
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"resize ds must be a Dataset, got {type(ds).__name__}")
+    # The bound is the command line's: a size of tens of thousands would allocate terabytes before failing.
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RESIZE:
+        raise ValueError(f"resize size must be an int in [1, {MAX_RESIZE}], got {size!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"resize batch must be a positive int, got {batch!r}")
     if batch < 1:
         raise ValueError(f"resize batch must be positive, got {batch!r}")
     n, c = ds.x.shape[:2]
@@ -395,6 +410,13 @@ def two_attribute(
     ``group`` is 0 for large-subset samples and 1 for small-subset ones."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 4 or n % 2:
         raise ValueError(f"two_attribute n={n!r} must be an even int >= 4 (balanced classes)")
+    for arg, value in (("large_fraction", large_fraction), ("separation", separation), ("noise", noise),
+                       ("weak", weak)):
+        # Strings would fail in a comparison that names neither; infinities would become infinite samples.
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"two_attribute {arg} must be a number, got {value!r}")
+        if math.isinf(value):
+            raise ValueError(f"two_attribute {arg}={value!r} must be finite")
     if not 0.5 < large_fraction < 1.0:
         raise ValueError(f"two_attribute large_fraction={large_fraction!r} must be in (0.5, 1)")
     if not separation > 0:

@@ -38,7 +38,7 @@ from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_m
 from .measures.sample_sets import SampleSets
 from .options import check, option
 from .schedule import Schedule, _int_arg
-from .store import RunDir, RunLock, atomic_write_bytes
+from .store import RunDir, RunLock, atomic_write_bytes, output_folder
 from .stream import Batch, Stream, check_class_sizes
 
 
@@ -168,8 +168,22 @@ class Recorder:
         # A DDP, DataParallel or compiled wrapper shares its parameters with the module it wraps: that module is
         # traced and measured, under the site names of a single process.
         self.model, self.schedule = unwrap(model), schedule
+        # A single measure, a string or a class would otherwise be iterated over and fail on its parts.
+        if measures is not None and (isinstance(measures, (Measure, str, bytes, type)) or
+                                     not isinstance(measures, Iterable)):
+            raise TypeError(f"measures must be a list of measures, got {type(measures).__name__}"
+                            + ("" if not isinstance(measures, (str, bytes)) else f" {measures!r}"))
         self.measures = list(default_measures() if measures is None else measures)
         self._check_measures()
+        if config is not None:
+            if not isinstance(config, dict):
+                raise TypeError(f"config must be a dict, got {type(config).__name__}")
+            try:
+                json.dumps(config)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"config must be JSON-ready (dicts, lists, strings, numbers): {e}") from None
+        # Checked before the data are read and the model traced: a path that cannot be written fails at once.
+        out = output_folder(out, "out")
         shard = (self.rank, self.world)
         self.eval_data = Stream(eval_data, "eval_data", self.options.batch_size, shard)
         self.train_data = Stream(train_data, "train_data", self.options.batch_size, shard) \
@@ -230,6 +244,14 @@ class Recorder:
             self.model.eval()
             with torch.no_grad():
                 logits = self.model(example.to(dev))
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower():
+                raise
+            # Inputs of a shape or dtype the model does not take fail deep in torch with a message that does not
+            # say which argument is at fault.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"eval_data: the model cannot take x of per-sample shape {tuple(example.shape[1:])} and "
+                             f"dtype {example.dtype}: {first}") from e
         finally:
             self.model.train(was)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
@@ -248,6 +270,9 @@ class Recorder:
             given = np.asarray(class_sizes)
             if given.shape != (num_classes,) or given.dtype.kind not in "iu":
                 raise ValueError(f"class_sizes must be {num_classes} integers, got {class_sizes!r:.80}")
+            if (negative := np.flatnonzero(given < 0)).size:
+                c = int(negative[0])
+                raise ValueError(f"class_sizes[{c}] = {int(given[c])} is negative")
             if known is not None and not np.array_equal(given, known):
                 raise ValueError(f"class_sizes {given.tolist()} differ from eval_data's labels {known.tolist()}")
             known = given.astype(np.int64)

@@ -111,7 +111,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunDir", "RunLock", "RunLocked", "DamagedCheckpoint", "MissingCheckpointFile",
            "DamagedCheckpointWarning", "atomic_write_bytes", "read_table", "read_manifest", "read_verified",
-           "read_compacted", "TABLES", "SPLITS", "SCHEMAS", "NODE_TABLES", "NODE_TABLE_MAX_WIDTH"]
+           "read_compacted", "output_folder", "TABLES", "SPLITS", "SCHEMAS", "NODE_TABLES", "NODE_TABLE_MAX_WIDTH"]
 
 TABLES = ("nodes", "layers", "stats", "probes")  # probes: optional, only where probes were fitted
 SPLITS = ("train", "val")
@@ -230,6 +230,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def output_folder(path: object, name: str) -> Path:
+    """``path`` as a folder to write into, checked before anything is loaded or written (nothing is created):
+    ValueError naming ``name`` and the path when it is empty, a file, below a file, has a name longer than the
+    file system allows, or its nearest existing folder cannot be written; TypeError when it is not a path.
+    Without this, a long run would load its data (or train) and only then fail at its first write."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path, got {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{name} must name a folder, got {text!r}")
+    p = Path(text)
+    existing = p.absolute()
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        limit = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in p.parts:
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(f"{name} {text!r}: the name {part[:16] + '...'!r} is longer than {limit} bytes, the most "
+                             "the file system allows")
+    if existing == p.absolute() and not existing.is_dir():
+        raise ValueError(f"{name} {text!r} exists and is not a folder")
+    if not existing.is_dir():
+        raise ValueError(f"{name} {text!r}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {text!r}: {str(existing)!r} cannot be written (permission denied)")
+    return p
 
 
 def _int_value(value: object, name: str, minimum: int | None = None) -> int:
@@ -833,6 +864,8 @@ class RunDir:
     """One training run's directory (see the module docstring for the layout); nothing is created until a write."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a path, got {path!r}")
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self._compact_when_done = False  # set by write_checkpoint(compact_tables=True), read by mark_done
@@ -1465,7 +1498,10 @@ class RunDir:
         def get(name: str, arr: Any, index: Any) -> np.ndarray:
             try:
                 return np.asarray(arr[index])
-            except (IndexError, TypeError):
+            except IndexError as e:  # the caller's nodes, not the store; zarr's message names neither
+                raise IndexError(f"nodes {nodes!r:.80} is outside the {arr.shape[0]} nodes of layer {name!r} ({e})") \
+                    from None
+            except TypeError:
                 raise  # the caller's nodes, not the store
             except Exception as e:
                 raise DamagedCheckpoint(ckpt, f"masks.zarr/{_mask_array_name(name)}",
@@ -1479,9 +1515,18 @@ class RunDir:
             return get(layer, arr, (rows, slice(None)))
         from .packed import take_samples
 
-        total = int(arr.shape[1]) * 8
         if not isinstance(samples, slice) or samples.step not in (None, 1):
             raise ValueError(f"samples must be a slice start:stop, got {samples!r}")
+        # The rows are padded to whole 64-bit words: bounds are checked against the set's own size, so padding
+        # bits are never returned as samples and a negative bound counts from the last real sample.
+        total = int(_read_counts(ckpt)[1].sum())
+        for bound in (samples.start, samples.stop):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Integral)):
+                raise TypeError(f"samples bounds must be integers, got {samples!r}")
+            if bound is not None and not -total <= bound <= total:
+                raise ValueError(f"samples {'' if samples.start is None else samples.start}:"
+                                 f"{'' if samples.stop is None else samples.stop} is outside the {total} samples "
+                                 f"of step {step}")
         start, stop, _ = samples.indices(total)
         stop = max(start, stop)
         w0, w1 = start // 64 * 8, -(-stop // 64) * 8

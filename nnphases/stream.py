@@ -141,6 +141,10 @@ class Stream:
         if self.x is not None:
             return self.x[:2]
         for xb, _ in self._raw():
+            if isinstance(xb, np.ndarray):
+                xb = torch.from_numpy(xb)
+            if not isinstance(xb, torch.Tensor):
+                raise TypeError(f"{self.name} batch 0: x must be a tensor, got {type(xb).__name__}")
             return xb[:2]
         raise ValueError(f"{self.name} yielded no batches")
 

@@ -32,7 +32,7 @@ class MasksOptions:
     def __post_init__(self) -> None:
         check(self)
         if self.backend is not None and self.backend not in kernels.BACKENDS:
-            raise ValueError(f"mask backend must be one of {', '.join(kernels.BACKENDS)}; got {self.backend!r}")
+            raise ValueError(f"backend (--mask-backend) must be one of {', '.join(kernels.BACKENDS)}; got {self.backend!r}")
 
 
 class Masks(Measure):
