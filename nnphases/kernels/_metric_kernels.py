@@ -1,16 +1,60 @@
 """The public metric kernels (re-exported by :mod:`nnphases.kernels`): sample-set
-metrics of one layer from its per-class counts, on the backend the caller picks."""
+metrics of one layer from its per-class counts, on the backend the caller picks.
+
+Host counts go to the CPU backends. GPU counts (torch CUDA tensors, CuPy arrays) stay
+on their device: the GPU backends (``cuda``, ``cupy``) read them in place, check every
+count's range in the same pass and send back only the layer summaries and that check's
+result; the boundary checks shapes and dtypes there without copying the table (the
+class sizes, one integer per class, are read on the host). The host-only ``reference``
+backend copies GPU counts to the host."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import LayerMetrics, NodeMetrics
+import numpy as np
+
+from ..metrics import LayerMetrics, NodeMetrics, _neg_xlogx_ratio
 from ..metrics import _validate as _validate_counts
 from . import _arrays, _validate
 from ._dispatch import select
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+
+NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
+               "dead", "always_active")
+# Count dtypes the GPU kernels read as they are, with their C types, in the order of their codes (MetricsCount
+# in csrc/cuda/node_metrics.h); other integer dtypes are widened to int64 on the device first.
+DEVICE_COUNT_TYPES = {"int32": "int", "int64": "long long", "uint8": "unsigned char", "uint16": "unsigned short",
+                      "uint32": "unsigned int"}
+_INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """What the GPU kernels take from the host besides the counts: the class sizes and the scalars
+    nnphases.metrics derives from them alone, computed here with its own NumPy expressions."""
+
+    class_sizes: np.ndarray  # int64 [C], validated
+    total: int  # |S|
+    present: int  # classes with samples
+    h_y: float
+    log_k: float  # log(present); NaN when fewer than two
+    # Whether NumPy adds each class's two entropy terms together before adding them up (it does when it
+    # tabulates them: metrics.node_metrics_np's rule), so the device adds them in the same order.
+    pair_terms: bool
+
+
+def device_plan(sizes: np.ndarray, nodes: int) -> DevicePlan:
+    present = sizes > 0
+    k = int(np.count_nonzero(present))
+    total = int(sizes.sum())
+    sizes_p = sizes[present]
+    pair = int((np.unique(sizes_p) + 1).sum()) <= k * nodes
+    h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
+    return DevicePlan(sizes, total, k, h_y, math.log(k) if k > 1 else math.nan, pair)
 
 
 def _metric_inputs(counts: Array, class_sizes: Array) -> tuple[Any, Any]:
@@ -19,16 +63,92 @@ def _metric_inputs(counts: Array, class_sizes: Array) -> tuple[Any, Any]:
                             _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
 
 
+def _device_inputs(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
+    """nnphases.metrics' checks of GPU counts that need no look at their values (the kernels check the
+    ranges), with its messages, and the validated class sizes on the host (from any library or device)."""
+    if len(a.shape) != 2:
+        raise ValueError(f"counts must be 2-D, got shape {a.shape}")
+    if a.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"counts must have an integer dtype (int64 or int32), got {a.dtype}")
+    sizes = _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj)
+    # A table with the counts' rows and no nodes: _validate checks the sizes alone, with its own messages.
+    return _validate_counts(np.zeros((a.shape[0], 0), np.int64), sizes)[1]
+
+
+def _device_counts(a: _arrays.Array) -> Any:
+    """The counts C-contiguous in a dtype the kernels read, in the caller's library and on its device."""
+    x = _arrays.dense(a, np.dtype(a.dtype).itemsize)
+    if a.dtype in DEVICE_COUNT_TYPES:
+        return x
+    # uint64 values above the int64 range wrap negative here, so the kernel flags them and the host check
+    # names them with nnphases.metrics' message.
+    if a.lib == "torch":
+        import torch
+
+        return x.to(torch.int64)
+    return x.astype("int64")
+
+
+def _raise_bad_counts(counts: Array, sizes: np.ndarray, bad: int) -> None:
+    """The device found counts outside [0, class_sizes[c]]: the host path's ValueError, from a host copy."""
+    _validate_counts(_arrays.to_numpy(counts), sizes)
+    raise RuntimeError(f"the GPU kernel found {bad} counts outside [0, class_sizes[c]] but a host copy of the "
+                       "counts has none; the device memory may have changed during the call")
+
+
+def _layer(result: np.ndarray, nodes: int) -> LayerMetrics:
+    """From the kernels' result: sums of f, p, u; counts of those, of dead and of always-active nodes."""
+    sums, counts = result[:3].tolist(), [int(v) for v in result[3:8].tolist()]
+    f, p, u = (s / k if k else math.nan for s, k in zip(sums, counts[:3]))
+    return LayerMetrics(fraction=f, predictability=p, informativeness=u, nodes=int(nodes), dead=counts[3],
+                        always_active=counts[4])
+
+
+def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
+    """node_metrics or layer_metrics of GPU counts: (NodeMetrics | LayerMetrics)."""
+    a = _arrays.describe(counts, "counts")
+    sizes = _device_inputs(a, class_sizes)
+    b, fn = select(kernel, a.device, backend)
+    if b.native == "numpy":  # the host-only reference: copies, checks and computes on the host
+        result = fn(*_metric_inputs(counts, class_sizes), threads=threads)
+        if kernel == "layer_metrics":
+            return result
+        return NodeMetrics(*(_arrays.like(getattr(result, name), a) for name in NODE_FIELDS))
+    plan = device_plan(sizes, a.shape[1])
+    x = _arrays.to_native(_device_counts(a), b.native)
+    opts = {"stream": _arrays.current_stream(a), "device": a.device_index}
+    if kernel == "layer_metrics":
+        result = fn(x, plan, **opts)
+        if result[8]:
+            _raise_bad_counts(counts, sizes, int(result[8]))
+        return _layer(result, a.shape[1])
+    fields, result = fn(x, plan, **opts)
+    if result[8]:
+        _raise_bad_counts(counts, sizes, int(result[8]))
+    return NodeMetrics(*(_arrays.like(fields[name], a) for name in NODE_FIELDS))
+
+
 def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
                  threads: int | None = None) -> NodeMetrics:
     """Per-node sample-set metrics (float64; see :mod:`nnphases.metrics`) from ``counts`` int ``[C, N]``
-    and ``class_sizes`` int ``[C]``. Computed on the host (the table is small next to the activations);
-    the fields are read-only NumPy arrays. The native backends do the arithmetic of
-    :func:`nnphases.metrics.node_metrics_np` in the same order in one pass: fractions and flags are
-    identical, the entropies, ``p`` and ``u`` within ``8 * eps * max(1, log C)`` (only the logarithms can
-    differ; tests/test_metric_kernels.py), NaN on the same nodes. ``threads`` as in :func:`class_counts`."""
-    n, sizes = _metric_inputs(counts, class_sizes)
+    and ``class_sizes`` int ``[C]``.
+
+    Host counts are computed on the host; the fields are read-only NumPy arrays. The native CPU backends do
+    the arithmetic of :func:`nnphases.metrics.node_metrics_np` in the same order in one pass: fractions and
+    flags are identical, the entropies, ``p`` and ``u`` within ``8 * eps * max(1, log C)`` (only the
+    logarithms can differ; tests/test_metric_kernels.py), NaN on the same nodes. ``threads`` as in
+    :func:`class_counts`.
+
+    GPU counts (torch CUDA tensor or CuPy array; ``class_sizes`` from any library or device) are computed on
+    their device with the same arithmetic and the same agreement (tests/test_metric_kernels_gpu.py); the
+    fields are then arrays of the counts' library on the counts' device (``dead`` and ``always_active``
+    bool), writable there, as they are for the ``reference`` backend on GPU counts. Counts outside
+    ``[0, class_sizes[c]]`` are found on the device and raise the host path's ``ValueError``; the call
+    synchronises once, to read that check."""
     threads = _validate.threads_value(threads)
+    if _arrays.describe(counts, "counts").device != "cpu":
+        return _on_device("node_metrics", counts, class_sizes, backend, threads)
+    n, sizes = _metric_inputs(counts, class_sizes)
     return select("node_metrics", "cpu", backend)[1](n, sizes, threads=threads)
 
 
@@ -36,7 +156,11 @@ def layer_metrics(counts: Array, class_sizes: Array, *, backend: str | None = No
                   threads: int | None = None) -> LayerMetrics:
     """Layer means of :func:`node_metrics` with the spec's exclusions (dead nodes out of ``f``; dead and
     always-active nodes out of ``p`` and ``u``); the native backends compute them in the same pass without
-    building per-node arrays, with compensated sums."""
-    n, sizes = _metric_inputs(counts, class_sizes)
+    building per-node arrays, with compensated sums. On GPU counts only the summaries (nine numbers) cross
+    to the host; the per-block sums are combined in a fixed order, so the result does not change from run
+    to run."""
     threads = _validate.threads_value(threads)
+    if _arrays.describe(counts, "counts").device != "cpu":
+        return _on_device("layer_metrics", counts, class_sizes, backend, threads)
+    n, sizes = _metric_inputs(counts, class_sizes)
     return select("layer_metrics", "cpu", backend)[1](n, sizes, threads=threads)

@@ -1,14 +1,22 @@
 """The ``cuda`` backend: the extension's CUDA launchers, compiled by nvcc at build
 time, on torch CUDA tensors, launched on the caller's stream. Reading the
-non-finite flag back is the one synchronisation (skipped with check_finite=False)."""
+non-finite flag back is the one synchronisation (skipped with check_finite=False);
+the metric kernels' one is reading their nine-number result."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._kinds import Kind
+from ._metric_kernels import DEVICE_COUNT_TYPES
 from ._segments import build_segments
 from ._validate import label_range
+
+if TYPE_CHECKING:
+    from ._metric_kernels import DevicePlan
 
 try:
     from .. import _C
@@ -86,3 +94,49 @@ def packed_class_counts(packed: torch.Tensor, labels: torch.Tensor, num_classes:
                                 word.data_ptr(), mask.data_ptr(), out.data_ptr(), device, stream)
     _keep(stream, out, offsets, word, mask, packed)
     return out
+
+
+# MetricsCount in csrc/cuda/node_metrics.h: the codes follow DEVICE_COUNT_TYPES' order.
+_METRIC_COUNTS = {name: code for code, name in enumerate(DEVICE_COUNT_TYPES)}
+_METRIC_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z")
+
+
+def _on_stream(stream: int, device: torch.device):
+    """Runs torch's work (uploads, allocations, the read-back) on the launch stream, so that nothing needs an
+    extra synchronisation when the caller's stream is not torch's current one (CuPy input)."""
+    if stream == torch.cuda.current_stream(device).cuda_stream:
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device))
+
+
+def _metrics(counts: torch.Tensor, plan: DevicePlan, out: dict[str, torch.Tensor], stream: int, device: int,
+             dev: torch.device) -> np.ndarray:
+    classes, nodes = counts.shape
+    sizes = torch.from_numpy(plan.class_sizes).to(dev)
+    blocks = _C.node_metrics_cuda_blocks(nodes)
+    work = torch.empty(9 * blocks + 9, dtype=torch.float64, device=dev)  # the blocks' partials, then the result
+    _C.node_metrics_cuda(counts.data_ptr(), _METRIC_COUNTS[str(counts.dtype).replace("torch.", "")], classes, nodes,
+                         sizes.data_ptr(), plan.total, float(plan.present), plan.h_y, plan.log_k, plan.pair_terms,
+                         {name: t.data_ptr() for name, t in out.items()}, work.data_ptr(),
+                         work.data_ptr() + 8 * 9 * blocks, device, stream)
+    return work[9 * blocks:].cpu().numpy()  # the call's one synchronisation: nine numbers
+
+
+def node_metrics(counts: torch.Tensor, plan: DevicePlan, *, stream: int,
+                 device: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """The node arrays on the counts' device, and the layer result (whose last entry counts bad counts)."""
+    dev = counts.device
+    classes, nodes = counts.shape
+    with _on_stream(stream, dev):
+        out = {name: torch.empty(nodes, dtype=torch.float64, device=dev) for name in _METRIC_FIELDS}
+        out["class_fraction"] = torch.empty((classes, nodes), dtype=torch.float64, device=dev)
+        out["dead"] = torch.empty(nodes, dtype=torch.bool, device=dev)
+        out["always_active"] = torch.empty(nodes, dtype=torch.bool, device=dev)
+        result = _metrics(counts, plan, out, stream, device, dev)
+    return out, result
+
+
+def layer_metrics(counts: torch.Tensor, plan: DevicePlan, *, stream: int, device: int) -> np.ndarray:
+    """The layer result: sums of f, p, u; how many of each; dead; always active; bad counts."""
+    with _on_stream(stream, counts.device):
+        return _metrics(counts, plan, {}, stream, device, counts.device)

@@ -8,12 +8,17 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._kinds import Kind
+from ._metric_kernels import DEVICE_COUNT_TYPES
 from ._segments import build_segments
 from ._validate import label_range
+
+if TYPE_CHECKING:
+    from ._metric_kernels import DevicePlan
 
 try:
     import cupy
@@ -145,3 +150,51 @@ def packed_class_counts(packed: "cupy.ndarray", labels: "cupy.ndarray", num_clas
                     np.int64(num_classes), cupy.asarray(seg.word), cupy.asarray(seg.mask), out)
             _kernel("packed_class_counts.cuh", "nnp_packed_class_counts")((-(-nodes // 8),), (_BLOCK,), args)
     return out
+
+
+# The metric kernels (csrc/cuda/node_metrics.cuh): kMetricsBlock nodes per block, kMetricsPartial doubles of
+# partials per block, kMetricsCombine threads in the combining block.
+_METRICS_BLOCK, _METRICS_PARTIAL, _METRICS_COMBINE = 256, 9, 1024
+_METRIC_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
+                  "dead", "always_active")
+
+
+def _metrics(counts: "cupy.ndarray", plan: "DevicePlan", out: dict[str, "cupy.ndarray"]) -> np.ndarray:
+    """Launches on the current device and stream; returns the nine-number result (the one synchronisation)."""
+    classes, nodes = counts.shape
+    blocks = -(-nodes // _METRICS_BLOCK)
+    work = cupy.empty(_METRICS_PARTIAL * (blocks + 1), dtype=cupy.float64)  # the blocks' partials, then the result
+    partials, result = work[:_METRICS_PARTIAL * blocks], work[_METRICS_PARTIAL * blocks:]
+    if nodes:
+        sizes = cupy.asarray(plan.class_sizes)
+        store = bool(out)
+        name = (f"nnp::node_metrics_kernel<{DEVICE_COUNT_TYPES[counts.dtype.name]}, {str(store).lower()}, "
+                f"{str(plan.pair_terms).lower()}>")
+        null = np.uint64(0)  # a pointer the variant without node outputs never reads
+        outs = tuple(out[f] for f in _METRIC_FIELDS) if store else (null,) * len(_METRIC_FIELDS)
+        _kernel("node_metrics.cuh", name)((blocks,), (_METRICS_BLOCK,), (
+            counts, np.int64(classes), np.int64(nodes), sizes, np.int64(plan.total), np.float64(plan.present),
+            np.float64(plan.h_y), np.float64(plan.log_k), *outs, partials))
+    # Also with no nodes: it writes the zero sums and counts read back below.
+    _kernel("node_metrics.cuh", "nnp_node_metrics_combine")((1,), (_METRICS_COMBINE,),
+                                                            (partials, np.int64(blocks), result))
+    return result.get()
+
+
+def node_metrics(counts: "cupy.ndarray", plan: "DevicePlan", *, stream: int,
+                 device: int) -> tuple[dict[str, "cupy.ndarray"], np.ndarray]:
+    """The node arrays on the counts' device, and the layer result (whose last entry counts bad counts)."""
+    classes, nodes = counts.shape
+    with cupy.cuda.Device(device), _stream(stream, device):
+        out = {name: cupy.empty(nodes, dtype=cupy.float64) for name in _METRIC_FIELDS}
+        out["class_fraction"] = cupy.empty((classes, nodes), dtype=cupy.float64)
+        out["dead"] = cupy.empty(nodes, dtype=cupy.bool_)
+        out["always_active"] = cupy.empty(nodes, dtype=cupy.bool_)
+        result = _metrics(counts, plan, out)
+    return out, result
+
+
+def layer_metrics(counts: "cupy.ndarray", plan: "DevicePlan", *, stream: int, device: int) -> np.ndarray:
+    """The layer result: sums of f, p, u; how many of each; dead; always active; bad counts."""
+    with cupy.cuda.Device(device), _stream(stream, device):
+        return _metrics(counts, plan, {})
