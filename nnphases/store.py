@@ -1517,16 +1517,13 @@ class RunDir:
 
         if not isinstance(samples, slice) or samples.step not in (None, 1):
             raise ValueError(f"samples must be a slice start:stop, got {samples!r}")
-        # The rows are padded to whole 64-bit words: bounds are checked against the set's own size, so padding
-        # bits are never returned as samples and a negative bound counts from the last real sample.
-        total = int(_read_counts(ckpt)[1].sum())
         for bound in (samples.start, samples.stop):
             if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Integral)):
                 raise TypeError(f"samples bounds must be integers, got {samples!r}")
-            if bound is not None and not -total <= bound <= total:
-                raise ValueError(f"samples {'' if samples.start is None else samples.start}:"
-                                 f"{'' if samples.stop is None else samples.stop} is outside the {total} samples "
-                                 f"of step {step}")
+        # The rows are padded to whole 64-bit words: the slice is taken of the set's own samples (their number is
+        # the sum of the class sizes), as a Python slice of them would be, so padding bits are never returned as
+        # samples and a negative bound counts from the last real sample.
+        total = int(_read_counts(ckpt)[1].sum())
         start, stop, _ = samples.indices(total)
         stop = max(start, stop)
         w0, w1 = start // 64 * 8, -(-stop // 64) * 8
