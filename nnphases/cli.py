@@ -3,16 +3,77 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import typer
+import typer.core
 
-app = typer.Typer(add_completion=False, help="Measure how neural networks learn, phase by phase.")
+from .store import output_folder
+
+
+
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    # Typer raises its own copy of click's exceptions since it vendored click; older versions raise click's.
+    found = []
+    for module, name in (("typer", "TyperException"), ("click", "ClickException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+class _OneLineGroup(typer.core.TyperGroup):
+    """Usage errors (an unknown option, a value that is not a number, a missing argument) end the command with one
+    line naming the option and the value, exit status 2, like every other bad input: typer would draw a box of
+    several lines that names the option but not the value."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except _usage_error_types() as e:
+            if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
+                e.show()  # type: ignore[attr-defined]  # the help text itself is the answer
+                sys.exit(getattr(e, "exit_code", 2))
+            ctx = getattr(e, "ctx", None)
+            name = "nnphases" + (f" {ctx.info_name}" if ctx is not None and ctx.parent is not None else "")
+            text = " ".join(e.format_message().split())
+            value = _given(getattr(e, "param", None), argv)
+            if value is not None and repr(value) not in text:
+                text += f" (got {value!r})"
+            typer.echo(f"{name}: error: {text} (see {name} --help)", err=True)
+            sys.exit(getattr(e, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _given(param: Any, argv: list[str]) -> str | None:
+    """The text given to an option on the command line (its last occurrence), or None."""
+    found = None
+    opts = list(getattr(param, "opts", None) or ()) + list(getattr(param, "secondary_opts", None) or ())
+    for i, arg in enumerate(argv):
+        for opt in opts:
+            if arg == opt and i + 1 < len(argv):
+                found = argv[i + 1]
+            elif arg.startswith(opt + "="):
+                found = arg[len(opt) + 1:]
+    return found
+
+
+app = typer.Typer(add_completion=False, cls=_OneLineGroup, help="Measure how neural networks learn, phase by phase.")
 
 
 def _clean_errors(fn: Callable) -> Callable:
@@ -168,10 +229,15 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
     if resume is not None:
         if flat:
             raise ValueError(f"--resume continues a run with its stored options; drop {_flags(flat)}")
-        paths = train.resume(resume)
+        if not resume.exists():
+            raise ValueError(f"--resume {str(resume)!r} does not exist")
+        if not resume.is_dir():
+            raise ValueError(f"--resume {str(resume)!r} is a file, not a run folder")
+        paths = train.resume(output_folder(resume, "--resume"))
         out = resume
     else:
-        out = out or Path("runs") / preset
+        # Checked before the data are loaded: a path that cannot be written fails at once, not after the plan.
+        out = output_folder(out or Path("runs") / preset, "--out")
         if preset == "source000-grid":
             cells = train.grid_configs(flat)
             typer.echo(train.plan(next(iter(cells.values())), out).splitlines()[-2], err=True)
@@ -211,7 +277,9 @@ def plan_command(*, flat: dict[str, Any], preset: str, out: Optional[Path]) -> N
 
     if preset == "source000-grid":
         raise ValueError("--preset source000-grid: plan one cell (--preset source000 --depth ... --width ...)")
-    typer.echo(train.plan(train.resolve(preset, flat), out or Path("runs") / preset))
+    cfg = train.resolve(preset, flat)
+    # A plan that says "fits" for an out the run could not write would mislead.
+    typer.echo(train.plan(cfg, output_folder(out or Path("runs") / preset, "--out")))
 
 
 def _flags(flat: dict[str, Any]) -> str:
@@ -265,7 +333,7 @@ def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folde
     """Source 002's single-layer analysis on FashionMNIST: prototypes, groups by dot product, figures."""
     from .singlelayer import main as run_single
 
-    for p in run_single(out, quick=quick):
+    for p in run_single(output_folder(out, "--out"), quick=quick):
         typer.echo(str(p))
 
 
@@ -276,6 +344,7 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="folder for the fi
     """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
     from .theory import main as run_theory
 
+    output_folder(out, "--out")  # before the model is fitted, not at its first write
     for p in run_theory(["--out", str(out)] + (["--control"] if control else [])):
         typer.echo(str(p))
 
@@ -335,7 +404,7 @@ def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: s
         raise ValueError(f"{', '.join('--slurm-' + k.replace('_', '-') for k in given)} need --executor slurm")
     if parallel is not None and parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
-    out = out or Path("runs") / preset
+    out = output_folder(out or Path("runs") / preset, "--out")
     jobs = sw.jobs_for(sw.cells(preset, flat, grid or ()), out)
     slurm_options = sw.SlurmOptions(**given) if executor == "slurm" else None
     outcomes = sw.submit(jobs, executor, parallel=parallel, slurm=slurm_options)  # type: ignore[arg-type]

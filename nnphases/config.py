@@ -41,6 +41,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        # Said here, before anything loads: these data sets have no default folder, and the generated one reads none.
+        if self.dataset in ("mnist", "cifar10", "cifar100") and self.data_root is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data_root (--data-root), the folder with its files")
+        if self.dataset == "synthetic" and self.data_root is not None:
+            raise ValueError(f"data_root {self.data_root!r} is not read by dataset 'synthetic' (it is generated); "
+                             "drop it")
 
 
 @dataclass(frozen=True)

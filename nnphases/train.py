@@ -97,6 +97,12 @@ def _device(cfg: Config) -> torch.device:
 def load_data(cfg: Config, seed: int = 0) -> tuple[data.Dataset, data.Dataset]:
     """(train, validation): the training set minus a class-stratified holdout of ``cfg.data.holdout`` samples."""
     d = cfg.data
+    if d.data_root is not None:
+        root = Path(d.data_root)
+        if not root.exists():
+            raise FileNotFoundError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} does not exist")
+        if not root.is_dir():
+            raise NotADirectoryError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} is a file, not a folder")
     loaders: dict[str, Callable[..., data.Dataset]] = {
         "fashion-mnist": lambda: data.fashion_mnist(d.data_root),
         "mnist": lambda: data.mnist(d.data_root),
