@@ -914,3 +914,11 @@ def test_cli_does_not_hang(args, rx, tmp_path):
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [line for line in r.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert len(lines) == 1 and re.search(rx, lines[0]), r.stderr
+
+
+def test_cli_controls():
+    """Good input still works through the one-line error handling: help and a command exit 0 with their output."""
+    r = cli("run", "--help")
+    assert r.exit_code == 0 and "--batch" in r.output and "error" not in r.output
+    r = cli("backends")
+    assert r.exit_code == 0 and "automatic order on cpu" in r.output
