@@ -1,12 +1,19 @@
 """GPU figures for the kernels, measured with CUDA events in one process: each kernel
 and backend next to the device-to-device copy bandwidth and the best PyTorch composite,
 all measured in the same run. Run on a machine with a GPU:
-``python benchmarks/gpu_report.py [--quick]``. Results are checked against the
-reference before they are timed."""
+``python benchmarks/gpu_report.py [--quick] [--kernels counts,metrics]``. Results are
+checked against the reference before they are timed.
+
+The metric kernels (``--kernels metrics``) read int32 count tables the size of a
+VGG-11 layer set (10 classes x 524,288 nodes) and of a 100-class one (100 x 131,072);
+their "of copy" figure is the bytes of counts read per second over the copy bandwidth
+(read + write) of the same run, for the whole call (host work and the one read-back
+included) and for the kernels alone (from the profiler)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -113,16 +120,91 @@ def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: fl
     return rows
 
 
+def count_table(classes: int, nodes: int, per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """int32 counts [classes, nodes] drawn binomially per node (activation rates spread over [0, 1], skewed
+    towards the ends as trained ReLU layers are), with 2% dead and 1% always-active nodes."""
+    rng = np.random.default_rng(seed)
+    sizes = np.full(classes, per_class, np.int64)
+    rate = rng.beta(0.5, 0.5, (classes, nodes))
+    counts = rng.binomial(sizes[:, None], rate).astype(np.int32)
+    pick = rng.permutation(nodes)
+    counts[:, pick[: nodes // 50]] = 0
+    counts[:, pick[nodes // 50: nodes // 50 + nodes // 100]] = sizes[:, None]
+    return counts, sizes
+
+
+def check_metrics(got, want, classes: int, what: str) -> None:
+    """The bound tests/test_metric_kernels_gpu.py states: fractions and flags identical, entropies, p and u
+    within 8 eps * max(1, log C), layer means within that plus 4 eps; NaN on the same nodes."""
+    eps = float(np.finfo(np.float64).eps)
+    bound = 8 * eps * max(1.0, math.log(classes))
+    if isinstance(want, K.LayerMetrics):
+        for name in ("nodes", "dead", "always_active"):
+            assert getattr(got, name) == getattr(want, name), f"{what}: layer {name} differs"
+        for name in ("fraction", "predictability", "informativeness"):
+            g, w = getattr(got, name), getattr(want, name)
+            assert (math.isnan(g) and math.isnan(w)) or abs(g - w) <= bound + 4 * eps, f"{what}: layer {name}"
+        return
+    for name in ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
+                 "dead", "always_active"):
+        g, w = getattr(got, name).cpu().numpy(), getattr(want, name)
+        if name in ("class_fraction", "fraction", "dead", "always_active"):
+            assert np.array_equal(g, w, equal_nan=w.dtype != np.bool_), f"{what}: {name} differs"
+            continue
+        assert np.array_equal(np.isnan(g), np.isnan(w)), f"{what}: {name} NaN placement"
+        ok = ~np.isnan(w)
+        assert np.abs(g[ok] - w[ok]).max(initial=0.0) <= bound, f"{what}: {name} beyond 8 eps * log C"
+
+
+def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backends: list[str]) -> list[str]:
+    from nnphases.metrics import layer_metrics_np, node_metrics_np
+
+    counts_np, sizes = count_table(classes, nodes, per_class)
+    counts = torch.from_numpy(counts_np).cuda()
+    nbytes = counts.numel() * counts.element_size()
+    want_nodes, want_layer = node_metrics_np(counts_np, sizes), layer_metrics_np(counts_np, sizes)
+    name = f"{classes}x{nodes} int32 counts |S_c|={per_class}"
+    rows = []
+
+    def line(label: str, sec: float) -> str:
+        return (f"{name:34s} {label:26s} {sec * 1e3:9.3f} ms {counts.numel() / sec / 1e9:8.1f} Gcnt/s "
+                f"{nbytes / sec / 1e9:8.1f} GB/s {nbytes / sec / copy_bw:6.2f} of copy")
+
+    for b in backends:
+        for kernel, want in (("layer_metrics", want_layer), ("node_metrics", want_nodes)):
+            fn = lambda: getattr(K, kernel)(counts, sizes, backend=b)  # noqa: E731
+            try:
+                got = fn()
+            except K.BackendError as e:
+                rows.append(f"{name:34s} {kernel} {b}: skipped ({e})")
+                break
+            check_metrics(got, want, classes, f"{b} {kernel} on {name}")
+            rows.append(line(f"{kernel} {b}", timed(fn)))
+            # Both kernels of the call (the per-node pass and the combining block), without the host's part.
+            rows.append(line("  kernels only", kernel_seconds(fn, "node_metrics")))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--backends", default="cuda,cupy")
+    ap.add_argument("--kernels", default="counts,metrics", help="counts (class_counts, pack_masks, "
+                    "packed_class_counts), metrics (node_metrics, layer_metrics) or both")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: GPU figures need a GPU")
     backends = args.backends.split(",")
+    kernels = args.kernels.split(",")
     bw = copy_bandwidth(1 << 30)
     print(f"device: {torch.cuda.get_device_name()}, copy bandwidth (read+write): {bw / 1e9:.0f} GB/s")
+    if "metrics" in kernels:
+        tables = [(10, 524_288, 5000), (100, 131_072, 500)]
+        for c, n, s in tables[:1] if args.quick else tables:
+            for r in metrics_case(c, n, s, bw, backends):
+                print(r, flush=True)
+    if "counts" not in kernels:
+        return
     cases = [(60000, 4096, 10, torch.float32, 1), (60000, 4096, 100, torch.float32, 1),
              (60000, 4096, 10, torch.float16, 1), (60000, 4096, 10, torch.bfloat16, 1),
              (12000, 2880, 10, torch.float32, 1), (1000, 300000, 10, torch.float32, 1),
