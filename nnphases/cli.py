@@ -103,7 +103,9 @@ def _clean_errors(fn: Callable) -> Callable:
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    return "out of memory" in str(e).lower()
+    # torch's CPU allocator says "can't allocate memory" (a model far too large for the machine), CUDA "out of memory".
+    text = str(e).lower()
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 def _one_line(e: BaseException) -> str:

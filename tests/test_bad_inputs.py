@@ -922,3 +922,20 @@ def test_cli_controls():
     assert r.exit_code == 0 and "--batch" in r.output and "error" not in r.output
     r = cli("backends")
     assert r.exit_code == 0 and "automatic order on cpu" in r.output
+
+
+def test_cli_names_a_failed_host_allocation_as_memory():
+    """torch's CPU allocator refuses a model far larger than memory with a RuntimeError that does not say "out of
+    memory"; the command line gives it as one line with the way out, not as a bug."""
+    import typer
+
+    from nnphases.cli import _clean_errors
+
+    @_clean_errors
+    def run_command() -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4398046511104 bytes. Error code 12 (Cannot allocate memory)")
+
+    with pytest.raises(typer.Exit) as e:
+        run_command()
+    assert e.value.exit_code == 2
