@@ -48,6 +48,7 @@ class DevicePlan:
 
 
 def device_plan(sizes: np.ndarray, nodes: int) -> DevicePlan:
+    sizes = np.ascontiguousarray(sizes, np.int64)  # uploaded as one dense buffer
     present = sizes > 0
     k = int(np.count_nonzero(present))
     total = int(sizes.sum())
@@ -113,7 +114,8 @@ def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | No
         result = fn(*_metric_inputs(counts, class_sizes), threads=threads)
         if kernel == "layer_metrics":
             return result
-        return NodeMetrics(*(_arrays.like(getattr(result, name), a) for name in NODE_FIELDS))
+        # np.array: writable copies (torch warns on read-only ones), then to the counts' device.
+        return NodeMetrics(*(_arrays.like(np.array(getattr(result, name)), a) for name in NODE_FIELDS))
     plan = device_plan(sizes, a.shape[1])
     x = _arrays.to_native(_device_counts(a), b.native)
     opts = {"stream": _arrays.current_stream(a), "device": a.device_index}
