@@ -13,7 +13,9 @@ results do not depend on the thread count."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 import zlib
 from dataclasses import fields
 
@@ -158,7 +160,7 @@ SHAPE_IDS = [f"C{c}-N{n}-S{s}-a{a}" for c, n, s, a in SHAPES]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", ["int64", "int32", "uint16", "uint64"])
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint32", "uint16", "uint8", "int16", "uint64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_random_tables(backend, shape, dtype):
     counts, sizes = random_table(seed_of(shape, dtype), *shape)
@@ -217,13 +219,14 @@ BAD = [
 @pytest.mark.parametrize("make, exc, rx", [pytest.param(*row[1:], id=row[0]) for row in BAD])
 def test_bad_tables_raise_before_the_kernel(backend, kernel, make, exc, rx, monkeypatch):
     ran = []
-    real = K.select
+    module = sys.modules[K.node_metrics.__module__]  # where the public function looks its backend up
+    real = module.select
 
     def guarded(name, device, bk):
         b, fn = real(name, device, bk)
         return b, lambda *a, **k: ran.append(b.name)
 
-    monkeypatch.setattr(K, "select", guarded)
+    monkeypatch.setattr(module, "select", guarded)
     with pytest.raises(exc, match=rx):
         getattr(K, kernel)(*make(), backend=backend)
     assert ran == []
@@ -241,3 +244,31 @@ def test_native_backends_agree_exactly(shape):
     nodes = [K.node_metrics(counts, sizes, backend=b) for b in names]
     for f in fields(NodeMetrics):
         np.testing.assert_array_equal(getattr(nodes[0], f.name), getattr(nodes[1], f.name), err_msg=f.name)
+
+
+# The native kernels check every count where they read it (a bad one would index past the entropy tables),
+# so a table that reached them unchecked still raises the boundary's error: negative, over its class size,
+# non-zero in an absent class; in every count type they read as stored, in the first and the last block.
+KERNEL_BAD = [  # id, count type, row, node, value, message
+    ("negative", np.int64, 1, 0, -1, r"counts\[1, 0\] = -1 is negative"),
+    ("negative-int32", np.int32, 3, 700, -3, r"counts\[3, 700\] = -3 is negative"),
+    ("over-size", np.int64, 0, 5, 41, r"counts\[0, 5\] = 41 exceeds class_sizes\[0\]"),
+    ("over-size-uint8", np.uint8, 1, 1023, 41, r"counts\[1, 1023\] = 41 exceeds"),
+    ("over-size-uint16", np.uint16, 3, 300, 40000, r"counts\[3, 300\] = 40000 exceeds"),
+    ("over-size-uint32", np.uint32, 1, 256, 2**31, r"counts\[1, 256\] = 2147483648 exceeds"),
+    ("absent-class", np.int64, 2, 17, 1, r"counts\[2, 17\] = 1 exceeds class_sizes\[2\] = 0"),
+]
+
+
+@pytest.mark.parametrize("backend", NATIVE)
+@pytest.mark.parametrize("kernel", ["node_metrics", "layer_metrics"])
+@pytest.mark.parametrize("dtype, row, node, value, rx", [pytest.param(*r[1:], id=r[0]) for r in KERNEL_BAD])
+def test_kernels_check_the_counts_they_read(backend, kernel, dtype, row, node, value, rx):
+    counts, sizes = random_table(11, 4, 1024, 40, 0)
+    sizes[2] = 0
+    counts[2] = 0
+    counts = counts.astype(dtype)
+    counts[row, node] = value
+    fn = getattr(importlib.import_module(f"nnphases.kernels.{backend}"), kernel)  # past the public boundary
+    with pytest.raises(ValueError, match=rx):
+        fn(counts, sizes, threads=2)

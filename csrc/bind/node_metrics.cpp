@@ -5,7 +5,7 @@ NNP_BIND(node_metrics) {
   using namespace nnp::bind;
   m.def(
       "node_metrics",
-      [](py::array counts, py::array class_sizes, py::array pairs, py::array table_offset, py::object hz_table,
+      [](py::array counts, char count_type, py::array class_sizes, py::array pairs, py::array table_offset, py::object hz_table,
          double h_y, double log_k, py::dict out, int threads) {
         // out maps field names to float64 / bool arrays; a missing field is not computed into memory.
         auto field = [&](const char* name) -> void* {
@@ -25,15 +25,14 @@ NNP_BIND(node_metrics) {
         o.layer_sums = static_cast<double*>(field("layer_sums"));
         o.layer_counts = static_cast<int64_t*>(field("layer_counts"));
         const void* c = counts.data();
-        const int bytes = static_cast<int>(counts.itemsize());
         const int64_t C = counts.shape(0), N = counts.shape(1);
         const auto* sizes = static_cast<const int64_t*>(class_sizes.data());
         const auto* tab = static_cast<const double*>(pairs.data());
         const auto* off = static_cast<const int64_t*>(table_offset.data());
         const double* hz = hz_table.is_none() ? nullptr : static_cast<const double*>(hz_table.cast<py::array>().data());
         py::gil_scoped_release nogil;
-        nnp::node_metrics_cpu(c, bytes, C, N, sizes, tab, off, hz, h_y, log_k, o, threads);
+        return nnp::node_metrics_cpu(c, count_type, C, N, sizes, tab, off, hz, h_y, log_k, o, threads);
       },
-      py::arg("counts"), py::arg("class_sizes"), py::arg("pairs"), py::arg("table_offset"), py::arg("hz_table"),
+      py::arg("counts"), py::arg("count_type"), py::arg("class_sizes"), py::arg("pairs"), py::arg("table_offset"), py::arg("hz_table"),
       py::arg("h_y"), py::arg("log_k"), py::arg("out"), py::arg("threads"));
 }

@@ -19,7 +19,9 @@ def _t(threads: int | None) -> int:
 
 
 def _metrics(p: _metrics_plan.Plan, out: dict[str, np.ndarray], threads: int | None) -> None:
-    _C.node_metrics(p.counts, p.class_sizes, p.pairs, p.table_offset, p.hz_table, p.h_y, p.log_k, out, _t(threads))
+    if _C.node_metrics(p.counts, _metrics_plan.COUNT_TYPES[p.counts.dtype], p.class_sizes, p.pairs, p.table_offset,
+                       p.hz_table, p.h_y, p.log_k, out, _t(threads)):
+        _metrics_plan.out_of_range(p.counts, p.class_sizes)
 
 
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
@@ -32,6 +34,6 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
 def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
     """The layer summaries in the same pass, without building any per-node array."""
     p = _metrics_plan.plan(counts, class_sizes)
-    out = {"layer_sums": np.zeros(3), "layer_counts": np.zeros(5, np.int64)}
+    out = {"layer_sums": np.zeros(3), "layer_counts": np.zeros(2, np.int64)}
     _metrics(p, out, threads)
-    return _metrics_plan.layer_result(out["layer_sums"], out["layer_counts"], p.counts.shape[1])
+    return _metrics_plan.layer_from_sums(out["layer_sums"], out["layer_counts"], p)

@@ -12,15 +12,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import LayerMetrics, NodeMetrics, _class_entropy_tables, _neg_xlogx_ratio
+from ..metrics import _validate as validate_counts
 from ._arrays import dense_host
 
 NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
                "dead", "always_active")
 
 
+# Count dtypes the native kernels read as stored (a narrowed table is never widened), by type code.
+COUNT_TYPES = {np.dtype(t): code for t, code in
+               ((np.uint8, "B"), (np.uint16, "H"), (np.uint32, "I"), (np.int32, "i"), (np.int64, "q"))}
+
+
 @dataclass(frozen=True)
 class Plan:
-    counts: np.ndarray  # int32 or int64 [C, N], C-contiguous
+    counts: np.ndarray  # [C, N] of a COUNT_TYPES dtype, C-contiguous
     class_sizes: np.ndarray  # int64 [C]
     # float64 [L, 2]: (m / |S_c|, |S_c| * h(m / |S_c|)) for m in 0..|S_c| of each distinct size, concatenated:
     # NumPy's class fraction and entropy table for every possible count, one 16-byte load per count.
@@ -33,7 +39,7 @@ class Plan:
 
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     """From counts and sizes already validated by ``nnphases.metrics._validate``."""
-    n = counts if counts.dtype in (np.int32, np.int64) else counts.astype(np.int64)
+    n = counts if counts.dtype in COUNT_TYPES else counts.astype(np.int64)
     n = dense_host(n)
     sizes = dense_host(class_sizes, np.int64)
     num_nodes = n.shape[1]
@@ -59,6 +65,12 @@ def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
 
 
+def out_of_range(counts: np.ndarray, class_sizes: np.ndarray) -> None:
+    """Raises the boundary's ValueError for a table a kernel found a count outside [0, |S_c|] in."""
+    validate_counts(counts, class_sizes)
+    raise AssertionError("a metric kernel flagged a count out of range that the boundary's check accepts")
+
+
 def node_outputs(p: Plan) -> dict[str, np.ndarray]:
     c, n = p.counts.shape
     out = {name: np.empty(n) for name in NODE_FIELDS}
@@ -74,8 +86,25 @@ def node_result(out: dict[str, np.ndarray]) -> NodeMetrics:
     return NodeMetrics(*(out[name] for name in NODE_FIELDS))
 
 
-def layer_result(sums: np.ndarray, counts: np.ndarray, nodes: int) -> LayerMetrics:
-    """From the kernels' sums of f, p, u and counts of (live, defined p, defined u, dead, always active)."""
-    f, p, u = (float(s / k) if k else math.nan for s, k in zip(sums.tolist(), counts[:3].tolist()))
-    return LayerMetrics(fraction=f, predictability=p, informativeness=u, nodes=int(nodes), dead=int(counts[3]),
-                        always_active=int(counts[4]))
+def layer_from_sums(sums: np.ndarray, counts: np.ndarray, p: Plan) -> LayerMetrics:
+    """The layer means from the kernels' layer pass: ``sums`` are the compensated sums over all nodes of
+    |C| f[i], of |S| H(Zhat|Y) and of H(Zhat), which are 0 on dead and always-active nodes (so these are their
+    sums over the nodes where p and u are defined); ``counts`` the dead and the always-active nodes.
+
+    The means of p = 1 - H(Zhat|Y) / log 2 and u = 1 - H(Y|Zhat) / log |C|, with H(Y|Zhat) = H(Y) - H(Zhat) +
+    H(Zhat|Y), follow from the sums without per-node values; they leave out the per-node clipping to
+    [0, H(Zhat)] and >= 0 of nnphases.metrics, which changes a node's value only by rounding, so the means stay
+    within a few ulps of the per-node ones (tests/test_metric_kernels.py)."""
+    dead, always = (int(x) for x in counts.tolist())
+    nodes = int(p.counts.shape[1])
+    live, defined = nodes - dead, nodes - dead - always
+    s_frac, s_acc, s_hz = (float(x) for x in sums.tolist())
+    k = int(np.count_nonzero(p.class_sizes))
+    total = float(p.class_sizes.sum())
+    s_hzy = s_acc / total
+    s_hyz = defined * p.h_y - s_hz + s_hzy
+    return LayerMetrics(
+        fraction=s_frac / k / live if live else math.nan,
+        predictability=1.0 - s_hzy / defined / math.log(2.0) if defined else math.nan,
+        informativeness=1.0 - s_hyz / defined / p.log_k if defined and not math.isnan(p.log_k) else math.nan,
+        nodes=nodes, dead=dead, always_active=always)

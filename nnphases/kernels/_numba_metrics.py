@@ -1,5 +1,7 @@
 """Numba CPU backend, metric kernels: the sample-set metrics of one layer from its
-per-class counts in one pass (the arithmetic of csrc/cpu/node_metrics.cpp)."""
+per-class counts in one pass, with the arithmetic of csrc/cpu/node_metrics.cpp in the
+same order (node outputs as nnphases.metrics computes them; layer sums in the same
+four lanes per block), so the two backends agree exactly."""
 
 from __future__ import annotations
 
@@ -12,11 +14,30 @@ from . import _metrics
 from ._numba_common import _jit, _num_threads
 
 METRICS_BLOCK = 256  # nodes per block, as in csrc/cpu/node_metrics.cpp (so the layer sums are the same)
+LANES = 4  # node j of a block adds to lane j % 4 of the layer sums, as the C++ kernel's vectors do
 
 
 @_jit(inline="always")
 def _neg_xlogx_ratio(m: float, d: float) -> float:
     return 0.0 - np.log(max(m, 1.0) / d) * m
+
+
+@_jit(inline="always")
+def _hz(nn: int, hz_table: np.ndarray, use_hz: bool, tot: float) -> float:
+    if use_hz:
+        return hz_table[nn]
+    q = float(nn)
+    return (_neg_xlogx_ratio(q, tot) + _neg_xlogx_ratio(tot - q, tot)) / tot
+
+
+@_jit(inline="always")
+def _neumaier(s: np.ndarray, c: np.ndarray, k: int, x: float) -> None:
+    t = s[k] + x
+    if abs(s[k]) >= abs(x):
+        c[k] += (s[k] - t) + x
+    else:
+        c[k] += (x - t) + s[k]
+    s[k] = t
 
 
 @_jit(parallel=True)
@@ -25,9 +46,10 @@ def _node_metrics(
     use_hz: bool, h_y: float, log_k: float, store: bool, class_fraction: np.ndarray, fraction: np.ndarray,
     predictability: np.ndarray, informativeness: np.ndarray, h_z_given_y: np.ndarray, h_y_given_z: np.ndarray,
     dead_out: np.ndarray, always_out: np.ndarray, block_sums: np.ndarray, block_counts: np.ndarray,
+    bad_blocks: np.ndarray,
 ) -> None:
-    # The arithmetic of nnphases.metrics in the same order (see csrc/cpu/node_metrics.cpp):
-    # classes outer within a block of nodes, layer sums compensated per block.
+    # Classes outer within a block of nodes; every count is range-checked before it indexes a table
+    # (a block with a bad count stops and is flagged, its outputs undefined).
     C, N = counts.shape
     total = 0
     present = 0
@@ -35,6 +57,7 @@ def _node_metrics(
         total += sizes[c]
         present += sizes[c] > 0
     tot = float(total)
+    k = float(present)
     log2 = np.log(2.0)
     blocks = block_sums.shape[0]
     for b in prange(blocks):
@@ -43,11 +66,20 @@ def _node_metrics(
         nn = np.zeros(w, np.int64)
         frac = np.zeros(w)
         acc = np.zeros(w)
+        bad = False
         for c in range(C):
             row = counts[c, d0 : d0 + w]
             s = sizes[c]
-            for j in range(w):
-                nn[j] += row[j]
+            lo = np.int64(0)
+            hi = np.int64(0)
+            for j in range(w):  # branch-free, so it vectorises
+                v = np.int64(row[j])
+                nn[j] += v
+                lo = min(lo, v)
+                hi = max(hi, v)
+            if lo < 0 or hi > s:
+                bad = True
+                break
             if s == 0:
                 if store:
                     for j in range(w):
@@ -71,71 +103,59 @@ def _node_metrics(
                     frac[j] += cf
                     acc[j] += _neg_xlogx_ratio(m, sd)
                     acc[j] += _neg_xlogx_ratio(sd - m, sd)
-        sums = np.zeros(3)
-        comp = np.zeros(3)
-        f_n = p_n = u_n = dead_n = always_n = 0
-        for j in range(w):
-            dead = nn[j] == 0
-            always = nn[j] == total
-            f = frac[j] / present
-            hzy = np.nan
-            hyz = np.nan
-            if not (dead or always):
-                q = float(nn[j])
-                hz = hz_table[nn[j]] if use_hz else (_neg_xlogx_ratio(q, tot) + _neg_xlogx_ratio(tot - q, tot)) / tot
-                hzy = min(max(acc[j] / tot, 0.0), hz)
-                hyz = max(h_y - hz + hzy, 0.0)
-            p = 1.0 - hzy / log2
-            u = 1.0 - hyz / log_k
-            if store:
+        if bad:
+            bad_blocks[b] = True
+            continue
+        if store:  # the divisions, clip and maximum of metrics.node_metrics_np, node by node
+            for j in range(w):
+                dead = nn[j] == 0
+                always = nn[j] == total
+                hzy = np.nan
+                hyz = np.nan
+                if not (dead or always):
+                    hz = _hz(nn[j], hz_table, use_hz, tot)
+                    hzy = min(max(acc[j] / tot, 0.0), hz)
+                    hyz = max(h_y - hz + hzy, 0.0)
                 d = d0 + j
-                fraction[d] = f
-                predictability[d] = p
-                informativeness[d] = u
+                fraction[d] = frac[j] / k
+                predictability[d] = 1.0 - hzy / log2
+                informativeness[d] = 1.0 - hyz / log_k
                 h_z_given_y[d] = hzy
                 h_y_given_z[d] = hyz
                 dead_out[d] = dead
                 always_out[d] = always
-            vals = (f, p, u)
-            ok = (not dead, p == p, u == u)
-            for k in range(3):
-                if ok[k]:
-                    x = vals[k]
-                    t = sums[k] + x
-                    if abs(sums[k]) >= abs(x):
-                        comp[k] += (sums[k] - t) + x
-                    else:
-                        comp[k] += (x - t) + sums[k]
-                    sums[k] = t
-            f_n += not dead
-            p_n += p == p
-            u_n += u == u
-            dead_n += dead
-            always_n += always
-        for k in range(3):
-            block_sums[b, k] = sums[k] + comp[k]
-        block_counts[b, 0] = f_n
-        block_counts[b, 1] = p_n
-        block_counts[b, 2] = u_n
-        block_counts[b, 3] = dead_n
-        block_counts[b, 4] = always_n
+            continue
+        # Layer sums over all nodes, per lane: |C| f[i], |S| H(Zhat|Y) and H(Zhat) (the last two are 0 on dead
+        # and always-active nodes, so no node is masked).
+        ls = np.zeros((3, LANES))
+        lc = np.zeros((3, LANES))
+        n_dead = n_always = 0
+        for j in range(w):
+            lane = j % LANES
+            _neumaier(ls[0], lc[0], lane, frac[j])
+            _neumaier(ls[1], lc[1], lane, acc[j])
+            _neumaier(ls[2], lc[2], lane, _hz(nn[j], hz_table, use_hz, tot))
+            n_dead += nn[j] == 0
+            n_always += nn[j] == total
+        for i in range(3):
+            s2 = np.zeros(1)
+            c2 = np.zeros(1)
+            for lane in range(LANES):
+                _neumaier(s2, c2, 0, ls[i, lane] + lc[i, lane])
+            block_sums[b, i] = s2[0] + c2[0]
+        block_counts[b, 0] = n_dead
+        block_counts[b, 1] = n_always
 
 
 @_jit()
 def _neumaier_columns(x: np.ndarray) -> np.ndarray:
     out = np.zeros(x.shape[1])
     for k in range(x.shape[1]):
-        s = 0.0
-        c = 0.0
+        s = np.zeros(1)
+        c = np.zeros(1)
         for i in range(x.shape[0]):
-            v = x[i, k]
-            t = s + v
-            if abs(s) >= abs(v):
-                c += (s - t) + v
-            else:
-                c += (v - t) + s
-            s = t
-        out[k] = s + c
+            _neumaier(s, c, 0, x[i, k])
+        out[k] = s[0] + c[0]
     return out
 
 
@@ -147,7 +167,8 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
     empty1, empty2, empty_b = np.empty(0), np.empty((0, 0)), np.empty(0, np.bool_)
     blocks = -(-n // METRICS_BLOCK)
     block_sums = np.zeros((blocks, 3))
-    block_counts = np.zeros((blocks, 5), np.int64)
+    block_counts = np.zeros((blocks, 2), np.int64)
+    bad_blocks = np.zeros(blocks, np.bool_)
     hz = p.hz_table if p.hz_table is not None else empty1
     # About a quarter-million counts per thread, as the C++ kernel does: waking the pool costs
     # milliseconds on a busy machine, more than a small table's whole pass.
@@ -157,8 +178,10 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
             p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
             out.get("class_fraction", empty2), out.get("fraction", empty1), out.get("predictability", empty1),
             out.get("informativeness", empty1), out.get("h_z_given_y", empty1), out.get("h_y_given_z", empty1),
-            out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts,
+            out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts, bad_blocks,
         )
+    if bad_blocks.any():
+        _metrics.out_of_range(p.counts, p.class_sizes)
     return p, out, _neumaier_columns(block_sums), block_counts.sum(axis=0)
 
 
@@ -169,5 +192,5 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
 
 def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
     """-> layer summaries from the same pass, without building any per-node array."""
-    p, _, sums, counts_ = _run_metrics(counts, class_sizes, False, threads)
-    return _metrics.layer_result(sums, counts_, p.counts.shape[1])
+    p, _, sums, n = _run_metrics(counts, class_sizes, False, threads)
+    return _metrics.layer_from_sums(sums, n, p)
