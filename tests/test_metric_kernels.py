@@ -201,11 +201,27 @@ def test_agrees_with_the_layer_of_its_own_nodes(backend):
 
 
 # ----------------------------------------------------------------- the boundary
-BAD = [
+RANGE = [  # found where the native kernels read the counts, by the boundary's scan for the others
     ("negative-count", lambda: (np.array([[1, -1], [0, 2]]), np.array([3, 3])), ValueError,
      r"counts\[0, 1\] = -1 is negative"),
     ("count-over-size", lambda: (np.array([[1, 4], [0, 2]]), np.array([3, 3])), ValueError,
      r"counts\[0, 1\] = 4 exceeds class_sizes\[0\] = 3"),
+    ("uint64-too-large", lambda: (np.array([[1, 2**63], [0, 2]], np.uint64), np.array([3, 3])), ValueError,
+     r"counts\[0, 1\] = 9223372036854775808 does not fit in int64"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel", ["node_metrics", "layer_metrics"])
+@pytest.mark.parametrize("make, exc, rx", [pytest.param(*row[1:], id=row[0]) for row in RANGE])
+def test_counts_out_of_range_raise(backend, kernel, make, exc, rx):
+    with pytest.raises(exc, match=rx):
+        getattr(K, kernel)(*make(), backend=backend)
+
+
+BAD = [  # refused before any kernel runs
+    ("negative-size", lambda: (np.ones((2, 2), np.int64), np.array([3, -1])), ValueError,
+     r"class_sizes\[1\] = -1 is negative"),
     ("float-counts", lambda: (np.ones((2, 2)), np.array([3, 3])), TypeError, r"counts must have an integer dtype"),
     ("sizes-length", lambda: (np.ones((2, 2), np.int64), np.array([3, 3, 3])), ValueError,
      r"class_sizes has 3 entries but counts has 2 classes"),

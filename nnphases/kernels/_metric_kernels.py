@@ -64,9 +64,10 @@ def _metric_inputs(counts: Array, class_sizes: Array) -> tuple[Any, Any]:
                             _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
 
 
-def _device_inputs(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
-    """nnphases.metrics' checks of GPU counts that need no look at their values (the kernels check the
-    ranges), with its messages, and the validated class sizes on the host (from any library or device)."""
+def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
+    """nnphases.metrics' checks of counts that need no look at their values (the native kernels check the
+    ranges where they read them), with its messages, and the validated class sizes on the host (from any
+    library or device)."""
     if len(a.shape) != 2:
         raise ValueError(f"counts must be 2-D, got shape {a.shape}")
     if a.dtype not in _INTEGER_DTYPES:
@@ -108,7 +109,7 @@ def _layer(result: np.ndarray, nodes: int) -> LayerMetrics:
 def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
     """node_metrics or layer_metrics of GPU counts: (NodeMetrics | LayerMetrics)."""
     a = _arrays.describe(counts, "counts")
-    sizes = _device_inputs(a, class_sizes)
+    sizes = _checks_without_values(a, class_sizes)
     b, fn = select(kernel, a.device, backend)
     if b.native == "numpy":  # the host-only reference: copies, checks and computes on the host
         result = fn(*_metric_inputs(counts, class_sizes), threads=threads)
@@ -128,6 +129,18 @@ def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | No
     if result[8]:
         _raise_bad_counts(counts, sizes, int(result[8]))
     return NodeMetrics(*(_arrays.like(fields[name], a) for name in NODE_FIELDS))
+
+
+def _on_host(kernel: str, counts: Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
+    """node_metrics or layer_metrics of host counts. The native backends check every count's range where they
+    read it (``checks_counts``), so the boundary checks only shapes, dtypes and sizes and the table is read
+    once; the others get counts validated here."""
+    b, fn = select(kernel, "cpu", backend)
+    if getattr(fn, "checks_counts", False):
+        a = _arrays.describe(counts, "counts")
+        sizes = _checks_without_values(a, class_sizes)
+        return fn(_arrays.to_numpy(a.obj), sizes, threads=threads)
+    return fn(*_metric_inputs(counts, class_sizes), threads=threads)
 
 
 def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
@@ -150,8 +163,7 @@ def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = Non
     threads = _validate.threads_value(threads)
     if _arrays.describe(counts, "counts").device != "cpu":
         return _on_device("node_metrics", counts, class_sizes, backend, threads)
-    n, sizes = _metric_inputs(counts, class_sizes)
-    return select("node_metrics", "cpu", backend)[1](n, sizes, threads=threads)
+    return _on_host("node_metrics", counts, class_sizes, backend, threads)
 
 
 def layer_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
@@ -164,5 +176,4 @@ def layer_metrics(counts: Array, class_sizes: Array, *, backend: str | None = No
     threads = _validate.threads_value(threads)
     if _arrays.describe(counts, "counts").device != "cpu":
         return _on_device("layer_metrics", counts, class_sizes, backend, threads)
-    n, sizes = _metric_inputs(counts, class_sizes)
-    return select("layer_metrics", "cpu", backend)[1](n, sizes, threads=threads)
+    return _on_host("layer_metrics", counts, class_sizes, backend, threads)

@@ -181,7 +181,7 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
             out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts, bad_blocks,
         )
     if bad_blocks.any():
-        _metrics.out_of_range(p.counts, p.class_sizes)
+        _metrics.out_of_range(counts, p.class_sizes)  # as given: a widened copy may have wrapped
     return p, out, _neumaier_columns(block_sums), block_counts.sum(axis=0)
 
 
@@ -194,3 +194,8 @@ def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int |
     """-> layer summaries from the same pass, without building any per-node array."""
     p, _, sums, n = _run_metrics(counts, class_sizes, False, threads)
     return _metrics.layer_from_sums(sums, n, p)
+
+
+# Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).
+node_metrics.checks_counts = True  # type: ignore[attr-defined]
+layer_metrics.checks_counts = True  # type: ignore[attr-defined]
