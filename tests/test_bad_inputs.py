@@ -264,10 +264,6 @@ KERNEL_ROWS = [
 ]
 # Inputs the kernels' entry (nnphases/kernels/__init__.py, _dispatch.py) takes without a check of its own.
 KERNEL_XFAIL = {
-    "cc-backend-list": pytest.mark.xfail(
-        strict=True, raises=(TypeError, ValueError, AssertionError),
-        reason="kernels._dispatch.select tests `backend in BACKENDS` first: a list raises \"unhashable type: "
-               "'list'\", which names neither the argument nor the value"),
     "cc-check-finite-str": pytest.mark.xfail(
         strict=True, raises=(pytest.fail.Exception, AssertionError, Exception),
         reason="kernels/__init__.py passes check_finite on unchecked: the string 'no' is truthy and silently "

@@ -70,7 +70,7 @@ def refusal(name: str, kernel: str, device: str) -> str | None:
 
 def select(kernel: str, device: str, backend: str | None) -> tuple[Backend, Callable]:
     """The backend and its kernel function for this device (see the module docstring)."""
-    if backend is not None and backend not in BACKENDS:
+    if backend is not None and (not isinstance(backend, str) or backend not in BACKENDS):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
     names = (backend,) if backend else AUTO_ORDER.get(device, ("reference",))
     reasons = []
