@@ -284,10 +284,16 @@ def _float_value(value: object, name: str) -> float:
         raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
-def _narrow(counts: np.ndarray) -> np.ndarray:
-    """Non-negative counts in the narrowest unsigned dtype that holds their maximum."""
-    top = int(counts.max()) if counts.size else 0
-    return counts.astype(np.min_scalar_type(top) if top > 0 else np.uint8)
+_COUNT_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.int32, np.int64))
+
+
+def _narrow(counts: np.ndarray, top: int | None = None) -> np.ndarray:
+    """Non-negative counts in the narrowest unsigned dtype that holds ``top`` (their maximum when None; the
+    writer passes the largest class size, which bounds counts the metric kernels accepted, and so saves a
+    pass over the table)."""
+    if top is None:
+        top = int(counts.max()) if counts.size else 0
+    return counts.astype(np.min_scalar_type(top) if top > 0 else np.uint8, copy=False)
 
 
 def _blosc() -> Any:
@@ -303,8 +309,9 @@ def _counts_arrays(layers: Mapping[str, np.ndarray], sizes: np.ndarray) -> dict[
     arrays: dict[str, np.ndarray] = {}
     compressed: dict[str, dict[str, Any]] = {}
     codec = None
+    top = int(sizes.max()) if sizes.size else 0
     for layer, c in layers.items():
-        a = _narrow(c)
+        a = _narrow(c, top)
         if _COMPRESS_MIN_BYTES <= a.nbytes <= _COMPRESS_MAX_BYTES:
             codec = codec or _blosc()
             arrays[_BLOSC_KEY + layer] = np.frombuffer(codec.encode(np.ascontiguousarray(a)), np.uint8)
@@ -1345,7 +1352,9 @@ class RunDir:
             a = np.asarray(c)
             if a.ndim != 2 or a.dtype.kind not in "iu":
                 raise ValueError(f"counts[{name!r}] must be a 2-D integer array, got dtype {a.dtype} shape {a.shape}")
-            layers[_layer_name(name)] = a.astype(np.int64, copy=False)
+            # Kept in the type given where the metric kernels read it as it is (int32 accumulators, narrowed
+            # tables): a widened copy of a VGG-sized table costs more than its metrics.
+            layers[_layer_name(name)] = a if a.dtype in _COUNT_DTYPES else a.astype(np.int64)
         return layers, sizes.astype(np.int64, copy=False)
 
     @staticmethod

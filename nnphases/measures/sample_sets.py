@@ -97,7 +97,7 @@ class SampleSets(Measure):
         self._class_sizes = class_sizes
 
     def compute(self) -> Output:
-        counts = {s: a.to(torch.int64).cpu().numpy() for s, a in self._acc.items()}
+        counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
         self._acc = {}
         o = self.options
         return Output(counts=counts, class_sizes=self._class_sizes, node_tables=o.node_tables,
