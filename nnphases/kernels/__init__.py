@@ -19,7 +19,7 @@ from ._metric_kernels import layer_metrics, node_metrics
 from ._validate import NonFiniteError
 
 __all__ = [
-    "class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics",
+    "class_counts", "pack_masks", "count_and_pack", "packed_class_counts", "node_metrics", "layer_metrics",
     "NodeMetrics", "LayerMetrics", "BACKENDS", "AUTO_ORDER", "BackendError", "NonFiniteError", "backends",
 ]
 
@@ -150,6 +150,9 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     x = _arrays.to_native(_arrays.dense(p, 8), b.native)  # every kernel reads the rows as 64-bit words
     opts = _options(b, p, threads)
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
+
+
+from ._fused import count_and_pack  # noqa: E402  (it calls the helpers above)
 
 
 def backends() -> list[tuple[str, str, str | None]]:

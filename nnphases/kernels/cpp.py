@@ -45,3 +45,14 @@ def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int
     out = np.zeros((num_classes, packed.shape[0]), dtype=np.int64)
     _C.packed_class_counts(np.ascontiguousarray(packed), seg.class_offsets, seg.word, seg.mask, out, _t(threads))
     return out
+
+
+def count_and_pack(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
+                   threads: int | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(counts added into ``out`` as :func:`class_counts`, packed masks as :func:`pack_masks`, any
+    non-finite) from one read of the activations."""
+    if out is None:
+        out = np.zeros((num_classes, acts.shape[1]), dtype=np.int64)
+    packed = np.empty((acts.shape[1], -(-acts.shape[0] // 64) * 8), dtype=np.uint8)
+    bad = _C.count_and_pack(acts, kind.code, labels, num_classes, out, packed, check_finite, _t(threads))
+    return out, packed, bool(bad)

@@ -32,8 +32,9 @@ SORTED_TILE = 32768
 
 
 def _counter_dtype(kind: Kind) -> np.dtype:
-    # Counters as wide as the element keep compare and add in one vector lane width.
-    return np.dtype(np.uint16) if kind.itemsize <= 2 else np.dtype(np.uint32)
+    # 16-bit counters for every kind, as the C++ kernels: half the cache footprint of 32-bit ones (100
+    # classes x 4096 nodes, float32: 1.45x -> 0.96x the cpp time in a same-run A/B), flushed every 65535 rows.
+    return np.dtype(np.uint16)
 
 
 def _flat_rows(acts: np.ndarray) -> tuple[np.ndarray, int]:
@@ -230,9 +231,96 @@ def _make_pack(check: bool) -> Callable:
     return pack
 
 
+def _make_count_pack(check: bool) -> Callable:
+    @_jit(parallel=True)
+    def count_pack(
+        flat: np.ndarray, rs: int, S: int, N: int, labels: np.ndarray, zero: np.unsignedinteger,
+        inf: np.unsignedinteger, absm: np.unsignedinteger, bitv: np.ndarray, tile: int, narrow: np.ndarray,
+        wide: np.ndarray, limit: int, out: np.ndarray, words: np.ndarray,
+    ) -> bool:
+        # pack's sweep with direct's counting in the same inner loop: each value is
+        # compared once and its 0/1 goes both to the row's bit lane and to the
+        # counter of the row's label in the thread's own table.
+        G = bitv.shape[0]
+        nt = narrow.shape[0]
+        units = (S + 511) // 512
+        bad = np.zeros(nt, np.bool_)
+        for t in prange(nt):
+            s0 = min(S, units * t // nt * 512)
+            s1 = min(S, units * (t + 1) // nt * 512)
+            table = narrow[t]
+            acc = np.empty(tile, flat.dtype)
+            word = np.empty(tile, np.uint64)
+            seen = False
+            since = 0
+            for blk in range(s0, s1, 64):
+                rows = min(64, s1 - blk)
+                col = blk // 64
+                for d0 in range(0, N, tile):
+                    w = min(tile, N - d0)
+                    a = acc[:w]
+                    wd = word[:w]
+                    for g0 in range(0, rows, G):
+                        for k in range(min(G, rows - g0)):
+                            r = blk + g0 + k
+                            base = r * rs + d0
+                            row = flat[base : base + w]
+                            cnt = table[labels[r], d0 : d0 + w]
+                            bk = bitv[k]
+                            if k == 0:
+                                for j in range(w):
+                                    b = row[j]
+                                    on = (b != zero) & (b <= inf)
+                                    cnt[j] += on
+                                    a[j] = bk if on else zero
+                                    if check:
+                                        seen |= (b & absm) >= inf
+                            else:
+                                for j in range(w):
+                                    b = row[j]
+                                    on = (b != zero) & (b <= inf)
+                                    cnt[j] += on
+                                    a[j] |= bk if on else zero
+                                    if check:
+                                        seen |= (b & absm) >= inf
+                        if g0 == 0:
+                            for j in range(w):
+                                wd[j] = np.uint64(a[j])
+                        else:
+                            sh = np.uint64(g0)
+                            for j in range(w):
+                                wd[j] |= np.uint64(a[j]) << sh
+                    dst = words[d0 : d0 + w]
+                    for j in range(w):
+                        dst[j, col] = wd[j]
+                since += rows
+                if since + 64 > limit:
+                    # Flush before the narrow counters can wrap.
+                    wt = wide[t]
+                    for c in range(table.shape[0]):
+                        for d in range(N):
+                            wt[c, d] += table[c, d]
+                            table[c, d] = 0
+                    since = 0
+            bad[t] = seen
+        C = narrow.shape[1]
+        has_wide = wide.shape[0] > 0
+        for c in prange(C):
+            for t in range(nt):
+                for d in range(N):
+                    out[c, d] += narrow[t, c, d]
+                if has_wide:
+                    for d in range(N):
+                        out[c, d] += wide[t, c, d]
+        return bad.any()
+
+    return count_pack
+
+
 _DIRECT = {c: _make_direct(c) for c in (False, True)}
 _SORTED = {c: _make_sorted(c) for c in (False, True)}
 _PACK = {c: _make_pack(c) for c in (False, True)}
+_COUNT_PACK = {c: _make_count_pack(c) for c in (False, True)}
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -335,6 +423,45 @@ def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool, threads: int
         nt = max(1, min(nthreads, -(-S // 512)))
         bad = _PACK[check](flat, rs, S, N, zero, inf, absm, bitv, tile, nt, words)
     return out, bool(bad)
+
+
+def count_and_pack(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """-> (counts as :func:`class_counts`, packed as :func:`pack_masks`, any_nonfinite) from one read."""
+    S, N = acts.shape
+    C = int(num_classes)
+    cdt = _counter_dtype(kind)
+    if C * N * cdt.itemsize > DIRECT_TABLE_BYTES:
+        # The sorted counting sweep reads rows in class order: the masks take a pass of their own.
+        counts, bad = class_counts(acts, kind, labels, C, check_finite=check_finite, threads=threads, out=out)
+        packed, bad_pack = pack_masks(acts, kind, check_finite=check_finite, threads=threads)
+        return counts, packed, bad or bad_pack
+    if out is None:
+        out = np.zeros((C, N), np.int64)
+    packed = np.empty((N, -(-S // 64) * 8), np.uint8)
+    if S == 0 or N == 0:
+        return out, packed, False
+    check = bool(check_finite) and kind.abs_mask != 0
+    flat, rs = _flat_rows(acts)
+    zero, inf, absm = _bits(kind)
+    limit = int(np.iinfo(cdt).max)
+    bitv = np.left_shift(np.ones(1, kind.storage), np.arange(8 * kind.itemsize, dtype=kind.storage))
+    with _num_threads(threads) as nthreads:
+        nt = max(1, min(nthreads, -(-S // 512)))
+        narrow = np.zeros((nt, C, N), cdt)
+        rows_per = -(-S // nt) + 512
+        wide = np.zeros((nt if rows_per > limit else 0, C, N), np.int64)
+        bad = _COUNT_PACK[check](flat, rs, S, N, labels, zero, inf, absm, bitv, min(N, PACK_TILE), narrow, wide,
+                                 limit, out, packed.view(np.uint64))
+    return out, packed, bool(bad)
 
 
 def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int, *,

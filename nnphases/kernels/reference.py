@@ -60,6 +60,15 @@ def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool,
     return out, bad and check_finite
 
 
+def count_and_pack(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
+                   threads: int | None = None,
+                   out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The oracle of the fused kernels is the two kernels it fuses."""
+    counts, bad = class_counts(acts, kind, labels, num_classes, check_finite=check_finite, out=out)
+    packed, bad_pack = pack_masks(acts, kind, check_finite=check_finite)
+    return counts, packed, bad or bad_pack
+
+
 def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int, *,
                         threads: int | None = None) -> np.ndarray:
     nodes = packed.shape[0]
