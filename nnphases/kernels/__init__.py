@@ -152,7 +152,7 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 
 
-from ._fused import count_and_pack  # noqa: E402  (it calls the helpers above)
+from ._fused import count_and_pack  # after the helpers it calls
 
 
 def backends() -> list[tuple[str, str, str | None]]:
