@@ -201,12 +201,15 @@ def test_checkpoint_host_cost(benchmark, tmp_path: Path, capsys) -> None:
     rounds = 1 if quick else 5
     counts, sizes = checkpoint(quick)
     nodes = sum(c.shape[1] for c in counts.values())
-    runs = {k: RunDir(tmp_path / k) for k in ("old", "never", "auto-65536", "always")}
+    counts32 = {k: c.astype(np.int32) for k, c in counts.items()}  # what the measures' accumulators hand over
+    runs = {k: RunDir(tmp_path / k) for k in ("old", "never", "never-int32", "auto-65536", "always")}
     paths = {
         "before: NumPy metrics, every node's row, plain counts": lambda s: old_write_checkpoint(
             runs["old"], s, counts, sizes),
         "node tables off (never)": lambda s: runs["never"].write_checkpoint(
             s, 0.5, seed=0, counts=counts, class_sizes=sizes, stats=STATS, node_tables="never"),
+        "node tables off, int32 counts (the Recorder's)": lambda s: runs["never-int32"].write_checkpoint(
+            s, 0.5, seed=0, counts=counts32, class_sizes=sizes, stats=STATS, node_tables="never"),
         "node tables for layers <= 65,536 nodes": lambda s: runs["auto-65536"].write_checkpoint(
             s, 0.5, seed=0, counts=counts, class_sizes=sizes, stats=STATS, node_tables="auto",
             node_table_max_width=65536),
@@ -223,7 +226,7 @@ def test_checkpoint_host_cost(benchmark, tmp_path: Path, capsys) -> None:
     assert list(back) == list(counts) and all(np.array_equal(back[k], counts[k]) for k in counts)
     assert np.array_equal(back_sizes, sizes)
     got = {k: r.read_table(r.completed_steps()[0], "nodes").drop(columns="step") for k, r in runs.items()}
-    for k in ("auto-65536", "always"):
+    for k in ("never-int32", "auto-65536", "always"):
         pd.testing.assert_frame_equal(got[k], got["never"], check_exact=True)
     tol = 8 * np.finfo(np.float64).eps * math.log(CLASSES)
     for col in ("f", "p", "u", "h_z_given_y", "h_y_given_z"):
@@ -231,10 +234,14 @@ def test_checkpoint_host_cost(benchmark, tmp_path: Path, capsys) -> None:
     assert (got["never"][["dead", "always_active"]] == got["old"][["dead", "always_active"]]).all().all()
 
     layers = list(counts.values())
+    layers32 = list(counts32.values())
     metric_paths = {
         "NumPy: node_metrics_np + LayerMetrics.from_nodes (before)": lambda _: [
             LayerMetrics.from_nodes(node_metrics_np(c, sizes)) for c in layers],
         "kernels.layer_metrics (tables off)": lambda _: [K.layer_metrics(c, sizes) for c in layers],
+        "NumPy on int32 counts": lambda _: [LayerMetrics.from_nodes(node_metrics_np(c, sizes)) for c in layers32],
+        "kernels.layer_metrics on int32 counts (the Recorder's)": lambda _: [
+            K.layer_metrics(c, sizes) for c in layers32],
         "kernels.node_metrics (tables on)": lambda _: [K.node_metrics(c, sizes) for c in layers],
         "before, with the row columns (_metric_tables)": lambda _: old_metric_tables(1, 0.5, 0, counts, sizes),
     }

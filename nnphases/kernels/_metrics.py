@@ -6,6 +6,7 @@ The per-node pass itself is in each backend (C++ ``csrc/cpu/node_metrics.cpp``, 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -43,26 +44,52 @@ def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     n = dense_host(n)
     sizes = dense_host(class_sizes, np.int64)
     num_nodes = n.shape[1]
-    present = sizes > 0
-    k = int(np.count_nonzero(present))
+    k, total, h_y, table_len = _size_terms(sizes.tobytes())
+    # The rule metrics.node_metrics_np uses: a table pays off once it is no larger than the counts it serves.
+    pairs, offsets = _pair_tables(sizes.tobytes()) if table_len <= k * num_nodes else (
+        _NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
+    hz_table = _hz_table(total) if total + 1 <= num_nodes else None
+    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
+
+
+# What depends on the class sizes alone, computed once per set of sizes: a run measures every layer at every
+# checkpoint against the same sizes, and rebuilding these cost more than the pass over a small layer.
+_NO_PAIRS = np.zeros((1, 2))
+_NO_PAIRS.flags.writeable = False
+
+
+@functools.lru_cache(maxsize=32)
+def _size_terms(sizes_bytes: bytes) -> tuple[int, int, float, int]:
+    """(classes with samples, |S|, H(Y), length of the entropy tables)."""
+    sizes = np.frombuffer(sizes_bytes, np.int64)
+    sizes_p = sizes[sizes > 0]
     total = int(sizes.sum())
+    h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
+    return int(sizes_p.shape[0]), total, h_y, int((np.unique(sizes_p) + 1).sum())
+
+
+@functools.lru_cache(maxsize=32)
+def _pair_tables(sizes_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.frombuffer(sizes_bytes, np.int64)
+    present = sizes > 0
     sizes_p = sizes[present]
     offsets = np.full(sizes.shape[0], -1, np.int64)
-    pairs = np.zeros((1, 2))
-    # The rule metrics.node_metrics_np uses: a table pays off once it is no larger than the counts it serves.
-    if int((np.unique(sizes_p) + 1).sum()) <= k * num_nodes:
-        table, start = _class_entropy_tables(sizes_p)
-        offsets[present] = [start[s] for s in sizes_p.tolist()]
-        pairs = np.empty((table.shape[0], 2))
-        pairs[:, 1] = table
-        for s, o in start.items():  # the division np.divide(n[c], float(|S_c|)) does, for every count
-            pairs[o:o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
-    hz_table = None
-    if total + 1 <= num_nodes:
-        q = np.arange(total + 1, dtype=np.float64)
-        hz_table = (_neg_xlogx_ratio(q, float(total)) + _neg_xlogx_ratio(total - q, float(total))) / total
-    h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
-    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
+    table, start = _class_entropy_tables(sizes_p)
+    offsets[present] = [start[s] for s in sizes_p.tolist()]
+    pairs = np.empty((table.shape[0], 2))
+    pairs[:, 1] = table
+    for s, o in start.items():  # the division np.divide(n[c], float(|S_c|)) does, for every count
+        pairs[o:o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
+    pairs.flags.writeable = offsets.flags.writeable = False
+    return pairs, offsets
+
+
+@functools.lru_cache(maxsize=8)
+def _hz_table(total: int) -> np.ndarray:
+    q = np.arange(total + 1, dtype=np.float64)
+    hz = (_neg_xlogx_ratio(q, float(total)) + _neg_xlogx_ratio(total - q, float(total))) / total
+    hz.flags.writeable = False
+    return hz
 
 
 def out_of_range(counts: np.ndarray, class_sizes: np.ndarray) -> None:
