@@ -24,9 +24,11 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
 // Outputs of node_metrics_cpu. Node arrays are [nodes] (class_fraction [classes, nodes]),
-// all given or all null; layer_sums: sums of f over nodes that are not dead, of the
-// defined p and of the defined u; layer_counts: how many of each, then the dead and the
-// always-active nodes; null: not written.
+// all given or all null. The layer outputs are written only when the node arrays are
+// null: layer_sums holds the compensated sums over all nodes of |S| H(Zhat|Y) and of
+// H(Zhat) (both 0 on dead and always-active nodes); layer_counts the dead and the
+// always-active nodes; class_sums [classes] each class's sum of counts over the nodes.
+// Null: not written.
 struct MetricsOut {
   double* class_fraction = nullptr;
   double* fraction = nullptr;
@@ -36,17 +38,20 @@ struct MetricsOut {
   double* h_y_given_z = nullptr;
   uint8_t* dead = nullptr;
   uint8_t* always_active = nullptr;
-  double* layer_sums = nullptr;     // 3
-  int64_t* layer_counts = nullptr;  // 5
+  double* layer_sums = nullptr;     // 2
+  int64_t* layer_counts = nullptr;  // 2
+  int64_t* class_sums = nullptr;    // [classes]
 };
 
-// Sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from validated
-// counts [classes, nodes] (int32 or int64: count_bytes) and class sizes. For each class c
-// with table_offset[c] >= 0, pairs[2 (table_offset[c] + m)] is m / |S_c| and the next
-// double |S_c| * h(m / |S_c|); classes with offset -1 are computed with logarithms.
-// hz_table, if not null, holds H(Zhat) for every node count 0..|S|. h_y is H(Y); log_k is
-// log of the number of classes with samples, NaN when fewer than two.
-void node_metrics_cpu(const void* counts, int count_bytes, int64_t num_classes, int64_t nodes,
+// Sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from counts
+// [classes, nodes], C-contiguous, of count_type 'B', 'H', 'I' (uint8/16/32), 'i' (int32)
+// or 'q' (int64), and class sizes. For each class c with table_offset[c] >= 0,
+// pairs[2 (table_offset[c] + m)] is m / |S_c| and the next double |S_c| * h(m / |S_c|);
+// classes with offset -1 are computed with logarithms. hz_table, if not null, holds
+// H(Zhat) for every node count 0..|S|. h_y is H(Y); log_k is log of the number of classes
+// with samples, NaN when fewer than two. Returns true, with outputs undefined, when a
+// count is negative or exceeds its class size (it is never used as an index).
+bool node_metrics_cpu(const void* counts, char count_type, int64_t num_classes, int64_t nodes,
                       const int64_t* class_sizes, const double* pairs, const int64_t* table_offset,
                       const double* hz_table, double h_y, double log_k, const MetricsOut& out, int threads);
 

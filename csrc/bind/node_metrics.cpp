@@ -24,6 +24,7 @@ NNP_BIND(node_metrics) {
         o.always_active = static_cast<uint8_t*>(field("always_active"));
         o.layer_sums = static_cast<double*>(field("layer_sums"));
         o.layer_counts = static_cast<int64_t*>(field("layer_counts"));
+        o.class_sums = static_cast<int64_t*>(field("class_sums"));
         const void* c = counts.data();
         const int64_t C = counts.shape(0), N = counts.shape(1);
         const auto* sizes = static_cast<const int64_t*>(class_sizes.data());

@@ -64,14 +64,17 @@ struct Scalars {
 // whole row apart, a pattern the hardware prefetchers do not follow (measured: 60% of a
 // 10 x 524,288 int64 pass waited on these loads).
 template <typename T>
-uint64_t add_counts(const T* row, int64_t w, int64_t* nn) {
+uint64_t add_counts(const T* row, int64_t w, int64_t* nn, int64_t& sum) {
   const char* ahead = reinterpret_cast<const char*>(row + 2 * kBlock);  // a hint: past the end it is ignored
   for (int64_t b = 0; b < w * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(ahead + b);
   uint64_t mx = 0;
+  int64_t total = 0;
   for (int64_t j = 0; j < w; ++j) {
     nn[j] += static_cast<int64_t>(row[j]);
+    total += static_cast<int64_t>(row[j]);
     mx = std::max(mx, as_u64(row[j]));
   }
+  sum += total;
   return mx;
 }
 
@@ -81,7 +84,14 @@ template <typename T, bool Store>
 void row_tab(const T* row, int64_t w, const double* pr, double* frac, double* acc, double* cf_out) {
   int64_t j = 0;
 #if defined(__AVX2__)
-  for (; j + 4 <= w; j += 4) {
+  if (!Store) {  // the layer pass needs the entropy terms only (the fractions come from the row sums)
+    for (; j + 4 <= w; j += 4) {
+      const __m256d g = _mm256_set_pd(pr[2 * row[j + 3] + 1], pr[2 * row[j + 2] + 1], pr[2 * row[j + 1] + 1],
+                                      pr[2 * row[j] + 1]);
+      _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j), g));
+    }
+  }
+  for (; Store && j + 4 <= w; j += 4) {
     const int64_t i0 = row[j], i1 = row[j + 1], i2 = row[j + 2], i3 = row[j + 3];
     // Four (fraction, entropy) pairs into a vector of fractions and one of entropies.
     const __m256d lo = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(pr + 2 * i0)), _mm_loadu_pd(pr + 2 * i2), 1);
@@ -95,8 +105,7 @@ void row_tab(const T* row, int64_t w, const double* pr, double* frac, double* ac
   for (; j < w; ++j) {
     const int64_t i = row[j];
     const double cf = pr[2 * i], g = pr[2 * i + 1];
-    if (Store) cf_out[j] = cf;
-    frac[j] += cf;
+    if (Store) cf_out[j] = cf, frac[j] += cf;
     acc[j] += g;
   }
 }
@@ -106,8 +115,7 @@ template <typename T, bool Store>
 void row_log(const T* row, int64_t w, double sd, double* frac, double* acc, double* cf_out) {
   for (int64_t j = 0; j < w; ++j) {
     const double m = static_cast<double>(row[j]), cf = m / sd;
-    if (Store) cf_out[j] = cf;
-    frac[j] += cf;
+    if (Store) cf_out[j] = cf, frac[j] += cf;
     acc[j] += neg_xlogx_ratio(m, sd);
     acc[j] += neg_xlogx_ratio(sd - m, sd);
   }
@@ -169,19 +177,19 @@ void finish_nodes(const Scalars& k, int64_t d0, int64_t w, const int64_t* nn, co
 }
 
 // The layer sums of one block without per-node results: over all nodes, the compensated
-// sums (per lane) of the class-fraction sums (|C| f[i]), of |S| H(Zhat|Y) and of H(Zhat).
-// A dead or always-active node adds exactly 0 to the last two (h(0) = h(1) = 0 in every
-// table and formula), so the sums over all nodes are the sums over the defined ones and
-// no node needs a mask; counts: dead and always-active nodes.
-void finish_layer(const Scalars& k, int64_t w, const int64_t* nn, const double* frac, const double* acc,
-                  double (&ls)[3][kLanes], double (&lc)[3][kLanes], int64_t* counts) {
+// sums (per lane) of |S| H(Zhat|Y) and of H(Zhat). A dead or always-active node adds
+// exactly 0 to both (h(0) = h(1) = 0 in every table and formula), so the sums over all
+// nodes are the sums over the defined ones and no node needs a mask; counts: dead and
+// always-active nodes. (The fractions' sum comes from the classes' row sums.)
+void finish_layer(const Scalars& k, int64_t w, const int64_t* nn, const double* acc, double (&ls)[2][kLanes],
+                  double (&lc)[2][kLanes], int64_t* counts) {
   int64_t j = 0;
 #if defined(__AVX2__)
   {
     const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
     const __m256i totalv = _mm256_set1_epi64x(k.total), izero = _mm256_setzero_si256();
-    __m256d s[3], c[3];
-    for (int i = 0; i < 3; ++i) s[i] = _mm256_loadu_pd(ls[i]), c[i] = _mm256_loadu_pd(lc[i]);
+    __m256d s[2], c[2];
+    for (int i = 0; i < 2; ++i) s[i] = _mm256_loadu_pd(ls[i]), c[i] = _mm256_loadu_pd(lc[i]);
     int dead = 0, always = 0;
     for (; j + 4 <= w; j += 4) {
       const __m256i n = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nn + j));
@@ -189,8 +197,8 @@ void finish_layer(const Scalars& k, int64_t w, const int64_t* nn, const double* 
       always += __builtin_popcount(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(n, totalv))));
       // Four loads rather than a gather instruction: measured faster on Zen.
       const __m256d hz = _mm256_set_pd(hz_of(k, nn[j + 3]), hz_of(k, nn[j + 2]), hz_of(k, nn[j + 1]), hz_of(k, nn[j]));
-      const __m256d x[3] = {_mm256_loadu_pd(frac + j), _mm256_loadu_pd(acc + j), hz};
-      for (int i = 0; i < 3; ++i) {  // Neumaier, lane by lane
+      const __m256d x[2] = {_mm256_loadu_pd(acc + j), hz};
+      for (int i = 0; i < 2; ++i) {  // Neumaier, lane by lane
         const __m256d t = _mm256_add_pd(s[i], x[i]);
         const __m256d big = _mm256_cmp_pd(_mm256_and_pd(s[i], absmask), _mm256_and_pd(x[i], absmask), _CMP_GE_OQ);
         const __m256d when_s = _mm256_add_pd(_mm256_sub_pd(s[i], t), x[i]);
@@ -200,13 +208,13 @@ void finish_layer(const Scalars& k, int64_t w, const int64_t* nn, const double* 
       }
     }
     counts[0] += dead, counts[1] += always;
-    for (int i = 0; i < 3; ++i) _mm256_storeu_pd(ls[i], s[i]), _mm256_storeu_pd(lc[i], c[i]);
+    for (int i = 0; i < 2; ++i) _mm256_storeu_pd(ls[i], s[i]), _mm256_storeu_pd(lc[i], c[i]);
   }
 #endif
   for (; j < w; ++j) {
     const int lane = static_cast<int>(j % kLanes);
-    const double x[3] = {frac[j], acc[j], hz_of(k, nn[j])};
-    for (int i = 0; i < 3; ++i) neumaier(ls[i][lane], lc[i][lane], x[i]);
+    const double x[2] = {acc[j], hz_of(k, nn[j])};
+    for (int i = 0; i < 2; ++i) neumaier(ls[i][lane], lc[i][lane], x[i]);
     counts[0] += nn[j] == 0;
     counts[1] += nn[j] == k.total;
   }
@@ -226,16 +234,18 @@ bool metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
   k.k = static_cast<double>(present);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const int64_t blocks = (N + kBlock - 1) / kBlock;
-  std::vector<double> block_sum(3 * blocks);
+  std::vector<double> block_sum(2 * blocks);
   std::vector<int64_t> block_count(2 * blocks);
   std::vector<char> bad_of(64);
   const int nt = resolve_threads(threads, std::min<int64_t>(blocks, C * N / (1 << 18) + 1));
+  std::vector<int64_t> class_sum(static_cast<size_t>(C) * nt);  // per thread: integer row sums, merged exactly
   run_threads(nt, [&](int t) {
     int64_t b0, b1;
     split_range(blocks, nt, t, 1, b0, b1);
     alignas(64) int64_t nn[kBlock];
     alignas(64) double frac[kBlock], acc[kBlock];
     bool bad = false;
+    int64_t* row_sum = class_sum.data() + static_cast<size_t>(C) * t;  // this thread's, exact
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t d0 = b * kBlock, w = std::min(kBlock, N - d0);
       std::fill(nn, nn + w, int64_t{0});
@@ -247,13 +257,13 @@ bool metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
         const uint64_t s = static_cast<uint64_t>(sizes[c]);
         if (s == 0) {  // an absent class adds nothing to f[i] or the entropies; its counts must be 0
           if (Store) std::fill(cf_out, cf_out + w, nan);
-          if (add_counts(row, w, nn) != 0) {
+          if (add_counts(row, w, nn, row_sum[c]) != 0) {
             bad = true;
             break;
           }
           continue;
         }
-        if (add_counts(row, w, nn) > s) {
+        if (add_counts(row, w, nn, row_sum[c]) > s) {
           bad = true;
           break;
         }
@@ -267,14 +277,14 @@ bool metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
         finish_nodes(k, d0, w, nn, frac, acc, o);
         continue;
       }
-      double ls[3][kLanes] = {}, lc[3][kLanes] = {};
+      double ls[2][kLanes] = {}, lc[2][kLanes] = {};
       int64_t* bc = block_count.data() + 2 * b;
       bc[0] = bc[1] = 0;
-      finish_layer(k, w, nn, frac, acc, ls, lc, bc);
-      for (int i = 0; i < 3; ++i) {  // the lanes in order
+      finish_layer(k, w, nn, acc, ls, lc, bc);
+      for (int i = 0; i < 2; ++i) {  // the lanes in order
         double s = 0.0, c = 0.0;
         for (int l = 0; l < kLanes; ++l) neumaier(s, c, ls[i][l] + lc[i][l]);
-        block_sum[3 * b + i] = s + c;
+        block_sum[2 * b + i] = s + c;
       }
     }
     if (bad) bad_of[t % 64] = 1;
@@ -282,14 +292,18 @@ bool metrics(const T* counts, int64_t C, int64_t N, const int64_t* sizes, const 
   for (char b : bad_of)
     if (b) return true;
   if (Store || !o.layer_sums) return false;  // the layer sums come from the pass without node outputs
-  double s[3] = {}, c[3] = {};
+  double s[2] = {}, c[2] = {};
   int64_t n[2] = {};
   for (int64_t b = 0; b < blocks; ++b) {
-    for (int i = 0; i < 3; ++i) neumaier(s[i], c[i], block_sum[3 * b + i]);
+    for (int i = 0; i < 2; ++i) neumaier(s[i], c[i], block_sum[2 * b + i]);
     for (int i = 0; i < 2; ++i) n[i] += block_count[2 * b + i];
   }
-  for (int i = 0; i < 3; ++i) o.layer_sums[i] = s[i] + c[i];
+  for (int i = 0; i < 2; ++i) o.layer_sums[i] = s[i] + c[i];
   std::copy(n, n + 2, o.layer_counts);
+  for (int64_t cl = 0; cl < C; ++cl) {
+    o.class_sums[cl] = 0;
+    for (int th = 0; th < nt; ++th) o.class_sums[cl] += class_sum[static_cast<size_t>(C) * th + cl];
+  }
   return false;
 }
 

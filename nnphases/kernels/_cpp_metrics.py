@@ -34,9 +34,10 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
 def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
     """The layer summaries in the same pass, without building any per-node array."""
     p = _metrics_plan.plan(counts, class_sizes)
-    out = {"layer_sums": np.zeros(3), "layer_counts": np.zeros(2, np.int64)}
+    out = {"layer_sums": np.zeros(2), "layer_counts": np.zeros(2, np.int64),
+           "class_sums": np.zeros(p.counts.shape[0], np.int64)}
     _metrics(counts, p, out, threads)
-    return _metrics_plan.layer_from_sums(out["layer_sums"], out["layer_counts"], p)
+    return _metrics_plan.layer_from_sums(out["layer_sums"], out["layer_counts"], out["class_sums"], p)
 
 
 # Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).

@@ -113,10 +113,12 @@ def node_result(out: dict[str, np.ndarray]) -> NodeMetrics:
     return NodeMetrics(*(out[name] for name in NODE_FIELDS))
 
 
-def layer_from_sums(sums: np.ndarray, counts: np.ndarray, p: Plan) -> LayerMetrics:
+def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray, p: Plan) -> LayerMetrics:
     """The layer means from the kernels' layer pass: ``sums`` are the compensated sums over all nodes of
-    |C| f[i], of |S| H(Zhat|Y) and of H(Zhat), which are 0 on dead and always-active nodes (so these are their
-    sums over the nodes where p and u are defined); ``counts`` the dead and the always-active nodes.
+    |S| H(Zhat|Y) and of H(Zhat), which are 0 on dead and always-active nodes (so these are their sums over the
+    nodes where p and u are defined); ``counts`` the dead and the always-active nodes; ``class_sums`` each
+    class's sum of counts (exact integers), so the sum of |C| f[i] over the nodes is sum_c class_sums[c] /
+    |S_c|, correctly rounded by math.fsum.
 
     The means of p = 1 - H(Zhat|Y) / log 2 and u = 1 - H(Y|Zhat) / log |C|, with H(Y|Zhat) = H(Y) - H(Zhat) +
     H(Zhat|Y), follow from the sums without per-node values; they leave out the per-node clipping to
@@ -125,9 +127,11 @@ def layer_from_sums(sums: np.ndarray, counts: np.ndarray, p: Plan) -> LayerMetri
     dead, always = (int(x) for x in counts.tolist())
     nodes = int(p.counts.shape[1])
     live, defined = nodes - dead, nodes - dead - always
-    s_frac, s_acc, s_hz = (float(x) for x in sums.tolist())
-    k = int(np.count_nonzero(p.class_sizes))
-    total = float(p.class_sizes.sum())
+    s_acc, s_hz = (float(x) for x in sums.tolist())
+    sizes = p.class_sizes.tolist()
+    s_frac = math.fsum(r / s for r, s in zip(class_sums.tolist(), sizes) if s > 0)
+    k = sum(1 for s in sizes if s > 0)
+    total = float(sum(sizes))
     s_hzy = s_acc / total
     s_hyz = defined * p.h_y - s_hz + s_hzy
     return LayerMetrics(

@@ -46,7 +46,7 @@ def _node_metrics(
     use_hz: bool, h_y: float, log_k: float, store: bool, class_fraction: np.ndarray, fraction: np.ndarray,
     predictability: np.ndarray, informativeness: np.ndarray, h_z_given_y: np.ndarray, h_y_given_z: np.ndarray,
     dead_out: np.ndarray, always_out: np.ndarray, block_sums: np.ndarray, block_counts: np.ndarray,
-    bad_blocks: np.ndarray,
+    block_class_sums: np.ndarray, bad_blocks: np.ndarray,
 ) -> None:
     # Classes outer within a block of nodes; every count is range-checked before it indexes a table
     # (a block with a bad count stops and is flagged, its outputs undefined).
@@ -72,11 +72,14 @@ def _node_metrics(
             s = sizes[c]
             lo = np.int64(0)
             hi = np.int64(0)
+            row_sum = np.int64(0)
             for j in range(w):  # branch-free, so it vectorises
                 v = np.int64(row[j])
                 nn[j] += v
+                row_sum += v
                 lo = min(lo, v)
                 hi = max(hi, v)
+            block_class_sums[b, c] = row_sum
             if lo < 0 or hi > s:
                 bad = True
                 break
@@ -88,19 +91,19 @@ def _node_metrics(
             o = offsets[c]
             if o >= 0:  # NumPy's class fraction and entropy term of each possible count, one row of pairs
                 for j in range(w):
-                    cf = pairs[o + row[j], 0]
                     if store:
+                        cf = pairs[o + row[j], 0]
                         class_fraction[c, d0 + j] = cf
-                    frac[j] += cf
+                        frac[j] += cf
                     acc[j] += pairs[o + row[j], 1]
             else:
                 sd = float(s)
                 for j in range(w):
                     m = float(row[j])
-                    cf = m / sd
                     if store:
+                        cf = m / sd
                         class_fraction[c, d0 + j] = cf
-                    frac[j] += cf
+                        frac[j] += cf
                     acc[j] += _neg_xlogx_ratio(m, sd)
                     acc[j] += _neg_xlogx_ratio(sd - m, sd)
         if bad:
@@ -125,19 +128,18 @@ def _node_metrics(
                 dead_out[d] = dead
                 always_out[d] = always
             continue
-        # Layer sums over all nodes, per lane: |C| f[i], |S| H(Zhat|Y) and H(Zhat) (the last two are 0 on dead
-        # and always-active nodes, so no node is masked).
-        ls = np.zeros((3, LANES))
-        lc = np.zeros((3, LANES))
+        # Layer sums over all nodes, per lane: |S| H(Zhat|Y) and H(Zhat) (both 0 on dead and always-active
+        # nodes, so no node is masked); the fractions' sum comes from the row sums.
+        ls = np.zeros((2, LANES))
+        lc = np.zeros((2, LANES))
         n_dead = n_always = 0
         for j in range(w):
             lane = j % LANES
-            _neumaier(ls[0], lc[0], lane, frac[j])
-            _neumaier(ls[1], lc[1], lane, acc[j])
-            _neumaier(ls[2], lc[2], lane, _hz(nn[j], hz_table, use_hz, tot))
+            _neumaier(ls[0], lc[0], lane, acc[j])
+            _neumaier(ls[1], lc[1], lane, _hz(nn[j], hz_table, use_hz, tot))
             n_dead += nn[j] == 0
             n_always += nn[j] == total
-        for i in range(3):
+        for i in range(2):
             s2 = np.zeros(1)
             c2 = np.zeros(1)
             for lane in range(LANES):
@@ -160,13 +162,14 @@ def _neumaier_columns(x: np.ndarray) -> np.ndarray:
 
 
 def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
-                 threads: int | None) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                 threads: int | None) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     p = _metrics.plan(counts, class_sizes)
     c, n = p.counts.shape
     out = _metrics.node_outputs(p) if store else {}
     empty1, empty2, empty_b = np.empty(0), np.empty((0, 0)), np.empty(0, np.bool_)
     blocks = -(-n // METRICS_BLOCK)
-    block_sums = np.zeros((blocks, 3))
+    block_sums = np.zeros((blocks, 2))
+    block_class_sums = np.zeros((blocks, c), np.int64)
     block_counts = np.zeros((blocks, 2), np.int64)
     bad_blocks = np.zeros(blocks, np.bool_)
     hz = p.hz_table if p.hz_table is not None else empty1
@@ -178,11 +181,12 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
             p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
             out.get("class_fraction", empty2), out.get("fraction", empty1), out.get("predictability", empty1),
             out.get("informativeness", empty1), out.get("h_z_given_y", empty1), out.get("h_y_given_z", empty1),
-            out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts, bad_blocks,
+            out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts,
+            block_class_sums, bad_blocks,
         )
     if bad_blocks.any():
         _metrics.out_of_range(counts, p.class_sizes)  # as given: a widened copy may have wrapped
-    return p, out, _neumaier_columns(block_sums), block_counts.sum(axis=0)
+    return p, out, _neumaier_columns(block_sums), block_counts.sum(axis=0), block_class_sums.sum(axis=0)
 
 
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
@@ -192,8 +196,8 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
 
 def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
     """-> layer summaries from the same pass, without building any per-node array."""
-    p, _, sums, n = _run_metrics(counts, class_sizes, False, threads)
-    return _metrics.layer_from_sums(sums, n, p)
+    p, _, sums, n, class_sums = _run_metrics(counts, class_sizes, False, threads)
+    return _metrics.layer_from_sums(sums, n, class_sums, p)
 
 
 # Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).
