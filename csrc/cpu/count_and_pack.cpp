@@ -47,17 +47,17 @@ inline typename K::Bits row_pass(const typename K::Bits* __restrict row, typenam
     prefetch_at(row + d0, ahead);
     for (int64_t i = 0; i < block; ++i) {
       const U b = row[d0 + i];
-      const U on = static_cast<U>(K::active(b));
-      if (Count) cnt[d0 + i] += static_cast<Counter>(on);
-      if (Pack) acc[d0 + i] = static_cast<U>((First ? U(0) : acc[d0 + i]) | (static_cast<U>(-on) & bit));
+      const bool on = K::active(b);
+      if (Count) cnt[d0 + i] += on ? Counter(1) : Counter(0);
+      if (Pack) acc[d0 + i] = First ? (on ? bit : U(0)) : (on ? static_cast<U>(acc[d0 + i] | bit) : acc[d0 + i]);
       if (Check) big[i] = std::max(big[i], static_cast<U>(b & K::abs));
     }
   }
   for (int64_t d = d0; d < n; ++d) {
     const U b = row[d];
-    const U on = static_cast<U>(K::active(b));
-    if (Count) cnt[d] += static_cast<Counter>(on);
-    if (Pack) acc[d] = static_cast<U>((First ? U(0) : acc[d]) | (static_cast<U>(-on) & bit));
+    const bool on = K::active(b);
+    if (Count) cnt[d] += on ? Counter(1) : Counter(0);
+    if (Pack) acc[d] = First ? (on ? bit : U(0)) : (on ? static_cast<U>(acc[d] | bit) : acc[d]);
     if (Check) big[0] = std::max(big[0], static_cast<U>(b & K::abs));
   }
   if (!Check) return 0;
