@@ -35,6 +35,7 @@ from torch import nn
 from .capture import SiteTap, find_sites
 from .distributed import all_reduce_sums, broadcast_object, reduce_device, unwrap, world
 from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_measures
+from .measures.masks import Masks
 from .measures.sample_sets import SampleSets
 from .options import check, option
 from .schedule import Schedule, _int_arg
@@ -373,8 +374,27 @@ class Recorder:
             self._tap = SiteTap(self.model, self._on_site)
 
     def _on_site(self, name: str, z: torch.Tensor) -> None:
-        for m in self._users.get(name, ()):
+        users = self._users.get(name, ())
+        pair = self._fused.get(name)
+        if pair is not None and z.device.type == "cpu":
+            # Counts and masks of the same nodes from one read of the activations (count_and_pack).
+            counts, masks = pair
+            masks.add_packed(name, counts.update_and_pack(self._pass_name, name, z, self._batch), self._batch.size)
+            users = [m for m in users if m is not counts and m is not masks]
+        for m in users:
             m.update(self._pass_name, name, z, self._batch)
+
+    def _fusable(self) -> dict[str, tuple[SampleSets, Masks]]:
+        """Sites where a SampleSets and a Masks measure read the same node view with the same backend."""
+        out = {}
+        for site, users in self._users.items():
+            counts = [m for m in users if isinstance(m, SampleSets)]
+            masks = [m for m in users if isinstance(m, Masks)]
+            if len(counts) == 1 and len(masks) == 1:
+                c, k = counts[0].options, masks[0].options
+                if c.per_channel == k.per_channel and c.backend == k.backend:
+                    out[site] = (counts[0], masks[0])
+        return out
 
     def measure(self, step: int, state: dict | None = None) -> None:
         """One measurement at ``step``: every measure's passes, written as one checkpoint."""
@@ -429,6 +449,7 @@ class Recorder:
         for m, sites in wanted.items():
             for s in sites:
                 self._users.setdefault(s, []).append(m)
+        self._fused = self._fusable()
         self._pass_name = p
         bad = torch.zeros((), dtype=torch.int64, device=self.device)
         assert self._tap is not None
@@ -449,6 +470,7 @@ class Recorder:
             failure, sizes, samples = e, np.zeros(self.num_classes, dtype=np.int64), 0
         finally:
             self._users = {}
+            self._fused = {}
         if self.world > 1:
             sizes, samples, bad = self._reduce(p, wanted, sizes, samples, bad, failure)
         if bool(bad):

@@ -123,3 +123,49 @@ def test_count_and_pack_validates_like_class_counts():
         K.count_and_pack(acts, torch.zeros(10, dtype=torch.int64), 3, out=torch.zeros((3, 5), dtype=torch.int64))
     with pytest.raises(TypeError, match="num_classes must be an int"):
         K.count_and_pack(acts, torch.zeros(10, dtype=torch.int64), 2.0)
+
+
+@pytest.mark.parametrize("per_channel", [(False, False), (True, True), (False, True)], ids=["same", "same-pc", "diff"])
+def test_recorder_reads_a_site_once_for_counts_and_masks(tmp_path, monkeypatch, per_channel):
+    """A CPU Recorder keeping counts and masks of the same nodes takes both from count_and_pack; other node
+    views keep the two kernels. The stored counts and masks are those of the kernels over the whole set."""
+    from torch import nn
+
+    from nnphases.measures import Masks, SampleSets
+    from nnphases.recorder import Recorder, RecorderOptions
+    from nnphases.schedule import Schedule
+    from nnphases.store import RunDir
+
+    calls = {"count_and_pack": 0, "class_counts": 0, "pack_masks": 0}
+    for name in calls:
+        real = getattr(K, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(K, name, spy)
+    rng = np.random.default_rng(case_seed("recorder", per_channel))
+    x = torch.from_numpy(rng.standard_normal((300, 1, 4, 4)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 3, 300))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    counts_pc, masks_pc = per_channel
+    rec = Recorder(model, (x, y), Schedule((0,), 1), tmp_path / "run",
+                   [SampleSets(per_channel=counts_pc), Masks(per_channel=masks_pc, buffer_mib=1)],
+                   options=RecorderOptions(batch_size=128, background_writes=False))
+    rec.measure(0)
+    rec.close()
+    batches = 3
+    if counts_pc == masks_pc:
+        assert calls == {"count_and_pack": batches, "class_counts": 0, "pack_masks": 0}
+    else:
+        assert calls["count_and_pack"] == 0 and calls["class_counts"] == calls["pack_masks"] == batches
+    with torch.no_grad():
+        z = model[1](model[0](x))
+    view = {False: z.flatten(1), True: z.reshape(300, 4, -1).amax(2)}
+    run = RunDir(tmp_path / "run")
+    counts, _ = run.read_counts(0)
+    (site,) = counts
+    np.testing.assert_array_equal(counts[site], K.class_counts(view[counts_pc], y, 3, backend="reference").numpy())
+    np.testing.assert_array_equal(run.read_masks(0)[site], K.pack_masks(view[masks_pc], backend="reference").numpy())

@@ -76,7 +76,12 @@ class Masks(Measure):
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
         packed = kernels.pack_masks(node_view(z, self.options.per_channel), backend=self.options.backend,
                                     check_finite=False)
-        self._writers[site].append(np.asarray(packed.cpu()), batch.size)
+        self.add_packed(site, packed, batch.size)
+
+    def add_packed(self, site: str, packed: torch.Tensor, samples: int) -> None:
+        """The site's masks of one batch, packed already (by ``count_and_pack``, when the counts were taken in
+        the same pass over the activations)."""
+        self._writers[site].append(np.asarray(packed.cpu()), samples)
 
     def compute(self):  # type: ignore[no-untyped-def]
         try:

@@ -90,6 +90,15 @@ class SampleSets(Measure):
                              out=self._acc[site], backend=self.options.backend, check_finite=False,
                              check_labels=False)
 
+    def update_and_pack(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """:meth:`update` that also returns the site's packed masks (``pack_masks`` of the same nodes) from the
+        same read of ``z``: the Recorder calls it instead of :meth:`update` and Masks' own packing when both
+        measure a CPU site with the same node view and backend."""
+        assert self.binding is not None
+        _, packed = kernels.count_and_pack(node_view(z, self.options.per_channel), batch.y, self.binding.num_classes,
+                                           out=self._acc[site], backend=self.options.backend, check_finite=False)
+        return packed
+
     def sums(self, p: Pass) -> dict[str, torch.Tensor]:
         return {f"counts:{s}": a for s, a in self._acc.items()} if p == "eval" else {}
 
