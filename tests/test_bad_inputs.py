@@ -264,10 +264,6 @@ KERNEL_ROWS = [
 ]
 # Inputs the kernels' entry (nnphases/kernels/__init__.py, _dispatch.py) takes without a check of its own.
 KERNEL_XFAIL = {
-    "cc-check-finite-str": pytest.mark.xfail(
-        strict=True, raises=(pytest.fail.Exception, AssertionError, Exception),
-        reason="kernels/__init__.py passes check_finite on unchecked: the string 'no' is truthy and silently "
-               "means True"),
 }
 
 

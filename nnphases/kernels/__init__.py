@@ -88,6 +88,8 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | N
     if out is not None:
         o = _arrays.describe(out, "out")
         _validate.out_for(o, n, a.shape[1], a)
+    check_finite = _validate.flag_value(check_finite, "check_finite")
+    check_labels = _validate.flag_value(check_labels, "check_labels")
     threads = _validate.threads_value(threads)
     _validate.check_strategy(strategy)
     b, fn = select("class_counts", a.device, backend)
@@ -121,6 +123,7 @@ def pack_masks(acts: Array, *, backend: str | None = None, check_finite: bool = 
     """
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)
+    check_finite = _validate.flag_value(check_finite, "check_finite")
     threads = _validate.threads_value(threads)
     b, fn = select("pack_masks", a.device, backend)
     x = _arrays.to_native(_arrays.bits(a), b.native)

@@ -30,6 +30,7 @@ def count_and_pack(acts: Array, labels: Array, num_classes: int, *, out: Array |
     if out is not None:
         o = _arrays.describe(out, "out")
         _validate.out_for(o, n, a.shape[1], a)
+    check_finite = _validate.flag_value(check_finite, "check_finite")
     threads = _validate.threads_value(threads)
     if backend is None and a.device != "cpu":
         counts = class_counts(acts, labels, n, out=out, check_finite=check_finite, threads=threads)

@@ -67,6 +67,13 @@ def label_range(labels: Any, num_classes: int) -> None:
     raise ValueError(f"labels[{i}] = {int(x[i])} is outside [0, num_classes={num_classes})")
 
 
+def flag_value(value: Any, name: str) -> bool:
+    """A true/false option: a string such as 'no' would otherwise silently mean True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def threads_value(threads: Any) -> int | None:
     if threads is None:
         return None
