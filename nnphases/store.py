@@ -346,9 +346,16 @@ def _decode_counts(arrays: Mapping[str, np.ndarray], bad: Any) -> dict[str, np.n
                     or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in info["shape"])):
                 raise bad(f"layer {name!r}: {_BLOSC_LAYERS} gives no valid dtype and shape ({info!r:.80})")
+            frame = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+            # Blosc trusts its 16-byte header: a frame cut short would be decoded from whatever memory follows
+            # it, so its stated compressed size must be the frame's own.
+            if frame.size < 16 or int(frame[12:16].view("<u4")[0]) != frame.size:
+                stated = int(frame[12:16].view("<u4")[0]) if frame.size >= 16 else None
+                raise bad(f"layer {name!r} cannot be decompressed (a frame of {frame.size} bytes whose header "
+                          f"states {stated} bytes)")
             codec = codec or _blosc()
             try:
-                raw = codec.decode(np.ascontiguousarray(a))
+                raw = codec.decode(frame)
             except Exception as e:  # blosc raises RuntimeError or ValueError for bytes it did not write
                 raise bad(f"layer {name!r} cannot be decompressed ({_brief(e)})") from None
             dtype = np.dtype(info["dtype"])
