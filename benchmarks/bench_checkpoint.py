@@ -242,10 +242,19 @@ def test_checkpoint_host_cost(benchmark, tmp_path: Path, capsys) -> None:
         "NumPy on int32 counts": lambda _: [LayerMetrics.from_nodes(node_metrics_np(c, sizes)) for c in layers32],
         "kernels.layer_metrics on int32 counts (the Recorder's)": lambda _: [
             K.layer_metrics(c, sizes) for c in layers32],
+        "kernels.layer_metrics, the 8 layers in one call": lambda _: K.layer_metrics(layers, sizes),
+        "kernels.layer_metrics, one call, int32 (what the store does)": lambda _: K.layer_metrics(layers32, sizes),
         "kernels.node_metrics (tables on)": lambda _: [K.node_metrics(c, sizes) for c in layers],
         "before, with the row columns (_metric_tables)": lambda _: old_metric_tables(1, 0.5, 0, counts, sizes),
     }
     metrics = interleaved(metric_paths, rounds)
+    want = [LayerMetrics.from_nodes(node_metrics_np(c, sizes)) for c in layers]
+    for got_layers in (K.layer_metrics(layers, sizes), K.layer_metrics(layers32, sizes)):
+        assert got_layers == [K.layer_metrics(c, sizes) for c in layers]  # one call or one per layer: equal
+        for g, w in zip(got_layers, want):
+            assert (g.nodes, g.dead, g.always_active) == (w.nodes, w.dead, w.always_active)
+            for f in ("fraction", "predictability", "informativeness"):
+                assert abs(getattr(g, f) - getattr(w, f)) <= tol, (f, g, w)
     stages = staged(tmp_path, counts, sizes, rounds)
     encoded = encodings(tmp_path, counts, rounds)
     read = reads({"stored (nodes.parquet)": runs["always"], "derived from counts.npz": runs["never"]}, rounds)

@@ -23,12 +23,7 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
-// Outputs of node_metrics_cpu. Node arrays are [nodes] (class_fraction [classes, nodes]),
-// all given or all null. The layer outputs are written only when the node arrays are
-// null: layer_sums holds the compensated sums over all nodes of |S| H(Zhat|Y) and of
-// H(Zhat) (both 0 on dead and always-active nodes); layer_counts the dead and the
-// always-active nodes; class_sums [classes] each class's sum of counts over the nodes.
-// Null: not written.
+// Outputs of node_metrics_cpu: arrays of [nodes] (class_fraction [classes, nodes]).
 struct MetricsOut {
   double* class_fraction = nullptr;
   double* fraction = nullptr;
@@ -38,14 +33,11 @@ struct MetricsOut {
   double* h_y_given_z = nullptr;
   uint8_t* dead = nullptr;
   uint8_t* always_active = nullptr;
-  double* layer_sums = nullptr;     // 2
-  int64_t* layer_counts = nullptr;  // 2
-  int64_t* class_sums = nullptr;    // [classes]
 };
 
-// Sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from counts
-// [classes, nodes], C-contiguous, of count_type 'B', 'H', 'I' (uint8/16/32), 'i' (int32)
-// or 'q' (int64), and class sizes. For each class c with table_offset[c] >= 0,
+// Per-node sample-set metrics of one layer (nnphases/metrics.py, same arithmetic) from
+// counts [classes, nodes], C-contiguous, of count_type 'B', 'H', 'I' (uint8/16/32), 'i'
+// (int32) or 'q' (int64), and class sizes. For each class c with table_offset[c] >= 0,
 // pairs[2 (table_offset[c] + m)] is m / |S_c| and the next double |S_c| * h(m / |S_c|);
 // classes with offset -1 are computed with logarithms. hz_table, if not null, holds
 // H(Zhat) for every node count 0..|S|. h_y is H(Y); log_k is log of the number of classes
@@ -54,6 +46,29 @@ struct MetricsOut {
 bool node_metrics_cpu(const void* counts, char count_type, int64_t num_classes, int64_t nodes,
                       const int64_t* class_sizes, const double* pairs, const int64_t* table_offset,
                       const double* hz_table, double h_y, double log_k, const MetricsOut& out, int threads);
+
+// One count table of layer_metrics_cpu and where its results go: sums[0] and sums[1] are
+// the compensated sums over all nodes of |S| H(Zhat|Y) and of H(Zhat) (both 0 on dead and
+// always-active nodes), node_counts the dead and the always-active nodes, class_sums
+// [classes] each class's sum of counts over the nodes. `tables`: read with pairs and
+// table_offset (node_metrics_cpu's), else with logarithms; `hz`: H(Zhat) from hz_table.
+struct MetricsLayer {
+  const void* counts = nullptr;  // [classes, nodes], C-contiguous
+  char count_type = 'q';
+  int64_t nodes = 0;
+  bool tables = false;
+  bool hz = false;
+  double* sums = nullptr;          // 2
+  int64_t* node_counts = nullptr;  // 2
+  int64_t* class_sums = nullptr;   // [classes]
+};
+
+// The layer summaries of num_layers tables measured against the same class sizes, in
+// one pass over each, with one team of threads for all. Returns the index of the first
+// table with a count outside [0, |S_c|] (outputs then undefined), or -1.
+int64_t layer_metrics_cpu(const MetricsLayer* layers, int64_t num_layers, int64_t num_classes,
+                          const int64_t* class_sizes, const double* pairs, const int64_t* table_offset,
+                          const double* hz_table, int threads);
 
 // Benchmark probe: sums `bytes` (a multiple of 8) as uint64 with `threads` threads.
 uint64_t stream_read_cpu(const void* data, int64_t bytes, int threads);

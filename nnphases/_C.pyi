@@ -12,11 +12,15 @@ def pack_masks(acts: np.ndarray, kind: int, out: np.ndarray, check_finite: bool,
 def packed_class_counts(packed: np.ndarray, class_offsets: np.ndarray, seg_word: np.ndarray, seg_mask: np.ndarray,
                         out: np.ndarray, threads: int) -> None: ...
 # counts: C-contiguous [C, N] of count_type 'B', 'H', 'I', 'i' or 'q'; out: field name -> float64 / bool array of
-# nnphases.metrics.NodeMetrics (all or none), or "layer_sums" float64 [2], "layer_counts" int64 [2], "class_sums"
-# int64 [C]; returns True when a count is out of range; see csrc/ops.h.
+# nnphases.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.
 def node_metrics(counts: np.ndarray, count_type: str, class_sizes: np.ndarray, pairs: np.ndarray,
                  table_offset: np.ndarray, hz_table: np.ndarray | None, h_y: float, log_k: float,
                  out: dict[str, np.ndarray], threads: int) -> bool: ...
+# tables: L C-contiguous [C, N_l] tables, count_types one code each; use_tables, use_hz bool [L]; sums float64 [L, 2],
+# node_counts int64 [L, 2], class_sums int64 [L, C]; returns the first table with a count out of range, or -1.
+def layer_metrics(tables: list[np.ndarray], count_types: str, class_sizes: np.ndarray, pairs: np.ndarray,
+                  table_offset: np.ndarray, hz_table: np.ndarray | None, use_tables: np.ndarray, use_hz: np.ndarray,
+                  sums: np.ndarray, node_counts: np.ndarray, class_sums: np.ndarray, threads: int) -> int: ...
 def count_and_pack(acts: np.ndarray, kind: int, labels: np.ndarray, num_classes: int, out: np.ndarray,
                    packed: np.ndarray, check_finite: bool, threads: int) -> bool: ...
 def stream_read(data: np.ndarray, threads: int) -> int: ...

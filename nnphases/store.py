@@ -1577,16 +1577,22 @@ def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndar
     from . import kernels  # deferred: the kernels import their backends' modules
 
     node_parts = []
-    layer_rows = []
+    try:
+        # The layer rows come from their own pass whether or not node rows are written, so they do not depend
+        # on node_tables; that pass builds no per-node arrays and reads all the layers in one call.
+        layer_rows = kernels.layer_metrics(list(layers.values()), sizes)
+    except (ValueError, TypeError):
+        layer_rows = None  # named below, layer by layer
     for name, c in layers.items():
         try:
-            # The layer rows come from their own pass whether or not node rows are written, so they do not
-            # depend on node_tables; that pass builds no per-node arrays.
-            layer_rows.append(kernels.layer_metrics(c, sizes))
+            if layer_rows is None:
+                kernels.layer_metrics(c, sizes)
             if name in tabled:
                 node_parts.append(_node_rows(seed, step, epoch, name, kernels.node_metrics(c, sizes)))
         except (ValueError, TypeError) as e:
             raise type(e)(f"layer {name!r}: {e}") from None
+    if layer_rows is None:  # the error did not recur table by table: the list's own message, as it was
+        layer_rows = kernels.layer_metrics(list(layers.values()), sizes)
 
     def keys(k: int) -> dict[str, np.ndarray]:
         return {"seed": np.full(k, seed, np.int64), "step": np.full(k, step, np.int64),

@@ -286,5 +286,73 @@ def test_kernels_check_the_counts_they_read(backend, kernel, dtype, row, node, v
     counts = counts.astype(dtype)
     counts[row, node] = value
     fn = getattr(importlib.import_module(f"nnphases.kernels.{backend}"), kernel)  # past the public boundary
+    if kernel == "layer_metrics":  # the backends' layer kernel takes a list of tables and names the bad one
+        good, _ = random_table(11, 4, 300, 40, 0)  # the same class sizes
+        good[2] = 0
+        with pytest.raises(ValueError, match=rx) as e:
+            fn([good.astype(dtype), counts], sizes, threads=2)
+        assert e.value.table == 1
+        return
     with pytest.raises(ValueError, match=rx):
         fn(counts, sizes, threads=2)
+
+
+# ------------------------------------------------------- many tables in one call
+# A checkpoint's layers in one layer_metrics call: any widths (a partial last block, one node, the numba and
+# C++ grain of 256), count dtypes mixed, tables on and off the entropy-table path (few nodes: logarithms).
+MANY = [  # id, [(nodes, dtype)], classes, per class, absent classes
+    ("checkpoint-like", [(1024, np.int32), (513, np.int32), (256, np.int32), (1, np.int32)], 10, 40, 0),
+    ("mixed-dtypes", [(700, np.uint8), (300, np.uint16), (900, np.int64), (5, np.uint32)], 4, 60, 1),
+    ("log-path-and-tables", [(3, np.int64), (2000, np.int64), (17, np.int32)], 3, 1000, 0),
+    ("one-table", [(4096, np.int32)], 100, 7, 3),
+]
+
+
+def many_tables(row_id: str, widths: list, c: int, per: int, absent: int) -> tuple[list[np.ndarray], np.ndarray]:
+    tables, sizes = [], None
+    for n, dtype in widths:  # the same seed: the same class sizes for every table
+        counts, sizes = random_table(seed_of("many", row_id), c, n, per, absent)
+        tables.append(counts.astype(dtype))
+    return tables, sizes
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("widths, c, per, absent", [pytest.param(*r[1:], id=r[0]) for r in MANY])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_layer_metrics_of_many_tables(backend, widths, c, per, absent, threads):
+    """One call for many tables: the same results, exactly, as a call per table; a list (or tuple) in, a list
+    out; within the oracle's bound."""
+    tables, sizes = many_tables(repr(widths), widths, c, per, absent)
+    got = K.layer_metrics(tables, sizes, backend=backend, threads=threads)
+    assert isinstance(got, list) and len(got) == len(tables)
+    for g, counts in zip(got, tables):
+        assert repr(g) == repr(K.layer_metrics(counts, sizes, backend=backend, threads=threads))  # NaN == NaN
+        assert_layer_agrees(g, layer_metrics_np(counts, sizes))
+    assert repr(K.layer_metrics(tuple(tables), sizes, backend=backend)) == repr(got)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_metrics_of_no_tables(backend):
+    assert K.layer_metrics([], np.array([3, 4]), backend=backend) == []
+
+
+MANY_BAD = [  # id, tables from a good [4, 300] int64 table g and sizes, exception, message
+    ("bad-count-in-third", lambda g: [g, g[:, :10], np.where(np.arange(300) == 7, 99, g)], ValueError,
+     r"^counts\[2\]: counts\[0, 7\] = 99 exceeds class_sizes\[0\] = 40$"),
+    ("negative-in-first", lambda g: [np.where(np.arange(300) == 0, -1, g), g], ValueError,
+     r"^counts\[0\]: counts\[0, 0\] = -1 is negative$"),
+    ("rows-differ", lambda g: [g, g[:3]], ValueError,
+     r"^counts\[1\]: class_sizes has 4 entries but counts has 3 classes"),
+    ("not-an-array", lambda g: [g, [[1, 2]]], TypeError, r"^counts\[1\] must be a NumPy array"),
+    ("float-table", lambda g: [g.astype(np.float64)], TypeError, r"^counts\[0\]: counts must have an integer"),
+    ("one-dimensional", lambda g: [g, g[0]], ValueError, r"^counts\[1\]: counts must be 2-D"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("make, exc, rx", [pytest.param(*r[1:], id=r[0]) for r in MANY_BAD])
+def test_layer_metrics_of_many_tables_names_the_bad_one(backend, make, exc, rx):
+    good, _ = random_table(seed_of("many-bad"), 4, 300, 40, 0)
+    sizes = np.full(4, 40)  # no smaller than any count
+    with pytest.raises(exc, match=rx):
+        K.layer_metrics(make(good), sizes, backend=backend)

@@ -168,6 +168,20 @@ def test_gpu_backends_agree_exactly(shape):
 
 
 @pytest.mark.parametrize("backend", GPU)
+def test_many_tables_in_one_call(backend):
+    """A list of GPU tables: one result per table, equal to separate calls; a bad table named by its index."""
+    tables, sizes = [], None
+    for n, dtype in ((1024, np.int32), (513, np.uint16), (1, np.int64)):
+        counts, sizes = random_table(seed_of("gpu-many"), 10, n, 40, 1)
+        tables.append(on_device(counts.astype(dtype), backend))
+    got = K.layer_metrics(tables, sizes, backend=backend)
+    assert repr(got) == repr([K.layer_metrics(t, sizes, backend=backend) for t in tables])
+    bad = on_device(np.where(np.arange(1024) == 3, 10**6, host(tables[0])), backend)
+    with pytest.raises(ValueError, match=r"^counts\[1\]: counts\[\d+, 3\] = 1000000 exceeds"):
+        K.layer_metrics([tables[0], bad], sizes, backend=backend)
+
+
+@pytest.mark.parametrize("backend", GPU)
 def test_a_large_layer(backend):
     """Many blocks of partial sums (2,048 here), so the combining kernel's runs and tree are exercised."""
     rng = np.random.default_rng(11)

@@ -7,7 +7,7 @@ NNP_BIND(node_metrics) {
       "node_metrics",
       [](py::array counts, char count_type, py::array class_sizes, py::array pairs, py::array table_offset, py::object hz_table,
          double h_y, double log_k, py::dict out, int threads) {
-        // out maps field names to float64 / bool arrays; a missing field is not computed into memory.
+        // out maps NodeMetrics' field names to float64 / bool arrays, all of them.
         auto field = [&](const char* name) -> void* {
           if (!out.contains(name)) return nullptr;
           py::array a = out[name].cast<py::array>();
@@ -22,9 +22,6 @@ NNP_BIND(node_metrics) {
         o.h_y_given_z = static_cast<double*>(field("h_y_given_z"));
         o.dead = static_cast<uint8_t*>(field("dead"));
         o.always_active = static_cast<uint8_t*>(field("always_active"));
-        o.layer_sums = static_cast<double*>(field("layer_sums"));
-        o.layer_counts = static_cast<int64_t*>(field("layer_counts"));
-        o.class_sums = static_cast<int64_t*>(field("class_sums"));
         const void* c = counts.data();
         const int64_t C = counts.shape(0), N = counts.shape(1);
         const auto* sizes = static_cast<const int64_t*>(class_sizes.data());

@@ -73,19 +73,48 @@ def _byte_layout(shape: tuple[int, ...], byte_strides: tuple[int, ...], item: in
     return tuple(st // item for st in byte_strides), indexable, contiguous
 
 
+_NUMPY_NAMES: dict[np.dtype, str] = {}
+
+
+def _numpy_name(dtype: np.dtype) -> str:
+    """str(dtype) (``bool`` for NumPy's bool), memoised: str() of a dtype costs microseconds."""
+    name = _NUMPY_NAMES.get(dtype)
+    if name is None:
+        name = "bool" if dtype == np.bool_ else str(dtype)
+        if len(_NUMPY_NAMES) < 256:  # structured dtypes are unbounded in number; the plain ones are few
+            _NUMPY_NAMES[dtype] = name
+    return name
+
+
+_TORCH_BY_DTYPE: dict[Any, str] = {}
+
+
+def _torch_name(dtype: Any) -> str:
+    name = _TORCH_BY_DTYPE.get(dtype)
+    if name is None:
+        name = _TORCH_BY_DTYPE[dtype] = _TORCH_NAMES.get(str(dtype), str(dtype).replace("torch.", ""))
+    return name
+
+
 def describe(x: Any, name: str) -> Array:
     """Classifies an argument; raises TypeError naming it if it is not an array."""
     if _is_torch(x):
         dev = x.device
         aligned = x.data_ptr() % x.element_size() == 0  # torch.frombuffer can start anywhere
         return Array(x, name, "torch", "cpu" if dev.type == "cpu" else dev.type, dev.index or 0,
-                     _TORCH_NAMES.get(str(x.dtype), str(x.dtype).replace("torch.", "")),
+                     _torch_name(x.dtype),
                      tuple(x.shape), tuple(x.stride()), aligned, aligned and x.is_contiguous(), True)
     if isinstance(x, np.ndarray):
         item = x.itemsize or 1
-        strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.ctypes.data)
-        return Array(x, name, "numpy", "cpu", 0, "bool" if x.dtype == np.bool_ else str(x.dtype),
-                     x.shape, strides, indexable, contiguous, bool(x.flags.writeable))
+        flags = x.flags
+        if flags.c_contiguous and flags.aligned and x.dtype.alignment == item:
+            # The common case, without reading the data pointer through ctypes (a few microseconds a call,
+            # paid on every kernel call of a checkpoint's many small layers).
+            strides, indexable, contiguous = tuple(st // item for st in x.strides), True, True
+        else:
+            strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.ctypes.data)
+        return Array(x, name, "numpy", "cpu", 0, _numpy_name(x.dtype), x.shape, strides, indexable, contiguous,
+                     bool(flags.writeable))
     if _is_cupy(x):
         item = x.itemsize or 1
         strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.data.ptr)

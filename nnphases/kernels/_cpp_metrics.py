@@ -1,5 +1,6 @@
 """The ``cpp`` backend's metric kernels: the sample-set metrics of one layer from its
-per-class counts (csrc/cpu/node_metrics.cpp)."""
+per-class counts (csrc/cpu/node_metrics.cpp; the layer summaries of many tables in one call,
+csrc/cpu/layer_metrics.cpp)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,31 @@ def _t(threads: int | None) -> int:
     return 0 if threads is None else threads
 
 
-def _metrics(counts: np.ndarray, p: _metrics_plan.Plan, out: dict[str, np.ndarray], threads: int | None) -> None:
-    if _C.node_metrics(p.counts, _metrics_plan.COUNT_TYPES[p.counts.dtype], p.class_sizes, p.pairs, p.table_offset,
-                       p.hz_table, p.h_y, p.log_k, out, _t(threads)):
-        _metrics_plan.out_of_range(counts, p.class_sizes)  # as given: a widened copy may have wrapped
-
-
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
     p = _metrics_plan.plan(counts, class_sizes)
     out = _metrics_plan.node_outputs(p)
-    _metrics(counts, p, out, threads)
+    if _C.node_metrics(p.counts, _metrics_plan.COUNT_TYPES[p.counts.dtype], p.class_sizes, p.pairs, p.table_offset,
+                       p.hz_table, p.h_y, p.log_k, out, _t(threads)):
+        _metrics_plan.out_of_range(counts, p.class_sizes)  # as given: a widened copy may have wrapped
     return _metrics_plan.node_result(out)
 
 
-def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
-    """The layer summaries in the same pass, without building any per-node array."""
-    p = _metrics_plan.plan(counts, class_sizes)
-    out = {"layer_sums": np.zeros(2), "layer_counts": np.zeros(2, np.int64),
-           "class_sums": np.zeros(p.counts.shape[0], np.int64)}
-    _metrics(counts, p, out, threads)
-    return _metrics_plan.layer_from_sums(out["layer_sums"], out["layer_counts"], out["class_sums"], p)
+def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
+                  threads: int | None = None) -> list[LayerMetrics]:
+    """The layer summaries of every table, in one call with one team of threads, without any per-node
+    array."""
+    if not tables:
+        return []
+    plans = [_metrics_plan.plan(c, class_sizes) for c in tables]
+    shared = _metrics_plan.shared_tables(plans)
+    n, c = len(plans), plans[0].class_sizes.shape[0]
+    sums, node_counts, class_sums = np.zeros((n, 2)), np.zeros((n, 2), np.int64), np.zeros((n, c), np.int64)
+    bad = _C.layer_metrics([p.counts for p in plans], "".join(_metrics_plan.COUNT_TYPES[p.counts.dtype] for p in plans),
+                           plans[0].class_sizes, shared.pairs, shared.table_offset, shared.hz_table, shared.use_tables,
+                           shared.use_hz, sums, node_counts, class_sums, _t(threads))
+    if bad >= 0:
+        _metrics_plan.out_of_range(tables[bad], plans[bad].class_sizes, bad)
+    return [_metrics_plan.layer_from_sums(sums[i], node_counts[i], class_sums[i], p) for i, p in enumerate(plans)]
 
 
 # Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).

@@ -10,9 +10,11 @@ backend copies GPU counts to the host."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -73,8 +75,22 @@ def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
     if a.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"counts must have an integer dtype (int64 or int32), got {a.dtype}")
     sizes = _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj)
+    if isinstance(sizes, np.ndarray) and sizes.dtype == np.int64 and sizes.ndim == 1:
+        return _valid_sizes(a.shape[0], sizes.tobytes())  # a run passes the same sizes for every layer
+    return _validate_sizes(a.shape[0], sizes)
+
+
+def _validate_sizes(rows: int, sizes: np.ndarray) -> np.ndarray:
     # A table with the counts' rows and no nodes: _validate checks the sizes alone, with its own messages.
-    return _validate_counts(np.zeros((a.shape[0], 0), np.int64), sizes)[1]
+    return _validate_counts(np.zeros((rows, 0), np.int64), sizes)[1]
+
+
+@functools.lru_cache(maxsize=32)
+def _valid_sizes(rows: int, sizes_bytes: bytes) -> np.ndarray:
+    """The validated sizes, read-only, once per set of sizes (an invalid set raises and is not kept)."""
+    sizes = _validate_sizes(rows, np.frombuffer(sizes_bytes, np.int64)).copy()
+    sizes.flags.writeable = False
+    return sizes
 
 
 def _device_counts(a: _arrays.Array) -> Any:
@@ -106,9 +122,10 @@ def _layer(result: np.ndarray, nodes: int) -> LayerMetrics:
                         always_active=counts[4])
 
 
-def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
-    """node_metrics or layer_metrics of GPU counts: (NodeMetrics | LayerMetrics)."""
-    a = _arrays.describe(counts, "counts")
+def _on_device(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str | None,
+               threads: int | None) -> Any:
+    """node_metrics or layer_metrics of GPU counts (described as ``a``): (NodeMetrics | LayerMetrics)."""
+    counts = a.obj
     sizes = _checks_without_values(a, class_sizes)
     b, fn = select(kernel, a.device, backend)
     if b.native == "numpy":  # the host-only reference: copies, checks and computes on the host
@@ -131,16 +148,46 @@ def _on_device(kernel: str, counts: Array, class_sizes: Array, backend: str | No
     return NodeMetrics(*(_arrays.like(fields[name], a) for name in NODE_FIELDS))
 
 
-def _on_host(kernel: str, counts: Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
-    """node_metrics or layer_metrics of host counts. The native backends check every count's range where they
-    read it (``checks_counts``), so the boundary checks only shapes, dtypes and sizes and the table is read
-    once; the others get counts validated here."""
+def _on_host(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
+    """node_metrics of host counts (described as ``a``). The native backends check every count's range where
+    they read it (``checks_counts``), so the boundary checks only shapes, dtypes and sizes and the table is
+    read once; the others get counts validated here."""
     b, fn = select(kernel, "cpu", backend)
     if getattr(fn, "checks_counts", False):
-        a = _arrays.describe(counts, "counts")
         sizes = _checks_without_values(a, class_sizes)
         return fn(_arrays.to_numpy(a.obj), sizes, threads=threads)
-    return fn(*_metric_inputs(counts, class_sizes), threads=threads)
+    return fn(*_metric_inputs(a.obj, class_sizes), threads=threads)
+
+
+def _named(e: Exception, index: int | None) -> Exception:
+    """The error of one table of a list, naming it (``counts[i]: ...``); as it is for a single table."""
+    return e if index is None else type(e)(f"counts[{index}]: {e}")
+
+
+def _layers_on_host(arrays: list[_arrays.Array], class_sizes: Array, backend: str | None, threads: int | None,
+                    listed: bool) -> list[LayerMetrics]:
+    """layer_metrics of host tables, all in one backend call (the ``cpp`` backend reads them with one team of
+    threads). ``listed``: the caller passed a list, so errors name the table."""
+    _, fn = select("layer_metrics", "cpu", backend)
+    native = getattr(fn, "checks_counts", False)
+    tables, sizes = [], None
+    for i, a in enumerate(arrays):
+        try:
+            if native:
+                sizes = _checks_without_values(a, class_sizes)
+                tables.append(_arrays.to_numpy(a.obj))
+            else:
+                table, sizes = _metric_inputs(a.obj, class_sizes)
+                tables.append(table)
+        except (ValueError, TypeError) as e:
+            raise _named(e, i if listed else None) from None
+    try:
+        return fn(tables, sizes, threads=threads)
+    except ValueError as e:  # a count out of range, found by the kernel in table e.table
+        table = getattr(e, "table", None)
+        if table is None:
+            raise
+        raise _named(e, table if listed else None) from None
 
 
 def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
@@ -161,19 +208,53 @@ def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = Non
     ``[0, class_sizes[c]]`` are found on the device and raise the host path's ``ValueError``; the call
     synchronises once, to read that check."""
     threads = _validate.threads_value(threads)
-    if _arrays.describe(counts, "counts").device != "cpu":
-        return _on_device("node_metrics", counts, class_sizes, backend, threads)
-    return _on_host("node_metrics", counts, class_sizes, backend, threads)
+    a = _arrays.describe(counts, "counts")
+    if a.device != "cpu":
+        return _on_device("node_metrics", a, class_sizes, backend, threads)
+    return _on_host("node_metrics", a, class_sizes, backend, threads)
 
 
+@overload
+def layer_metrics(counts: Sequence[Array], class_sizes: Array, *, backend: str | None = None,
+                  threads: int | None = None) -> list[LayerMetrics]: ...
+
+
+@overload
 def layer_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
-                  threads: int | None = None) -> LayerMetrics:
+                  threads: int | None = None) -> LayerMetrics: ...
+
+
+def layer_metrics(counts: Any, class_sizes: Array, *, backend: str | None = None,
+                  threads: int | None = None) -> Any:
     """Layer means of :func:`node_metrics` with the spec's exclusions (dead nodes out of ``f``; dead and
     always-active nodes out of ``p`` and ``u``); the native backends compute them in the same pass without
     building per-node arrays, with compensated sums. On GPU counts only the summaries (nine numbers) cross
     to the host; the per-block sums are combined in a fixed order, so the result does not change from run
-    to run."""
+    to run.
+
+    ``counts`` may also be a list or tuple of tables measured against the same ``class_sizes`` (a
+    checkpoint's layers, any widths and count dtypes, all on one device): the result is then a list, one
+    :class:`LayerMetrics` per table, equal to what separate calls give. The ``cpp`` backend reads all the
+    host tables in one call with one team of threads, which on a checkpoint of many small layers costs much
+    less than a call per layer; errors name the table (``counts[i]: ...``)."""
     threads = _validate.threads_value(threads)
-    if _arrays.describe(counts, "counts").device != "cpu":
-        return _on_device("layer_metrics", counts, class_sizes, backend, threads)
-    return _on_host("layer_metrics", counts, class_sizes, backend, threads)
+    if isinstance(counts, (list, tuple)):
+        arrays = [_arrays.describe(c, f"counts[{i}]") for i, c in enumerate(counts)]
+        if not arrays:
+            return []
+        where = {a.where for a in arrays}
+        if len(where) > 1:
+            raise ValueError(f"counts must all be on one device, got tables on {', '.join(sorted(where))}")
+        if arrays[0].device == "cpu":
+            return _layers_on_host(arrays, class_sizes, backend, threads, True)
+        out = []
+        for i, a in enumerate(arrays):
+            try:
+                out.append(_on_device("layer_metrics", a, class_sizes, backend, threads))
+            except (ValueError, TypeError) as e:
+                raise _named(e, i) from None
+        return out
+    a = _arrays.describe(counts, "counts")
+    if a.device != "cpu":
+        return _on_device("layer_metrics", a, class_sizes, backend, threads)
+    return _layers_on_host([a], class_sizes, backend, threads, False)[0]

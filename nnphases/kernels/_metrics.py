@@ -36,6 +36,7 @@ class Plan:
     hz_table: np.ndarray | None  # float64 [|S| + 1]: H(Zhat) for each node count, when no larger than N
     h_y: float
     log_k: float  # log of the number of classes with samples; NaN when fewer than two
+    tabled: bool  # whether pairs and table_offset are the entropy tables (else logarithms throughout)
 
 
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
@@ -49,7 +50,29 @@ def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     pairs, offsets = _pair_tables(sizes.tobytes()) if table_len <= k * num_nodes else (
         _NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
     hz_table = _hz_table(total) if total + 1 <= num_nodes else None
-    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan)
+    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan, table_len <= k * num_nodes)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What the batched layer pass shares among tables measured against the same sizes: the entropy tables
+    (built when any table's plan uses them) and, per table, whether it does."""
+
+    pairs: np.ndarray
+    table_offset: np.ndarray
+    hz_table: np.ndarray | None
+    use_tables: np.ndarray  # bool [L]
+    use_hz: np.ndarray  # bool [L]
+
+
+def shared_tables(plans: list[Plan]) -> Tables:
+    sizes = plans[0].class_sizes
+    use_tables = np.array([p.tabled for p in plans], np.bool_)
+    use_hz = np.array([p.hz_table is not None for p in plans], np.bool_)
+    pairs, offsets = _pair_tables(sizes.tobytes()) if use_tables.any() else (
+        _NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
+    hz = next((p.hz_table for p in plans if p.hz_table is not None), None)
+    return Tables(pairs, offsets, hz, use_tables, use_hz)
 
 
 # What depends on the class sizes alone, computed once per set of sizes: a run measures every layer at every
@@ -92,9 +115,14 @@ def _hz_table(total: int) -> np.ndarray:
     return hz
 
 
-def out_of_range(counts: np.ndarray, class_sizes: np.ndarray) -> None:
-    """Raises the boundary's ValueError for a table a kernel found a count outside [0, |S_c|] in."""
-    validate_counts(counts, class_sizes)
+def out_of_range(counts: np.ndarray, class_sizes: np.ndarray, table: int | None = None) -> None:
+    """Raises the boundary's ValueError for a table a kernel found a count outside [0, |S_c|] in; ``table``,
+    its index among the tables of a call, goes on the error as ``.table`` (the boundary names it)."""
+    try:
+        validate_counts(counts, class_sizes)
+    except ValueError as e:
+        e.table = table  # type: ignore[attr-defined]
+        raise
     raise AssertionError("a metric kernel flagged a count out of range that the boundary's check accepts")
 
 

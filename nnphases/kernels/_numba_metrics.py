@@ -161,8 +161,8 @@ def _neumaier_columns(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
-                 threads: int | None) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool, threads: int | None,
+                 table: int | None = None) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     p = _metrics.plan(counts, class_sizes)
     c, n = p.counts.shape
     out = _metrics.node_outputs(p) if store else {}
@@ -185,7 +185,7 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool,
             block_class_sums, bad_blocks,
         )
     if bad_blocks.any():
-        _metrics.out_of_range(counts, p.class_sizes)  # as given: a widened copy may have wrapped
+        _metrics.out_of_range(counts, p.class_sizes, table)  # as given: a widened copy may have wrapped
     return p, out, _neumaier_columns(block_sums), block_counts.sum(axis=0), block_class_sums.sum(axis=0)
 
 
@@ -194,10 +194,15 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
     return _metrics.node_result(_run_metrics(counts, class_sizes, True, threads)[1])
 
 
-def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
-    """-> layer summaries from the same pass, without building any per-node array."""
-    p, _, sums, n, class_sums = _run_metrics(counts, class_sizes, False, threads)
-    return _metrics.layer_from_sums(sums, n, class_sums, p)
+def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
+                  threads: int | None = None) -> list[LayerMetrics]:
+    """-> layer summaries of each table from the same pass, without building any per-node array (one
+    parallel pass per table: the sums do not depend on how tables are grouped)."""
+    out = []
+    for i, counts in enumerate(tables):
+        p, _, sums, n, class_sums = _run_metrics(counts, class_sizes, False, threads, i)
+        out.append(_metrics.layer_from_sums(sums, n, class_sums, p))
+    return out
 
 
 # Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).

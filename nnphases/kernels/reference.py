@@ -87,5 +87,6 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
     return node_metrics_np(counts, class_sizes)
 
 
-def layer_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> LayerMetrics:
-    return layer_metrics_np(counts, class_sizes)
+def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
+                  threads: int | None = None) -> list[LayerMetrics]:
+    return [layer_metrics_np(counts, class_sizes) for counts in tables]
