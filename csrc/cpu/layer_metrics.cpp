@@ -65,6 +65,27 @@ void finish_layer(const Scalars& k, int64_t w, const int64_t* nn, const double* 
   }
 }
 
+// add_counts and the entropy lookups of row_tab in one sweep of a class row segment: the
+// count is clamped to |S_c| before it indexes the table, so a bad count (flagged by the
+// returned maximum) is never read past it.
+template <typename T>
+uint64_t add_and_look(const T* row, int64_t w, int64_t* nn, int64_t& sum, const double* pr, uint64_t s,
+                      double* acc) {
+  const char* ahead = reinterpret_cast<const char*>(row + 2 * kBlock);  // a hint, as in add_counts
+  for (int64_t b = 0; b < w * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(ahead + b);
+  uint64_t mx = 0;
+  int64_t total = 0;
+  for (int64_t j = 0; j < w; ++j) {
+    const uint64_t v = as_u64(row[j]);
+    nn[j] += static_cast<int64_t>(row[j]);
+    total += static_cast<int64_t>(row[j]);
+    mx = std::max(mx, v);
+    acc[j] += pr[2 * std::min(v, s) + 1];
+  }
+  sum += total;
+  return mx;
+}
+
 // One block of one table: the block's compensated sums and dead/always-active counts,
 // and each class's row sum added to row_sum. False when a count is out of range.
 template <typename T>
@@ -78,13 +99,13 @@ bool layer_block(const T* counts, int64_t C, int64_t N, int64_t d0, int64_t w, c
   for (int64_t c = 0; c < C; ++c) {
     const T* row = counts + c * N + d0;
     const uint64_t s = static_cast<uint64_t>(sizes[c]);
+    if (tables && s > 0) {
+      if (add_and_look(row, w, nn, row_sum[c], pairs + 2 * table_offset[c], s, acc) > s) return false;
+      continue;
+    }
     // An absent class adds nothing to the entropies; its counts must be 0.
     if (add_counts(row, w, nn, row_sum[c]) > s) return false;
-    if (s == 0) continue;
-    if (tables)
-      row_tab<T, false>(row, w, pairs + 2 * table_offset[c], nullptr, acc, nullptr);
-    else
-      row_log<T, false>(row, w, static_cast<double>(s), nullptr, acc, nullptr);
+    if (s > 0) row_log<T, false>(row, w, static_cast<double>(s), nullptr, acc, nullptr);
   }
   double ls[2][kLanes] = {}, lc[2][kLanes] = {};
   block_count[0] = block_count[1] = 0;
