@@ -1212,7 +1212,9 @@ class RunDir:
         """A new temporary folder for the checkpoint of ``step``, for files streamed in while measuring; pass it
         to :meth:`write_checkpoint` (which renames it into place) or to :meth:`abort_checkpoint`."""
         step = _int_value(step, "step", 0)
-        if step in self._step_dirs():
+        # The name this store gives the step, not a listing: a run of thousands of checkpoints would stat every
+        # one of them at each new checkpoint.
+        if (self.checkpoints / _step_dir_name(step)).is_dir():
             raise ValueError(f"step {step} is already a complete checkpoint in {self.path}")
         _mkdirs(self.checkpoints)
         tmp = self.checkpoints / f"{_TMP_PREFIX}{_step_dir_name(step)}-{secrets.token_hex(4)}"
@@ -1294,7 +1296,7 @@ class RunDir:
         epoch_f = _float_value(epoch, "epoch")
         if not math.isfinite(epoch_f) or epoch_f < 0:
             raise ValueError(f"epoch must be finite and >= 0, got {epoch!r}")
-        if step in self._step_dirs():
+        if (self.checkpoints / _step_dir_name(step)).is_dir():  # as begin_checkpoint: one stat, not a listing
             raise ValueError(f"step {step} is already a complete checkpoint in {self.path}")
         layers, sizes = self._check_counts(counts, class_sizes)
         stat_rows = self._check_stats(stats)

@@ -145,6 +145,9 @@ def test_recorder_reads_a_site_once_for_counts_and_masks(tmp_path, monkeypatch, 
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(K, name, spy)
+    adds = []
+    real_add = K.ClassCounts.add
+    monkeypatch.setattr(K.ClassCounts, "add", lambda self, a, lab: adds.append(a.shape) or real_add(self, a, lab))
     rng = np.random.default_rng(case_seed("recorder", per_channel))
     x = torch.from_numpy(rng.standard_normal((300, 1, 4, 4)).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 3, 300))
@@ -158,9 +161,11 @@ def test_recorder_reads_a_site_once_for_counts_and_masks(tmp_path, monkeypatch, 
     rec.close()
     batches = 3
     if counts_pc == masks_pc:
-        assert calls == {"count_and_pack": batches, "class_counts": 0, "pack_masks": 0}
+        assert calls == {"count_and_pack": batches, "class_counts": 0, "pack_masks": 0} and adds == []
     else:
-        assert calls["count_and_pack"] == 0 and calls["class_counts"] == calls["pack_masks"] == batches
+        # Counts through the site's ClassCounts: the public class_counts checks the first batch, whose layout
+        # the later ones keep (the last batch is shorter, the same layout).
+        assert calls == {"count_and_pack": 0, "class_counts": 1, "pack_masks": batches} and len(adds) == batches
     with torch.no_grad():
         z = model[1](model[0](x))
     view = {False: z.flatten(1), True: z.reshape(300, 4, -1).amax(2)}

@@ -19,7 +19,8 @@ from ._metric_kernels import layer_metrics, node_metrics
 from ._validate import NonFiniteError
 
 __all__ = [
-    "class_counts", "pack_masks", "count_and_pack", "packed_class_counts", "node_metrics", "layer_metrics",
+    "class_counts", "ClassCounts", "pack_masks", "count_and_pack", "packed_class_counts", "node_metrics",
+    "layer_metrics",
     "NodeMetrics", "LayerMetrics", "BACKENDS", "AUTO_ORDER", "BackendError", "NonFiniteError", "backends",
 ]
 
@@ -155,6 +156,7 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 
 
+from ._accumulator import ClassCounts  # after class_counts, which it calls
 from ._fused import count_and_pack  # after the helpers it calls
 
 

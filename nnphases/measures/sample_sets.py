@@ -72,6 +72,7 @@ class SampleSets(Measure):
         self.sites = binding.check_sites(self.options.sites, "count_sites")
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         self._acc: dict[str, torch.Tensor] = {}
+        self._counters: dict[str, kernels.ClassCounts] = {}
 
     def passes(self) -> dict[Pass, Collection[str]]:
         return {"eval": self.sites}
@@ -81,14 +82,14 @@ class SampleSets(Measure):
         assert b is not None
         dtype = accumulator_dtype(b.eval_samples)
         self._acc = {s: torch.zeros((b.num_classes, n), dtype=dtype, device=b.device) for s, n in self.nodes.items()}
+        # Labels were checked on the host and a NaN or inf in any ReLU output reaches the logits, which the
+        # Recorder checks once per pass: the kernel's own checks would cost a GPU synchronisation per site and
+        # batch. The counters validate the tables and options once, not on each of the pass's many calls.
+        self._counters = {s: kernels.ClassCounts(a, b.num_classes, backend=self.options.backend, check_finite=False,
+                                                 check_labels=False) for s, a in self._acc.items()}
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
-        # Labels were checked on the host and a NaN or inf in any ReLU output reaches the logits, which the
-        # Recorder checks once per pass: the kernel's own checks would cost a GPU synchronisation per site and batch.
-        assert self.binding is not None
-        kernels.class_counts(node_view(z, self.options.per_channel), batch.y, self.binding.num_classes,
-                             out=self._acc[site], backend=self.options.backend, check_finite=False,
-                             check_labels=False)
+        self._counters[site].add(node_view(z, self.options.per_channel), batch.y)
 
     def update_and_pack(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """:meth:`update` that also returns the site's packed masks (``pack_masks`` of the same nodes) from the
@@ -107,7 +108,7 @@ class SampleSets(Measure):
 
     def compute(self) -> Output:
         counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
-        self._acc = {}
+        self._acc, self._counters = {}, {}
         o = self.options
         return Output(counts=counts, class_sizes=self._class_sizes, node_tables=o.node_tables,
                       node_table_max_width=o.node_table_max_width, compact_tables=o.compact_tables)
