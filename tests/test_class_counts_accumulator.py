@@ -182,3 +182,17 @@ def test_the_public_path_runs_only_when_the_layout_changes(backend, monkeypatch)
         want += real(acts, labels, 4, backend="reference").numpy()
     assert calls == [torch.float32, torch.float16, torch.float32]
     np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_counters_share_a_label_check_only_for_the_same_class_count():
+    """Labels checked for 5 classes are not taken as checked for 3 by another counter of the same batch."""
+    rng = np.random.default_rng(seed_of("shared-check"))
+    acts, labels = make_acts(rng, 60, 6, "float32"), make_labels(rng, 60, 3)
+    wide, narrow = K.ClassCounts(torch.zeros((5, 6), dtype=torch.int64), 5), K.ClassCounts(
+        torch.zeros((3, 6), dtype=torch.int64), 3)
+    for counter in (wide, narrow):
+        counter.add(acts, labels)  # both learn the layout
+    labels[11] = 4
+    wide.add(acts, labels)
+    with pytest.raises(ValueError, match=r"^labels\[11\] = 4 is outside \[0, num_classes=3\)$"):
+        narrow.add(acts, labels)

@@ -22,6 +22,9 @@ from ._dispatch import select
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
 _SIGNED_OF_SIZE = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+# The last torch labels checked, with their version, address, length and class count, and their checked int32
+# copy: every site of a batch is counted with the same labels. The tensor is held, so the entry names it alone.
+_checked_labels: tuple[Any, tuple[int, ...] | None, Any] = (None, None, None)
 _NUMPY_TORCH: set[Any] = set()  # torch dtypes with a NumPy twin, filled on first use of torch
 
 
@@ -78,9 +81,6 @@ class ClassCounts:
         if backend is not None:
             select("class_counts", o.device, backend)  # an unknown or unavailable backend fails here, named
         self._layout: _Layout | None = None
-        self._labels_key: tuple[Any, ...] | None = None
-        self._labels_ref: Any = None  # held, so that its id is not reused while the key names it
-        self._labels32: np.ndarray | None = None
 
     def add(self, acts: Array, labels: Array) -> Array:
         """Adds the batch's counts into ``out`` and returns ``out``."""
@@ -136,20 +136,22 @@ class ClassCounts:
                 and acts.data_ptr() % layout.itemsize == 0)
 
     def _host_labels(self, layout: _Layout, labels: Array) -> np.ndarray:
-        """The labels as checked int32, once per torch tensor and version (the sites of a batch share them):
-        a copy, so what native code indexes with is what was checked. NumPy labels, which carry no version,
-        are checked on every call."""
+        """The labels as checked int32, once per torch tensor, version and class count: the counters of a
+        batch's sites share one check (and a copy, so what native code indexes with is what was checked).
+        NumPy labels, which carry no version, are checked on every call."""
+        global _checked_labels
         if layout.labels_type is np.ndarray:
             _validate.label_range(labels, self.num_classes)
             return _arrays.dense_host(labels, np.int32)
-        key = (id(labels), labels._version, labels.data_ptr(), labels.shape[0])
-        if key == self._labels_key and self._labels_ref is labels:
-            return self._labels32  # type: ignore[return-value]
+        key = (labels._version, labels.data_ptr(), labels.shape[0], self.num_classes)
+        held, held_key, held_labels = _checked_labels
+        if held is labels and held_key == key:
+            return held_labels
         x = labels.detach().numpy()
         _validate.label_range(x, self.num_classes)
-        self._labels32 = np.array(x, dtype=np.int32)
-        self._labels_key, self._labels_ref = key, labels
-        return self._labels32
+        y = np.array(x, dtype=np.int32)
+        _checked_labels = (labels, key, y)  # one assignment: another thread sees the old entry or the new one
+        return y
 
     def _run(self, layout: _Layout, acts: Array, labels: Array) -> None:
         lab = self._host_labels(layout, labels)
