@@ -34,16 +34,16 @@ def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
     array."""
     if not tables:
         return []
-    plans = [_metrics_plan.plan(c, class_sizes) for c in tables]
-    shared = _metrics_plan.shared_tables(plans)
-    n, c = len(plans), plans[0].class_sizes.shape[0]
+    b = _metrics_plan.batch_plan(tables, class_sizes)
+    n, c = len(b.counts), b.class_sizes.shape[0]
     sums, node_counts, class_sums = np.zeros((n, 2)), np.zeros((n, 2), np.int64), np.zeros((n, c), np.int64)
-    bad = _C.layer_metrics([p.counts for p in plans], "".join(_metrics_plan.COUNT_TYPES[p.counts.dtype] for p in plans),
-                           plans[0].class_sizes, shared.pairs, shared.table_offset, shared.hz_table, shared.use_tables,
-                           shared.use_hz, sums, node_counts, class_sums, _t(threads))
+    bad = _C.layer_metrics(b.counts, "".join(_metrics_plan.COUNT_TYPES[x.dtype] for x in b.counts), b.class_sizes,
+                           b.pairs, b.table_offset, b.hz_table, b.use_tables, b.use_hz, sums, node_counts, class_sums,
+                           _t(threads))
     if bad >= 0:
-        _metrics_plan.out_of_range(tables[bad], plans[bad].class_sizes, bad)
-    return [_metrics_plan.layer_from_sums(sums[i], node_counts[i], class_sums[i], p) for i, p in enumerate(plans)]
+        _metrics_plan.out_of_range(tables[bad], b.class_sizes, bad)
+    return [_metrics_plan.layer_from_sums(sums[i], node_counts[i], class_sums[i], x.shape[1], b.terms)
+            for i, x in enumerate(b.counts)]
 
 
 # Both kernels check every count's range where they read it (nnphases.kernels skips its own scan).

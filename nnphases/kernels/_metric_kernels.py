@@ -74,8 +74,9 @@ def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
         raise ValueError(f"counts must be 2-D, got shape {a.shape}")
     if a.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"counts must have an integer dtype (int64 or int32), got {a.dtype}")
-    sizes = _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj)
-    if isinstance(sizes, np.ndarray) and sizes.dtype == np.int64 and sizes.ndim == 1:
+    sizes = class_sizes if isinstance(class_sizes, np.ndarray) else _arrays.to_numpy(
+        _arrays.describe(class_sizes, "class_sizes").obj)
+    if sizes.dtype == np.int64 and sizes.ndim == 1:
         return _valid_sizes(a.shape[0], sizes.tobytes())  # a run passes the same sizes for every layer
     return _validate_sizes(a.shape[0], sizes)
 
@@ -170,6 +171,8 @@ def _layers_on_host(arrays: list[_arrays.Array], class_sizes: Array, backend: st
     threads). ``listed``: the caller passed a list, so errors name the table."""
     _, fn = select("layer_metrics", "cpu", backend)
     native = getattr(fn, "checks_counts", False)
+    if native:  # the sizes on the host once, for every table's check
+        class_sizes = _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj)
     tables, sizes = [], None
     for i, a in enumerate(arrays):
         try:

@@ -37,6 +37,7 @@ class Plan:
     h_y: float
     log_k: float  # log of the number of classes with samples; NaN when fewer than two
     tabled: bool  # whether pairs and table_offset are the entropy tables (else logarithms throughout)
+    terms: SizeTerms
 
 
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
@@ -44,20 +45,31 @@ def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     n = counts if counts.dtype in COUNT_TYPES else counts.astype(np.int64)
     n = dense_host(n)
     sizes = dense_host(class_sizes, np.int64)
-    num_nodes = n.shape[1]
-    k, total, h_y, table_len = _size_terms(sizes.tobytes())
+    key = sizes.tobytes()
+    t = _size_terms(key)
+    tabled = _tabled(t, n.shape[1])
+    pairs, offsets = _pair_tables(key) if tabled else (_NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
+    hz_table = _hz_table(t.total) if _hz_tabled(t, n.shape[1]) else None
+    return Plan(n, sizes, pairs, offsets, hz_table, t.h_y, t.log_k, tabled, t)
+
+
+def _tabled(t: SizeTerms, nodes: int) -> bool:
     # The rule metrics.node_metrics_np uses: a table pays off once it is no larger than the counts it serves.
-    pairs, offsets = _pair_tables(sizes.tobytes()) if table_len <= k * num_nodes else (
-        _NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
-    hz_table = _hz_table(total) if total + 1 <= num_nodes else None
-    return Plan(n, sizes, pairs, offsets, hz_table, h_y, math.log(k) if k > 1 else math.nan, table_len <= k * num_nodes)
+    return t.table_len <= t.present * nodes
+
+
+def _hz_tabled(t: SizeTerms, nodes: int) -> bool:
+    return t.total + 1 <= nodes
 
 
 @dataclass(frozen=True)
-class Tables:
-    """What the batched layer pass shares among tables measured against the same sizes: the entropy tables
-    (built when any table's plan uses them) and, per table, whether it does."""
+class Batch:
+    """The tables of one batched layer pass (measured against the same sizes) and what they share: the
+    entropy tables, built when any table uses them, and per table whether it does."""
 
+    counts: list[np.ndarray]  # each [C, N_l] of a COUNT_TYPES dtype, C-contiguous
+    class_sizes: np.ndarray
+    terms: SizeTerms
     pairs: np.ndarray
     table_offset: np.ndarray
     hz_table: np.ndarray | None
@@ -65,14 +77,16 @@ class Tables:
     use_hz: np.ndarray  # bool [L]
 
 
-def shared_tables(plans: list[Plan]) -> Tables:
-    sizes = plans[0].class_sizes
-    use_tables = np.array([p.tabled for p in plans], np.bool_)
-    use_hz = np.array([p.hz_table is not None for p in plans], np.bool_)
-    pairs, offsets = _pair_tables(sizes.tobytes()) if use_tables.any() else (
-        _NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
-    hz = next((p.hz_table for p in plans if p.hz_table is not None), None)
-    return Tables(pairs, offsets, hz, use_tables, use_hz)
+def batch_plan(tables: list[np.ndarray], class_sizes: np.ndarray) -> Batch:
+    """plan() of every table at once, the size terms looked up once."""
+    counts = [dense_host(c if c.dtype in COUNT_TYPES else c.astype(np.int64)) for c in tables]
+    sizes = dense_host(class_sizes, np.int64)
+    key = sizes.tobytes()
+    t = _size_terms(key)
+    use_tables = np.array([_tabled(t, c.shape[1]) for c in counts], np.bool_)
+    use_hz = np.array([_hz_tabled(t, c.shape[1]) for c in counts], np.bool_)
+    pairs, offsets = _pair_tables(key) if use_tables.any() else (_NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
+    return Batch(counts, sizes, t, pairs, offsets, _hz_table(t.total) if use_hz.any() else None, use_tables, use_hz)
 
 
 # What depends on the class sizes alone, computed once per set of sizes: a run measures every layer at every
@@ -81,14 +95,27 @@ _NO_PAIRS = np.zeros((1, 2))
 _NO_PAIRS.flags.writeable = False
 
 
+@dataclass(frozen=True)
+class SizeTerms:
+    """What the layer summaries take from the class sizes alone."""
+
+    present: int  # classes with samples
+    total: int  # |S|
+    h_y: float
+    log_k: float  # log(present); NaN when fewer than two
+    table_len: int  # length of the entropy tables
+    sizes: tuple[int, ...]
+
+
 @functools.lru_cache(maxsize=32)
-def _size_terms(sizes_bytes: bytes) -> tuple[int, int, float, int]:
-    """(classes with samples, |S|, H(Y), length of the entropy tables)."""
+def _size_terms(sizes_bytes: bytes) -> SizeTerms:
     sizes = np.frombuffer(sizes_bytes, np.int64)
     sizes_p = sizes[sizes > 0]
     total = int(sizes.sum())
     h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
-    return int(sizes_p.shape[0]), total, h_y, int((np.unique(sizes_p) + 1).sum())
+    k = int(sizes_p.shape[0])
+    return SizeTerms(k, total, h_y, math.log(k) if k > 1 else math.nan, int((np.unique(sizes_p) + 1).sum()),
+                     tuple(sizes.tolist()))
 
 
 @functools.lru_cache(maxsize=32)
@@ -141,7 +168,8 @@ def node_result(out: dict[str, np.ndarray]) -> NodeMetrics:
     return NodeMetrics(*(out[name] for name in NODE_FIELDS))
 
 
-def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray, p: Plan) -> LayerMetrics:
+def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray, nodes: int,
+                    t: SizeTerms) -> LayerMetrics:
     """The layer means from the kernels' layer pass: ``sums`` are the compensated sums over all nodes of
     |S| H(Zhat|Y) and of H(Zhat), which are 0 on dead and always-active nodes (so these are their sums over the
     nodes where p and u are defined); ``counts`` the dead and the always-active nodes; ``class_sums`` each
@@ -153,17 +181,13 @@ def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray
     [0, H(Zhat)] and >= 0 of nnphases.metrics, which changes a node's value only by rounding, so the means stay
     within a few ulps of the per-node ones (tests/test_metric_kernels.py)."""
     dead, always = (int(x) for x in counts.tolist())
-    nodes = int(p.counts.shape[1])
     live, defined = nodes - dead, nodes - dead - always
     s_acc, s_hz = (float(x) for x in sums.tolist())
-    sizes = p.class_sizes.tolist()
-    s_frac = math.fsum(r / s for r, s in zip(class_sums.tolist(), sizes) if s > 0)
-    k = sum(1 for s in sizes if s > 0)
-    total = float(sum(sizes))
-    s_hzy = s_acc / total
-    s_hyz = defined * p.h_y - s_hz + s_hzy
+    s_frac = math.fsum([r / s for r, s in zip(class_sums.tolist(), t.sizes) if s > 0])
+    s_hzy = s_acc / float(t.total)
+    s_hyz = defined * t.h_y - s_hz + s_hzy
     return LayerMetrics(
-        fraction=s_frac / k / live if live else math.nan,
+        fraction=s_frac / t.present / live if live else math.nan,
         predictability=1.0 - s_hzy / defined / math.log(2.0) if defined else math.nan,
-        informativeness=1.0 - s_hyz / defined / p.log_k if defined and not math.isnan(p.log_k) else math.nan,
+        informativeness=1.0 - s_hyz / defined / t.log_k if defined and not math.isnan(t.log_k) else math.nan,
         nodes=nodes, dead=dead, always_active=always)

@@ -201,7 +201,7 @@ def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
     out = []
     for i, counts in enumerate(tables):
         p, _, sums, n, class_sums = _run_metrics(counts, class_sizes, False, threads, i)
-        out.append(_metrics.layer_from_sums(sums, n, class_sums, p))
+        out.append(_metrics.layer_from_sums(sums, n, class_sums, p.counts.shape[1], p.terms))
     return out
 
 
