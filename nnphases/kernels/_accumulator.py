@@ -83,7 +83,8 @@ class ClassCounts:
         self._layout: _Layout | None = None
 
     def add(self, acts: Array, labels: Array) -> Array:
-        """Adds the batch's counts into ``out`` and returns ``out``."""
+        """Adds the batch's counts into ``out`` and returns ``out`` (which must keep its storage: a resized or
+        replaced table is not followed)."""
         from . import class_counts
 
         layout = self._layout
@@ -111,12 +112,11 @@ class ClassCounts:
             return None
         kind = _validate.acts_kind(a)
         size = kind.itemsize
-        if a.lib == "torch":
+        signed = None  # NumPy arrays and torch dtypes NumPy has are viewed as the storage dtype directly
+        if a.lib == "torch" and acts.dtype not in _numpy_twins():
             import torch
 
-            signed = None if acts.dtype in _numpy_twins() else getattr(torch, _SIGNED_OF_SIZE[size])
-        else:
-            signed = np.dtype(_SIGNED_OF_SIZE[size])
+            signed = getattr(torch, _SIGNED_OF_SIZE[size])
         return _Layout(type(acts), acts.dtype, a.shape[1], size, type(labels), labels.dtype, signed, kind.storage,
                        kind, fn, _arrays.to_numpy(self.out))
 
