@@ -50,8 +50,9 @@ bool node_metrics_cpu(const void* counts, char count_type, int64_t num_classes, 
 // One count table of layer_metrics_cpu and where its results go: sums[0] and sums[1] are
 // the compensated sums over all nodes of |S| H(Zhat|Y) and of H(Zhat) (both 0 on dead and
 // always-active nodes), node_counts the dead and the always-active nodes, class_sums
-// [classes] each class's sum of counts over the nodes. `tables`: read with pairs and
-// table_offset (node_metrics_cpu's), else with logarithms; `hz`: H(Zhat) from hz_table.
+// [classes] each class's sum of counts over the nodes. `tables`: the entropy terms read
+// from entropy[table_offset[c] + m] (the second column of node_metrics_cpu's pairs,
+// contiguous), else computed with logarithms; `hz`: H(Zhat) from hz_table.
 struct MetricsLayer {
   const void* counts = nullptr;  // [classes, nodes], C-contiguous
   char count_type = 'q';
@@ -67,7 +68,7 @@ struct MetricsLayer {
 // one pass over each, with one team of threads for all. Returns the index of the first
 // table with a count outside [0, |S_c|] (outputs then undefined), or -1.
 int64_t layer_metrics_cpu(const MetricsLayer* layers, int64_t num_layers, int64_t num_classes,
-                          const int64_t* class_sizes, const double* pairs, const int64_t* table_offset,
+                          const int64_t* class_sizes, const double* entropy, const int64_t* table_offset,
                           const double* hz_table, int threads);
 
 // Benchmark probe: sums `bytes` (a multiple of 8) as uint64 with `threads` threads.

@@ -16,9 +16,10 @@ def packed_class_counts(packed: np.ndarray, class_offsets: np.ndarray, seg_word:
 def node_metrics(counts: np.ndarray, count_type: str, class_sizes: np.ndarray, pairs: np.ndarray,
                  table_offset: np.ndarray, hz_table: np.ndarray | None, h_y: float, log_k: float,
                  out: dict[str, np.ndarray], threads: int) -> bool: ...
-# tables: L C-contiguous [C, N_l] tables, count_types one code each; use_tables, use_hz bool [L]; sums float64 [L, 2],
+# tables: L C-contiguous [C, N_l] tables, count_types one code each; entropy: the entropy column of
+# node_metrics' pairs, contiguous; use_tables, use_hz bool [L]; sums float64 [L, 2],
 # node_counts int64 [L, 2], class_sums int64 [L, C]; returns the first table with a count out of range, or -1.
-def layer_metrics(tables: list[np.ndarray], count_types: str, class_sizes: np.ndarray, pairs: np.ndarray,
+def layer_metrics(tables: list[np.ndarray], count_types: str, class_sizes: np.ndarray, entropy: np.ndarray,
                   table_offset: np.ndarray, hz_table: np.ndarray | None, use_tables: np.ndarray, use_hz: np.ndarray,
                   sums: np.ndarray, node_counts: np.ndarray, class_sums: np.ndarray, threads: int) -> int: ...
 def count_and_pack(acts: np.ndarray, kind: int, labels: np.ndarray, num_classes: int, out: np.ndarray,

@@ -95,7 +95,7 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -1578,23 +1578,16 @@ def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndar
     nodes table), typed by :data:`SCHEMAS`."""
     from . import kernels  # deferred: the kernels import their backends' modules
 
-    node_parts = []
     try:
         # The layer rows come from their own pass whether or not node rows are written, so they do not depend
         # on node_tables; that pass builds no per-node arrays and reads all the layers in one call.
         layer_rows = kernels.layer_metrics(list(layers.values()), sizes)
     except (ValueError, TypeError):
-        layer_rows = None  # named below, layer by layer
-    for name, c in layers.items():
-        try:
-            if layer_rows is None:
-                kernels.layer_metrics(c, sizes)
-            if name in tabled:
-                node_parts.append(_node_rows(seed, step, epoch, name, kernels.node_metrics(c, sizes)))
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"layer {name!r}: {e}") from None
-    if layer_rows is None:  # the error did not recur table by table: the list's own message, as it was
-        layer_rows = kernels.layer_metrics(list(layers.values()), sizes)
+        for name, c in layers.items():  # the error again, from the layer it is in, named
+            _named_layer(name, kernels.layer_metrics, c, sizes)
+        raise
+    node_parts = [_node_rows(seed, step, epoch, name, _named_layer(name, kernels.node_metrics, c, sizes))
+                  for name, c in layers.items() if name in tabled]
 
     def keys(k: int) -> dict[str, np.ndarray]:
         return {"seed": np.full(k, seed, np.int64), "step": np.full(k, step, np.int64),
@@ -1621,6 +1614,14 @@ def _metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.ndar
             nodes = nodes.replace_schema_metadata({_NODES_KEY: _PARTIAL})
         out = {"nodes": nodes} | out
     return out
+
+
+def _named_layer(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), with a ValueError or TypeError prefixed by the layer it is about."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"layer {name!r}: {e}") from None
 
 
 def _repeated_columns(schema: pa.Schema) -> list[str]:

@@ -67,39 +67,8 @@ uint64_t add_counts(const T* row, int64_t w, int64_t* nn, int64_t& sum) {
   return mx;
 }
 
-// One checked class row of a block with tables: m / |S_c| and |S_c| * h(m / |S_c|) are one
-// 16-byte pair per possible count m (NumPy computed both).
-template <typename T, bool Store>
-void row_tab(const T* row, int64_t w, const double* pr, double* frac, double* acc, double* cf_out) {
-  int64_t j = 0;
-#if defined(__AVX2__)
-  if (!Store) {  // the layer pass needs the entropy terms only (the fractions come from the row sums)
-    for (; j + 4 <= w; j += 4) {
-      const __m256d g = _mm256_set_pd(pr[2 * row[j + 3] + 1], pr[2 * row[j + 2] + 1], pr[2 * row[j + 1] + 1],
-                                      pr[2 * row[j] + 1]);
-      _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j), g));
-    }
-  }
-  for (; Store && j + 4 <= w; j += 4) {
-    const int64_t i0 = row[j], i1 = row[j + 1], i2 = row[j + 2], i3 = row[j + 3];
-    // Four (fraction, entropy) pairs into a vector of fractions and one of entropies.
-    const __m256d lo = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(pr + 2 * i0)), _mm_loadu_pd(pr + 2 * i2), 1);
-    const __m256d hi = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(pr + 2 * i1)), _mm_loadu_pd(pr + 2 * i3), 1);
-    const __m256d cf = _mm256_unpacklo_pd(lo, hi), g = _mm256_unpackhi_pd(lo, hi);
-    _mm256_storeu_pd(frac + j, _mm256_add_pd(_mm256_loadu_pd(frac + j), cf));
-    _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j), g));
-    if (Store) _mm256_storeu_pd(cf_out + j, cf);
-  }
-#endif
-  for (; j < w; ++j) {
-    const int64_t i = row[j];
-    const double cf = pr[2 * i], g = pr[2 * i + 1];
-    if (Store) cf_out[j] = cf, frac[j] += cf;
-    acc[j] += g;
-  }
-}
-
-// The same without tables: two terms added one at a time, as metrics._sum_class_entropies does.
+// One checked class row of a block without tables: two terms added one at a time, as
+// metrics._sum_class_entropies does (with Store, the class fractions too).
 template <typename T, bool Store>
 void row_log(const T* row, int64_t w, double sd, double* frac, double* acc, double* cf_out) {
   for (int64_t j = 0; j < w; ++j) {

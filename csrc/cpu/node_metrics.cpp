@@ -18,6 +18,31 @@ namespace {
 
 using namespace metrics;
 
+// One checked class row of a block with tables: m / |S_c| and |S_c| * h(m / |S_c|) are one
+// 16-byte pair per possible count m (NumPy computed both).
+template <typename T>
+void row_tab(const T* row, int64_t w, const double* pr, double* frac, double* acc, double* cf_out) {
+  int64_t j = 0;
+#if defined(__AVX2__)
+  for (; j + 4 <= w; j += 4) {
+    const int64_t i0 = row[j], i1 = row[j + 1], i2 = row[j + 2], i3 = row[j + 3];
+    // Four (fraction, entropy) pairs into a vector of fractions and one of entropies.
+    const __m256d lo = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(pr + 2 * i0)), _mm_loadu_pd(pr + 2 * i2), 1);
+    const __m256d hi = _mm256_insertf128_pd(_mm256_castpd128_pd256(_mm_loadu_pd(pr + 2 * i1)), _mm_loadu_pd(pr + 2 * i3), 1);
+    const __m256d cf = _mm256_unpacklo_pd(lo, hi), g = _mm256_unpackhi_pd(lo, hi);
+    _mm256_storeu_pd(frac + j, _mm256_add_pd(_mm256_loadu_pd(frac + j), cf));
+    _mm256_storeu_pd(acc + j, _mm256_add_pd(_mm256_loadu_pd(acc + j), g));
+    _mm256_storeu_pd(cf_out + j, cf);
+  }
+#endif
+  for (; j < w; ++j) {
+    const int64_t i = row[j];
+    const double cf = pr[2 * i], g = pr[2 * i + 1];
+    cf_out[j] = cf, frac[j] += cf;
+    acc[j] += g;
+  }
+}
+
 // Per-node results of one block from its sums: the arithmetic of metrics.node_metrics_np
 // (divisions, clip, maximum) node by node, four at a time.
 void finish_nodes(const Scalars& k, int64_t d0, int64_t w, const int64_t* nn, const double* frac, const double* acc,
@@ -107,7 +132,7 @@ bool node_pass(const T* counts, int64_t C, int64_t N, const int64_t* sizes, cons
         if (s == 0)
           std::fill(cf_out, cf_out + w, nan);
         else if (table_offset[c] >= 0)
-          row_tab<T, true>(row, w, pairs + 2 * table_offset[c], frac, acc, cf_out);
+          row_tab(row, w, pairs + 2 * table_offset[c], frac, acc, cf_out);
         else
           row_log<T, true>(row, w, static_cast<double>(s), frac, acc, cf_out);
       }

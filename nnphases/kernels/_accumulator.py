@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from . import _arrays, _validate
+from ._arrays import _SIGNED_OF_SIZE
 from ._dispatch import select
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
-_SIGNED_OF_SIZE = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 # The last torch labels checked, with their version, address, length and class count, and their checked int32
 # copy: every site of a batch is counted with the same labels. The tensor is held, so the entry names it alone.
 _checked_labels: tuple[Any, tuple[int, ...] | None, Any] = (None, None, None)

@@ -38,7 +38,7 @@ def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
     n, c = len(b.counts), b.class_sizes.shape[0]
     sums, node_counts, class_sums = np.zeros((n, 2)), np.zeros((n, 2), np.int64), np.zeros((n, c), np.int64)
     bad = _C.layer_metrics(b.counts, "".join(_metrics_plan.COUNT_TYPES[x.dtype] for x in b.counts), b.class_sizes,
-                           b.pairs, b.table_offset, b.hz_table, b.use_tables, b.use_hz, sums, node_counts, class_sums,
+                           b.entropy, b.table_offset, b.hz_table, b.use_tables, b.use_hz, sums, node_counts, class_sums,
                            _t(threads))
     if bad >= 0:
         _metrics_plan.out_of_range(tables[bad], b.class_sizes, bad)

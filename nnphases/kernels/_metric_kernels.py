@@ -149,11 +149,11 @@ def _on_device(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str |
     return NodeMetrics(*(_arrays.like(fields[name], a) for name in NODE_FIELDS))
 
 
-def _on_host(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
+def _nodes_on_host(a: _arrays.Array, class_sizes: Array, backend: str | None, threads: int | None) -> NodeMetrics:
     """node_metrics of host counts (described as ``a``). The native backends check every count's range where
     they read it (``checks_counts``), so the boundary checks only shapes, dtypes and sizes and the table is
     read once; the others get counts validated here."""
-    b, fn = select(kernel, "cpu", backend)
+    _, fn = select("node_metrics", "cpu", backend)
     if getattr(fn, "checks_counts", False):
         sizes = _checks_without_values(a, class_sizes)
         return fn(_arrays.to_numpy(a.obj), sizes, threads=threads)
@@ -214,7 +214,7 @@ def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = Non
     a = _arrays.describe(counts, "counts")
     if a.device != "cpu":
         return _on_device("node_metrics", a, class_sizes, backend, threads)
-    return _on_host("node_metrics", a, class_sizes, backend, threads)
+    return _nodes_on_host(a, class_sizes, backend, threads)
 
 
 @overload

@@ -36,21 +36,14 @@ class Plan:
     hz_table: np.ndarray | None  # float64 [|S| + 1]: H(Zhat) for each node count, when no larger than N
     h_y: float
     log_k: float  # log of the number of classes with samples; NaN when fewer than two
-    tabled: bool  # whether pairs and table_offset are the entropy tables (else logarithms throughout)
     terms: SizeTerms
 
 
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     """From counts and sizes already validated by ``nnphases.metrics._validate``."""
-    n = counts if counts.dtype in COUNT_TYPES else counts.astype(np.int64)
-    n = dense_host(n)
-    sizes = dense_host(class_sizes, np.int64)
-    key = sizes.tobytes()
-    t = _size_terms(key)
-    tabled = _tabled(t, n.shape[1])
-    pairs, offsets = _pair_tables(key) if tabled else (_NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
-    hz_table = _hz_table(t.total) if _hz_tabled(t, n.shape[1]) else None
-    return Plan(n, sizes, pairs, offsets, hz_table, t.h_y, t.log_k, tabled, t)
+    b = batch_plan([counts], class_sizes)
+    return Plan(b.counts[0], b.class_sizes, b.pairs, b.table_offset, b.hz_table, b.terms.h_y, b.terms.log_k,
+                b.terms)
 
 
 def _tabled(t: SizeTerms, nodes: int) -> bool:
@@ -64,13 +57,14 @@ def _hz_tabled(t: SizeTerms, nodes: int) -> bool:
 
 @dataclass(frozen=True)
 class Batch:
-    """The tables of one batched layer pass (measured against the same sizes) and what they share: the
-    entropy tables, built when any table uses them, and per table whether it does."""
+    """Tables measured against the same sizes and what they share: the entropy tables, built when any table
+    uses them, and per table whether it does."""
 
     counts: list[np.ndarray]  # each [C, N_l] of a COUNT_TYPES dtype, C-contiguous
     class_sizes: np.ndarray
     terms: SizeTerms
-    pairs: np.ndarray
+    pairs: np.ndarray  # as Plan's
+    entropy: np.ndarray  # float64 [L]: the entropy column of pairs, contiguous (the layer pass reads no fractions)
     table_offset: np.ndarray
     hz_table: np.ndarray | None
     use_tables: np.ndarray  # bool [L]
@@ -78,15 +72,17 @@ class Batch:
 
 
 def batch_plan(tables: list[np.ndarray], class_sizes: np.ndarray) -> Batch:
-    """plan() of every table at once, the size terms looked up once."""
+    """What the kernels need for every table, the size terms looked up once."""
     counts = [dense_host(c if c.dtype in COUNT_TYPES else c.astype(np.int64)) for c in tables]
     sizes = dense_host(class_sizes, np.int64)
     key = sizes.tobytes()
     t = _size_terms(key)
     use_tables = np.array([_tabled(t, c.shape[1]) for c in counts], np.bool_)
     use_hz = np.array([_hz_tabled(t, c.shape[1]) for c in counts], np.bool_)
-    pairs, offsets = _pair_tables(key) if use_tables.any() else (_NO_PAIRS, np.full(sizes.shape[0], -1, np.int64))
-    return Batch(counts, sizes, t, pairs, offsets, _hz_table(t.total) if use_hz.any() else None, use_tables, use_hz)
+    pairs, entropy, offsets = _pair_tables(key) if use_tables.any() else (
+        _NO_PAIRS, _NO_PAIRS[:, 1], np.full(sizes.shape[0], -1, np.int64))
+    return Batch(counts, sizes, t, pairs, entropy, offsets, _hz_table(t.total) if use_hz.any() else None,
+                 use_tables, use_hz)
 
 
 # What depends on the class sizes alone, computed once per set of sizes: a run measures every layer at every
@@ -119,7 +115,8 @@ def _size_terms(sizes_bytes: bytes) -> SizeTerms:
 
 
 @functools.lru_cache(maxsize=32)
-def _pair_tables(sizes_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _pair_tables(sizes_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pairs, their entropy column alone and contiguous, offsets)."""
     sizes = np.frombuffer(sizes_bytes, np.int64)
     present = sizes > 0
     sizes_p = sizes[present]
@@ -130,8 +127,8 @@ def _pair_tables(sizes_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
     pairs[:, 1] = table
     for s, o in start.items():  # the division np.divide(n[c], float(|S_c|)) does, for every count
         pairs[o:o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
-    pairs.flags.writeable = offsets.flags.writeable = False
-    return pairs, offsets
+    pairs.flags.writeable = offsets.flags.writeable = table.flags.writeable = False
+    return pairs, table, offsets
 
 
 @functools.lru_cache(maxsize=8)
