@@ -23,8 +23,8 @@ import pytest
 
 import nnphases.kernels as K
 from nnphases import store
-from nnphases.metrics import LayerMetrics, node_metrics_np
-from nnphases.runs import read_table
+from nnphases.kernels.metrics import LayerMetrics, node_metrics_np
+from nnphases.store.runs import read_table
 from nnphases.store import SCHEMAS, RunDir
 
 # A VGG-11's 8 ReLU sites, halving in width with depth, 524,288 nodes in all.

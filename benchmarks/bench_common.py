@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 import torch
 
-from nnphases.bench import read_bandwidth as _read_bandwidth
+from nnphases.kernels.bench import read_bandwidth as _read_bandwidth
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnphases import distributed, models
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.recording import distributed
+
+from nnphases.experiments import models
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir
 
 
@@ -32,7 +34,7 @@ def _worker(rank: int, world: int, rendezvous: str, n: int, out: str, result: st
         original(tensors, device)
         reduce_s[0] += time.perf_counter() - a
 
-    import nnphases.recorder as recorder
+    import nnphases.recording.recorder as recorder
 
     recorder.all_reduce_sums = timed  # type: ignore[assignment]
     try:

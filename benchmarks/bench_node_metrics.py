@@ -1,4 +1,4 @@
-"""node_metrics and layer_metrics on the native backends against nnphases.metrics' NumPy
+"""node_metrics and layer_metrics on the native backends against nnphases.kernels.metrics' NumPy
 path (the oracle) on a 524,288-node, 10-class table (a conv layer's worth of nodes) and
 the MLP preset's 2,880 nodes; each result is checked against NumPy, and the ratio to
 NumPy measured in the same run is printed at the end."""
@@ -13,7 +13,7 @@ import pytest
 
 import nnphases.kernels as K
 from nnphases.kernels._dispatch import refusal
-from nnphases.metrics import NodeMetrics, layer_metrics_np, node_metrics_np
+from nnphases.kernels.metrics import NodeMetrics, layer_metrics_np, node_metrics_np
 
 CASES = {"conv-524288x10": (10, 524_288, 6000), "mlp-2880x10": (10, 2880, 1200)}
 IMPLS = {

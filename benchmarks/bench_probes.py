@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from nnphases import data, models
-from nnphases.capture import ReluCapture
-from nnphases.findings import spearman
+from nnphases.experiments import data, models
+from nnphases.recording.capture import ReluCapture
+from nnphases.analysis.findings import spearman
 from nnphases.probes import RidgeProbe, train_paper_probes
-from nnphases.schedule import powers_of_two
+from nnphases.recording.schedule import powers_of_two
 
 
 def _layer_acts(model, x, site: str, batch: int = 1000) -> torch.Tensor:

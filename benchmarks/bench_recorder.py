@@ -13,10 +13,12 @@ import time
 import pytest
 import torch
 
-from nnphases import kernels, models
-from nnphases.measures import sample_sets
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases import kernels
+
+from nnphases.experiments import models
+from nnphases.recording.measures import sample_sets
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 
 CASES = {
     # name: (model factory, input shape, evaluation samples, benchmark-disabled samples)
@@ -95,9 +97,9 @@ def test_measurement_overhead(benchmark, case, device, tmp_path):
 
 _PEAK = r"""
 import json, resource, sys, tempfile, torch
-from nnphases import models
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.experiments import models
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 n = int(sys.argv[1])
 torch.manual_seed(0)
 model = models.mlp(784, 9, 320, 10).eval()

@@ -15,10 +15,10 @@ _RUN = r"""
 import json, resource, sys, tempfile, time
 import torch
 from torch.utils.data import DataLoader, Dataset
-from nnphases import models
-from nnphases.measures import EvalStats, Masks, SampleSets
-from nnphases.recorder import Recorder
-from nnphases.schedule import Schedule
+from nnphases.experiments import models
+from nnphases.recording.measures import EvalStats, Masks, SampleSets
+from nnphases.recording.recorder import Recorder
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir
 
 n, batch, workers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -157,7 +157,7 @@ def check_metrics(got, want, classes: int, what: str) -> None:
 
 
 def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backends: list[str]) -> list[str]:
-    from nnphases.metrics import layer_metrics_np, node_metrics_np
+    from nnphases.kernels.metrics import layer_metrics_np, node_metrics_np
 
     counts_np, sizes = count_table(classes, nodes, per_class)
     counts = torch.from_numpy(counts_np).cuda()

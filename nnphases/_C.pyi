@@ -12,7 +12,7 @@ def pack_masks(acts: np.ndarray, kind: int, out: np.ndarray, check_finite: bool,
 def packed_class_counts(packed: np.ndarray, class_offsets: np.ndarray, seg_word: np.ndarray, seg_mask: np.ndarray,
                         out: np.ndarray, threads: int) -> None: ...
 # counts: C-contiguous [C, N] of count_type 'B', 'H', 'I', 'i' or 'q'; out: field name -> float64 / bool array of
-# nnphases.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.
+# nnphases.kernels.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.
 def node_metrics(counts: np.ndarray, count_type: str, class_sizes: np.ndarray, pairs: np.ndarray,
                  table_offset: np.ndarray, hz_table: np.ndarray | None, h_y: float, log_k: float,
                  out: dict[str, np.ndarray], threads: int) -> bool: ...

@@ -1,10 +1,53 @@
 """nnphases: how every layer of a PyTorch model learns, phase by phase.
 
-Importing never fails for a missing extension, Numba or CuPy: the kernels'
-backends load on first use and say why one is unavailable
-(``nnphases backends``)."""
+The documented public face. The kernels are imported at once (importing never fails for a missing extension,
+Numba or CuPy: their backends load on first use and say why one is unavailable, ``nnphases backends``); the
+recording, storage and analysis names load on first use, so ``import nnphases`` stays light.
+
+The package's folders are its layers, each importing only those below it: ``kernels`` (and ``probes``),
+``store``, then ``recording`` and ``analysis``, then ``integrations`` and ``experiments``, then the command
+line (``cli``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .kernels import class_counts, layer_metrics, node_metrics, pack_masks, packed_class_counts
 
+if TYPE_CHECKING:
+    from .analysis.findings import findings
+    from .analysis.plot import plot
+    from .recording.measures import (EvalStats, EvalStatsOptions, Masks, MasksOptions, Measure, Probes,
+                                     ProbesOptions, SampleSets, SampleSetsOptions)
+    from .recording.recorder import Recorder, RecorderOptions
+    from .recording.schedule import Schedule
+    from .store import RunDir, read_table, run_dirs
+
 __version__ = "0.1.0"
-__all__ = ["class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics", "__version__"]
+
+_LAZY = {
+    "Recorder": "recording.recorder", "RecorderOptions": "recording.recorder", "Schedule": "recording.schedule",
+    **{name: "recording.measures" for name in ("Measure", "SampleSets", "SampleSetsOptions", "EvalStats",
+                                               "EvalStatsOptions", "Masks", "MasksOptions", "Probes",
+                                               "ProbesOptions")},
+    "RunDir": "store", "read_table": "store", "run_dirs": "store",
+    "findings": "analysis.findings", "plot": "analysis.plot",
+}
+
+__all__ = ["class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics", *_LAZY,
+           "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'nnphases' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{where}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -126,10 +126,10 @@ def _report_bug(name: str) -> None:
 
 
 def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
-    """Give a command one typer option per configuration option (:func:`nnphases.config.flat_options`): the
+    """Give a command one typer option per configuration option (:func:`nnphases.experiments.config.flat_options`): the
     command line is derived from the typed declarations, never written again. Values arrive as a dict ``flat``
     of the options given (None: not given, the preset decides)."""
-    from .config import flat_options
+    from .experiments.config import flat_options
 
     leaves = flat_options()
 
@@ -226,7 +226,7 @@ _RUN_EXTRA = [
 ])
 def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optional[Path], figures: bool) -> None:
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
-    from . import train
+    from .experiments import train
 
     if resume is not None:
         if flat:
@@ -275,7 +275,7 @@ def _lead() -> bool:
 @_flat_signature(_RUN_EXTRA)
 def plan_command(*, flat: dict[str, Any], preset: str, out: Optional[Path]) -> None:
     """Print the memory and disk a run will take, per site and in total, without training (same options as run)."""
-    from . import train
+    from .experiments import train
 
     if preset == "source000-grid":
         raise ValueError("--preset source000-grid: plan one cell (--preset source000 --depth ... --width ...)")
@@ -295,8 +295,8 @@ def _listed(text: str | None) -> list[str] | None:
 
 def _findings_text(paths: list[Path]) -> str:
     """Source 000's findings, then source 002's phases when the runs fitted probes."""
-    from .findings import findings as check, report
-    from .phases import probe_phases, report as phase_report
+    from .analysis.findings import findings as check, report
+    from .analysis.phases import probe_phases, report as phase_report
 
     text = report(check(paths))
     phases = probe_phases(paths)
@@ -304,7 +304,7 @@ def _findings_text(paths: list[Path]) -> str:
 
 
 def _report(paths: list[Path]) -> None:
-    from .plot import plot as draw
+    from .analysis.plot import plot as draw
 
     written = draw(paths)
     typer.echo("figures: " + ", ".join(str(p) for p in written))
@@ -315,7 +315,7 @@ def _report(paths: list[Path]) -> None:
 @_clean_errors
 def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
     """Draw the sample-set figures of finished or running runs."""
-    from .plot import plot as draw
+    from .analysis.plot import plot as draw
 
     for p in draw(runs):
         typer.echo(str(p))
@@ -333,7 +333,7 @@ def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their 
 def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folder for the figures"),
                  quick: bool = typer.Option(False, help="a 6,000-sample subset and 8 epochs")) -> None:
     """Source 002's single-layer analysis on FashionMNIST: prototypes, groups by dot product, figures."""
-    from .singlelayer import main as run_single
+    from .experiments.singlelayer import main as run_single
 
     for p in run_single(output_folder(out, "--out"), quick=quick):
         typer.echo(str(p))
@@ -344,7 +344,7 @@ def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folde
 def theory(out: Path = typer.Option(Path("runs/theory"), help="folder for the figure"),
            control: bool = typer.Option(False, help="drop the small subsets (no rise expected)")) -> None:
     """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
-    from .theory import main as run_theory
+    from .experiments.theory import main as run_theory
 
     output_folder(out, "--out")  # before the model is fitted, not at its first write
     for p in run_theory(["--out", str(out)] + (["--control"] if control else [])):
@@ -366,10 +366,10 @@ def backends() -> None:
 
 
 def _slurm_params() -> list[inspect.Parameter]:
-    """One ``--slurm-*`` option per field of :class:`nnphases.sweep.SlurmOptions` (lists: a repeatable flag)."""
+    """One ``--slurm-*`` option per field of :class:`nnphases.experiments.sweep.SlurmOptions` (lists: a repeatable flag)."""
     import dataclasses
 
-    from .sweep import SlurmOptions
+    from .experiments.sweep import SlurmOptions
 
     hints = typing.get_type_hints(SlurmOptions)
     params = []
@@ -397,7 +397,7 @@ def _slurm_params() -> list[inspect.Parameter]:
 def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: str, parallel: Optional[int],
           grid: Optional[list[str]], **slurm: Any) -> None:
     """Run a preset's cells (source000-grid: 18) x seeds as one job each, through submitit: locally or on Slurm."""
-    from . import sweep as sw
+    from .experiments import sweep as sw
 
     if executor not in ("local", "slurm"):
         raise ValueError(f"--executor must be local or slurm, got {executor!r}")
@@ -428,7 +428,7 @@ def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: s
 @_clean_errors
 def status(out: Path = typer.Argument(..., help="a sweep folder (or one run folder)")) -> None:
     """Which cells and seeds of a sweep are done, running, failed, interrupted or pending."""
-    from .sweep import format_status, status as read_status
+    from .experiments.sweep import format_status, status as read_status
 
     typer.echo(format_status(read_status(out)))
 
@@ -438,8 +438,8 @@ def status(out: Path = typer.Argument(..., help="a sweep folder (or one run fold
 def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (or their parent)")) -> None:
     """Gather each finished run's per-checkpoint tables into one file per table (crash-safe; readers see the same
     rows)."""
-    from . import measures  # noqa: F401  (registers the tables measures write)
-    from .runs import run_dirs
+    from .recording import measures  # noqa: F401  (registers the tables measures write)
+    from .store.runs import run_dirs
     from .store import RunDir
 
     for run in run_dirs(runs):
@@ -454,7 +454,7 @@ def bench(quick: bool = typer.Option(False, help="small inputs: seconds in all")
     """Time every kernel on every backend here, checked against the reference, next to this run's memory bandwidth."""
     import json
 
-    from .bench import format_report, run as run_bench
+    from .kernels.bench import format_report, run as run_bench
 
     report = run_bench(quick=quick)
     typer.echo(json.dumps(report, indent=1) if json_ else format_report(report))

@@ -56,7 +56,7 @@ MAX_LOG = 256 << 10  # a longer log goes in as its tail
 MAX_ARCHIVE = 15 << 20  # the device returns files of at most 16 MiB; SVGs are dropped first above this
 STEP_DIR = re.compile(r"step-\d+")
 
-# Last ReLU sites (paper-mode probes there); checked against nnphases.capture.find_sites at start-up.
+# Last ReLU sites (paper-mode probes there); checked against nnphases.recording.capture.find_sites at start-up.
 LAST_SITES = {"fc_bn": "relu3", "vgg11": "features.19", "resnet10": "layer4.0.relu_1"}
 RUNS = 16  # processes of the full protocols: 3 x 3 seeds (source 000), 5 (FC-BN), 1 + 1 (VGG-11, ResNet-10)
 JOB_NAMES = ("source000-9x320-ce", "source000-9x320-mse", "source000-2x320-mse", "source002-fcbn", "source002-vgg11",
@@ -166,7 +166,8 @@ def last_sites() -> dict[str, str]:
         sys.path.insert(0, str(REPO))  # the package need not be installed (the GPU machine runs it from here)
     try:
         import torch
-        from nnphases import capture, models
+        from nnphases.recording import capture
+        from nnphases.experiments import models
 
         x = torch.zeros(2, 1, 32, 32)
         found = {"fc_bn": capture.find_sites(models.fc_bn(1024, 3, 256, 10), x),
@@ -231,7 +232,7 @@ REQUIRED_FLAGS = ("--preset", "--out", "--epochs", "--seeds", "--device", "--per
 
 
 def schedule_steps(job: Job, last: int, spe: float, *, calibration: bool = False) -> int:
-    """How many measurements a run of ``last`` steps makes (the rules of nnphases.schedule)."""
+    """How many measurements a run of ``last`` steps makes (the rules of nnphases.recording.schedule)."""
     if job.schedule == "pow2" and not calibration:
         return len({0, last} | {1 << k for k in range(max(0, last).bit_length())})
     per_decade = 1 if calibration else job.per_decade

@@ -29,12 +29,14 @@ from torch import nn
 from typer.testing import CliRunner
 
 import nnphases.kernels as K
-from nnphases import data, runs, store
+from nnphases.experiments import data
+from nnphases.store import runs
+from nnphases import store
 from nnphases.cli import app
-from nnphases.measures import (EvalStats, EvalStatsOptions, Masks, MasksOptions, Probes, ProbesOptions, SampleSets,
+from nnphases.recording.measures import (EvalStats, EvalStatsOptions, Masks, MasksOptions, Probes, ProbesOptions, SampleSets,
                                SampleSetsOptions)
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule, log_steps, powers_of_two
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule, log_steps, powers_of_two
 from nnphases.store import RunDir
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -447,9 +449,9 @@ RECORDER_ROWS = [
     ("measures-str", lambda o, f: Recorder(tiny_model(), (X, Y), SCHED, o, "SampleSets"),
      TypeError, r"measures must be a list of measures, got str"),
     ("measures-non-measure", lambda o, f: rec(o, None, SampleSets(), "eval"),
-     TypeError, r"measures\[1\] must be a nnphases.measures.Measure, got str"),
+     TypeError, r"measures\[1\] must be a nnphases.recording.measures.Measure, got str"),
     ("measures-class", lambda o, f: rec(o, None, SampleSets, EvalStats()),
-     TypeError, r"measures\[0\] must be a nnphases.measures.Measure, got (type|ABCMeta)"),
+     TypeError, r"measures\[0\] must be a nnphases.recording.measures.Measure, got (type|ABCMeta)"),
     ("measures-duplicate", lambda o, f: rec(o, None, SampleSets(), EvalStats(), SampleSets()),
      ValueError, r"measures: \['sample_sets'\] given more than once"),
     ("measures-no-sample-sets", lambda o, f: rec(o, None, EvalStats()), ValueError, r"measures must include SampleSets"),

@@ -24,10 +24,10 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases.callbacks import CallbackOptions, Logits
-from nnphases.callbacks._core import _Driver
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.integrations.callbacks import CallbackOptions, Logits
+from nnphases.integrations.callbacks._core import _Driver
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir
 
 FRAMEWORKS = ["lightning", "huggingface"]
@@ -62,7 +62,7 @@ def _lightning_train(root: Path, cb_kwargs: dict[str, Any], crash_at: int | None
     pl = pytest.importorskip("lightning.pytorch")
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nnphases.callbacks.lightning import NnphasesCallback
+    from nnphases.integrations.callbacks.lightning import NnphasesCallback
 
     class Mlp(pl.LightningModule):
         def __init__(self) -> None:
@@ -109,7 +109,7 @@ def _huggingface_train(root: Path, cb_kwargs: dict[str, Any], crash_at: int | No
     pytest.importorskip("accelerate")
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from nnphases.callbacks.huggingface import NnphasesCallback
+    from nnphases.integrations.callbacks.huggingface import NnphasesCallback
 
     class Mlp(nn.Module):
         """A model as the Trainer calls it (keyword inputs and labels), returning a ModelOutput, not logits."""
@@ -207,7 +207,7 @@ def test_measures_the_schedule_by_optimizer_step(framework: str, tmp_path: Path,
     assert calls["measure"] == list(SCHEDULE.steps)
     layers = run.checkpoint_path(SCHEDULE.last) / "layers.parquet"
     assert layers.is_file()
-    from nnphases.runs import read_table
+    from nnphases.store.runs import read_table
 
     epochs = read_table(run.path, "stats").groupby("step")["epoch"].first()
     assert epochs.to_dict() == {s: s / STEPS_PER_EPOCH for s in SCHEDULE.steps}
@@ -280,7 +280,7 @@ def _driver(**changes: Any) -> _Driver:
 @pytest.mark.parametrize("make, error, match", [
     (lambda: _driver(out=3), TypeError, "out must be a path, got 3"),
     (lambda: _driver(eval_data=None), TypeError, "eval_data must be"),
-    (lambda: _driver(schedule=[0, 1]), TypeError, "schedule must be a nnphases.schedule.Schedule or None, got list"),
+    (lambda: _driver(schedule=[0, 1]), TypeError, "schedule must be a nnphases.recording.schedule.Schedule or None, got list"),
     (lambda: _driver(output_fn="logits"), TypeError, "output_fn must be callable"),
     (lambda: _driver(loggers=_Seen()), TypeError, "loggers must be a list"),
     (lambda: _driver(loggers=[object()]), TypeError, r"loggers\[0\] must have log_checkpoint"),
@@ -305,7 +305,7 @@ def test_bad_arguments(make: Callable[[], Any], error: type[Exception], match: s
     (1000, 100, CallbackOptions(first_epoch=0.1, per_decade=2), Schedule.log(10, 100, 2, first_epoch=0.1)),
 ], ids=["planned", "no-epoch-length", "steps_per_epoch-option", "first_epoch"])
 def test_planned_schedule(total: int, spe: int | None, options: CallbackOptions, expect: Schedule) -> None:
-    from nnphases.callbacks._core import planned_schedule
+    from nnphases.integrations.callbacks._core import planned_schedule
 
     got = planned_schedule(total, spe, options)
     assert got == expect and got.last == total
@@ -313,7 +313,7 @@ def test_planned_schedule(total: int, spe: int | None, options: CallbackOptions,
 
 @pytest.mark.parametrize("total", [float("inf"), 0, -1], ids=["infinite", "zero", "unknown"])
 def test_planned_schedule_needs_finite_steps(total: Any) -> None:
-    from nnphases.callbacks._core import planned_schedule
+    from nnphases.integrations.callbacks._core import planned_schedule
 
     with pytest.raises(ValueError, match="plans no finite number of optimizer steps"):
         planned_schedule(total, 10, CallbackOptions())
@@ -331,8 +331,8 @@ def test_malformed_checkpoint_state(state: dict, match: str) -> None:
 def test_core_never_imports_frameworks() -> None:
     code = textwrap.dedent("""
         import sys
-        import nnphases, nnphases.recorder, nnphases.runs, nnphases.store, nnphases.measures, nnphases.callbacks
-        import nnphases.loggers, nnphases.cli
+        import nnphases, nnphases.recording.recorder, nnphases.store.runs, nnphases.store, nnphases.recording.measures, nnphases.integrations.callbacks
+        import nnphases.integrations.loggers, nnphases.cli
         found = sorted(m for m in ("lightning", "pytorch_lightning", "transformers", "accelerate", "tensorboard",
                                    "wandb", "torch.utils.tensorboard") if m in sys.modules)
         assert not found, found
@@ -341,8 +341,8 @@ def test_core_never_imports_frameworks() -> None:
 
 
 @pytest.mark.parametrize("module, hidden, extra", [
-    ("nnphases.callbacks.lightning", "lightning", "lightning"),
-    ("nnphases.callbacks.huggingface", "transformers", "huggingface"),
+    ("nnphases.integrations.callbacks.lightning", "lightning", "lightning"),
+    ("nnphases.integrations.callbacks.huggingface", "transformers", "huggingface"),
 ], ids=["lightning", "huggingface"])
 def test_missing_framework_says_what_to_install(module: str, hidden: str, extra: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:

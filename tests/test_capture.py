@@ -1,4 +1,4 @@
-"""Tests of nnphases.capture: site discovery and naming, exact activations at
+"""Tests of nnphases.recording.capture: site discovery and naming, exact activations at
 capture time, unchanged outputs, per-channel reduction, site selection and the
 forward-hook fallback."""
 
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnphases.capture import ReluCapture, Site, find_sites
-from nnphases.models import fc_bn, mlp, resnet10, vgg11
+from nnphases.recording.capture import ReluCapture, Site, find_sites
+from nnphases.experiments.models import fc_bn, mlp, resnet10, vgg11
 
 # Only the hook-fallback tests may warn, and they assert it.
 pytestmark = pytest.mark.filterwarnings("error")

@@ -9,10 +9,10 @@ import sys
 import pytest
 from typer.main import get_command
 
-from nnphases import train
+from nnphases.experiments import train
 from nnphases.cli import app
-from nnphases.config import Config, flat_options
-from nnphases.measures import ProbesOptions
+from nnphases.experiments.config import Config, flat_options
+from nnphases.recording.measures import ProbesOptions
 
 
 def test_every_option_is_a_command_line_flag():

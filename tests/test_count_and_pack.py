@@ -131,9 +131,9 @@ def test_recorder_reads_a_site_once_for_counts_and_masks(tmp_path, monkeypatch, 
     views keep the two kernels. The stored counts and masks are those of the kernels over the whole set."""
     from torch import nn
 
-    from nnphases.measures import Masks, SampleSets
-    from nnphases.recorder import Recorder, RecorderOptions
-    from nnphases.schedule import Schedule
+    from nnphases.recording.measures import Masks, SampleSets
+    from nnphases.recording.recorder import Recorder, RecorderOptions
+    from nnphases.recording.schedule import Schedule
     from nnphases.store import RunDir
 
     calls = {"count_and_pack": 0, "class_counts": 0, "pack_masks": 0}

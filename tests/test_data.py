@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnphases import data as D
+from nnphases.experiments import data as D
 
 IDX_NAMES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

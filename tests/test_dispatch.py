@@ -54,7 +54,7 @@ def test_auto_on_cpu_selects_cpp(kernel):
         pytest.skip(f"cpp: {refusal('cpp', kernel, 'cpu')}")
     b, fn = _dispatch.select(kernel, "cpu", None)
     assert b.name == "cpp"
-    assert fn.__module__ == "nnphases.kernels.cpp"
+    assert fn.__module__ == "nnphases.kernels.impl.cpp"
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from nnphases import data
-from nnphases.distributed import UnpaddedSampler, shard_range, unwrap
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.experiments import data
+from nnphases.recording.distributed import UnpaddedSampler, shard_range, unwrap
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir, read_table
 
 N = 1001  # odd: shards differ in size and no world divides it
@@ -134,8 +134,8 @@ N_TRAIN = 503  # odd too: the holdout (index % 5 == 4) straddles the shards' edg
 
 
 def _probe_measure(out: Path, source: str, keep: bool | str, dtype: torch.dtype, probes: dict) -> None:
-    from nnphases import recorder
-    from nnphases.measures import Probes, SampleSets
+    from nnphases.recording import recorder
+    from nnphases.recording.measures import Probes, SampleSets
 
     x, y = _data()
     tr = data.synthetic(n=N_TRAIN, num_classes=5, shape=(1, 4, 4), seed=12)

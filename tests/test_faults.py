@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases import data
-from nnphases.recorder import Recorder
-from nnphases.schedule import Schedule
+from nnphases.experiments import data
+from nnphases.recording.recorder import Recorder
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir
 
 

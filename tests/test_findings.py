@@ -1,4 +1,4 @@
-"""Tests of nnphases.findings on synthetic run directories written directly as parquet files.
+"""Tests of nnphases.analysis.findings on synthetic run directories written directly as parquet files.
 
 The designed runs (2 seeds, 3 layers of 5 nodes, 13 measurements from init to
 epoch 50) show every finding of the source; each counterexample breaks one.
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nnphases.findings import NAMES, Finding, findings, report
+from nnphases.analysis.findings import NAMES, Finding, findings, report
 from nnphases.store import SCHEMAS
 
 STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)

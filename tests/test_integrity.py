@@ -31,9 +31,11 @@ import torch
 from torch import nn
 from test_store import STATS, make_counts, make_masks
 
-from nnphases import data, store
-from nnphases.recorder import Recorder
-from nnphases.schedule import Schedule
+from nnphases.experiments import data
+
+from nnphases import store
+from nnphases.recording.recorder import Recorder
+from nnphases.recording.schedule import Schedule
 from nnphases.store import (DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile, RunDir, RunLocked,
                             read_table)
 
@@ -301,8 +303,8 @@ def test_damaged_config_names_the_file(tmp_path: Path) -> None:
 def test_plot_and_class_sizes_refuse_a_missing_counts_file(tmp_path: Path) -> None:
     """A missing file stays a FileNotFoundError naming it, for callers that catch that."""
     pytest.importorskip("matplotlib")
-    from nnphases.plot import plot
-    from nnphases.runs import class_sizes
+    from nnphases.analysis.plot import plot
+    from nnphases.store.runs import class_sizes
 
     run = write_run(tmp_path / "out" / "seed-0")
     delete(run.checkpoint_path(2), "counts.npz")
@@ -423,9 +425,9 @@ def test_a_damaged_run_json_is_named(tmp_path: Path, content: bytes, fragment: s
 HOLDER = textwrap.dedent("""
     import sys
     from torch import nn
-    from nnphases import data
-    from nnphases.recorder import Recorder
-    from nnphases.schedule import Schedule
+    from nnphases.experiments import data
+    from nnphases.recording.recorder import Recorder
+    from nnphases.recording.schedule import Schedule
 
     ds = data.synthetic(n=300, num_classes=4, shape=(1, 4, 4), seed=0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))

@@ -22,11 +22,11 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases.loggers import LoggerOptions, f_heatmap, log_run, read_checkpoint
-from nnphases.measures import EvalStats, Probes, SampleSets
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.runs import read_table
-from nnphases.schedule import Schedule
+from nnphases.integrations.loggers import LoggerOptions, f_heatmap, log_run, read_checkpoint
+from nnphases.recording.measures import EvalStats, Probes, SampleSets
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.store.runs import read_table
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir
 
 STEPS = (0, 3, 8)
@@ -106,7 +106,7 @@ def test_read_checkpoint_is_per_layer(run: Path) -> None:
     ([0.1, 0.2, 0.3], 3, [0.1, 0.2, 0.3]),
 ], ids=["halve", "uneven-blocks", "stretch", "one-node", "same"])
 def test_heatmap_columns(nodes: list[float], width: int, expect: list[float]) -> None:
-    from nnphases.loggers import _columns
+    from nnphases.integrations.loggers import _columns
 
     np.testing.assert_allclose(_columns(np.array(nodes), width), expect)
 
@@ -125,7 +125,7 @@ def test_tensorboard_holds_the_curves_and_images(run: Path, tmp_path: Path, how:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from nnphases.loggers import TensorBoardLogger
+    from nnphases.integrations.loggers import TensorBoardLogger
 
     if how == "live":
         lg = TensorBoardLogger(tmp_path / "tb")
@@ -190,7 +190,7 @@ def test_wandb_offline_holds_the_curves_and_images(run: Path, offline_wandb: Pat
     init = {"dir": str(offline_wandb), "project": "nnphases-test", "mode": "offline"}
     offline_wandb.mkdir()
     if how == "logger":
-        from nnphases.loggers import WandbLogger
+        from nnphases.integrations.loggers import WandbLogger
 
         lg = WandbLogger(init=init)
         for step in RunDir(run).completed_steps():
@@ -233,9 +233,9 @@ def test_live_logging_through_a_callback(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nnphases.callbacks import CallbackOptions
-    from nnphases.callbacks.lightning import NnphasesCallback
-    from nnphases.loggers import TensorBoardLogger
+    from nnphases.integrations.callbacks import CallbackOptions
+    from nnphases.integrations.callbacks.lightning import NnphasesCallback
+    from nnphases.integrations.loggers import TensorBoardLogger
 
     class Mlp(pl.LightningModule):
         def __init__(self) -> None:
@@ -284,9 +284,9 @@ def test_bad_arguments(run: Path, tmp_path: Path, call: Callable[[Path, Path], A
 
 
 @pytest.mark.parametrize("hidden, make, extra", [
-    ("torch.utils.tensorboard", lambda tmp: __import__("nnphases.loggers").loggers.TensorBoardLogger(tmp),
+    ("torch.utils.tensorboard", lambda tmp: __import__("nnphases.integrations.loggers").loggers.TensorBoardLogger(tmp),
      "tensorboard"),
-    ("wandb", lambda tmp: __import__("nnphases.loggers").loggers.WandbLogger(), "wandb"),
+    ("wandb", lambda tmp: __import__("nnphases.integrations.loggers").loggers.WandbLogger(), "wandb"),
 ], ids=["tensorboard", "wandb"])
 def test_missing_service_says_what_to_install(hidden: str, make: Callable[[Path], Any], extra: str,
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
 """The native metric kernels (``node_metrics``, ``layer_metrics`` on the cpp and numba
-backends) against nnphases.metrics' NumPy implementation, the oracle, on hand-computable
+backends) against nnphases.kernels.metrics' NumPy implementation, the oracle, on hand-computable
 and random count tables.
 
 The bound, stated and tested: ``class_fraction``, ``fraction``, ``dead`` and
@@ -24,7 +24,7 @@ import pytest
 
 import nnphases.kernels as K
 from kernel_tables import backend_params, device_of
-from nnphases.metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
+from nnphases.kernels.metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
 
 ULPS = 8
 EPS = np.finfo(np.float64).eps

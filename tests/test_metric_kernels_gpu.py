@@ -1,5 +1,5 @@
 """The GPU metric kernels (``node_metrics``, ``layer_metrics`` on the cuda and cupy backends)
-against nnphases.metrics' NumPy implementation, the oracle, on the hand and random tables of
+against nnphases.kernels.metrics' NumPy implementation, the oracle, on the hand and random tables of
 tests/test_metric_kernels.py; and, without a GPU, that their CUDA sources compile.
 
 The bound, stated and tested: ``class_fraction``, ``fraction``, ``dead`` and ``always_active``
@@ -32,7 +32,7 @@ import torch
 import nnphases.kernels as K
 import nnphases.kernels._metric_kernels as MK
 from kernel_tables import backend_params, device_of, host
-from nnphases.metrics import NodeMetrics, layer_metrics_np, node_metrics_np
+from nnphases.kernels.metrics import NodeMetrics, layer_metrics_np, node_metrics_np
 from test_metric_kernels import BAD, EXACT, SHAPE_IDS, SHAPES, hand_table, random_table, seed_of
 
 ULPS = 8

@@ -1,4 +1,4 @@
-"""Tests of nnphases.metrics against docs/metrics.md section 1.
+"""Tests of nnphases.kernels.metrics against docs/metrics.md section 1.
 
 Three independent checks: the spec's hand-computable cases, a deliberately
 naive transcription of the spec's formulas (plain Python loops, float64),
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnphases.metrics import (
+from nnphases.kernels.metrics import (
     LayerMetrics,
     NodeMetrics,
     _sum_class_entropies,

@@ -1,4 +1,4 @@
-"""Tests of nnphases.models: output shapes, layer layout, bias placement, `build`."""
+"""Tests of nnphases.experiments.models: output shapes, layer layout, bias placement, `build`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases.models import BasicBlock, build, fc_bn, mlp, resnet10, vgg11
+from nnphases.experiments.models import BasicBlock, build, fc_bn, mlp, resnet10, vgg11
 
 # (id, builder, input shape, logits shape)
 SHAPES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], tuple[int, ...]]] = [

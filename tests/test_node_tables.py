@@ -25,11 +25,13 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases import data, store
-from nnphases.measures import EvalStats, SampleSets
-from nnphases.recorder import Recorder
-from nnphases.runs import read_table
-from nnphases.schedule import Schedule
+from nnphases.experiments import data
+
+from nnphases import store
+from nnphases.recording.measures import EvalStats, SampleSets
+from nnphases.recording.recorder import Recorder
+from nnphases.store.runs import read_table
+from nnphases.recording.schedule import Schedule
 from nnphases.store import DamagedCheckpoint, MissingCheckpointFile, RunDir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nnphases.phases import phase_summary, probe_phases, report
+from nnphases.analysis.phases import phase_summary, probe_phases, report
 
 STEPS = [0, 1, 2, 4, 8, 16]
 

@@ -1,4 +1,4 @@
-"""Tests of nnphases.plot on synthetic run directories (see test_findings.write_runs)."""
+"""Tests of nnphases.analysis.plot on synthetic run directories (see test_findings.write_runs)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytest.importorskip("matplotlib")
 import matplotlib.image as mpimg  # noqa: E402
 from test_findings import STEPS, write_runs  # noqa: E402
 
-from nnphases.plot import FIGURES, plot, save_figure  # noqa: E402
+from nnphases.analysis.plot import FIGURES, plot, save_figure  # noqa: E402
 
 EXPECTED = [f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
 
@@ -146,7 +146,7 @@ def test_heatmap_rows_follow_layer_order(tmp_path: Path) -> None:
     ({"depth": 2, "width": 20}, "2x20"),
 ])
 def test_title_describes_the_model(cfg, text):
-    from nnphases.plot import _describe
+    from nnphases.analysis.plot import _describe
 
     assert _describe(cfg) == text
 
@@ -159,8 +159,8 @@ def _write_plot(out: Path) -> list[Path]:
 
 
 def _write_single_layer(out: Path) -> list[Path]:
-    from nnphases import singlelayer
-    from nnphases.data import synthetic
+    from nnphases.experiments import singlelayer
+    from nnphases.experiments.data import synthetic
 
     ds = synthetic(n=60, shape=(1, 4, 4))
     rec = singlelayer.run_single_layer(ds, ds, epochs=1, batch=16, steps=[0, 3], group_class=1)
@@ -168,7 +168,7 @@ def _write_single_layer(out: Path) -> list[Path]:
 
 
 def _write_theory(out: Path) -> list[Path]:
-    from nnphases.theory import default_data, plot_theory, train_logistic
+    from nnphases.experiments.theory import default_data, plot_theory, train_logistic
 
     return plot_theory({"seed 0": train_logistic(default_data(0), steps=20, record_every=10)}, out)
 
@@ -236,7 +236,7 @@ def test_kill_while_drawing_leaves_no_file(tmp_path: Path) -> None:
     child = textwrap.dedent("""
         import sys, time
         from matplotlib.figure import Figure
-        from nnphases.plot import save_figure
+        from nnphases.analysis.plot import save_figure
 
         def slow(self, fname, **kwargs):
             fname.write(b"\\x89PNG partial")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nnphases import train
+from nnphases.experiments import train
 from nnphases.store import read_table
 
 

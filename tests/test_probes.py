@@ -127,7 +127,7 @@ def test_holdout_split_does_not_depend_on_batching(chunks):
 def _shard_probes(data: tuple, test: tuple, world: int, keep: bool, nb: int = 4) -> list[RidgeProbe]:
     """``world`` probes fed contiguous shards of ``data`` (each batch with its index in the whole set), their
     sums of every pass added as an all_reduce would, then fitted and scored on shards of ``test``."""
-    from nnphases.distributed import shard_range
+    from nnphases.recording.distributed import shard_range
 
     a, y, r = data
     probes = [RidgeProbe(a.shape[1], 3, r.shape[1], keep_features=keep, act_shape=(a.shape[1],))

@@ -184,7 +184,7 @@ def _job(schedule: str = "log", target: float = 200, minimum: float = 200) -> "p
 ])
 def test_measurement_count_matches_nnphases_schedule(schedule: str, last: int, spe: int, per_decade: int,
                                                      first: float) -> None:
-    from nnphases.schedule import Schedule
+    from nnphases.recording.schedule import Schedule
 
     job = _job(schedule)
     job.per_decade, job.first_epoch = per_decade, first

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nnphases import data, kernels, train
-from nnphases.measures import EvalStats, Masks, Probes, SampleSets
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.experiments import data, train
+
+from nnphases import kernels
+from nnphases.recording.measures import EvalStats, Masks, Probes, SampleSets
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir, read_table
 
 SEED = 20261202  # fixed: a failing case replays in any process
@@ -43,7 +45,7 @@ def _conv(classes: int = 4) -> nn.Module:
 
 def _acts(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every ReLU site's output over the whole set, by the capture's names."""
-    from nnphases.capture import SiteTap
+    from nnphases.recording.capture import SiteTap
 
     out: dict[str, list[torch.Tensor]] = {}
     tap = SiteTap(model, lambda n, z: out.setdefault(n, []).append(z.clone()))
@@ -316,7 +318,7 @@ class _Tuple(nn.Module):
      "count_sites: no ReLU site named \\['9'\\]"),
     (lambda t: Recorder(_mlp(), _set(), Schedule((0,), 1), t, [SampleSets(backend="gpu")]),
      "backend must be one of"),
-    (lambda t: Recorder(_mlp(), _set(), (0, 1), t), "schedule must be a nnphases.schedule.Schedule"),
+    (lambda t: Recorder(_mlp(), _set(), (0, 1), t), "schedule must be a nnphases.recording.schedule.Schedule"),
     (lambda t: Recorder(_mlp(), "data", Schedule((0,), 1), t), "eval_data must be an \\(x, y\\) pair"),
 ])
 def test_misuse_is_one_clear_error_before_anything_is_written(tmp_path, make, match):
@@ -345,7 +347,7 @@ def test_background_and_synchronous_writes_give_identical_checkpoints(tmp_path):
 
 
 def test_the_plan_refuses_what_cannot_fit(tmp_path, monkeypatch):
-    from nnphases import recorder
+    from nnphases.recording import recorder
 
     x, y = _set()
     rec = Recorder(_mlp(), (x, y), Schedule(tuple(range(100)), 1), tmp_path / "ok", [SampleSets(), Masks()])

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from nnphases import data
-from nnphases.measures import EvalStats, Probes, SampleSets
-from nnphases.recorder import Recorder, RecorderOptions
-from nnphases.schedule import Schedule
+from nnphases.experiments import data
+from nnphases.recording.measures import EvalStats, Probes, SampleSets
+from nnphases.recording.recorder import Recorder, RecorderOptions
+from nnphases.recording.schedule import Schedule
 from nnphases.store import read_table
 
 
@@ -83,7 +83,7 @@ def test_paper_warm_start(tmp_path, warm):
 
 
 def test_paper_mode_memory_check(tmp_path, monkeypatch):
-    from nnphases import recorder
+    from nnphases.recording import recorder
 
     monkeypatch.setattr(recorder, "_free_memory", lambda device: 10**5)
     with pytest.raises(ValueError, match=r"800 training samples at sites \['2', '4'\].*GiB is free"):
@@ -107,7 +107,7 @@ def test_probes_need_training_data(tmp_path):
 def test_plot_draws_probes(tmp_path):
     from matplotlib.image import imread
 
-    from nnphases.plot import plot
+    from nnphases.analysis.plot import plot
 
     rec = _setup(tmp_path, probes=True)
     rec.measure(0)
@@ -140,7 +140,7 @@ def test_bad_paper_layers(tmp_path, kw, match):
 def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
     """With memory to spare the fast probes keep their training features and score the train accuracy in fit:
     one pass over train_eval fewer, the same rows as with the second pass."""
-    from nnphases import recorder
+    from nnphases.recording import recorder
 
     passes = {}
     for name, free in (("kept", 10**12), ("second-pass", 10**5)):

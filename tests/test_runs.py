@@ -1,4 +1,4 @@
-"""Tests of nnphases.runs: which folders are runs, reading tables across runs and seeds, seed means, class sizes."""
+"""Tests of nnphases.store.runs: which folders are runs, reading tables across runs and seeds, seed means, class sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nnphases import store
-from nnphases.runs import class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
+from nnphases.store.runs import class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
 from nnphases.store import SCHEMAS, RunDir
 
 

@@ -1,4 +1,4 @@
-"""Tests of nnphases.schedule: log-spaced and power-of-two measurement steps, and Schedule."""
+"""Tests of nnphases.recording.schedule: log-spaced and power-of-two measurement steps, and Schedule."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnphases.schedule import Schedule, log_steps, powers_of_two
+from nnphases.recording.schedule import Schedule, log_steps, powers_of_two
 
 # (last, per_decade, first)
 LOG_CASES = [

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnphases import singlelayer
-from nnphases.data import fashion_mnist
+from nnphases.experiments import singlelayer
+from nnphases.experiments.data import fashion_mnist
 
 try:
     fashion_mnist(train=False)
@@ -117,7 +117,7 @@ def test_plots_written_and_readable(quick_run):
 
 
 def test_run_rejects_bad_group_class():
-    from nnphases.data import synthetic
+    from nnphases.experiments.data import synthetic
 
     ds = synthetic(n=60, shape=(1, 4, 4))
     with pytest.raises(ValueError):

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from nnphases import kernels, store
-from nnphases.metrics import LayerMetrics, node_metrics_np
+from nnphases.kernels.metrics import LayerMetrics, node_metrics_np
 from nnphases.store import SCHEMAS, RunDir, atomic_write_bytes, read_table
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Sweeps (nnphases.sweep, ``nnphases sweep`` / ``nnphases status``): one submitit job per cell and seed, run on
+"""Sweeps (nnphases.experiments.sweep, ``nnphases sweep`` / ``nnphases status``): one submitit job per cell and seed, run on
 this machine or submitted as a Slurm job array; resubmitting skips what is done and resumes what was killed, and
 the status is read from the folders.
 
@@ -24,9 +24,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from nnphases import sweep, train
+from nnphases.experiments import sweep, train
 from nnphases.cli import app
-from nnphases.config import Config
+from nnphases.experiments.config import Config
 from nnphases.store import RunDir, read_table
 
 pytest.importorskip("submitit")
@@ -269,11 +269,11 @@ def test_jobs_of_the_grid(tmp_path):
 def test_the_sweep_takes_every_run_option_and_the_core_never_imports_submitit():
     from typer.main import get_command
 
-    from nnphases.config import flat_options
+    from nnphases.experiments.config import flat_options
 
     params = {p.name for p in get_command(app).commands["sweep"].params}  # type: ignore[attr-defined]
     assert set(flat_options()) | {"seeds", "device"} <= params
-    code = "import sys, nnphases.cli, nnphases.sweep, nnphases.train; print('submitit' in sys.modules)"
+    code = "import sys, nnphases.cli, nnphases.experiments.sweep, nnphases.experiments.train; print('submitit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

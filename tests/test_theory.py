@@ -1,4 +1,4 @@
-"""The single-layer theory of source 002 section 3 (nnphases.theory): reconstruction error
+"""The single-layer theory of source 002 section 3 (nnphases.experiments.theory): reconstruction error
 falls then rises when a few small-subset samples must be fitted on the noisy attribute,
 and does not rise without them."""
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nnphases.theory import (
+from nnphases.experiments.theory import (
     default_data,
     phases,
     reconstruction_error,
@@ -87,7 +87,7 @@ def test_record_shapes_and_phases_margins():
 def test_figure_written(tmp_path, capsys):
     from matplotlib.image import imread
 
-    from nnphases.theory import main
+    from nnphases.experiments.theory import main
 
     paths = main(["--seeds", "0", "--steps", "300", "--out", str(tmp_path)])
     assert [p.name for p in paths] == ["theory.png", "theory.svg"]

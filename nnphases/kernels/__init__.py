@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..metrics import LayerMetrics, NodeMetrics
+from .metrics import LayerMetrics, NodeMetrics
 from . import _arrays, _validate
 from ._dispatch import AUTO_ORDER, BACKENDS, BackendError, report, select
 from ._metric_kernels import layer_metrics, node_metrics

@@ -26,11 +26,11 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("cuda", "nnphases.kernels.cuda", "cuda", "torch"),
-        Backend("cupy", "nnphases.kernels.cupy", "cuda", "cupy"),
-        Backend("cpp", "nnphases.kernels.cpp", "cpu", "numpy"),
-        Backend("numba", "nnphases.kernels.numba", "cpu", "numpy"),
-        Backend("reference", "nnphases.kernels.reference", "any", "numpy"),
+        Backend("cuda", "nnphases.kernels.impl.cuda", "cuda", "torch"),
+        Backend("cupy", "nnphases.kernels.impl.cupy", "cuda", "cupy"),
+        Backend("cpp", "nnphases.kernels.impl.cpp", "cpu", "numpy"),
+        Backend("numba", "nnphases.kernels.impl.numba", "cpu", "numpy"),
+        Backend("reference", "nnphases.kernels.impl.reference", "any", "numpy"),
     )
 }
 

@@ -18,8 +18,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from ..metrics import LayerMetrics, NodeMetrics, _neg_xlogx_ratio
-from ..metrics import _validate as _validate_counts
+from .metrics import LayerMetrics, NodeMetrics, _neg_xlogx_ratio
+from .metrics import _validate as _validate_counts
 from . import _arrays, _validate
 from ._dispatch import select
 
@@ -37,7 +37,7 @@ _INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32
 @dataclass(frozen=True)
 class DevicePlan:
     """What the GPU kernels take from the host besides the counts: the class sizes and the scalars
-    nnphases.metrics derives from them alone, computed here with its own NumPy expressions."""
+    nnphases.kernels.metrics derives from them alone, computed here with its own NumPy expressions."""
 
     class_sizes: np.ndarray  # int64 [C], validated
     total: int  # |S|
@@ -61,13 +61,13 @@ def device_plan(sizes: np.ndarray, nodes: int) -> DevicePlan:
 
 
 def _metric_inputs(counts: Array, class_sizes: Array) -> tuple[Any, Any]:
-    """Host copies of GPU tables, then nnphases.metrics' checks (shapes, integer dtypes, ranges)."""
+    """Host copies of GPU tables, then nnphases.kernels.metrics' checks (shapes, integer dtypes, ranges)."""
     return _validate_counts(_arrays.to_numpy(_arrays.describe(counts, "counts").obj),
                             _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
 
 
 def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
-    """nnphases.metrics' checks of counts that need no look at their values (the native kernels check the
+    """nnphases.kernels.metrics' checks of counts that need no look at their values (the native kernels check the
     ranges where they read them), with its messages, and the validated class sizes on the host (from any
     library or device)."""
     if len(a.shape) != 2:
@@ -100,7 +100,7 @@ def _device_counts(a: _arrays.Array) -> Any:
     if a.dtype in DEVICE_COUNT_TYPES:
         return x
     # uint64 values above the int64 range wrap negative here, so the kernel flags them and the host check
-    # names them with nnphases.metrics' message.
+    # names them with nnphases.kernels.metrics' message.
     if a.lib == "torch":
         import torch
 
@@ -195,11 +195,11 @@ def _layers_on_host(arrays: list[_arrays.Array], class_sizes: Array, backend: st
 
 def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
                  threads: int | None = None) -> NodeMetrics:
-    """Per-node sample-set metrics (float64; see :mod:`nnphases.metrics`) from ``counts`` int ``[C, N]``
+    """Per-node sample-set metrics (float64; see :mod:`nnphases.kernels.metrics`) from ``counts`` int ``[C, N]``
     and ``class_sizes`` int ``[C]``.
 
     Host counts are computed on the host; the fields are read-only NumPy arrays. The native CPU backends do
-    the arithmetic of :func:`nnphases.metrics.node_metrics_np` in the same order in one pass: fractions and
+    the arithmetic of :func:`nnphases.kernels.metrics.node_metrics_np` in the same order in one pass: fractions and
     flags are identical, the entropies, ``p`` and ``u`` within ``8 * eps * max(1, log C)`` (only the
     logarithms can differ; tests/test_metric_kernels.py), NaN on the same nodes. ``threads`` as in
     :func:`class_counts`.

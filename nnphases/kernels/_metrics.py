@@ -1,7 +1,7 @@
 """What the native metric kernels need besides the counts, computed once per call with
-NumPy exactly as :mod:`nnphases.metrics` computes it (its entropy tables, H(Y), the
+NumPy exactly as :mod:`nnphases.kernels.metrics` computes it (its entropy tables, H(Y), the
 choice between tables and logarithms), and the assembly of their outputs into
-:class:`~nnphases.metrics.NodeMetrics` and :class:`~nnphases.metrics.LayerMetrics`.
+:class:`~nnphases.kernels.metrics.NodeMetrics` and :class:`~nnphases.kernels.metrics.LayerMetrics`.
 The per-node pass itself is in each backend (C++ ``csrc/cpu/node_metrics.cpp``, Numba)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import LayerMetrics, NodeMetrics, _class_entropy_tables, _neg_xlogx_ratio
-from ..metrics import _validate as validate_counts
+from .metrics import LayerMetrics, NodeMetrics, _class_entropy_tables, _neg_xlogx_ratio
+from .metrics import _validate as validate_counts
 from ._arrays import dense_host
 
 NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
@@ -40,7 +40,7 @@ class Plan:
 
 
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
-    """From counts and sizes already validated by ``nnphases.metrics._validate``."""
+    """From counts and sizes already validated by ``nnphases.kernels.metrics._validate``."""
     b = batch_plan([counts], class_sizes)
     return Plan(b.counts[0], b.class_sizes, b.pairs, b.table_offset, b.hz_table, b.terms.h_y, b.terms.log_k,
                 b.terms)
@@ -175,7 +175,7 @@ def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray
 
     The means of p = 1 - H(Zhat|Y) / log 2 and u = 1 - H(Y|Zhat) / log |C|, with H(Y|Zhat) = H(Y) - H(Zhat) +
     H(Zhat|Y), follow from the sums without per-node values; they leave out the per-node clipping to
-    [0, H(Zhat)] and >= 0 of nnphases.metrics, which changes a node's value only by rounding, so the means stay
+    [0, H(Zhat)] and >= 0 of nnphases.kernels.metrics, which changes a node's value only by rounding, so the means stay
     within a few ulps of the per-node ones (tests/test_metric_kernels.py)."""
     dead, always = (int(x) for x in counts.tolist())
     live, defined = nodes - dead, nodes - dead - always

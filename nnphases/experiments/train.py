@@ -1,0 +1,366 @@
+"""Training runs for ``nnphases run``: presets, the training loop, and exact resume.
+
+A run trains one model per seed and measures it with a :class:`Recorder` at the
+schedule's steps; each seed writes its own run directory (``OUT/seed-<k>``) and
+``OUT/run.json`` holds the resolved configuration. Resume is exact: the data
+order of every epoch comes from a generator seeded by (seed, epoch), and each
+checkpoint keeps the model, the optimizer and the RNG states, so a run killed
+at any moment continues from its last complete checkpoint and ends with the
+results of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import data, models
+from .config import Config
+from ..recording.distributed import shard_range, world
+from ..recording.measures import REGISTRY, EvalStats, Measure
+from ..recording.recorder import Recorder, RecorderOptions
+from ..recording.schedule import Schedule
+from ..store import RunDir, atomic_write_bytes
+
+__all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
+
+
+def _preset(**flat: Any) -> Config:
+    return Config.from_flat(flat)
+
+
+PRESETS: dict[str, Config] = {
+    # A real FashionMNIST run that finishes in minutes on two CPU cores and shows the rise and fall
+    # of the activation fraction.
+    "demo": _preset(depth=5, width=80, loss="ce", epochs=4, seeds=(0, 1, 2), per_decade=6, train_eval=6000),
+    # Source 000's protocol for one cell of its grid (choose --depth 2|5|9, --width 20|80|320, --loss mse|ce).
+    "source000": _preset(depth=9, width=320, loss="ce", epochs=200, seeds=(0, 1, 2), per_decade=10),
+    # Source 002's protocol, shortened for a CPU: FC-BN net on FashionMNIST at 32x32, SGD lr 0.002, batch 128,
+    # measurements at steps 0, 1, 2, 4, ... with probes (the source: 256 epochs, 5 runs; pass --epochs 256
+    # --seeds 0,1,2,3,4 on a GPU).
+    "source002": _preset(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
+                         epochs=2, seeds=(0, 1), resize=32, schedule="pow2", probes=True, train_eval=4000),
+    # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
+    # probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs 256 --seeds 0,1,2,3,4
+    # --holdout 12000 --train-eval 12000.
+    "source002-vgg11": _preset(model="vgg11", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                               seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000, train_eval=2000,
+                               eval_batch=500),
+    "source002-resnet10": _preset(model="resnet10", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
+                                  seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000,
+                                  train_eval=2000, eval_batch=500),
+}
+
+
+# The source's grid: every cell is a `source000` run in its own folder OUT/<depth>x<width>-<loss>.
+GRID = [dict(depth=d, width=w, loss=loss) for d in (2, 5, 9) for w in (20, 80, 320) for loss in ("mse", "ce")]
+
+
+def grid_configs(overrides: dict[str, Any]) -> dict[str, Config]:
+    """The 18 cells of source 000's grid (cell keys override the given depth, width and loss)."""
+    return {f"{c['depth']}x{c['width']}-{c['loss']}": resolve("source000", {**overrides, **c}) for c in GRID}
+
+
+def resolve(preset: str, overrides: dict[str, Any]) -> Config:
+    """The preset with flat-named ``overrides`` (None values ignored), checked."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return Config.from_flat(overrides, base=PRESETS[preset])
+
+
+def _device(cfg: Config) -> torch.device:
+    rank, size = world()
+    if size > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r}: no CUDA GPU is usable here (use --device cpu or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {cfg.device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}")
+    return dev
+
+
+def load_data(cfg: Config, seed: int = 0) -> tuple[data.Dataset, data.Dataset]:
+    """(train, validation): the training set minus a class-stratified holdout of ``cfg.data.holdout`` samples."""
+    d = cfg.data
+    if d.data_root is not None:
+        root = Path(d.data_root)
+        if not root.exists():
+            raise FileNotFoundError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} does not exist")
+        if not root.is_dir():
+            raise NotADirectoryError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} is a file, not a folder")
+    loaders: dict[str, Callable[..., data.Dataset]] = {
+        "fashion-mnist": lambda: data.fashion_mnist(d.data_root),
+        "mnist": lambda: data.mnist(d.data_root),
+        "cifar10": lambda: data.cifar10(d.data_root),
+        "cifar100": lambda: data.cifar100(d.data_root),
+        "synthetic": lambda: data.synthetic(n=3000, num_classes=10, shape=(1, 8, 8), seed=0),
+    }
+    full = loaders[d.dataset]()
+    if d.holdout >= len(full):
+        raise ValueError(f"holdout must be below the dataset's {len(full)} samples, got {d.holdout}")
+    if d.resize:
+        full = data.resize(full, d.resize)
+    train_idx, val_idx = data.stratified_split(full.y, d.holdout, seed=0)  # the same split for every seed
+    return full.subset(train_idx), full.subset(val_idx)
+
+
+def build_model(cfg: Config, ds: data.Dataset) -> nn.Module:
+    m = cfg.model
+    if m.model == "mlp":
+        return models.mlp(ds.x[0].numel(), m.depth, m.width, ds.num_classes,
+                          output="identity" if cfg.optim.loss == "mse" else "softmax")
+    if m.model == "fc_bn":
+        return models.fc_bn(ds.x[0].numel(), m.depth, m.width, ds.num_classes)
+    return models.build(m.model, num_classes=ds.num_classes, in_channels=ds.x.shape[1])
+
+
+def loss_function(cfg: Config, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if cfg.optim.loss == "ce":
+        return nn.functional.cross_entropy
+    return _MSE(num_classes)
+
+
+class _MSE:
+    """Mean squared error against one-hot targets (picklable, named in the run's measures.json)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(logits, nn.functional.one_hot(y, self.num_classes).to(logits.dtype))
+
+
+def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optim.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def make_schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
+    """The run's measurement steps; its last step is the run's last training step."""
+    s, epochs = cfg.schedule, cfg.optim.epochs
+    if s.schedule == "pow2":
+        return Schedule.powers_of_two(epochs, steps_per_epoch)
+    return Schedule.log(epochs, steps_per_epoch, per_decade=s.per_decade, first_epoch=s.first_epoch)
+
+
+def measures_for(cfg: Config, num_classes: int) -> list[Measure]:
+    """The configured measures, in the registry's order; the loss is the training loss."""
+    out: list[Measure] = []
+    for name, opts in cfg.measures.items():
+        if opts is None:
+            continue
+        if name == EvalStats.name:
+            opts = EvalStats.Options(loss_fn=loss_function(cfg, num_classes))
+        out.append(REGISTRY[name](opts))
+    return out
+
+
+def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.Dataset, val: data.Dataset,
+              **extra: Any) -> tuple[Recorder, Schedule, int]:
+    steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
+    schedule = make_schedule(cfg, steps_per_epoch)
+    sub = _epoch_order(seed, -1, len(train))[:cfg.data.train_eval]
+    rec = Recorder(model, (val.x, val.y), schedule, out, measures_for(cfg, train.num_classes),
+                   train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
+                   num_classes=train.num_classes, seed=seed,
+                   config={**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch,
+                           "total_steps": schedule.last},
+                   options=RecorderOptions(batch_size=cfg.data.eval_batch, **extra))
+    return rec, schedule, steps_per_epoch
+
+
+def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
+               on_step: Callable[[int], None] | None = None) -> Path:
+    """Trains and measures one seed into ``out``; continues from its newest intact checkpoint if any.
+
+    Damaged checkpoints at the end of the run are set aside first (``checkpoints/.damaged-step-*``, by the
+    Recorder's :meth:`~nnphases.store.RunDir.cleanup`, with a warning naming the file), the state is restored
+    from the newest intact ``state.pt`` (the two newest are kept), and the steps set aside are measured again,
+    so the results equal an undamaged run's. A run already marked done is left as it is.
+    """
+    run = RunDir(out)
+    if run.done:
+        return out
+    dev = _device(cfg)  # before loading data: a missing GPU is said at once
+    train, val = load_data(cfg, seed)
+    torch.manual_seed(seed)
+    model = build_model(cfg, train).to(dev)
+    rank, size = world()
+    # Data-parallel under torchrun: every rank takes its share of each global batch (the same seeded order
+    # everywhere) and DDP averages the gradients; the Recorder measures the unwrapped model on unpadded shards.
+    net = model if size == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = _optimizer(cfg, model)
+    loss_fn = loss_function(cfg, train.num_classes)
+    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, net, train, val)
+    total = schedule.last  # the last training step is the schedule's, never computed twice
+
+    def state() -> dict:
+        return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    step = 0
+    saved = run.latest_state()
+    if saved is not None:
+        step, st = saved
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        torch.set_rng_state(st["torch_rng"])
+        if "recorder" in st:
+            rec.load_state_dict(st["recorder"])
+        if st.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
+    else:
+        rec.maybe_measure(0, state)
+    bar = _progress(total, step, f"seed {seed}", progress)
+    model.train()
+    batch = cfg.optim.batch
+    try:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = _epoch_order(seed, epoch, len(train))
+            idx = order[offset * batch:(offset + 1) * batch]
+            if size > 1:
+                idx = idx[slice(*shard_range(len(idx), rank, size))]
+            xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xb), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
+                                         f"diverged. Checkpoints up to the last measurement in {out} are intact")
+            loss.backward()
+            opt.step()
+            step += 1
+            rec.maybe_measure(step, state)
+            if on_step:
+                on_step(step)
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        rec.flush()  # a checkpoint being written in the background completes before the error propagates
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    rec.close()
+    return out
+
+
+def plan(cfg: Config, out: Path) -> str:
+    """The memory and disk plan of one seed of ``cfg`` written to ``out`` (nothing is trained or written)."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from ..recording.recorder import _existing_parent, _size
+
+    dev = _device(cfg)
+    train, val = load_data(cfg)
+    torch.manual_seed(cfg.seeds[0])
+    model = build_model(cfg, train).to(dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        rec, _, _ = _recorder(cfg, cfg.seeds[0], Path(tmp) / "plan", model, train, val, check_plan=False,
+                              background_writes=False)
+        p = dataclasses.replace(rec.plan, free_disk=shutil.disk_usage(_existing_parent(Path(out))).free)
+    seeds = len(cfg.seeds)
+    text = str(p) + f"\n{seeds} seed{'s' if seeds > 1 else ''}: {_size(p.disk_bytes * seeds)} on disk in all"
+    problems = p.problems()
+    return text + ("\ndoes not fit: " + "; ".join(problems) if problems else "\nfits")
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False)
+
+
+def run(cfg: Config, out: Path, *, progress: bool = True) -> list[Path]:
+    """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config. Under
+    torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel and measures its shard; rank 0 writes."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    with _process_group(cfg):
+        rank, size = world()
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            cfg_path = out / "run.json"
+            if cfg_path.exists():
+                old = _stored_config(cfg_path)
+                if old != cfg:
+                    raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another "
+                                     "--out")
+            else:
+                atomic_write_bytes(cfg_path, cfg.to_json())
+        if size > 1:
+            torch.distributed.barrier()
+        return [train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0) for s in cfg.seeds]
+
+
+class _process_group:
+    """Joins the torchrun world when launched by torchrun (and no process group exists yet): NCCL on GPUs, gloo on
+    the CPU; leaves it at the end."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg, self.owned = cfg, False
+
+    def __enter__(self) -> None:
+        import torch.distributed as dist
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            gpu = self.cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+            if gpu:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            dist.init_process_group("nccl" if gpu else "gloo")
+            self.owned = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def resume(out: Path, *, progress: bool = True) -> list[Path]:
+    """Continues every seed of the run in ``out`` from its last complete checkpoint."""
+    cfg_path = Path(out) / "run.json"
+    if not cfg_path.exists():
+        cells = sorted(c.parent for c in Path(out).glob("*/run.json"))  # a grid: one run per cell
+        if not cells:
+            raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
+        return [p for cell in cells for p in resume(cell, progress=progress)]
+    return run(_stored_config(cfg_path), Path(out), progress=progress)
+
+
+def _stored_config(path: Path) -> Config:
+    """The configuration in a run's ``run.json``; ValueError naming the file when it is damaged."""
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged (not JSON: {e})") from None
+    except (ValueError, TypeError) as e:  # not text (UnicodeDecodeError), or not a configuration
+        raise ValueError(f"{path} is damaged ({e})") from None

@@ -1,0 +1,2 @@
+"""Integrations: the Recorder inside other people's trainers (``callbacks/``: Lightning, Hugging Face) and the
+loggers that send each checkpoint's rows to TensorBoard or Weights & Biases."""

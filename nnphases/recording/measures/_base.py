@@ -1,0 +1,162 @@
+"""The measure protocol: what one kind of measurement needs, keeps and writes.
+
+A measure is bound once to the model's ReLU sites (:meth:`Measure.bind`, where
+every check across options happens, before any training), then, at each
+measurement, sees the passes it asked for (:meth:`Measure.passes`): its sites'
+outputs while each batch is alive (:meth:`Measure.update`), the batch's logits
+(:meth:`Measure.update_batch`), the end of each pass (:meth:`Measure.end_pass`),
+and finally hands its result to the store (:meth:`Measure.compute`). What it
+keeps between batches are sums (:meth:`Measure.sums`: reducible with one
+``all_reduce(SUM)``); what a resumed run needs is :meth:`Measure.state_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from ..stream import Batch
+
+Pass = Literal["train", "rescore", "eval"]
+PASSES: tuple[Pass, ...] = ("train", "rescore", "eval")  # the order a measurement runs them in
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a measure learns about the model and the data when it is bound."""
+
+    sites: Mapping[str, tuple[int, ...]]  # ReLU site -> per-sample output shape, in forward order
+    num_classes: int
+    input_shape: tuple[int, ...]
+    device: torch.device
+    eval_samples: int | None  # None: a stream whose length is learnt in the first pass
+    train_samples: int | None  # None: no training subset (or a stream of unknown length)
+    has_train: bool
+    seed: int
+    free_memory: int | None  # bytes free for new tensors on the device, None when unknown
+    world: int = 1  # processes measuring shards of the data together (torch.distributed)
+    measures: tuple[str, ...] = ()  # the names of every bound measure
+
+    def check_sites(self, names: Collection[str] | None, option: str) -> list[str]:
+        """``names`` (None: every site) checked against the model's sites, in forward order."""
+        if names is None:
+            return list(self.sites)
+        unknown = [n for n in names if n not in self.sites]
+        if unknown:
+            raise ValueError(f"{option}: no ReLU site named {unknown}; the model's sites: {list(self.sites)}")
+        if not names:
+            raise ValueError(f"{option} must name at least one site; the model's sites: {list(self.sites)}")
+        return [n for n in self.sites if n in names]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One site's share of a measure's memory and disk: bytes on the device while measuring, bytes stored per
+    checkpoint."""
+
+    measure: str
+    site: str
+    nodes: int
+    device_bytes: int
+    disk_bytes: int
+
+
+@dataclass
+class Output:
+    """What a measure hands to the store for one checkpoint."""
+
+    counts: dict[str, np.ndarray] | None = None  # site -> int64 [C, N] (with class_sizes)
+    class_sizes: np.ndarray | None = None
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table name -> rows
+    # How the store writes what the counts give (RunDir.write_checkpoint's keywords of the same names); None: its
+    # defaults.
+    node_tables: Literal["auto", "always", "never"] | None = None
+    node_table_max_width: int | None = None
+    compact_tables: bool | None = None
+
+
+class Measure:
+    """Base class of measures. Subclasses set ``name`` and ``Options`` (a frozen dataclass validated by
+    :func:`nnphases.options.check`) and override what they use."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type]
+    # The command-line switch that turns an optional measure on (``--keep-masks``), or None when always on.
+    switch: ClassVar[str | None] = None
+    order: ClassVar[int] = 100  # where its rows come in plans and its options on the command line
+    switch_help: ClassVar[str] = ""
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise TypeError(f"{type(self).__name__}: pass options or keywords, not both")
+        if options is None:
+            options = self.Options(**kwargs)
+        elif not isinstance(options, self.Options):
+            raise TypeError(f"{type(self).__name__} options must be {self.Options.__name__}, "
+                            f"got {type(options).__name__}")
+        self.options = options
+        self.binding: Binding | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+    def bind(self, binding: Binding) -> None:
+        """Check the options against the model's sites and the data; called once, before any measurement."""
+        self.binding = binding
+
+    def passes(self) -> dict[Pass, Collection[str]]:
+        """The passes this measure needs next, each with the sites whose outputs it wants (may be empty)."""
+        return {}
+
+    def begin(self, checkpoint: Path) -> None:
+        """A measurement starts; files of its own may be streamed into the ``checkpoint`` folder being written."""
+
+    def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
+        """One site's output ``z`` ([batch, *shape], detached; reduce it now, never keep it) in pass ``p``."""
+
+    def update_batch(self, p: Pass, batch: Batch, logits: torch.Tensor) -> None:
+        """The model's output for ``batch`` in pass ``p``."""
+
+    def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
+        """Pass ``p`` is over; ``class_sizes`` and ``samples`` are what it read."""
+
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        """What pass ``p`` added to this measure's state, as tensors that are sums over samples: across processes
+        they are added at the end of the pass, before :meth:`end_pass` (integers exactly in one int64 buffer,
+        floats in one float64 buffer: one all_reduce per dtype)."""
+        return {}
+
+    def compute(self) -> Output:
+        """This measurement's result for the store."""
+        return Output()
+
+    def abort(self) -> None:
+        """The measurement failed; release what :meth:`begin` opened."""
+
+    def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
+        """Bytes this measure needs per site: on the device while measuring, on disk per checkpoint."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of this measure (empty when nothing)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def describe(self) -> Any:
+        """This measure's options, JSON-ready: a run folder belongs to one setup."""
+        from ...options import describe
+
+        return describe(self.options)
+
+
+def replace(options: Any, **changes: Any) -> Any:
+    """A copy of frozen ``options`` with ``changes`` (validated again)."""
+    return dataclasses.replace(options, **changes)

@@ -1,0 +1,128 @@
+"""Sample-set counts: for every node of the chosen ReLU sites and every class, the samples that activate it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ... import kernels
+from ...options import check, option
+from ...store import NODE_TABLE_MAX_WIDTH
+from ..stream import Batch, accumulator_dtype
+from ._base import Binding, Measure, Output, Pass, PlanRow
+
+# Stored bytes per node besides its counts: one nodes.parquet row (measured on 9x320 and VGG-11 checkpoints) and
+# one layers.parquet share.
+NODE_ROW_BYTES = 48
+
+
+@dataclass(frozen=True)
+class SampleSetsOptions:
+    per_channel: bool = option(False, help="count conv channels (active when any position is) instead of "
+                                           "channel-positions")
+    sites: tuple[str, ...] | None = option(None, help="ReLU sites to count (default: every site)",
+                                           flag="count-sites")
+    backend: str | None = option(None, help="kernel backend (cuda, cupy, cpp, numba, reference; default: the "
+                                            "first that works)")
+    node_tables: Literal["auto", "always", "never"] = option(
+        "auto", help="per-node rows in nodes.parquet: auto (layers of at most --node-table-max-width nodes), "
+                     "always or never; readers derive the rows of the others from the counts")
+    node_table_max_width: int = option(NODE_TABLE_MAX_WIDTH, min=1, help="widest layer with per-node rows under "
+                                                                         "--node-tables auto")
+    compact_tables: bool = option(False, help="when the run ends, gather each table's per-checkpoint files into one "
+                                              "file (nnphases compact does it later)")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.backend is not None and self.backend not in kernels.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}; got {self.backend!r}")
+
+
+def nodes_of(shape: tuple[int, ...], per_channel: bool) -> int:
+    """Nodes a site of per-sample ``shape`` contributes: every value, or with ``per_channel`` one per channel."""
+    return shape[0] if per_channel and len(shape) > 1 else math.prod(shape)
+
+
+def node_view(z: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """``[batch, nodes]`` activations of a site's output: flattened, or per channel the maximum over positions
+    (> 0 exactly when the channel is active somewhere, as a ReLU output is >= 0)."""
+    b = z.shape[0]
+    if per_channel and z.dim() > 2:
+        return z.reshape(b, z.shape[1], math.prod(z.shape[2:])).amax(dim=2)
+    return z.reshape(b, math.prod(z.shape[1:]))
+
+
+class SampleSets(Measure):
+    """Per-class counts of active samples at every chosen site, summed over the evaluation pass in place
+    (int32 counters for sets under 2^31 samples, int64 beyond), stored as ``counts.npz`` with their layer metrics
+    (``layers`` table) and the node metrics of the layers ``node_tables`` names (``nodes`` table; readers derive
+    the others' from the counts)."""
+
+    name = "sample_sets"
+    Options = SampleSetsOptions
+    order = 0
+
+    def bind(self, binding: Binding) -> None:
+        super().bind(binding)
+        self.sites = binding.check_sites(self.options.sites, "count_sites")
+        self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
+        self._acc: dict[str, torch.Tensor] = {}
+        self._counters: dict[str, kernels.ClassCounts] = {}
+
+    def passes(self) -> dict[Pass, Collection[str]]:
+        return {"eval": self.sites}
+
+    def begin(self, checkpoint: object) -> None:
+        b = self.binding
+        assert b is not None
+        dtype = accumulator_dtype(b.eval_samples)
+        self._acc = {s: torch.zeros((b.num_classes, n), dtype=dtype, device=b.device) for s, n in self.nodes.items()}
+        # Labels were checked on the host and a NaN or inf in any ReLU output reaches the logits, which the
+        # Recorder checks once per pass: the kernel's own checks would cost a GPU synchronisation per site and
+        # batch. The counters validate the tables and options once, not on each of the pass's many calls.
+        self._counters = {s: kernels.ClassCounts(a, b.num_classes, backend=self.options.backend, check_finite=False,
+                                                 check_labels=False) for s, a in self._acc.items()}
+
+    def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
+        self._counters[site].add(node_view(z, self.options.per_channel), batch.y)
+
+    def update_and_pack(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """:meth:`update` that also returns the site's packed masks (``pack_masks`` of the same nodes) from the
+        same read of ``z``: the Recorder calls it instead of :meth:`update` and Masks' own packing when both
+        measure a CPU site with the same node view and backend."""
+        assert self.binding is not None
+        _, packed = kernels.count_and_pack(node_view(z, self.options.per_channel), batch.y, self.binding.num_classes,
+                                           out=self._acc[site], backend=self.options.backend, check_finite=False)
+        return packed
+
+    def sums(self, p: Pass) -> dict[str, torch.Tensor]:
+        return {f"counts:{s}": a for s, a in self._acc.items()} if p == "eval" else {}
+
+    def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
+        self._class_sizes = class_sizes
+
+    def compute(self) -> Output:
+        counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
+        self._acc, self._counters = {}, {}
+        o = self.options
+        return Output(counts=counts, class_sizes=self._class_sizes, node_tables=o.node_tables,
+                      node_table_max_width=o.node_table_max_width, compact_tables=o.compact_tables)
+
+    def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
+        width = torch.tensor([], dtype=accumulator_dtype(eval_samples)).element_size()
+        stored = 1 if eval_samples is not None and eval_samples < 256 else (
+            2 if eval_samples is not None and eval_samples < 65536 else 4)
+        return [PlanRow(self.name, s, n, num_classes * n * width,
+                        num_classes * n * stored + n * NODE_ROW_BYTES * self._tabled(n)) for s, n in self.nodes.items()]
+
+    def _tabled(self, nodes: int) -> bool:
+        o = self.options
+        return o.node_tables == "always" or (o.node_tables == "auto" and nodes <= o.node_table_max_width)
+
+
+MEASURE = SampleSets

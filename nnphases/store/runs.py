@@ -1,0 +1,201 @@
+"""Reading recorded runs: which folders are runs, their tables across seeds, seed means, layer order, class sizes.
+
+Every reader (``plot``, ``findings``, ``phases``, :func:`nnphases.store.read_table`)
+finds its run directories with :func:`run_dirs`, so one argument means the same
+runs everywhere: a run directory (``OUT/seed-0``), a folder of them
+(``OUT`` holding ``seed-*``), a grid folder (``OUT/<cell>/seed-*``), or a
+list of any of these.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .. import store
+from . import DamagedCheckpoint, DamagedCheckpointWarning, RunDir
+
+__all__ = ["PathLike", "Runs", "run_dirs", "read_table", "mean_over_seeds", "layer_order", "class_sizes"]
+
+PathLike = str | os.PathLike[str]
+Runs = PathLike | Iterable[PathLike]
+
+# Two levels reach the deepest layout the CLI writes (a grid: OUT/<cell>/seed-*)
+# and keep a mistyped path (a home folder) from starting a walk of a whole tree.
+_DEPTH = 2
+
+
+def _find(folder: Path, depth: int) -> list[Path]:
+    if (folder / "checkpoints").is_dir():
+        return [folder]
+    found: list[Path] = []
+    if depth < _DEPTH:
+        # Hidden entries are never runs: .tmp-* leftovers of atomic writes, .git.
+        for child in sorted(c for c in folder.iterdir() if not c.name.startswith(".") and c.is_dir()):
+            found += _find(child, depth + 1)
+    # A config.json alone marks a run that has not written a checkpoint yet, unless
+    # runs lie below it (a sweep folder may keep its own config next to its seeds).
+    if not found and (folder / "config.json").is_file():
+        return [folder]
+    return found
+
+
+def run_dirs(runs: Runs) -> list[Path]:
+    """The run directories named by ``runs``, each once, in the order given (found folders sorted by name).
+
+    ``runs`` is a path or a list of paths. A folder with ``checkpoints/`` is
+    a run, and nothing below it is searched. Any other folder is searched
+    for runs in its subfolders (hidden ones skipped) by the same rule, at most
+    two levels below the path given, which covers ``OUT/seed-*`` and
+    ``OUT/<cell>/seed-*``; deeper runs must be named themselves. A folder
+    with ``config.json`` but no ``checkpoints/`` and no runs below it is a
+    run that has not written a checkpoint yet. A path listed twice (or also
+    found under another) counts once. Raises TypeError for a non-path and
+    ValueError naming the path for a path that does not exist, a file, or a
+    folder with no run; the result of ``run_dirs`` gives itself back.
+    """
+    if isinstance(runs, (str, os.PathLike)):
+        items: list[object] = [runs]
+    elif isinstance(runs, Iterable) and not isinstance(runs, bytes):
+        items = list(runs)
+    else:
+        raise TypeError(f"runs must be a path or a list of paths, got {runs!r}")
+    if not items:
+        raise ValueError("runs must name at least one path, got an empty list")
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"runs[{i}] must be a path, got {item!r}")
+        p = Path(item)
+        if not p.exists():
+            raise ValueError(f"runs: {str(p)!r} does not exist")
+        if not p.is_dir():
+            raise ValueError(f"runs: {str(p)!r} is a file, not a run directory or a folder of them")
+        found = _find(p, 0)
+        if not found:
+            raise ValueError(f"runs: {str(p)!r} is neither a run directory nor a folder of run directories "
+                             f"(no checkpoints/ or config.json in it or two levels below)")
+        for run in found:
+            key = run.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(run)
+    return out
+
+
+def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "raise") -> pd.DataFrame:
+    """The ``table`` (nodes, layers, stats, probes, ...) of the complete checkpoints of ``runs``, as a DataFrame.
+
+    ``runs`` as for :func:`run_dirs`; ``table`` one of
+    :data:`nnphases.store.TABLES`. Rows are sorted by seed and step; within
+    a checkpoint they keep the order written (layers in model order, then
+    node index; stats as given). Column types follow
+    :data:`nnphases.store.SCHEMAS`; an empty result still has every column.
+    Checkpoints without an optional table (any but nodes, layers and stats,
+    e.g. probes) are skipped for it, unless their manifest lists it. Rows
+    come from the run's compacted files (:meth:`RunDir.compact`) where they
+    hold the checkpoint, else from the checkpoint's own files; node rows of
+    layers written without them (``node_tables``) are derived from the
+    counts, the same rows the writer would have stored.
+
+    Every file is verified before it is used (size and crc32 against the
+    checkpoint's manifest or the compacted files' manifest; then its
+    columns against the schema and its rows against the checkpoint's
+    step). ``damaged``:
+    ``"raise"`` (default) raises :class:`~nnphases.store.DamagedCheckpoint`
+    naming the checkpoint and the file; ``"skip"`` leaves that checkpoint
+    out of this table with a :class:`~nnphases.store.DamagedCheckpointWarning`
+    naming them.
+    """
+    # Looked up at each call: tables registered after import are readable too.
+    if not isinstance(table, str) or table not in store.TABLES:
+        raise ValueError(f"table must be one of {', '.join(store.TABLES)}; got {table!r}")
+    if damaged not in ("raise", "skip"):
+        raise ValueError(f"damaged must be 'raise' or 'skip', got {damaged!r}")
+    schema = store.SCHEMAS[table]
+    parts = []
+    for run in run_dirs(runs):
+        try:
+            reader = store._TableReader(RunDir(run))
+        except DamagedCheckpoint as e:  # the compacted tables' manifest: no checkpoint can be read safely
+            if damaged == "raise":
+                raise
+            warnings.warn(f"{e}; {run} left out of the {table} table", DamagedCheckpointWarning, stacklevel=2)
+            continue
+        for s in sorted(reader.dirs):
+            try:
+                t = reader.table(s, table)
+                if t is not None:
+                    parts.append(t)
+            except DamagedCheckpoint as e:
+                if damaged == "raise":
+                    raise
+                warnings.warn(f"{e}; step {s} left out of the {table} table", DamagedCheckpointWarning,
+                              stacklevel=2)
+    t = pa.concat_tables(parts) if parts else schema.empty_table()
+    # Two stable sorts (step, then seed) order by (seed, step) and keep each
+    # checkpoint's own row order: layers in model order, not alphabetical.
+    order = np.argsort(t.column("step").to_numpy(), kind="stable")
+    order = order[np.argsort(t.column("seed").to_numpy()[order], kind="stable")]
+    return t.take(pa.array(order, type=pa.int64())).to_pandas()
+
+
+def layer_order(table: pd.DataFrame) -> list[str]:
+    """Layer names in order of first appearance (read_table keeps each checkpoint's model order)."""
+    if table.empty or "layer" not in table:
+        return []
+    return [str(x) for x in pd.unique(table["layer"])]
+
+
+def mean_over_seeds(table: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Mean, standard error and seed count of ``values`` per ``keys`` (which include ``step``).
+
+    Returns one row per group with the group keys, ``epoch`` (mean over
+    seeds), ``<v>`` (mean, NaN-skipping), ``<v>_se`` (sample standard
+    deviation / sqrt(n), 0 for a single seed, NaN with none) and ``<v>_n``
+    (number of seeds with a finite value), sorted by step; the order of the
+    other keys' first appearance is kept within a step.
+    """
+    keys = list(keys)
+    values = list(values)
+    cols = keys + ["epoch"] + [c for v in values for c in (v, f"{v}_se", f"{v}_n")]
+    if table.empty:
+        return pd.DataFrame(columns=cols)
+    g = table.groupby(keys, sort=False, dropna=False)
+    out = g[["epoch"] + values].mean()
+    std = g[values].std(ddof=1)
+    n = g[values].count()
+    for v in values:
+        se = std[v] / np.sqrt(n[v].where(n[v] > 0))
+        se = se.where(n[v] != 1, 0.0)
+        out[f"{v}_se"] = se
+        out[f"{v}_n"] = n[v]
+    out = out.reset_index()
+    return out.sort_values("step", kind="stable").reset_index(drop=True)[cols]
+
+
+def class_sizes(run: PathLike) -> np.ndarray:
+    """Samples per class (int64 ``[C]``) of the evaluation set, as stored with the run's newest complete checkpoint.
+
+    ``run`` is one run directory. Raises ValueError naming the path when it
+    is not a folder or has no complete checkpoint, and
+    :class:`~nnphases.store.DamagedCheckpoint` naming the file when that
+    checkpoint's counts are damaged.
+    """
+    if not isinstance(run, (str, os.PathLike)):
+        raise TypeError(f"run must be a path, got {run!r}")
+    rd = RunDir(run)
+    if not rd.path.is_dir():
+        raise ValueError(f"run: {str(rd.path)!r} is not a folder")
+    steps = rd.completed_steps()
+    if not steps:
+        raise ValueError(f"run: {str(rd.path)!r} has no complete checkpoint to read class sizes from")
+    return rd.read_counts(steps[-1])[1]
