@@ -8,18 +8,49 @@ The metric kernels (``--kernels metrics``) read int32 count tables the size of a
 VGG-11 layer set (10 classes x 524,288 nodes) and of a 100-class one (100 x 131,072);
 their "of copy" figure is the bytes of counts read per second over the copy bandwidth
 (read + write) of the same run, for the whole call (host work and the one read-back
-included) and for the kernels alone (from the profiler)."""
+included) and for the kernels alone (from the profiler).
+
+``case`` and ``metrics_case`` return :class:`Row` records (``scripts/device_check.py`` stores them as JSON);
+``Row.text()`` is the printed line."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 import nnphases.kernels as K
+
+
+@dataclass(frozen=True)
+class Row:
+    """One timed line of the report: the input (``case``), what ran on it, the median seconds (None when it did
+    not run, ``note`` saying why), the elements and input bytes one timing reads, and the copy bandwidth of the
+    same run, against which ``of_copy`` is input bytes per second."""
+
+    case: str
+    what: str
+    seconds: float | None
+    elements: int
+    nbytes: int
+    copy_bw: float
+    unit: str = "act"
+    note: str = ""
+
+    @property
+    def of_copy(self) -> float | None:
+        return self.nbytes / self.seconds / self.copy_bw if self.seconds else None
+
+    def text(self) -> str:
+        if self.seconds is None:
+            return f"{self.case:34s} {self.what}: skipped ({self.note})"
+        sec = self.seconds
+        return (f"{self.case:34s} {self.what:26s} {sec * 1e3:9.3f} ms {self.elements / sec / 1e9:8.1f} "
+                f"G{self.unit}/s {self.nbytes / sec / 1e9:8.1f} GB/s {self.of_copy:6.2f} of copy")
 
 
 def timed(fn, reps: int = 20, warmup: int = 3) -> float:
@@ -68,7 +99,7 @@ def torch_index_add(acts, labels, c):
 
 
 def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: float, backends: list[str],
-         batches: int = 1) -> list[str]:
+         batches: int = 1) -> list[Row]:
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
     acts = torch.randn((samples, nodes), device="cuda", generator=g).to(dtype)
@@ -77,9 +108,8 @@ def case(samples: int, nodes: int, classes: int, dtype: torch.dtype, copy_bw: fl
     want = torch_index_add(acts, labels, classes) if samples * nodes < 2**31 else None
     name = f"{samples}x{nodes} {str(dtype).replace('torch.', '')} C={classes}" + (f" x{batches}" if batches > 1 else "")
 
-    def line(label: str, sec: float) -> str:
-        return (f"{name:34s} {label:26s} {sec * 1e3:9.3f} ms {acts.numel() * batches / sec / 1e9:8.1f} Gact/s "
-                f"{nbytes / sec / 1e9:8.1f} GB/s {nbytes / sec / copy_bw:6.2f} of copy")
+    def line(label: str, sec: float) -> Row:
+        return Row(name, label, sec, acts.numel() * batches, nbytes, copy_bw)
 
     for b in backends:
         fn = lambda: K.class_counts(acts, labels, classes, backend=b)  # noqa: E731
@@ -156,7 +186,7 @@ def check_metrics(got, want, classes: int, what: str) -> None:
         assert np.abs(g[ok] - w[ok]).max(initial=0.0) <= bound, f"{what}: {name} beyond 8 eps * log C"
 
 
-def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backends: list[str]) -> list[str]:
+def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backends: list[str]) -> list[Row]:
     from nnphases.kernels.metrics import layer_metrics_np, node_metrics_np
 
     counts_np, sizes = count_table(classes, nodes, per_class)
@@ -166,9 +196,8 @@ def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backe
     name = f"{classes}x{nodes} int32 counts |S_c|={per_class}"
     rows = []
 
-    def line(label: str, sec: float) -> str:
-        return (f"{name:34s} {label:26s} {sec * 1e3:9.3f} ms {counts.numel() / sec / 1e9:8.1f} Gcnt/s "
-                f"{nbytes / sec / 1e9:8.1f} GB/s {nbytes / sec / copy_bw:6.2f} of copy")
+    def line(label: str, sec: float) -> Row:
+        return Row(name, label, sec, counts.numel(), nbytes, copy_bw, unit="cnt")
 
     for b in backends:
         for kernel, want in (("layer_metrics", want_layer), ("node_metrics", want_nodes)):
@@ -176,7 +205,7 @@ def metrics_case(classes: int, nodes: int, per_class: int, copy_bw: float, backe
             try:
                 got = fn()
             except K.BackendError as e:
-                rows.append(f"{name:34s} {kernel} {b}: skipped ({e})")
+                rows.append(Row(name, f"{kernel} {b}", None, counts.numel(), nbytes, copy_bw, "cnt", str(e)))
                 break
             check_metrics(got, want, classes, f"{b} {kernel} on {name}")
             rows.append(line(f"{kernel} {b}", timed(fn)))
@@ -202,7 +231,7 @@ def main() -> None:
         tables = [(10, 524_288, 5000), (100, 131_072, 500)]
         for c, n, s in tables[:1] if args.quick else tables:
             for r in metrics_case(c, n, s, bw, backends):
-                print(r, flush=True)
+                print(r.text(), flush=True)
     if "counts" not in kernels:
         return
     cases = [(60000, 4096, 10, torch.float32, 1), (60000, 4096, 100, torch.float32, 1),
@@ -213,7 +242,7 @@ def main() -> None:
         cases = cases[:3]
     for s, n, c, dt, nb in cases:
         for r in case(s, n, c, dt, bw, backends, nb):
-            print(r, flush=True)
+            print(r.text(), flush=True)
 
 
 if __name__ == "__main__":
