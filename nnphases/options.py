@@ -7,6 +7,11 @@ every field of an instance against that declaration (called from
 ``__post_init__``), so a bad value fails where it is given, with one line
 naming the option and the value; the command line (:mod:`nnphases.cli`) is
 generated from the same fields.
+
+This is the package's leaf utility: it imports nothing of nnphases, so every
+layer may use its one integer check (:func:`check_int`), its one parser of
+command-line text (:func:`parse_text`) and its one-line error text
+(:func:`one_line`).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import operator
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-__all__ = ["option", "check", "describe"]
+__all__ = ["option", "check", "describe", "check_int", "parse_text", "one_line"]
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
@@ -74,9 +80,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise TypeError(f"{name} must be true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {value!r}")
-        return int(value)
+        return check_int(value, name)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number, got {value!r}")
@@ -93,6 +97,72 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise TypeError(f"{name} must be {tp.__name__}, got {type(value).__name__}")
         return value
     return value  # Any, Callable: checked by the owner
+
+
+def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int: Python, NumPy and 0-d torch integers pass; bool, floats and strings are a
+    TypeError, a value outside ``[minimum, maximum]`` a ValueError, each one line naming ``name`` and the value."""
+    # operator.index takes exactly the integer types (not 2.0, not "2"); bool is an int subclass that is almost
+    # always a caller's bug.
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+# How a value of each type is named in a parse error (plural: the message speaks of the values given).
+_TEXT_NOUNS = {int: "integers", float: "numbers", bool: "true or false"}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_text(text: str, tp: Any, name: str) -> Any:
+    """Command-line ``text`` as a value of option type ``tp``: integers, numbers, true/false, and comma-separated
+    tuples of these; choices and strings stay text. ValueError names ``name`` and the text; ranges and choices
+    are left to :func:`check`, which names the option as its declaration does."""
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
+        tp = args[0]  # X | None: the text is an X
+    if get_origin(tp) is tuple:
+        items = [t.strip() for t in text.split(",")]
+        if not text.strip() or any(not t for t in items):
+            raise ValueError(f"{name} must be a comma-separated list, got {text!r}")
+        elem = get_args(tp)[0]
+        try:
+            return tuple(_scalar(t, elem) for t in items)
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated {_TEXT_NOUNS[elem]}, got {text!r}") from None
+    try:
+        return _scalar(text, tp)
+    except ValueError:
+        raise ValueError(f"{name} must be {_TEXT_NOUNS[tp]}, got {text!r}") from None
+
+
+def _scalar(text: str, tp: Any) -> Any:
+    if tp is bool:
+        if text.strip().lower() not in _TRUE + _FALSE:
+            raise ValueError(text)
+        return text.strip().lower() in _TRUE
+    if tp in (int, float):
+        return tp(text)
+    return text
+
+
+def one_line(e: BaseException, *, typed: bool = True, limit: int | None = None) -> str:
+    """An exception as one line: its message with every run of whitespace (newlines too) made one space, cut to
+    ``limit`` characters, after its type's name unless ``typed`` is false (an empty message: the type's name)."""
+    text = " ".join(str(e).split())
+    if limit is not None:
+        text = text[:limit]
+    if not text:
+        return type(e).__name__
+    return f"{type(e).__name__}: {text}" if typed else text
 
 
 def _check_range(value: Any, meta: typing.Mapping[str, Any], name: str) -> None:
