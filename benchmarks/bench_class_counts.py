@@ -11,7 +11,7 @@ import torch
 
 import nnphases.kernels as K
 from bench_common import CASE_IDS, CASES, Case, read_bandwidth, record, run
-from nnphases.kernels._dispatch import refusal
+from nnphases.kernels import refusal
 
 
 def numpy_boolmask(acts: torch.Tensor, labels: torch.Tensor, c: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 import nnphases.kernels as K
 from bench_common import CASE_IDS, CASES, read_bandwidth, record, run
-from nnphases.kernels._dispatch import refusal
+from nnphases.kernels import refusal
 
 IMPLS = {
     "cpp": lambda a, lab, c: K.count_and_pack(a, lab, c, backend="cpp"),

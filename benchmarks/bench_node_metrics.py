@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nnphases.kernels as K
-from nnphases.kernels._dispatch import refusal
+from nnphases.kernels import refusal
 from nnphases.kernels.metrics import NodeMetrics, layer_metrics_np, node_metrics_np
 
 CASES = {"conv-524288x10": (10, 524_288, 6000), "mlp-2880x10": (10, 2880, 1200)}

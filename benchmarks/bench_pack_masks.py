@@ -8,7 +8,7 @@ import pytest
 
 import nnphases.kernels as K
 from bench_common import CASE_IDS, CASES, read_bandwidth, record, run
-from nnphases.kernels._dispatch import refusal
+from nnphases.kernels import refusal
 
 CPU = ["cpp", "numba"]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal, Optional
 import typer
 import typer.core
 
+from .options import one_line, parse_text
 from .store import output_folder
 
 
@@ -93,7 +94,7 @@ def _clean_errors(fn: Callable) -> Callable:
             if os.environ.get("NNPHASES_TRACEBACK") or (isinstance(e, RuntimeError) and not _out_of_memory(e)):
                 _report_bug(name)
                 raise
-            typer.echo(f"nnphases {name}: error: {_one_line(e)}", err=True)
+            typer.echo(f"nnphases {name}: error: {_message(e)}", err=True)
             raise typer.Exit(2) from None
         except Exception:
             _report_bug(name)
@@ -108,15 +109,15 @@ def _out_of_memory(e: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _one_line(e: BaseException) -> str:
-    """The error as one line: an OSError as its reason and path, an allocation failure with the way out."""
+def _message(e: BaseException) -> str:
+    """The error as one line for the command's user: an OSError as its reason and path, an allocation failure with
+    the way out, anything else as its message (:func:`nnphases.options.one_line`, without the type's name)."""
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
     if isinstance(e, MemoryError) or _out_of_memory(e):
         first = str(e).strip().splitlines()[0] if str(e).strip() else "memory could not be allocated"
         return f"out of memory ({first[:200]}); lower --eval-batch or --batch, or measure fewer sites"
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
+    return one_line(e, typed=False)
 
 
 def _report_bug(name: str) -> None:
@@ -183,28 +184,12 @@ def _cli_annotation(tp: Any) -> tuple[Any, str]:
 
 
 def _parse_flat(name: str, value: Any, leaves: dict) -> Any:
-    """A command-line value as its option's type: comma lists split (integers where integers are meant)."""
-    flag = "--" + name.replace("_", "-")
-    if name == "seeds":
-        try:
-            return tuple(int(s) for s in _listed(value))  # type: ignore[union-attr]
-        except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers, got {value!r}") from None
+    """A command-line value as its option's type (typer has parsed numbers and switches; comma lists are split
+    here, integers where integers are meant)."""
     if name == "device":
         return value
-    tp = leaves[name].type
-    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    inner = args[0]
-    if typing.get_origin(inner) is tuple:
-        items = _listed(value) or []
-        if not items or any(not i for i in items):
-            raise ValueError(f"{flag} must be a comma-separated list, got {value!r}")
-        elem = typing.get_args(inner)[0]
-        try:
-            return tuple(elem(i) if elem in (int, float) else i for i in items)
-        except ValueError:
-            raise ValueError(f"{flag} must be comma-separated {elem.__name__}s, got {value!r}") from None
-    return value
+    tp = tuple[int, ...] if name == "seeds" else leaves[name].type
+    return parse_text(value, tp, "--" + name.replace("_", "-")) if isinstance(value, str) else value
 
 
 _RUN_EXTRA = [
@@ -242,22 +227,20 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
         out = output_folder(out or Path("runs") / preset, "--out")
         if preset == "source000-grid":
             cells = train.grid_configs(flat)
-            typer.echo(train.plan(next(iter(cells.values())), out).splitlines()[-2], err=True)
             paths = []
-            for cell, cfg in cells.items():
-                cell_paths = train.run(cfg, out / cell)
+            for i, (cell, cfg) in enumerate(cells.items()):
+                # Every cell is planned before it trains and refused when it cannot fit; the first says its disk.
+                say = (lambda p, n=len(cfg.seeds): typer.echo(p.seeds_summary(n), err=True)) if i == 0 else None
+                cell_paths = train.run(cfg, out / cell, on_plan=say)
                 if figures:
                     _report(cell_paths)
                 paths += cell_paths
             typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
             return
         cfg = train.resolve(preset, flat)
-        plan_text = train.plan(cfg, out)
-        if not plan_text.endswith("fits"):
-            raise ValueError(plan_text.splitlines()[-1])
-        if _lead():
-            typer.echo("plan: " + plan_text.splitlines()[-3], err=True)
-        paths = train.run(cfg, out)
+        # A new run is planned before anything is written or trained, and refused when it cannot fit.
+        paths = train.run(cfg, out, on_plan=lambda p: typer.echo("plan: " + p.summary(), err=True) if _lead()
+                          else None)
     if not _lead():
         return  # under torchrun one process reports
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
@@ -281,16 +264,12 @@ def plan_command(*, flat: dict[str, Any], preset: str, out: Optional[Path]) -> N
         raise ValueError("--preset source000-grid: plan one cell (--preset source000 --depth ... --width ...)")
     cfg = train.resolve(preset, flat)
     # A plan that says "fits" for an out the run could not write would mislead.
-    typer.echo(train.plan(cfg, output_folder(out or Path("runs") / preset, "--out")))
+    p = train.plan(cfg, output_folder(out or Path("runs") / preset, "--out"))
+    typer.echo(f"{p}\n{p.seeds_summary(len(cfg.seeds))}\n{p.verdict()}")
 
 
 def _flags(flat: dict[str, Any]) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in flat)
-
-
-def _listed(text: str | None) -> list[str] | None:
-    """A comma-separated option as a list (None when not given)."""
-    return [t.strip() for t in text.split(",")] if text else None
 
 
 def _findings_text(paths: list[Path]) -> str:

@@ -347,7 +347,7 @@ def test_background_and_synchronous_writes_give_identical_checkpoints(tmp_path):
 
 
 def test_the_plan_refuses_what_cannot_fit(tmp_path, monkeypatch):
-    from nnphases.recording import recorder
+    from nnphases.recording import plan
 
     x, y = _set()
     rec = Recorder(_mlp(), (x, y), Schedule(tuple(range(100)), 1), tmp_path / "ok", [SampleSets(), Masks()])
@@ -356,10 +356,10 @@ def test_the_plan_refuses_what_cannot_fit(tmp_path, monkeypatch):
     # int32 counters: 4 classes x (32 + 16) nodes x 4 bytes; masks: 48 rows of 16 words.
     assert p.device_bytes == 4 * 48 * 4 and sum(r.disk_bytes for r in p.rows if r.measure == "masks") == 48 * 128
     assert "per checkpoint x 100 checkpoints" in str(p)
-    monkeypatch.setattr(recorder.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    monkeypatch.setattr(plan.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     with pytest.raises(ValueError, match="100 checkpoints of .* but 1000 B is free.*keep no masks"):
         Recorder(_mlp(), (x, y), Schedule(tuple(range(100)), 1), tmp_path / "disk", [SampleSets(), Masks()])
-    monkeypatch.setattr(recorder, "_free_memory", lambda device: 100)
+    monkeypatch.setattr(plan, "free_memory", lambda device: 100)
     with pytest.raises(ValueError, match="while measuring but 100 B is free; count per channel"):
         Recorder(_mlp(), (x, y), Schedule((0,), 1), tmp_path / "mem")
 

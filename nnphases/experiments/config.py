@@ -19,13 +19,15 @@ import json
 import re
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..recording.measures import REGISTRY
 from ..options import check, describe, option
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Leaf", "flat_options"]
+__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Leaf", "flat_options",
+           "read_config"]
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,18 @@ class Config:
             measures[name] = None if opts is None else _group(REGISTRY[name].Options, opts, f"measures.{name}")
         return cls(**groups, measures=measures, seeds=tuple(d.get("seeds", (0, 1, 2))),
                    device=d.get("device", "auto"))
+
+
+def read_config(path: Path) -> Config:
+    """The configuration stored in a run's ``run.json`` (or a job's copy of it); ValueError naming the file when
+    it is damaged (not JSON, not text, not a configuration)."""
+    path = Path(path)
+    try:
+        return Config.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged (not JSON: {e})") from None
+    except (ValueError, TypeError) as e:  # not text (UnicodeDecodeError), or not a configuration
+        raise ValueError(f"{path} is damaged ({e})") from None
 
 
 def _group(cls: type, values: Mapping[str, Any], where: str) -> Any:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..options import check_int
+
 __all__ = ["mlp", "fc_bn", "vgg11", "resnet10", "build", "VGG", "ResNet", "BasicBlock", "VGG11_CONFIG"]
 
 BiasMode = Literal["first", "all", "none"]
@@ -26,13 +28,6 @@ OutputMode = Literal["identity", "softmax"]
 # Numbers are output channels of 3x3 convolutions, "M" a 2x2 max pool
 # (configuration "A" of Simonyan & Zisserman, as torchvision spells it).
 VGG11_CONFIG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    # bool is an int subclass; True as a layer count is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -51,10 +46,10 @@ def mlp(
     output: OutputMode = "identity",
 ) -> nn.Sequential:
     """The ReLU MLP of source 000: ``flatten``, then `depth` hidden layers ``fc{i}`` (Linear, `width` nodes) each followed by its own ``relu{i}`` module, then the output Linear ``out`` with no activation. `bias` places biases: ``"first"`` (the source's default) on the first Linear only, which is the first hidden layer, or the output layer when ``depth == 0`` (a one-layer classifier); ``"all"`` on every Linear including the output; ``"none"`` nowhere. `output` records the loss the source pairs with the net (``"identity"``: MSE against one-hot targets; ``"softmax"``: softmax then negative log-likelihood, i.e. cross-entropy on the logits) as the attribute ``net.output``; it never adds a layer, so logits and captured activations are the same for both. Weights use PyTorch's default initialisation."""
-    _check_int("in_features", in_features, 1)
-    _check_int("depth", depth, 0)
-    _check_int("width", width, 1)
-    _check_int("num_classes", num_classes, 1)
+    in_features = check_int(in_features, "in_features", 1)
+    depth = check_int(depth, "depth", 0)
+    width = check_int(width, "width", 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
     _check_choice("bias", bias, ("first", "all", "none"))
     _check_choice("output", output, ("identity", "softmax"))
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
@@ -71,10 +66,10 @@ def mlp(
 
 def fc_bn(in_features: int, depth: int, width: int = 256, num_classes: int = 10) -> nn.Sequential:
     """The fully connected nets of source 002: ``flatten``, then `depth` hidden layers of Linear ``fc{i}`` (with bias), ``relu{i}`` and ``bn{i}`` (BatchNorm1d), in that order as the paper states ("after each hidden layer we applied the ReLU activation and batch-normalization"), then the output Linear ``out``. The ReLU sites therefore see pre-normalisation activations."""
-    _check_int("in_features", in_features, 1)
-    _check_int("depth", depth, 0)
-    _check_int("width", width, 1)
-    _check_int("num_classes", num_classes, 1)
+    in_features = check_int(in_features, "in_features", 1)
+    depth = check_int(depth, "depth", 0)
+    width = check_int(width, "width", 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     fan_in = in_features
     for i in range(1, depth + 1):
@@ -134,8 +129,8 @@ class VGG(nn.Module):
 
 def vgg11(num_classes: int = 10, in_channels: int = 3, *, batch_norm: bool = False) -> VGG:
     """VGG-11 (configuration A) for 32x32 inputs: 8 convolutions, each followed by an in-place ReLU (sites ``features.1``, ``features.4``, ... or ``features.2``, ``features.6``, ... with `batch_norm`), 5 max pools and a 512 -> `num_classes` Linear head (see `VGG`)."""
-    _check_int("num_classes", num_classes, 1)
-    _check_int("in_channels", in_channels, 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
+    in_channels = check_int(in_channels, "in_channels", 1)
     return VGG(VGG11_CONFIG, num_classes, in_channels, batch_norm)
 
 
@@ -222,8 +217,8 @@ class ResNet(nn.Module):
 
 def resnet10(num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """ResNet-10 for 32x32 inputs: BasicBlocks in stages of [1, 1, 1, 1] (see `ResNet`), 9 ReLU sites: the stem's ``relu`` and ``layerK.0.relu``, ``layerK.0.relu_1`` for each stage."""
-    _check_int("num_classes", num_classes, 1)
-    _check_int("in_channels", in_channels, 1)
+    num_classes = check_int(num_classes, "num_classes", 1)
+    in_channels = check_int(in_channels, "in_channels", 1)
     return ResNet([1, 1, 1, 1], num_classes, in_channels)
 
 

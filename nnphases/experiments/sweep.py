@@ -20,14 +20,15 @@ import queue
 import socket
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Config, flat_options
-from ..options import check, option
+from .config import Config, flat_options, read_config
+from ..options import check, one_line, option, parse_text
 from ..store import RunDir, atomic_write_bytes
 
 __all__ = ["Job", "SlurmOptions", "Outcome", "SeedStatus", "cells", "jobs_for", "jobs_for_grid", "prepare",
@@ -144,7 +145,7 @@ class Job:
                 torch.set_num_threads(self.threads)
             train.train_seed(cfg, self.seed, self.run_dir)
         except Exception as e:
-            atomic_write_bytes(self.error_file, (_one_line(e) + _log_hint() + "\n").encode())
+            atomic_write_bytes(self.error_file, (one_line(e) + _log_hint() + "\n").encode())
             raise
         finally:  # a kill leaves the file behind, with a pid that is gone: status says interrupted
             beat.stop()
@@ -227,30 +228,11 @@ def _axes(grid: Sequence[str], flat: Mapping[str, Any], preset: str) -> list[tup
         if any(not t or t.startswith(".") or "/" in t for t in texts) or len(set(texts)) != len(texts):
             raise ValueError(f"--grid {flag}: values must be distinct, non-empty and without '/', got {values!r}")
         tp = str if key == "device" else leaves[key].type
-        axes.append((key, flag, [(t, _typed(flag, t, tp)) for t in texts]))
+        if typing.get_origin(tp) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(tp)):
+            raise ValueError(f"--grid {flag}: a list option cannot be swept")
+        # Choices and strings stay text: the configuration checks them, naming the option as its flag.
+        axes.append((key, flag, [(t, parse_text(t, tp, f"--grid {flag}: values")) for t in texts]))
     return axes
-
-
-def _typed(flag: str, text: str, tp: Any) -> Any:
-    """A --grid value as its option's type (choices and strings stay text; the configuration checks them)."""
-    import typing
-
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if args and typing.get_origin(tp) is not typing.Literal and typing.get_origin(tp) is not tuple:
-        tp = args[0]  # X | None
-    if typing.get_origin(tp) is tuple:
-        raise ValueError(f"--grid {flag}: a list option cannot be swept")
-    if tp is bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"--grid {flag}: values must be true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-    if tp in (int, float):
-        try:
-            return tp(text)
-        except ValueError:
-            raise ValueError(f"--grid {flag}: values must be {'integers' if tp is int else 'numbers'}, "
-                             f"got {text!r}") from None
-    return text
 
 
 # -- submission ----------------------------------------------------------------------------------------------------
@@ -271,11 +253,9 @@ def write_run_json(cfg: Config, out: Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder")
-    from .train import _stored_config
-
     path = out / "run.json"
     if path.exists():
-        if _stored_config(path) != cfg:
+        if read_config(path) != cfg:
             raise ValueError(f"{out} holds a run with another configuration; sweep into another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -384,7 +364,7 @@ def _run_local(todo: list[tuple[int, Job]], folder: Path, parallel: int) -> dict
             try:
                 result = sj.result()
             except Exception as e:
-                return i, Outcome(job, "failed", _read_error(job) or _one_line(e))
+                return i, Outcome(job, "failed", _read_error(job) or one_line(e))
             finally:
                 with guard:
                     live.pop(i, None)
@@ -417,7 +397,7 @@ def _submit_slurm(todo: list[tuple[int, Job]], folder: Path, parallel: int,
         with ex.batch():
             submitted = [ex.submit(j) for j in jobs]
     except FailedJobError as e:
-        raise ValueError(f"sbatch refused the sweep: {_one_line(e)}") from None
+        raise ValueError(f"sbatch refused the sweep: {one_line(e)}") from None
     return {i: Outcome(j, "submitted", sj.job_id) for (i, _), j, sj in zip(todo, jobs, submitted)}
 
 
@@ -462,12 +442,10 @@ def status(out: str | os.PathLike[str]) -> list[SeedStatus]:
     folders = [out] if (out / "run.json").is_file() else sorted(p.parent for p in out.glob("*/run.json"))
     if not folders:
         raise ValueError(f"out {str(out)!r} holds no run.json, in it or in its subfolders: not a sweep or a run")
-    from .train import _stored_config
-
     rows = []
     for folder in folders:
         cell = "" if folder == out else folder.name
-        rows += [_seed_status(folder, cell, s) for s in _stored_config(folder / "run.json").seeds]
+        rows += [_seed_status(folder, cell, s) for s in read_config(folder / "run.json").seeds]
     return rows
 
 
@@ -617,11 +595,6 @@ class _Heartbeat:
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _log_hint() -> str:

@@ -11,7 +11,7 @@ results of an uninterrupted run.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
 import sys
@@ -22,11 +22,14 @@ import torch
 from torch import nn
 
 from . import data, models
-from .config import Config
+from .config import Config, read_config
+from ..recording.capture import find_sites
 from ..recording.distributed import shard_range, world
 from ..recording.measures import REGISTRY, EvalStats, Measure
+from ..recording.plan import Plan, bind_measures, make_plan, resume_state_bytes
 from ..recording.recorder import Recorder, RecorderOptions
 from ..recording.schedule import Schedule
+from ..recording.stream import Stream
 from ..store import RunDir, atomic_write_bytes
 
 __all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
@@ -176,11 +179,16 @@ def measures_for(cfg: Config, num_classes: int) -> list[Measure]:
     return out
 
 
+def _train_subset(cfg: Config, seed: int, train: data.Dataset) -> torch.Tensor:
+    """The training samples the measures see (probes, the train loss): a seeded subset of ``train_eval``."""
+    return _epoch_order(seed, -1, len(train))[:cfg.data.train_eval]
+
+
 def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.Dataset, val: data.Dataset,
               **extra: Any) -> tuple[Recorder, Schedule, int]:
     steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
     schedule = make_schedule(cfg, steps_per_epoch)
-    sub = _epoch_order(seed, -1, len(train))[:cfg.data.train_eval]
+    sub = _train_subset(cfg, seed, train)
     rec = Recorder(model, (val.x, val.y), schedule, out, measures_for(cfg, train.num_classes),
                    train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
                    num_classes=train.num_classes, seed=seed,
@@ -190,20 +198,24 @@ def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.D
     return rec, schedule, steps_per_epoch
 
 
+Datasets = tuple[data.Dataset, data.Dataset]  # (train, validation) as load_data returns them
+
+
 def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
-               on_step: Callable[[int], None] | None = None) -> Path:
+               on_step: Callable[[int], None] | None = None, datasets: Callable[[], Datasets] | None = None) -> Path:
     """Trains and measures one seed into ``out``; continues from its newest intact checkpoint if any.
 
     Damaged checkpoints at the end of the run are set aside first (``checkpoints/.damaged-step-*``, by the
     Recorder's :meth:`~nnphases.store.RunDir.cleanup`, with a warning naming the file), the state is restored
     from the newest intact ``state.pt`` (the two newest are kept), and the steps set aside are measured again,
-    so the results equal an undamaged run's. A run already marked done is left as it is.
+    so the results equal an undamaged run's. A run already marked done is left as it is. ``datasets``: where the
+    data come from when the run needs them (default: :func:`load_data`), so that the seeds of a run share one load.
     """
     run = RunDir(out)
     if run.done:
         return out
     dev = _device(cfg)  # before loading data: a missing GPU is said at once
-    train, val = load_data(cfg, seed)
+    train, val = datasets() if datasets is not None else load_data(cfg, seed)
     torch.manual_seed(seed)
     model = build_model(cfg, train).to(dev)
     rank, size = world()
@@ -268,26 +280,30 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     return out
 
 
-def plan(cfg: Config, out: Path) -> str:
-    """The memory and disk plan of one seed of ``cfg`` written to ``out`` (nothing is trained or written)."""
-    import dataclasses
-    import shutil
-    import tempfile
-
-    from ..recording.recorder import _existing_parent, _size
-
+def plan(cfg: Config, out: Path, datasets: Datasets | None = None) -> Plan:
+    """The memory and disk plan of one seed of ``cfg`` written to ``out``: the configured measures bound to the
+    first seed's model, with the schedule's checkpoints and the free memory and disk; nothing is trained or
+    written. ``datasets``: the data when already loaded (by :func:`run`)."""
     dev = _device(cfg)
-    train, val = load_data(cfg)
-    torch.manual_seed(cfg.seeds[0])
+    train, val = datasets if datasets is not None else load_data(cfg)
+    seed = cfg.seeds[0]
+    torch.manual_seed(seed)
     model = build_model(cfg, train).to(dev)
-    with tempfile.TemporaryDirectory() as tmp:
-        rec, _, _ = _recorder(cfg, cfg.seeds[0], Path(tmp) / "plan", model, train, val, check_plan=False,
-                              background_writes=False)
-        p = dataclasses.replace(rec.plan, free_disk=shutil.disk_usage(_existing_parent(Path(out))).free)
-    seeds = len(cfg.seeds)
-    text = str(p) + f"\n{seeds} seed{'s' if seeds > 1 else ''}: {_size(p.disk_bytes * seeds)} on disk in all"
-    problems = p.problems()
-    return text + ("\ndoes not fit: " + "; ".join(problems) if problems else "\nfits")
+    schedule = make_schedule(cfg, math.ceil(len(train) / cfg.optim.batch))
+    measures = measures_for(cfg, train.num_classes)
+    rank, size = world()
+    # Streams as the Recorder makes them, so each measure is bound to the shard sizes it will see.
+    shard = (rank, size)
+    evals = Stream((val.x, val.y), "eval_data", cfg.data.eval_batch, shard)
+    sub = _train_subset(cfg, seed, train)
+    trains = Stream((train.x[sub], train.y[sub]), "train_data", cfg.data.eval_batch, shard) \
+        if cfg.data.train_eval else None
+    sites = {s.name: tuple(s.shape) for s in find_sites(model, evals.example().to(dev))}
+    bind_measures(measures, sites, num_classes=train.num_classes, input_shape=tuple(val.x.shape[1:]), device=dev,
+                  eval_samples=evals.samples, train_samples=trains.samples if trains is not None else None,
+                  has_train=trains is not None, seed=seed, world=size)
+    return make_plan(measures, num_classes=train.num_classes, eval_samples=len(val), checkpoints=len(schedule.steps),
+                     device=dev, state_bytes=resume_state_bytes(model), out=Path(out) / f"seed-{seed}")
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -298,27 +314,38 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False)
 
 
-def run(cfg: Config, out: Path, *, progress: bool = True) -> list[Path]:
-    """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config. Under
-    torchrun (``WORLD_SIZE`` > 1) every process trains data-parallel and measures its shard; rank 0 writes."""
+def run(cfg: Config, out: Path, *, progress: bool = True, on_plan: Callable[[Plan], None] | None = None) -> list[Path]:
+    """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config. A new run
+    (no ``run.json`` yet) is planned first (:func:`plan`, given to ``on_plan``) and refused with ValueError when it
+    cannot fit, before anything is written; a continued one is checked by each seed's Recorder against the
+    checkpoints it has left. The data are loaded once, for every seed. Under torchrun (``WORLD_SIZE`` > 1) every
+    process trains data-parallel and measures its shard; rank 0 writes."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    datasets = functools.cache(lambda: load_data(cfg))
     with _process_group(cfg):
         rank, size = world()
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            cfg_path = out / "run.json"
-            if cfg_path.exists():
-                old = _stored_config(cfg_path)
-                if old != cfg:
-                    raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another "
-                                     "--out")
-            else:
+        cfg_path = out / "run.json"
+        new = not cfg_path.exists()
+        if size > 1:  # every rank has looked before rank 0 writes: all plan (binding may be collective) or none
+            torch.distributed.barrier()
+        if not new:
+            if read_config(cfg_path) != cfg:
+                raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another --out")
+        else:
+            p = plan(cfg, out, datasets())
+            if p.problems():
+                raise ValueError(p.verdict())
+            if on_plan is not None:
+                on_plan(p)
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(cfg_path, cfg.to_json())
         if size > 1:
             torch.distributed.barrier()
-        return [train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0) for s in cfg.seeds]
+        return [train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0, datasets=datasets)
+                for s in cfg.seeds]
 
 
 class _process_group:
@@ -353,14 +380,4 @@ def resume(out: Path, *, progress: bool = True) -> list[Path]:
         if not cells:
             raise FileNotFoundError(f"{out} has no run.json: not a folder made by nnphases run")
         return [p for cell in cells for p in resume(cell, progress=progress)]
-    return run(_stored_config(cfg_path), Path(out), progress=progress)
-
-
-def _stored_config(path: Path) -> Config:
-    """The configuration in a run's ``run.json``; ValueError naming the file when it is damaged."""
-    try:
-        return Config.from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is damaged (not JSON: {e})") from None
-    except (ValueError, TypeError) as e:  # not text (UnicodeDecodeError), or not a configuration
-        raise ValueError(f"{path} is damaged ({e})") from None
+    return run(read_config(cfg_path), Path(out), progress=progress)

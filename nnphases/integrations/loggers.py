@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 
-from ..options import check, option
+from ..options import check, check_int, option
+from ..recording.schedule import MAX_STEP
 from ..store.runs import PathLike, layer_order
-from ..recording.schedule import _int_arg
 from ..store import RunDir
 
 __all__ = ["LoggerOptions", "Checkpoint", "read_checkpoint", "f_heatmap", "TensorBoardLogger", "WandbLogger",
@@ -94,7 +94,7 @@ def read_checkpoint(run: PathLike, step: int, options: LoggerOptions | None = No
     opts = options if options is not None else LoggerOptions()
     if not isinstance(run, (str, os.PathLike)):
         raise TypeError(f"run must be a path, got {run!r}")
-    step = _int_arg(step, "step", 0)
+    step = check_int(step, "step", 0, MAX_STEP)
     rd = RunDir(run)
     pre = opts.prefix
     layers, stats, probes = (_table(rd, step, t) for t in ("layers", "stats", "probes"))

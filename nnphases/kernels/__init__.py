@@ -14,7 +14,7 @@ from typing import Any
 
 from .metrics import LayerMetrics, NodeMetrics
 from . import _arrays, _validate
-from ._dispatch import AUTO_ORDER, BACKENDS, BackendError, report, select
+from ._dispatch import AUTO_ORDER, BACKENDS, BackendError, refusal, report, select
 from ._metric_kernels import layer_metrics, node_metrics
 from ._validate import NonFiniteError
 
@@ -22,6 +22,7 @@ __all__ = [
     "class_counts", "ClassCounts", "pack_masks", "count_and_pack", "packed_class_counts", "node_metrics",
     "layer_metrics",
     "NodeMetrics", "LayerMetrics", "BACKENDS", "AUTO_ORDER", "BackendError", "NonFiniteError", "backends",
+    "refusal",
 ]
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray

@@ -57,6 +57,8 @@ def load(name: str) -> ModuleType | str:
 
 
 def refusal(name: str, kernel: str, device: str) -> str | None:
+    """Why backend ``name`` cannot run ``kernel`` on ``device`` (another device, not importable here, kernel not
+    implemented), or None when it can."""
     b = BACKENDS[name]
     if b.device not in ("any", device):
         return f"runs on {b.device}, the input is on {device}"

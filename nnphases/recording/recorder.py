@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,11 +32,12 @@ from torch import nn
 
 from .capture import SiteTap, find_sites
 from .distributed import all_reduce_sums, broadcast_object, reduce_device, unwrap, world
-from .measures import PASSES, Binding, Measure, Output, Pass, PlanRow, default_measures
+from .measures import PASSES, Measure, Output, Pass, default_measures
 from .measures.masks import Masks
 from .measures.sample_sets import SampleSets
-from ..options import check, option
-from .schedule import Schedule, _int_arg
+from ..options import check, check_int, option
+from .plan import Plan, bind_measures, make_plan, resume_state_bytes
+from .schedule import MAX_STEP, Schedule
 from ..store import RunDir, RunLock, atomic_write_bytes, output_folder
 from .stream import Batch, Stream, check_class_sizes
 
@@ -51,68 +50,6 @@ class RecorderOptions:
 
     def __post_init__(self) -> None:
         check(self)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Memory and disk a run will take, per site and measure: device bytes while measuring, bytes stored per
-    checkpoint, and the disk of every checkpoint left in the schedule."""
-
-    rows: tuple[PlanRow, ...]
-    checkpoints: int
-    eval_samples: int | None
-    free_device: int | None
-    free_disk: int | None
-    device: str
-    state_bytes: int = 0
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def device_bytes(self) -> int:
-        return sum(r.device_bytes for r in self.rows)
-
-    @property
-    def checkpoint_bytes(self) -> int:
-        return sum(r.disk_bytes for r in self.rows)
-
-    @property
-    def disk_bytes(self) -> int:
-        return self.checkpoint_bytes * self.checkpoints + self.state_bytes
-
-    def problems(self) -> list[str]:
-        """Why the run cannot fit, each with the numbers and the ways out (empty when it fits)."""
-        out = []
-        if self.free_device is not None and self.device_bytes > 0.9 * self.free_device:
-            out.append(f"the measures need {_size(self.device_bytes)} on {self.device} while measuring but "
-                       f"{_size(self.free_device)} is free; count per channel (per_channel), measure fewer sites, or "
-                       "probe fewer layers")
-        if self.free_disk is not None and self.disk_bytes > self.free_disk:
-            out.append(f"{self.checkpoints} checkpoints of {_size(self.checkpoint_bytes)} take "
-                       f"{_size(self.disk_bytes)} but {_size(self.free_disk)} is free on the output's disk; keep no "
-                       "masks (or fewer mask sites), measure fewer sites, or measure fewer steps (fewer per decade)")
-        return out
-
-    def __str__(self) -> str:
-        lines = [f"{'measure':12s} {'site':28s} {'nodes':>9s} {'device':>10s} {'per ckpt':>10s}"]
-        for r in self.rows:
-            lines.append(f"{r.measure:12s} {r.site[:28]:28s} {r.nodes:9d} {_size(r.device_bytes):>10s} "
-                         f"{_size(r.disk_bytes):>10s}")
-        samples = "unknown until the first pass" if self.eval_samples is None else f"{self.eval_samples:,}"
-        lines.append(f"total: {_size(self.device_bytes)} on {self.device} while measuring (free: "
-                     f"{_size(self.free_device)}); {_size(self.checkpoint_bytes)} per checkpoint x {self.checkpoints} "
-                     f"checkpoints + resume state {_size(self.state_bytes)} = {_size(self.disk_bytes)} on disk "
-                     f"(free: {_size(self.free_disk)}); evaluation samples: {samples}")
-        lines.extend(self.notes)
-        return "\n".join(lines)
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def _releases_lock_on_failure(init: Callable[..., None]) -> Callable[..., None]:
@@ -164,7 +101,7 @@ class Recorder:
         self.options = options if options is not None else RecorderOptions()
         if not isinstance(self.options, RecorderOptions):
             raise TypeError(f"options must be RecorderOptions, got {type(self.options).__name__}")
-        self.seed = _int_arg(seed, "seed", 0)
+        self.seed = check_int(seed, "seed", 0, MAX_STEP)
         self.rank, self.world = world()
         # A DDP, DataParallel or compiled wrapper shares its parameters with the module it wraps: that module is
         # traced and measured, under the site names of a single process.
@@ -262,7 +199,7 @@ class Recorder:
         width = int(logits.shape[1])
         if num_classes is None:
             num_classes = width
-        num_classes = _int_arg(num_classes, "num_classes", 2)
+        num_classes = check_int(num_classes, "num_classes", 2, MAX_STEP)
         if num_classes != width:
             raise ValueError(f"num_classes is {num_classes} but the model's output has {width} columns")
         self.num_classes = num_classes
@@ -283,13 +220,10 @@ class Recorder:
         if self.train_data is not None:
             self.train_data.class_sizes(num_classes)  # label checks of in-memory training data, up front
         self.sites = {s.name: tuple(s.shape) for s in sites}
-        binding = Binding(sites=self.sites, num_classes=num_classes, input_shape=self.input_shape, device=dev,
-                          eval_samples=self.eval_data.samples,
-                          train_samples=self.train_data.samples if self.train_data is not None else None,
-                          has_train=self.train_data is not None, seed=self.seed, free_memory=_free_memory(dev),
-                          measures=tuple(m.name for m in self.measures), world=self.world)
-        for m in self.measures:
-            m.bind(binding)
+        bind_measures(self.measures, self.sites, num_classes=num_classes, input_shape=self.input_shape, device=dev,
+                      eval_samples=self.eval_data.samples,
+                      train_samples=self.train_data.samples if self.train_data is not None else None,
+                      has_train=self.train_data is not None, seed=self.seed, world=self.world)
         self._tap: SiteTap | None = None  # traced at the first measurement: tracing costs more than a measurement
 
     def _claim_folder(self, config: dict | None) -> None:
@@ -334,25 +268,16 @@ class Recorder:
     def _make_plan(self) -> Plan:
         n = self.class_sizes.sum() if self.class_sizes is not None else self.eval_data.samples
         n = int(n) if n is not None else None
-        rows = tuple(r for m in self.measures for r in m.plan(self.num_classes, n))
         left = sum(1 for s in self.schedule.steps if s not in self.done_steps)
-        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        try:
-            free_disk = shutil.disk_usage(_existing_parent(self.run.path)).free
-        except OSError:
-            free_disk = None
-        notes = () if n is not None else ("the evaluation set's size is learnt in the first pass; the disk is "
-                                          "checked again then",)
-        # The two newest checkpoints keep the resume state: the model, an optimiser with about two moments per
-        # parameter, and RNG state.
-        return Plan(rows, left, n, _free_memory(self.device), free_disk, str(self.device), 2 * 3 * params, notes)
+        return make_plan(self.measures, num_classes=self.num_classes, eval_samples=n, checkpoints=left,
+                         device=self.device, state_bytes=resume_state_bytes(self.model), out=self.run.path)
 
     # -- measuring -----------------------------------------------------------------------------
 
     def maybe_measure(self, step: int, state: Callable[[], dict] | None = None) -> bool:
         """Measures if ``step`` is scheduled and not yet measured (a repeated step is a no-op, as under gradient
         accumulation); ``state()`` gives the resume state to keep. Returns whether it measured."""
-        step = _int_arg(step, "step", 0)
+        step = check_int(step, "step", 0, MAX_STEP)
         self._check_open()
         if step not in self.schedule or step in self._taken:
             return False
@@ -398,7 +323,7 @@ class Recorder:
 
     def measure(self, step: int, state: dict | None = None) -> None:
         """One measurement at ``step``: every measure's passes, written as one checkpoint."""
-        step = _int_arg(step, "step", 0)
+        step = check_int(step, "step", 0, MAX_STEP)
         self._check_open()
         if step in self._taken:
             raise ValueError(f"step {step} is already measured in {str(self.run.path)!r}")
@@ -590,27 +515,6 @@ def _structure(model: nn.Module) -> tuple:
     return (tuple((n, id(m)) for n, m in model.named_modules()),
             tuple((n, id(p)) for n, p in model.named_parameters()),
             tuple((n, id(b)) for n, b in model.named_buffers()))
-
-
-def _existing_parent(path: Path) -> Path:
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def _free_memory(device: torch.device) -> int | None:
-    """Bytes free for new tensors on ``device`` (MemAvailable on a Linux host), or None when unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _to_host(obj: Any) -> Any:

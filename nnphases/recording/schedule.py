@@ -28,27 +28,13 @@ import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from ..options import check_int
+
 __all__ = ["log_steps", "powers_of_two", "Schedule", "MAX_STEP", "MAX_PER_DECADE", "MAX_STEPS"]
 
 MAX_STEP = 2**63 - 1        # steps are stored as int64
 MAX_PER_DECADE = 1000       # finer grids only repeat steps; a huge one would loop for hours
 MAX_STEPS = 100_000         # measurements of one run; each writes a checkpoint
-
-
-def _int_arg(value: object, name: str, minimum: int | None, maximum: int | None = MAX_STEP) -> int:
-    # operator.index accepts Python and NumPy integers but not floats or
-    # strings; bool is an int subclass that is almost always a caller's bug.
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        v = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {v}")
-    return v
 
 
 def _number(value: object, name: str) -> float:
@@ -99,9 +85,9 @@ def log_steps(last: int, per_decade: int = 10, first: int = 1) -> list[int]:
     and ``first`` (1 to :data:`MAX_STEP`) are integers (TypeError or
     ValueError otherwise).
     """
-    last = _int_arg(last, "last", 0)
-    per_decade = _int_arg(per_decade, "per_decade", 1, MAX_PER_DECADE)
-    first = _int_arg(first, "first", 1)
+    last = check_int(last, "last", 0, MAX_STEP)
+    per_decade = check_int(per_decade, "per_decade", 1, MAX_PER_DECADE)
+    first = check_int(first, "first", 1, MAX_STEP)
     if last == 0:
         return [0]
     return _log_grid(float(first), last, per_decade)
@@ -109,7 +95,7 @@ def log_steps(last: int, per_decade: int = 10, first: int = 1) -> list[int]:
 
 def powers_of_two(last: int) -> list[int]:
     """0, 1, 2, 4, 8, ... up to ``last``, and ``last`` itself (source 002's protocol); ``0 <= last <= MAX_STEP``."""
-    last = _int_arg(last, "last", 0)
+    last = check_int(last, "last", 0, MAX_STEP)
     steps = {0, last}
     p = 1
     while p <= last:
@@ -139,11 +125,11 @@ class Schedule:
     steps_per_epoch: int
 
     def __post_init__(self) -> None:
-        spe = _int_arg(self.steps_per_epoch, "steps_per_epoch", 1)
+        spe = check_int(self.steps_per_epoch, "steps_per_epoch", 1, MAX_STEP)
         if isinstance(self.steps, (str, bytes)) or not isinstance(self.steps, Iterable):
             raise TypeError(f"steps must be an iterable of integers, got {self.steps!r}")
         # islice: a huge or endless iterable is refused after MAX_STEPS + 1 items, not read to its end.
-        steps = tuple(_int_arg(s, f"steps[{i}]", 0)
+        steps = tuple(check_int(s, f"steps[{i}]", 0, MAX_STEP)
                       for i, s in enumerate(itertools.islice(self.steps, MAX_STEPS + 1)))
         if len(steps) > MAX_STEPS:
             raise ValueError(f"steps must hold at most {MAX_STEPS} steps, got more")
@@ -168,8 +154,8 @@ class Schedule:
         epochs. The last step is :meth:`last_step`. ``per_decade`` is 1 to
         :data:`MAX_PER_DECADE`; ``first_epoch`` a finite number > 0.
         """
-        spe = _int_arg(steps_per_epoch, "steps_per_epoch", 1)
-        per_decade = _int_arg(per_decade, "per_decade", 1, MAX_PER_DECADE)
+        spe = check_int(steps_per_epoch, "steps_per_epoch", 1, MAX_STEP)
+        per_decade = check_int(per_decade, "per_decade", 1, MAX_PER_DECADE)
         start = 1.0
         if first_epoch is not None:
             fe = _number(first_epoch, "first_epoch")
@@ -183,7 +169,7 @@ class Schedule:
     @classmethod
     def powers_of_two(cls, epochs: float, steps_per_epoch: int) -> Schedule:
         """Steps 0, 1, 2, 4, ... and the last step (:meth:`last_step`)."""
-        spe = _int_arg(steps_per_epoch, "steps_per_epoch", 1)
+        spe = check_int(steps_per_epoch, "steps_per_epoch", 1, MAX_STEP)
         return cls(tuple(powers_of_two(cls.last_step(epochs, spe))), spe)
 
     @staticmethod
@@ -196,7 +182,7 @@ class Schedule:
         ``steps_per_epoch`` an integer >= 1, and the result at most
         :data:`MAX_STEP` (TypeError or ValueError otherwise).
         """
-        return _last_step(epochs, _int_arg(steps_per_epoch, "steps_per_epoch", 1))
+        return _last_step(epochs, check_int(steps_per_epoch, "steps_per_epoch", 1, MAX_STEP))
 
     @property
     def last(self) -> int:
@@ -205,7 +191,7 @@ class Schedule:
 
     def epoch(self, step: int) -> float:
         """Training time of ``step`` in epochs: ``step / steps_per_epoch``."""
-        return _int_arg(step, "step", 0) / self.steps_per_epoch
+        return check_int(step, "step", 0, MAX_STEP) / self.steps_per_epoch
 
     def epochs(self) -> list[float]:
         """Training time of every measured step, in epochs."""
@@ -213,7 +199,7 @@ class Schedule:
 
     def next_after(self, step: int) -> int | None:
         """The first measured step strictly after ``step``, or None when there is none."""
-        i = bisect.bisect_right(self.steps, _int_arg(step, "step", None, None))
+        i = bisect.bisect_right(self.steps, check_int(step, "step"))
         return self.steps[i] if i < len(self.steps) else None
 
     def __contains__(self, step: object) -> bool:
