@@ -17,7 +17,7 @@ import torch
 
 from nnphases.experiments import data, models
 from nnphases.recording.capture import ReluCapture
-from nnphases.analysis.findings import spearman
+from nnphases.analysis.statistics import spearman
 from nnphases.probes import RidgeProbe, train_paper_probes
 from nnphases.recording.schedule import powers_of_two
 

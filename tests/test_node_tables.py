@@ -28,11 +28,16 @@ from torch import nn
 from nnphases.experiments import data
 
 from nnphases import store
+from nnphases.store import compaction
+from nnphases.store import counts as counts_codec
+from nnphases.store.manifest import write_manifest
 from nnphases.recording.measures import EvalStats, SampleSets
 from nnphases.recording.recorder import Recorder
 from nnphases.store.runs import read_table
 from nnphases.recording.schedule import Schedule
 from nnphases.store import DamagedCheckpoint, MissingCheckpointFile, RunDir
+
+from checkpoints import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("nodes", "layers", "stats", "probes")
@@ -62,7 +67,7 @@ def write_run(path: Path, widths: dict[str, int], sizes: list[int], steps=(0, 3,
     run = RunDir(path)
     for step in steps:
         counts, s = counts_for(widths, sizes, step)
-        run.write_checkpoint(step, step / 10, seed=7, counts=counts, class_sizes=s, stats=STATS,
+        write_checkpoint(run, step, step / 10, seed=7, counts=counts, class_sizes=s, stats=STATS,
                              probes=[PROBE_ROW] if probes and step else None, **options)
     run.mark_done()
     return run
@@ -155,11 +160,12 @@ def test_recorded_runs_read_the_same_with_or_without_node_tables(tmp_path: Path,
 
 def test_node_table_options_are_checked(tmp_path: Path) -> None:
     counts, sizes = counts_for({"a": 3}, [2, 2], 0)
-    for kw, error, text in (({"node_tables": "some"}, ValueError, "node_tables must be one of auto, always, never"),
+    # The options are SampleSets' (write_checkpoint takes finished tables): checked when the tables are made.
+    for kw, error, text in (({"node_tables": "some"}, ValueError, "node_tables must be one of 'auto', 'always', 'never'"),
                             ({"node_table_max_width": 0}, ValueError, "node_table_max_width must be >= 1, got 0"),
                             ({"compact_tables": 1}, TypeError, "compact_tables must be true or false")):
         with pytest.raises(error, match=text):
-            RunDir(tmp_path).write_checkpoint(0, 0, seed=0, counts=counts, class_sizes=sizes, **kw)
+            write_checkpoint(RunDir(tmp_path), 0, 0, seed=0, counts=counts, class_sizes=sizes, **kw)
     assert not (tmp_path / "checkpoints").exists() or not RunDir(tmp_path).completed_steps()
     with pytest.raises(ValueError, match="node_tables must be one of 'auto', 'always', 'never'; got 'x'"):
         SampleSets(node_tables="x")
@@ -175,7 +181,7 @@ def test_a_layer_missing_from_the_counts_is_damage(tmp_path: Path) -> None:
         arrays = {k: z[k] for k in z.files if k != "layer:b"}
     with open(ckpt / "counts.npz", "wb") as f:
         np.savez(f, **arrays)
-    store._write_manifest(ckpt, 0)
+    write_manifest(ckpt, 0)
     with pytest.raises(DamagedCheckpoint, match="counts.npz has no layer 'b' of 80 nodes .layers.parquet lists it."):
         read_table(run.path, "nodes")
 
@@ -212,7 +218,7 @@ def test_compaction_round_trip(tmp_path: Path, node_tables: str) -> None:
 def test_compaction_needs_a_finished_run_and_the_lock(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     counts, sizes = counts_for({"a": 4}, [3, 3], 0)
-    run.write_checkpoint(0, 0, seed=0, counts=counts, class_sizes=sizes, stats=STATS)
+    write_checkpoint(run, 0, 0, seed=0, counts=counts, class_sizes=sizes, stats=STATS)
     with pytest.raises(ValueError, match="is not finished .it has no DONE marker.; compact it once it ends"):
         run.compact()
     r = subprocess.run([sys.executable, "-m", "nnphases.cli", "compact", str(run.path)], capture_output=True,
@@ -268,7 +274,7 @@ def test_a_checkpoint_measured_again_is_not_read_from_old_compacted_rows(tmp_pat
     (run.path / "DONE").unlink()
     shutil.rmtree(run.checkpoint_path(1))
     counts, sizes = counts_for({"fc": 6}, [5, 5], 99)
-    run.write_checkpoint(1, 0.1, seed=7, counts=counts, class_sizes=sizes, stats=STATS[:1], node_tables="always")
+    write_checkpoint(run, 1, 0.1, seed=7, counts=counts, class_sizes=sizes, stats=STATS[:1], node_tables="always")
     assert list(read_table(run.path, "stats")["split"]) == ["train", "val", "train"]
     assert len(run.read_table(1, "stats")) == 1
 
@@ -276,7 +282,7 @@ def test_a_checkpoint_measured_again_is_not_read_from_old_compacted_rows(tmp_pat
 def test_a_failed_read_back_commits_nothing(tmp_path: Path, monkeypatch) -> None:
     run = write_run(tmp_path / "run", {"fc": 6}, [5, 5], steps=(0, 1), node_tables="always")
     want = tables(run)
-    monkeypatch.setattr(store, "_same_rows", lambda a, b: False)
+    monkeypatch.setattr(compaction, "same_rows", lambda a, b: False)
     with pytest.raises(DamagedCheckpoint, match="does not read back as the nodes rows of step 0"):
         run.compact()
     assert store.read_compacted(run.path) is None and not list((run.path / "tables").iterdir())
@@ -290,7 +296,7 @@ def test_a_failed_manifest_write_commits_nothing(tmp_path: Path, monkeypatch) ->
     def full(path, data):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(store, "atomic_write_bytes", full)
+    monkeypatch.setattr(compaction, "atomic_write_bytes", full)
     with pytest.raises(OSError, match="No space left"):
         run.compact()
     assert not list((run.path / "tables").iterdir())
@@ -364,13 +370,13 @@ def test_compressed_counts_round_trip_exactly(tmp_path: Path, widths, sizes) -> 
     if "dead" in widths:
         counts["dead"][:] = 0
     run = RunDir(tmp_path)
-    ckpt = run.write_checkpoint(0, 0, seed=0, counts=counts, class_sizes=s, node_tables="never")
+    ckpt = write_checkpoint(run, 0, 0, seed=0, counts=counts, class_sizes=s, node_tables="never")
     with np.load(ckpt / "counts.npz") as z:
         keys = list(z.files)
     for name, c in counts.items():
-        narrow = store._narrow(c)
+        narrow = counts_codec.narrow(c)
         big = narrow.nbytes >= 1 << 16
-        assert ((store._BLOSC_KEY + name) in keys) == big and ((store._LAYER_KEY + name) in keys) != big
+        assert ((counts_codec.BLOSC_KEY + name) in keys) == big and ((counts_codec.LAYER_KEY + name) in keys) != big
     got, got_sizes = run.read_counts(0)
     assert list(got) == list(counts)
     for name in counts:
@@ -388,7 +394,7 @@ def test_plain_counts_of_older_checkpoints_stay_readable(tmp_path: Path) -> None
         np.savez(f, **{"layer:a": counts["a"].astype(np.uint16), "layer:b": counts["b"].astype(np.uint16)},
                  class_sizes=sizes)
     (ckpt / "nodes.parquet").unlink()  # and rows to derive from them
-    store._write_manifest(ckpt, 0)
+    write_manifest(ckpt, 0)
     got, _ = run.read_counts(0)
     assert all(np.array_equal(got[k], counts[k]) for k in counts)
     assert_same_tables(tables(run), want)
@@ -411,7 +417,7 @@ def test_damaged_compressed_counts_are_named(tmp_path: Path, edit, fragment: str
     edit(arrays)
     with open(ckpt / "counts.npz", "wb") as f:
         np.savez(f, **arrays)
-    store._write_manifest(ckpt, 0)  # only the structural checks can tell
+    write_manifest(ckpt, 0)  # only the structural checks can tell
     with pytest.raises(DamagedCheckpoint, match=f"counts.npz {fragment}"):
         run.read_counts(0)
 

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from nnphases import store
-from nnphases.store.runs import class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
+from nnphases.analysis.statistics import mean_over_seeds
+from nnphases.store.runs import class_sizes, layer_order, read_table, run_dirs
 from nnphases.store import SCHEMAS, RunDir
+
+from checkpoints import write_checkpoint
 
 
 def make_layout(root: Path, entries: list[str]) -> None:
@@ -102,7 +105,7 @@ def write_run(path: Path, seed: int, steps: tuple[int, ...], sizes: tuple[int, .
     c = np.array(sizes, dtype=np.int64)
     for step in steps:
         counts = {name: np.repeat((c // 2)[:, None], n, axis=1) for name, n in layers.items()}
-        run.write_checkpoint(step, step / 10, seed=seed, counts=counts, class_sizes=c,
+        write_checkpoint(run, step, step / 10, seed=seed, counts=counts, class_sizes=c,
                              stats=[{"split": "val", "loss": 1.0 / (1 + step + seed), "accuracy": 0.5}])
     return run
 

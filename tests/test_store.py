@@ -23,6 +23,9 @@ import torch
 from nnphases import kernels, store
 from nnphases.kernels.metrics import LayerMetrics, node_metrics_np
 from nnphases.store import SCHEMAS, RunDir, atomic_write_bytes, read_table
+from nnphases.store.masks import MaskWriter
+
+from checkpoints import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("counts.npz", "nodes.parquet", "layers.parquet", "stats.parquet")
@@ -72,7 +75,7 @@ def test_round_trip(tmp_path: Path, class_sizes: list[int], layers: dict[str, in
     masks = make_masks(rng, counts, 130) if with_masks else None
     run = RunDir(tmp_path / "run")
     run.write_config({"seed": 3, "layers": list(layers)})
-    path = run.write_checkpoint(12, 0.25, seed=3, counts=counts, class_sizes=sizes, stats=stats, masks=masks)
+    path = write_checkpoint(run, 12, 0.25, seed=3, counts=counts, class_sizes=sizes, stats=stats, masks=masks)
     assert path == tmp_path / "run" / "checkpoints" / "step-000000000012"
     assert run.completed_steps() == [12]
     assert sorted(p.name for p in path.iterdir()) == sorted(REQUIRED + ("manifest.json",)
@@ -134,7 +137,7 @@ def test_completed_steps_ignores_temporaries_and_strays(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     assert run.completed_steps() == []
     for step in (100, 3, 20):
-        run.write_checkpoint(step, step / 10, seed=0, counts=counts, class_sizes=sizes)
+        write_checkpoint(run, step, step / 10, seed=0, counts=counts, class_sizes=sizes)
     ck = tmp_path / "checkpoints"
     (ck / ".tmp-step-000000000200-deadbeef").mkdir()
     (ck / "step-abc").mkdir()
@@ -150,7 +153,7 @@ def test_cleanup(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     assert run.cleanup() == []  # nothing written yet: not an error
     run.write_config({"x": 1})
-    run.write_checkpoint(1, 0.1, seed=0, counts=counts, class_sizes=sizes, state={"k": 1})
+    write_checkpoint(run, 1, 0.1, seed=0, counts=counts, class_sizes=sizes, state={"k": 1})
     ck = tmp_path / "checkpoints"
     leftovers = [ck / ".tmp-step-000000000002-0123abcd", tmp_path / ".tmp-config.json-0badf00d"]
     leftovers[0].mkdir()
@@ -166,10 +169,10 @@ def test_duplicate_step_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     counts, sizes = make_counts(rng, [5, 5], {"a": 4})
     run = RunDir(tmp_path)
-    run.write_checkpoint(7, 0.7, seed=0, counts=counts, class_sizes=sizes)
+    write_checkpoint(run, 7, 0.7, seed=0, counts=counts, class_sizes=sizes)
     before = (tmp_path / "checkpoints" / "step-000000000007" / "counts.npz").read_bytes()
     with pytest.raises(ValueError, match="step 7 is already a complete checkpoint"):
-        run.write_checkpoint(7, 0.7, seed=0, counts={"a": counts["a"] + 0}, class_sizes=sizes)
+        write_checkpoint(run, 7, 0.7, seed=0, counts={"a": counts["a"] + 0}, class_sizes=sizes)
     assert (tmp_path / "checkpoints" / "step-000000000007" / "counts.npz").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000000000007"]
 
@@ -198,21 +201,13 @@ def _bad(**over):
                  r"stats\[0\]\['split'\] must be one of \('train', 'val'\), got 'test'", id="unknown-split"),
     pytest.param(_bad(stats=[{"split": "val", "loss": 1}]), ValueError, "stats.0. must have exactly the keys",
                  id="missing-stat"),
-    pytest.param(_bad(masks={"c": np.zeros((4, 8), np.uint8)}), ValueError, "masks has layer 'c'",
-                 id="mask-unknown-layer"),
-    pytest.param(_bad(masks={"a": np.zeros((4, 8), np.int64)}), ValueError, r"masks\['a'\] must be uint8 \[4,",
-                 id="mask-dtype"),
-    pytest.param(_bad(masks={"a": np.zeros((4, 12), np.uint8)}), ValueError, "got dtype uint8 shape .4, 12.",
-                 id="mask-width"),
-    pytest.param(_bad(masks={"a": np.zeros((4, 8), np.uint8), "b": np.zeros((3, 16), np.uint8)}), ValueError,
-                 r"masks\['b'\] has 16 bytes per row, other layers 8", id="mask-widths-differ"),
     pytest.param(_bad(state=[1, 2]), TypeError, "state must be a dict", id="state-list"),
 ])
 def test_write_checkpoint_validation(tmp_path: Path, kwargs: dict, error: type[Exception], fragment: str) -> None:
     run = RunDir(tmp_path)
     step, epoch = kwargs.pop("step"), kwargs.pop("epoch")
     with pytest.raises(error, match=fragment):
-        run.write_checkpoint(step, epoch, **kwargs)
+        write_checkpoint(run, step, epoch, **kwargs)
     assert run.completed_steps() == []
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
@@ -222,11 +217,11 @@ def test_latest_state_moves_to_newest_checkpoint_and_the_one_before_is_kept(tmp_
     counts, sizes = make_counts(rng, [5, 5], {"a": 4})
     run = RunDir(tmp_path)
     assert run.latest_state() is None
-    run.write_checkpoint(0, 0.0, seed=0, counts=counts, class_sizes=sizes)
+    write_checkpoint(run, 0, 0.0, seed=0, counts=counts, class_sizes=sizes)
     assert run.latest_state() is None
 
     def write(step: int, state: dict | None) -> None:
-        run.write_checkpoint(step, step / 10, seed=0, counts=counts, class_sizes=sizes, state=state)
+        write_checkpoint(run, step, step / 10, seed=0, counts=counts, class_sizes=sizes, state=state)
 
     def holders() -> list[int]:
         return [s for s in run.completed_steps() if (run.checkpoint_path(s) / "state.pt").exists()]
@@ -255,7 +250,7 @@ def test_read_table_across_runs(tmp_path: Path) -> None:
         run.write_config({"seed": seed})
         for step in (0, 1, 10):
             counts, sizes = make_counts(rng, [8, 9, 7], layers)
-            run.write_checkpoint(step, step / 4, seed=seed, counts=counts, class_sizes=sizes,
+            write_checkpoint(run, step, step / 4, seed=seed, counts=counts, class_sizes=sizes,
                                  stats=STATS, masks=make_masks(rng, counts, 24))
         (run.checkpoints / ".tmp-step-000000000100-00000000").mkdir()  # must be ignored
     (tmp_path / "sweep" / "README").write_text("not a run")
@@ -342,7 +337,7 @@ CRASH_POINTS = [
     pytest.param(lambda mp: mp.setattr(os, "rename", _raise), id="rename"),
     pytest.param(lambda mp: mp.setattr(os, "fsync", _raise), id="fsync"),
     pytest.param(lambda mp: mp.setattr(torch, "save", _raise), id="torch-save"),
-    pytest.param(lambda mp: mp.setattr(store, "_write_masks", _raise), id="masks"),
+    pytest.param(lambda mp: mp.setattr(MaskWriter, "append", _raise), id="masks"),
     pytest.param(lambda mp: mp.setattr(pq, "write_table", _raise), id="parquet"),
     pytest.param(lambda mp: mp.setattr(np, "savez", _raise), id="counts"),
 ]
@@ -355,17 +350,17 @@ def test_crash_mid_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     masks = make_masks(rng, counts, 12)
     run = RunDir(tmp_path)
     for step in (0, 1):
-        run.write_checkpoint(step, step / 2, seed=0, counts=counts, class_sizes=sizes, masks=masks,
+        write_checkpoint(run, step, step / 2, seed=0, counts=counts, class_sizes=sizes, masks=masks,
                              state={"step": step})
     with monkeypatch.context() as mp:
         crash(mp)
         with pytest.raises(OSError, match="simulated crash"):
-            run.write_checkpoint(2, 1.0, seed=0, counts=counts, class_sizes=sizes, masks=masks, state={"step": 2})
+            write_checkpoint(run, 2, 1.0, seed=0, counts=counts, class_sizes=sizes, masks=masks, state={"step": 2})
     assert run.completed_steps() == [0, 1]
     assert run.latest_state() == (1, {"step": 1})
     assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-000000000000", "step-000000000001"]
     # The run goes on from where it was.
-    run.write_checkpoint(2, 1.0, seed=0, counts=counts, class_sizes=sizes, masks=masks, state={"step": 2})
+    write_checkpoint(run, 2, 1.0, seed=0, counts=counts, class_sizes=sizes, masks=masks, state={"step": 2})
     assert run.latest_state() == (2, {"step": 2}) and len(read_table(tmp_path, "layers")) == 3
 
 
@@ -373,14 +368,14 @@ def test_kill_between_rename_and_state_cleanup(tmp_path: Path, monkeypatch: pyte
     rng = np.random.default_rng(8)
     counts, sizes = make_counts(rng, [6, 6], {"a": 5})
     run = RunDir(tmp_path)
-    run.write_checkpoint(0, 0.0, seed=0, counts=counts, class_sizes=sizes, state={"step": 0})
+    write_checkpoint(run, 0, 0.0, seed=0, counts=counts, class_sizes=sizes, state={"step": 0})
     with monkeypatch.context() as mp:
         mp.setattr(RunDir, "_drop_older_states", _raise)
         with pytest.raises(OSError):
-            run.write_checkpoint(1, 0.5, seed=0, counts=counts, class_sizes=sizes, state={"step": 1})
+            write_checkpoint(run, 1, 0.5, seed=0, counts=counts, class_sizes=sizes, state={"step": 1})
     # The new checkpoint is complete; the old state merely lingers until the next write.
     assert run.completed_steps() == [0, 1] and run.latest_state() == (1, {"step": 1})
-    run.write_checkpoint(2, 1.0, seed=0, counts=counts, class_sizes=sizes, state={"step": 2})
+    write_checkpoint(run, 2, 1.0, seed=0, counts=counts, class_sizes=sizes, state={"step": 2})
     assert [s for s in run.completed_steps() if (run.checkpoint_path(s) / "state.pt").exists()] == [1, 2]
 
 
@@ -392,6 +387,7 @@ def test_kill_between_rename_and_state_cleanup(tmp_path: Path, monkeypatch: pyte
 WRITER = textwrap.dedent("""
     import os, sys, traceback
     import numpy as np, torch, zarr  # noqa: F401
+    from checkpoints import write_checkpoint
     from nnphases.store import RunDir
 
     def payload(step):
@@ -404,14 +400,14 @@ WRITER = textwrap.dedent("""
 
     def write(run, step):
         counts, sizes, masks = payload(step)
-        run.write_checkpoint(step, step / 10, seed=7, counts=counts, class_sizes=sizes,
+        write_checkpoint(run, step, step / 10, seed=7, counts=counts, class_sizes=sizes,
                              stats=[{"split": "train", "loss": 1.0 / (step + 1), "accuracy": 0.5}],
                              masks=masks, state={"step": step, "w": torch.full((8,), float(step))})
 
     if __name__ == "__main__":
         warm = RunDir(sys.argv[2])
         counts, sizes, _ = payload(0)
-        warm.write_checkpoint(0, 0.0, seed=0, counts=counts, class_sizes=sizes, state={"w": torch.zeros(1)})
+        write_checkpoint(warm, 0, 0.0, seed=0, counts=counts, class_sizes=sizes, state={"w": torch.zeros(1)})
         run = RunDir(sys.argv[1])
         print("ready", flush=True)
         for _ in sys.stdin:
@@ -483,7 +479,8 @@ def test_sigkill_at_random_moments(tmp_path: Path) -> None:
     script.write_text(WRITER)
     run = RunDir(tmp_path / "run")
     run.write_config({"seed": 7})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
     err = tmp_path / "writer.err"
     with open(err, "w") as err_file:
         proc = subprocess.Popen([sys.executable, str(script), str(run.path), str(tmp_path / "warm")], env=env,
@@ -537,7 +534,7 @@ def test_probes_written_before_the_decoder_column_read_with_nulls(tmp_path):
     row = dict(layer="a", mode="fast", train_accuracy=0.5, test_accuracy=0.5, reconstruction_mse=0.1,
                reconstruction_nmse=0.2, ridge=1.0, features=4, reduction="none", n_train=5, n_test=5, decoder="linear")
     run = RunDir(tmp_path / "run")
-    path = run.write_checkpoint(1, 0.1, seed=0, counts=counts, class_sizes=sizes, probes=[row])
+    path = write_checkpoint(run, 1, 0.1, seed=0, counts=counts, class_sizes=sizes, probes=[row])
     (path / "manifest.json").unlink()  # such files were written before manifests too
     old_schema = pa.schema([f for f in SCHEMAS["probes"] if f.name != "decoder"])
     pq.write_table(pq.read_table(path / "probes.parquet").select(old_schema.names), path / "probes.parquet")

@@ -65,7 +65,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..store.runs import PathLike, layer_order, mean_over_seeds, read_table, run_dirs
+from ..store.runs import PathLike, layer_order, read_table, run_dirs
+from .statistics import mean_over_seeds, spearman
 
 __all__ = ["Finding", "findings", "report", "spearman", "NAMES"]
 
@@ -157,16 +158,6 @@ def _curve(values: np.ndarray, epochs: np.ndarray) -> _Curve | None:
     k = int(finite[np.argmax(post[finite])]) + 1
     j = int(finite[-1]) + 1
     return _Curve(float(values[0]), float(values[k]), float(epochs[k]), k, float(values[j]), float(epochs[j]), j)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
-    rx = pd.Series(x).rank().to_numpy(dtype=float)
-    ry = pd.Series(y).rank().to_numpy(dtype=float)
-    rx = rx - rx.mean()
-    ry = ry - ry.mean()
-    den = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / den) if den > 0 else math.nan
 
 
 def _need_measurements(s: _Series | None, name: str, minimum: int = 3) -> Finding | None:

@@ -25,8 +25,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .findings import spearman
-from ..store.runs import PathLike, layer_order, mean_over_seeds, read_table
+from ..store.runs import PathLike, layer_order, read_table
+from .statistics import mean_over_seeds, spearman
 
 __all__ = ["LayerPhases", "probe_phases", "phase_summary", "report"]
 

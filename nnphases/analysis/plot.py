@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..store.runs import PathLike, class_sizes, layer_order, mean_over_seeds, read_table, run_dirs
+from ..store.runs import PathLike, class_sizes, layer_order, read_table, run_dirs
+from .statistics import mean_over_seeds
 from ..store import DamagedCheckpoint, atomic_write_bytes
 
 if TYPE_CHECKING:

@@ -471,28 +471,27 @@ class Recorder:
             self._writer.shutdown()
         if self.rank == 0:
             self.run.mark_done()
+            for m in self.measures:
+                m.finish(self.run)
         self._closed = True
         if self._lock is not None:
             self._lock.release()
 
 
 def _merge(outputs: list[Output]) -> dict[str, Any]:
-    """The measures' outputs as write_checkpoint's keywords."""
+    """The measures' outputs as write_checkpoint's keywords: each table from the one measure that declares it."""
     counts: dict[str, np.ndarray] = {}
     class_sizes = None
-    tables: dict[str, list[dict[str, Any]]] = {}
-    storage: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
     for o in outputs:
         if o.counts is not None:
             counts.update(o.counts)
             class_sizes = o.class_sizes
         for name, rows in o.tables.items():
-            tables.setdefault(name, []).extend(rows)
-        for key in ("node_tables", "node_table_max_width", "compact_tables"):
-            if getattr(o, key) is not None:
-                storage[key] = getattr(o, key)
-    stats = tables.pop("stats", [])
-    return dict(counts=counts, class_sizes=class_sizes, stats=stats, tables=tables, **storage)
+            if name in tables:
+                raise ValueError(f"two measures wrote the table {name!r}; a table belongs to one measure")
+            tables[name] = rows
+    return dict(counts=counts, class_sizes=class_sizes, tables=tables)
 
 
 def _with_new_defaults(old: dict, measures: Sequence[Measure]) -> dict:

@@ -15,11 +15,19 @@ a stream's length is learnt only at its end.
 
 from __future__ import annotations
 
+import numbers
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MaskWriter", "shift_words", "take_samples"]
+from .counts import read_counts
+from .errors import DamagedCheckpoint, MissingCheckpointFile
+from ..options import one_line
+from .layout import MANIFEST, mask_array_name
+from .manifest import read_manifest, read_verified, verify_tree
+
+__all__ = ["MaskWriter", "read_masks", "shift_words", "take_samples"]
 
 _CHUNK_BYTES = 1 << 20
 
@@ -128,3 +136,77 @@ class MaskWriter:
         self.wait()
         if self.written != -(-self.samples // 64) * 8:
             raise AssertionError(f"masks: wrote {self.written} bytes per row for {self.samples} samples")
+
+
+def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None,
+               where: str | None = None) -> Any:
+    """The packed masks of the checkpoint folder ``ckpt``, verified against its manifest (see
+    :meth:`nnphases.store.RunDir.read_masks`); ``where`` names the checkpoint in messages (default: its folder)."""
+    where = where or repr(str(ckpt))
+    path = ckpt / "masks.zarr"
+    manifest = read_manifest(ckpt)
+    if not path.exists():
+        if manifest is not None and any(n.startswith("masks.zarr/") for n in manifest):
+            raise MissingCheckpointFile(ckpt, "masks.zarr", f"is missing ({MANIFEST} lists it)")
+        if layer is not None:
+            raise ValueError(f"{where} has no stored masks")
+        return {}
+    import zarr
+
+    if manifest is not None:
+        read_verified(ckpt, "masks.zarr/zarr.json", manifest)
+    try:
+        g = zarr.open_group(str(path), mode="r")
+        layers = [str(x) for x in g.attrs["layers"]]
+    except Exception as e:  # zarr raises many kinds for a damaged store
+        raise DamagedCheckpoint(ckpt, "masks.zarr/zarr.json", f"cannot be read ({one_line(e, limit=200)})") from None
+    if layer is not None and layer not in layers:
+        raise ValueError(f"layer {layer!r} has no stored masks at {where}; stored: {layers}")
+    whole = nodes is None and samples is None
+
+    def array(name: str) -> Any:
+        key = mask_array_name(name)
+        if manifest is not None:
+            verify_tree(ckpt, f"masks.zarr/{key}/", manifest,
+                         lambda n: whole or n.endswith("zarr.json"))
+        try:
+            arr = g[key]
+        except Exception as e:
+            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", f"cannot be read ({one_line(e, limit=200)})") from None
+        if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
+            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}",
+                                    f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}")
+        return arr
+
+    def get(name: str, arr: Any, index: Any) -> np.ndarray:
+        try:
+            return np.asarray(arr[index])
+        except IndexError as e:  # the caller's nodes, not the store; zarr's message names neither
+            raise IndexError(f"nodes {nodes!r:.80} is outside the {arr.shape[0]} nodes of layer {name!r} ({e})") \
+                from None
+        except TypeError:
+            raise  # the caller's nodes, not the store
+        except Exception as e:
+            raise DamagedCheckpoint(ckpt, f"masks.zarr/{mask_array_name(name)}",
+                                    f"cannot be read ({one_line(e, limit=200)})") from None
+
+    if layer is None:
+        return {name: get(name, array(name), ...) for name in layers}
+    arr = array(layer)
+    rows = slice(None) if nodes is None else nodes
+    if samples is None:
+        return get(layer, arr, (rows, slice(None)))
+    if not isinstance(samples, slice) or samples.step not in (None, 1):
+        raise ValueError(f"samples must be a slice start:stop, got {samples!r}")
+    for bound in (samples.start, samples.stop):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Integral)):
+            raise TypeError(f"samples bounds must be integers, got {samples!r}")
+    # The rows are padded to whole 64-bit words: the slice is taken of the set's own samples (their number is
+    # the sum of the class sizes), as a Python slice of them would be, so padding bits are never returned as
+    # samples and a negative bound counts from the last real sample.
+    total = int(read_counts(ckpt)[1].sum())
+    start, stop, _ = samples.indices(total)
+    stop = max(start, stop)
+    w0, w1 = start // 64 * 8, -(-stop // 64) * 8
+    part = get(layer, arr, (rows, slice(w0, w1)))
+    return take_samples(part, start - w0 * 8, stop - w0 * 8)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import store
-from . import DamagedCheckpoint, DamagedCheckpointWarning, RunDir
+from .errors import DamagedCheckpoint, DamagedCheckpointWarning
+from .reader import TableReader
+from .rundir import RunDir
+from .tables import declared, empty, table_spec, unknown_table
 
-__all__ = ["PathLike", "Runs", "run_dirs", "read_table", "mean_over_seeds", "layer_order", "class_sizes"]
+__all__ = ["PathLike", "Runs", "run_dirs", "read_table", "layer_order", "class_sizes"]
 
 PathLike = str | os.PathLike[str]
 Runs = PathLike | Iterable[PathLike]
@@ -94,8 +96,8 @@ def run_dirs(runs: Runs) -> list[Path]:
 def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "raise") -> pd.DataFrame:
     """The ``table`` (nodes, layers, stats, probes, ...) of the complete checkpoints of ``runs``, as a DataFrame.
 
-    ``runs`` as for :func:`run_dirs`; ``table`` one of
-    :data:`nnphases.store.TABLES`. Rows are sorted by seed and step; within
+    ``runs`` as for :func:`run_dirs`; ``table`` a declared table
+    (:func:`nnphases.store.declared`) or one the runs hold. Rows are sorted by seed and step; within
     a checkpoint they keep the order written (layers in model order, then
     node index; stats as given). Column types follow
     :data:`nnphases.store.SCHEMAS`; an empty result still has every column.
@@ -115,21 +117,24 @@ def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "r
     out of this table with a :class:`~nnphases.store.DamagedCheckpointWarning`
     naming them.
     """
-    # Looked up at each call: tables registered after import are readable too.
-    if not isinstance(table, str) or table not in store.TABLES:
-        raise ValueError(f"table must be one of {', '.join(store.TABLES)}; got {table!r}")
+    if not isinstance(table, str) or not table.isidentifier():
+        raise unknown_table(table, declared())
     if damaged not in ("raise", "skip"):
         raise ValueError(f"damaged must be 'raise' or 'skip', got {damaged!r}")
-    schema = store.SCHEMAS[table]
-    parts = []
+    readers: list[TableReader] = []
     for run in run_dirs(runs):
         try:
-            reader = store._TableReader(RunDir(run))
+            readers.append(TableReader(RunDir(run)))
         except DamagedCheckpoint as e:  # the compacted tables' manifest: no checkpoint can be read safely
             if damaged == "raise":
                 raise
             warnings.warn(f"{e}; {run} left out of the {table} table", DamagedCheckpointWarning, stacklevel=2)
-            continue
+    if table_spec(table) is None:
+        available = {name for reader in readers for name in reader.tables()} | set(declared())
+        if table not in available:
+            raise unknown_table(table, available)
+    parts = []
+    for reader in readers:
         for s in sorted(reader.dirs):
             try:
                 t = reader.table(s, table)
@@ -140,7 +145,8 @@ def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "r
                     raise
                 warnings.warn(f"{e}; step {s} left out of the {table} table", DamagedCheckpointWarning,
                               stacklevel=2)
-    t = pa.concat_tables(parts) if parts else schema.empty_table()
+    # A table no imported measure declares takes its columns from its files, which may have grown a column.
+    t = pa.concat_tables(parts, promote_options="default") if parts else empty(table)
     # Two stable sorts (step, then seed) order by (seed, step) and keep each
     # checkpoint's own row order: layers in model order, not alphabetical.
     order = np.argsort(t.column("step").to_numpy(), kind="stable")
@@ -153,33 +159,6 @@ def layer_order(table: pd.DataFrame) -> list[str]:
     if table.empty or "layer" not in table:
         return []
     return [str(x) for x in pd.unique(table["layer"])]
-
-
-def mean_over_seeds(table: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
-    """Mean, standard error and seed count of ``values`` per ``keys`` (which include ``step``).
-
-    Returns one row per group with the group keys, ``epoch`` (mean over
-    seeds), ``<v>`` (mean, NaN-skipping), ``<v>_se`` (sample standard
-    deviation / sqrt(n), 0 for a single seed, NaN with none) and ``<v>_n``
-    (number of seeds with a finite value), sorted by step; the order of the
-    other keys' first appearance is kept within a step.
-    """
-    keys = list(keys)
-    values = list(values)
-    cols = keys + ["epoch"] + [c for v in values for c in (v, f"{v}_se", f"{v}_n")]
-    if table.empty:
-        return pd.DataFrame(columns=cols)
-    g = table.groupby(keys, sort=False, dropna=False)
-    out = g[["epoch"] + values].mean()
-    std = g[values].std(ddof=1)
-    n = g[values].count()
-    for v in values:
-        se = std[v] / np.sqrt(n[v].where(n[v] > 0))
-        se = se.where(n[v] != 1, 0.0)
-        out[f"{v}_se"] = se
-        out[f"{v}_n"] = n[v]
-    out = out.reset_index()
-    return out.sort_values("step", kind="stable").reset_index(drop=True)[cols]
 
 
 def class_sizes(run: PathLike) -> np.ndarray:

@@ -5,14 +5,20 @@ every check across options happens, before any training), then, at each
 measurement, sees the passes it asked for (:meth:`Measure.passes`): its sites'
 outputs while each batch is alive (:meth:`Measure.update`), the batch's logits
 (:meth:`Measure.update_batch`), the end of each pass (:meth:`Measure.end_pass`),
-and finally hands its result to the store (:meth:`Measure.compute`). What it
-keeps between batches are sums (:meth:`Measure.sums`: reducible with one
+and finally hands its finished tables to the store (:meth:`Measure.compute`).
+What it keeps between batches are sums (:meth:`Measure.sums`: reducible with one
 ``all_reduce(SUM)``); what a resumed run needs is :meth:`Measure.state_dict`.
+
+A measure owns its tables: it declares each one's columns in ``tables``
+(:func:`nnphases.store.register_table`, called in its class body, so that
+importing the measure is what makes the table readable with its schema) and
+returns their rows from :meth:`Measure.compute`; the store writes, verifies,
+reads and compacts any declared table alike. A new measure with a new table is
+one new module in this package and touches no other file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from ...store import RunDir, TableLike, TableSpec
 from ..stream import Batch
 
 Pass = Literal["train", "rescore", "eval"]
@@ -69,16 +76,13 @@ class PlanRow:
 
 @dataclass
 class Output:
-    """What a measure hands to the store for one checkpoint."""
+    """What a measure hands to the store for one checkpoint: its tables' rows (each a declared table: a pyarrow
+    Table or a list of dicts of its columns, or a function returning one that the store calls on the writer's
+    thread), and the counts that ``counts.npz`` holds (the one measure that counts gives them)."""
 
-    counts: dict[str, np.ndarray] | None = None  # site -> int64 [C, N] (with class_sizes)
+    tables: dict[str, TableLike] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] | None = None  # site -> int [C, N] (with class_sizes)
     class_sizes: np.ndarray | None = None
-    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table name -> rows
-    # How the store writes what the counts give (RunDir.write_checkpoint's keywords of the same names); None: its
-    # defaults.
-    node_tables: Literal["auto", "always", "never"] | None = None
-    node_table_max_width: int | None = None
-    compact_tables: bool | None = None
 
 
 class Measure:
@@ -91,6 +95,8 @@ class Measure:
     switch: ClassVar[str | None] = None
     order: ClassVar[int] = 100  # where its rows come in plans and its options on the command line
     switch_help: ClassVar[str] = ""
+    # The tables this measure writes, declared in its class body with nnphases.store.register_table.
+    tables: ClassVar[tuple[TableSpec, ...]] = ()
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
@@ -139,6 +145,9 @@ class Measure:
     def abort(self) -> None:
         """The measurement failed; release what :meth:`begin` opened."""
 
+    def finish(self, run: RunDir) -> None:
+        """The run has ended and is marked done; a measure may finish its files (e.g. compact the tables)."""
+
     def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
         """Bytes this measure needs per site: on the device while measuring, on disk per checkpoint."""
         return []
@@ -156,7 +165,3 @@ class Measure:
 
         return describe(self.options)
 
-
-def replace(options: Any, **changes: Any) -> Any:
-    """A copy of frozen ``options`` with ``changes`` (validated again)."""
-    return dataclasses.replace(options, **changes)

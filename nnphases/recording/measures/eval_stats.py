@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
 from ...options import check, option
+from ...store import register_table
 from ..stream import Batch
 from ._base import Binding, Measure, Output, Pass
 
@@ -38,6 +40,10 @@ def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return nn.functional.cross_entropy(logits, y, reduction="none")
 
 
+STATS = register_table("stats", [("split", pa.string()), ("loss", pa.float64()), ("accuracy", pa.float64())],
+                       required=True, choices={"split": ("train", "val")})
+
+
 class EvalStats(Measure):
     """Mean loss and accuracy per split (``stats`` table: ``val`` from the evaluation pass, ``train`` from the
     training subset's first pass). Sums stay on the device as integers (loss in fixed point, correct counts) and
@@ -46,6 +52,7 @@ class EvalStats(Measure):
 
     name = "eval_stats"
     Options = EvalStatsOptions
+    tables = (STATS,)
     order = 10
 
     def bind(self, binding: Binding) -> None:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ..distributed import reduce_device, shard_range, world
 from ...options import check, option
+from ...store import register_table
 from ..stream import Batch
 from ._base import Binding, Measure, Output, Pass, PlanRow
 
@@ -66,11 +68,21 @@ class ProbesOptions:
             PaperProbe((1,), 2, (1,), **dict(self.paper or {}))
 
 
+PROBES = register_table("probes", [
+    ("layer", pa.string()), ("mode", pa.string()),
+    ("train_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
+    ("reconstruction_mse", pa.float64()), ("reconstruction_nmse", pa.float64()),
+    ("ridge", pa.float64()), ("features", pa.int64()), ("reduction", pa.string()),
+    ("n_train", pa.int64()), ("n_test", pa.int64()), ("decoder", pa.string()),
+])
+
+
 class Probes(Measure):
     """Fast and/or paper-mode probes at every chosen site (``probes`` table: one row per site and mode)."""
 
     name = "probes"
     Options = ProbesOptions
+    tables = (PROBES,)
     order = 30
     switch = "probes"
     switch_help = "fit probes (class read-out, input decoder) at ReLU sites on the training subset"

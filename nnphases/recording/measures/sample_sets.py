@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from ... import kernels
 from ...options import check, option
-from ...store import NODE_TABLE_MAX_WIDTH
+from ...store import NODE_TABLE_MAX_WIDTH, RunDir, TableLike, register_table
+from ...store.counts import named_layer, node_columns
 from ..stream import Batch, accumulator_dtype
 from ._base import Binding, Measure, Output, Pass, PlanRow
 
@@ -57,6 +59,46 @@ def node_view(z: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return z.reshape(b, math.prod(z.shape[1:]))
 
 
+LAYERS = register_table("layers", [
+    ("layer", pa.string()), ("nodes", pa.int64()),
+    ("f", pa.float64()), ("p", pa.float64()), ("u", pa.float64()),
+    ("dead", pa.int64()), ("always_active", pa.int64()),
+], required=True)
+
+
+def layer_rows(counts: dict[str, np.ndarray], class_sizes: np.ndarray) -> pa.Table:
+    """The layers table's rows of one checkpoint: every layer's metrics from one
+    :func:`~nnphases.kernels.layer_metrics` call over all of them (no per-node arrays are built); an error is
+    raised again from the layer it is in, named."""
+    try:
+        rows = kernels.layer_metrics(list(counts.values()), class_sizes)
+    except (ValueError, TypeError):
+        for name, c in counts.items():
+            named_layer(name, kernels.layer_metrics, c, class_sizes)
+        raise
+    return pa.table({
+        "layer": list(counts), "nodes": [r.nodes for r in rows], "f": [r.fraction for r in rows],
+        "p": [r.predictability for r in rows], "u": [r.informativeness for r in rows],
+        "dead": [r.dead for r in rows], "always_active": [r.always_active for r in rows],
+    }, schema=LAYERS.columns)
+
+
+def sample_set_tables(counts: dict[str, np.ndarray], class_sizes: np.ndarray, *,
+                      node_tables: str = "auto", node_table_max_width: int = NODE_TABLE_MAX_WIDTH
+                      ) -> dict[str, TableLike]:
+    """The tables SampleSets writes from one checkpoint's counts, to be finished by the store (on the writer's
+    thread): the layers table, and the nodes table of the layers ``node_tables`` names ("always": every layer,
+    "never": none, "auto": those of at most ``node_table_max_width`` nodes; readers derive the others' rows from
+    the counts)."""
+    tabled = [name for name, c in counts.items()
+              if node_tables == "always" or (node_tables == "auto" and c.shape[1] <= node_table_max_width)]
+    # Layer rows first: the metric kernels validate the counts against the class sizes.
+    out: dict[str, TableLike] = {"layers": lambda: layer_rows(counts, class_sizes)}
+    if tabled:
+        out["nodes"] = lambda: node_columns(counts, class_sizes, tabled)  # type: ignore[return-value]
+    return out
+
+
 class SampleSets(Measure):
     """Per-class counts of active samples at every chosen site, summed over the evaluation pass in place
     (int32 counters for sets under 2^31 samples, int64 beyond), stored as ``counts.npz`` with their layer metrics
@@ -66,6 +108,7 @@ class SampleSets(Measure):
     name = "sample_sets"
     Options = SampleSetsOptions
     order = 0
+    tables = (LAYERS,)
 
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
@@ -110,8 +153,13 @@ class SampleSets(Measure):
         counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
         self._acc, self._counters = {}, {}
         o = self.options
-        return Output(counts=counts, class_sizes=self._class_sizes, node_tables=o.node_tables,
-                      node_table_max_width=o.node_table_max_width, compact_tables=o.compact_tables)
+        return Output(tables=sample_set_tables(counts, self._class_sizes, node_tables=o.node_tables,
+                                               node_table_max_width=o.node_table_max_width),
+                      counts=counts, class_sizes=self._class_sizes)
+
+    def finish(self, run: RunDir) -> None:
+        if self.options.compact_tables:
+            run.compact()
 
     def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
         width = torch.tensor([], dtype=accumulator_dtype(eval_samples)).element_size()
