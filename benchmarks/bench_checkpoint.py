@@ -14,18 +14,23 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import nnphases.kernels as K
-from nnphases import store
 from nnphases.kernels.metrics import LayerMetrics, node_metrics_np
-from nnphases.store.runs import read_table
-from nnphases.store import SCHEMAS, RunDir
+from nnphases.recording.measures.sample_sets import sample_set_tables
+from nnphases.store import SCHEMAS, RunDir, read_table
+from nnphases.store.atomic import fsync_dir, fsync_tree
+from nnphases.store.counts import blosc, check_counts, encode_counts, narrow
+from nnphases.store.manifest import write_manifest
+from nnphases.store.tables import finished, write_parquet
 
 # A VGG-11's 8 ReLU sites, halving in width with depth, 524,288 nodes in all.
 WIDTHS = (131072, 131072, 65536, 65536, 32768, 32768, 32768, 32768)
@@ -83,21 +88,28 @@ def old_metric_tables(step: int, epoch: float, seed: int, layers: dict[str, np.n
             (("nodes", nodes), ("layers", layer_cols), ("stats", stat_cols))}
 
 
+def write(run: RunDir, step: int, counts: dict[str, np.ndarray], sizes: np.ndarray, **node_tables: Any) -> Path:
+    """One checkpoint as the Recorder writes it: SampleSets' tables from the counts (with its node-table
+    options) and the stats rows."""
+    tables = {**sample_set_tables(counts, sizes, **node_tables), "stats": STATS}
+    return run.write_checkpoint(step, 0.5, seed=0, counts=counts, class_sizes=sizes, tables=tables)
+
+
 def old_write_checkpoint(run: RunDir, step: int, counts: dict[str, np.ndarray], sizes: np.ndarray) -> Path:
-    layers, sizes = run._check_counts(counts, sizes)
+    layers, sizes = check_counts(counts, sizes)
     tables = old_metric_tables(step, 0.5, 0, layers, sizes)
     tmp = run.begin_checkpoint(step)
-    arrays = {"layer:" + k: store._narrow(c) for k, c in layers.items()}
+    arrays = {"layer:" + k: narrow(c) for k, c in layers.items()}
     arrays["class_sizes"] = sizes
     with open(tmp / "counts.npz", "wb") as f:
         np.savez(f, **arrays)
     for table, t in tables.items():
         pq.write_table(t, tmp / f"{table}.parquet")
-    store._write_manifest(tmp, step)
-    store._fsync_tree(tmp)
+    write_manifest(tmp, step)
+    fsync_tree(tmp)
     name = f"step-{step:012d}"
     os.rename(tmp, run.checkpoints / name)
-    store._fsync_dir(run.checkpoints)
+    fsync_dir(run.checkpoints)
     return run.checkpoints / name
 
 
@@ -126,24 +138,25 @@ def staged(tmp: Path, counts: dict[str, np.ndarray], sizes: np.ndarray, rounds: 
         folder.mkdir()
         times = {}
         a = time.perf_counter()
-        layers, sz = RunDir._check_counts(counts, sizes)
-        tables = store._metric_tables(1, 0.5, 0, layers, sz, [("val", 0.6, 0.8)], [])
+        layers, sz = check_counts(counts, sizes)
+        given = {**sample_set_tables(layers, sz, node_tables="never"), "stats": STATS}
+        tables = {name: finished(name, rows, seed=0, step=1, epoch=0.5) for name, rows in given.items()}
         times["metrics (kernels.layer_metrics)"] = time.perf_counter() - a
         a = time.perf_counter()
-        arrays = store._counts_arrays(layers, sz)
+        arrays = encode_counts(layers, sz)
         times["counts: narrow + blosc"] = time.perf_counter() - a
         a = time.perf_counter()
         with open(folder / "counts.npz", "wb") as f:
             np.savez(f, **arrays)
         for table, t in tables.items():
-            store._write_parquet(t, folder / f"{table}.parquet")
+            write_parquet(t, folder / f"{table}.parquet")
         times["write counts.npz + tables"] = time.perf_counter() - a
         a = time.perf_counter()
-        store._write_manifest(folder, 1)
+        write_manifest(folder, 1)
         times["manifest (crc32 of every file)"] = time.perf_counter() - a
         a = time.perf_counter()
-        store._fsync_tree(folder)
-        store._fsync_dir(tmp)
+        fsync_tree(folder)
+        fsync_dir(tmp)
         times["fsync (files and folders)"] = time.perf_counter() - a
         for k, v in times.items():
             best[k] = min(best.get(k, math.inf), v)
@@ -154,8 +167,8 @@ def encodings(tmp: Path, counts: dict[str, np.ndarray], rounds: int) -> list[tup
     """(encoding, write with fsync in s, bytes, read in s) of the narrowed counts in several encodings."""
     from numcodecs import Blosc, Zstd
 
-    narrow = {k: store._narrow(c) for k, c in counts.items()}
-    codecs = {"npz, plain (before)": None, "blosc lz4 bit-shuffle (chosen)": store._blosc(),
+    narrowed = {k: narrow(c) for k, c in counts.items()}
+    codecs = {"npz, plain (before)": None, "blosc lz4 bit-shuffle (chosen)": blosc(),
               "blosc lz4 byte-shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
               "blosc zstd-1 byte-shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
               "blosc zstd-1 bit-shuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE), "zstd-1": Zstd(1)}
@@ -167,18 +180,18 @@ def encodings(tmp: Path, counts: dict[str, np.ndarray], rounds: int) -> list[tup
             a = time.perf_counter()
             with open(path, "wb") as f:
                 if codec is None:
-                    np.savez(f, **narrow)
+                    np.savez(f, **narrowed)
                 else:
-                    np.savez(f, **{k: np.frombuffer(codec.encode(v), np.uint8) for k, v in narrow.items()})
+                    np.savez(f, **{k: np.frombuffer(codec.encode(v), np.uint8) for k, v in narrowed.items()})
                 f.flush()
                 os.fsync(f.fileno())
             w = min(w, time.perf_counter() - a)
             a = time.perf_counter()
             with np.load(path) as z:
-                back = {k: z[k] if codec is None else np.frombuffer(codec.decode(z[k]), narrow[k].dtype)
+                back = {k: z[k] if codec is None else np.frombuffer(codec.decode(z[k]), narrowed[k].dtype)
                         for k in z.files}
             r = min(r, time.perf_counter() - a)
-        for k, v in narrow.items():
+        for k, v in narrowed.items():
             np.testing.assert_array_equal(back[k].reshape(v.shape), v)
         out.append((label, w, path.stat().st_size, r))
     return out
@@ -206,15 +219,12 @@ def test_checkpoint_host_cost(benchmark, tmp_path: Path, capsys) -> None:
     paths = {
         "before: NumPy metrics, every node's row, plain counts": lambda s: old_write_checkpoint(
             runs["old"], s, counts, sizes),
-        "node tables off (never)": lambda s: runs["never"].write_checkpoint(
-            s, 0.5, seed=0, counts=counts, class_sizes=sizes, stats=STATS, node_tables="never"),
-        "node tables off, int32 counts (the Recorder's)": lambda s: runs["never-int32"].write_checkpoint(
-            s, 0.5, seed=0, counts=counts32, class_sizes=sizes, stats=STATS, node_tables="never"),
-        "node tables for layers <= 65,536 nodes": lambda s: runs["auto-65536"].write_checkpoint(
-            s, 0.5, seed=0, counts=counts, class_sizes=sizes, stats=STATS, node_tables="auto",
-            node_table_max_width=65536),
-        "node tables on (always)": lambda s: runs["always"].write_checkpoint(
-            s, 0.5, seed=0, counts=counts, class_sizes=sizes, stats=STATS, node_tables="always"),
+        "node tables off (never)": lambda s: write(runs["never"], s, counts, sizes, node_tables="never"),
+        "node tables off, int32 counts (the Recorder's)": lambda s: write(runs["never-int32"], s, counts32, sizes,
+                                                                          node_tables="never"),
+        "node tables for layers <= 65,536 nodes": lambda s: write(runs["auto-65536"], s, counts, sizes,
+                                                                  node_tables="auto", node_table_max_width=65536),
+        "node tables on (always)": lambda s: write(runs["always"], s, counts, sizes, node_tables="always"),
     }
     total = interleaved(paths, rounds)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
