@@ -131,7 +131,8 @@ def load_gpu_report() -> ModuleType:
 
 def command_output(cmd: list[str], timeout: float = 20.0) -> str | None:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
+                             env=child_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -617,13 +618,7 @@ def kernels_worker(opts: argparse.Namespace) -> None:
         except AssertionError as e:
             check(f"{what}: every backend matches the reference", False, str(e))
             continue
-        for r in rows:
-            print(r.text(), flush=True)
-            if r.seconds is not None:
-                figure(f"kernels: {r.case}: {r.what.strip()}", r.of_copy, "of copy", seconds=r.seconds,
-                       gb_per_s=r.nbytes / r.seconds / 1e9, target=kernel_target(kind, r))
-            else:
-                skip(f"kernels: {r.case}: {r.what}", r.note)
+        report_rows(kind, rows)
         torch.cuda.empty_cache()
     try:
         out = subprocess.run([sys.executable, "-m", "nnphases", "bench", "--quick", "--json"], capture_output=True,
@@ -643,6 +638,25 @@ def kernels_worker(opts: argparse.Namespace) -> None:
           "; ".join(bad) or ("no GPU rows" if not gpu_rows else ""))
     for r in report["skipped"]:
         skip(f"nnphases bench: {r['kernel']} on {r['backend']} ({r['device']})", r["reason"])
+
+
+def report_rows(kind: str, rows: list[Any]) -> None:
+    """gpu_report's rows as printed lines and as figures named by case and call; a profiler row (indented under the
+    call it timed) is named after that call's kernel and backend when its own text does not name it."""
+    main = ""
+    for r in rows:
+        print(r.text(), flush=True)
+        what = r.what.strip()
+        if r.what.startswith(" "):
+            timing = "kernels alone"
+            what = what if "_kernel" in what else f"{' '.join(main.split()[:2])}: {what}"
+        else:
+            main, timing = what, "back to back" if "async" in what else "whole call"
+        if r.seconds is not None:
+            figure(f"kernels: {r.case}: {what}", r.of_copy, "of copy", timing=timing, seconds=r.seconds,
+                   gb_per_s=r.nbytes / r.seconds / 1e9, target=kernel_target(kind, r))
+        else:
+            skip(f"kernels: {r.case}: {what}", r.note)
 
 
 def kernel_target(kind: str, r: Any) -> dict[str, Any] | None:

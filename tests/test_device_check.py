@@ -57,3 +57,52 @@ def test_dry_run_json_states_every_gpu_stage_skipped_for_no_gpu(dry_run):
     assert {c["stage"] for c in doc["checks"]} >= {"kernels", "recorder", "nccl"}
     ratios = [f for f in doc["figures"] if f["stage"] == "recorder" and f["unit"] == "x"]
     assert len(ratios) == 4 and all(f["value"] > 0 for f in ratios)  # 2 models x (sets + stats, with masks)
+
+
+def _script():  # scripts/ is not a package: the module by its path, registered before it runs (dataclasses)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "scripts" / "device_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["device_check"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_report_rows_become_named_figures_with_the_issue_targets(capsys):
+    """The GPU-only path of the kernels stage, on rows as benchmarks/gpu_report.py makes them: profiler rows are
+    named after their call, the targets sit on the extension's back-to-back rows and VGG-sized metric calls."""
+    dc = _script()
+    gr = dc.load_gpu_report()
+    case, bw = "60000x4096 float32 C=10", 3e12
+    rows = [gr.Row(case, w, 4e-4, 10, 10**9, bw) for w in
+            ("class_counts cuda", "class_counts cuda async x10", "  class_counts_kernel only",
+             "  whole call, all kernels", "  pack_masks_kernel only", "pack_masks cuda async x10",
+             "class_counts cupy async x10")]
+    dc.report_rows("counts", rows)
+    metric = "10x524288 int32 counts |S_c|=5000"
+    dc.report_rows("metrics", [gr.Row(metric, "node_metrics cuda", 1e-3, 10, 2 * 10**9, bw, "cnt"),  # 0.67 of copy
+                               gr.Row(metric, "  kernels only", 5e-4, 10, 10**9, bw, "cnt"),
+                               gr.Row(metric, "node_metrics cupy", None, 10, 10**9, bw, "cnt", "no CuPy")])
+    found = dc.parse_results(capsys.readouterr().out)
+    names = {f["name"]: f for f in found["figure"]}
+    assert f"kernels: {case}: class_counts cuda: whole call, all kernels" in names
+    assert f"kernels: {metric}: node_metrics cuda: kernels only" in names
+    assert names[f"kernels: {case}: class_counts_kernel only"]["timing"] == "kernels alone"
+    targeted = sorted(f["name"].split(": ", 2)[2] for f in found["figure"] if f["target"])
+    assert targeted == ["class_counts cuda async x10", "node_metrics cuda", "pack_masks cuda async x10"]
+    assert found["skip"] == [{"what": f"kernels: {metric}: node_metrics cupy", "reason": "no CuPy"}]
+    verdicts = dc.target_rows(found["figure"])
+    assert [t["met"] for t in verdicts] == [1e9 / 4e-4 / bw >= 0.92] * 2 + [True]
+
+
+def test_pytest_counts_from_the_summary_line_or_from_the_lines_of_a_killed_run():
+    dc = _script()
+    assert dc.pytest_counts("x\n==== 3 failed, 1940 passed, 3 skipped, 8 deselected in 75.20s (0:01:15) ====\n") == {
+        "failed": 3, "passed": 1940, "skipped": 3, "deselected": 8}
+    killed = ("tests/test_kernels.py::test_a[cuda-f32] PASSED [  1%]\n"
+              "tests/test_kernels.py::test_a[cupy-f32] FAILED [  2%]\n"
+              "tests/test_kernels.py::test_b[cupy] SKIPPED (no CuPy) [  3%]\n")
+    assert dc.pytest_counts(killed) == {"passed": 1, "failed": 1, "skipped": 1}
+    assert dc.plan_shards({"a": 668, "b": 486, "c": 328, "d": 242, "e": 120, "f": 86, "g": 8}, 4) == [
+        ["a"], ["b"], ["c", "f"], ["d", "e", "g"]]
