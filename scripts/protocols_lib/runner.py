@@ -5,22 +5,22 @@ skip what is finished and continue what was cut."""
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import REPO, UsageError, lines, log, processes, read_json, tail, write_text
-from .jobs import Job, job_list, last_sites, without
+from .calibration import calibrate
+from .common import UsageError, log, processes, read_json, tail, write_text
+from .finalize import finalize
+from .jobs import Job, job_list, last_sites
 from .packing import write_archive
 from .pool import Pool, Task, child_env, nnphases
 from .summary import write_summary
-from .timing import Fit, fit_run, max_fit, plan
+from .timing import Fit, plan
 
 STATE_VERSION = 1
 # Seconds assumed for one job's `nnphases findings` and `nnphases plot` when planning (full runs, smoke runs).
@@ -54,7 +54,7 @@ class Protocols:
         self.state["invocations"][-1] = self.this_run
         write_text(self.state_path, json.dumps(self.state, indent=1))
 
-    def _task_state(self, key: str) -> dict[str, Any]:
+    def task_state(self, key: str) -> dict[str, Any]:
         return self.state["tasks"].setdefault(key, {"wall": 0.0, "attempts": 0})
 
     def load_jobs(self) -> None:
@@ -97,70 +97,7 @@ class Protocols:
     # phases --------------------------------------------------------------------------------------------------
 
     def calibrate(self) -> None:
-        """Times each job on a short run: one per seed while the slots allow (so the contention is the real one),
-        else one per job; jobs that differ only in their loss share one calibration (in a smoke run, the jobs of a
-        group do: its lengths are fixed, and each process costs seconds on a CPU)."""
-        todo = [j for j in self.jobs if j.name not in self.state["calibration"]]
-        if not todo:
-            return
-        twins: dict[str, list[Job]] = {}
-        for job in todo:
-            key = job.group if self.opts.smoke else \
-                json.dumps([job.preset, without(job.args, "--loss"), job.calib_epochs, job.seeds])
-            twins.setdefault(key, []).append(job)
-        timed = [group[0] for group in twins.values()]
-        all_seeds = self.opts.jobs >= sum(len(j.seeds) for j in timed)
-        log(f"calibration: {len(timed)} short runs for {len(todo)} jobs "
-            f"({', '.join(f'{j.name} {j.calib_epochs:g} epochs' for j in timed)})")
-        fits: dict[str, list[Fit]] = collections.defaultdict(list)
-        waiting = collections.Counter()
-        for group in twins.values():
-            job = group[0]
-            for seed in job.seeds if all_seeds else job.seeds[:1]:
-                run = self.run_dir("calib", job, seed)
-                if run.exists():
-                    shutil.rmtree(run)  # a cut calibration is redone: its times would be wrong
-                waiting[job.name] += 1
-
-                def done(t: Task, job: Job = job, group: list[Job] = group, run: Path = run, seed: int = seed) -> None:
-                    self._account(t)
-                    if t.rc == 0 or t.killed:
-                        try:
-                            # A stopped run's time after its last checkpoint is an unfinished interval, not its tail.
-                            fits[job.name].append(fit_run(run / f"seed-{seed}", t.started,
-                                                          None if t.killed else t.ended, job.calib_epochs))
-                            if t.killed:
-                                log(f"calibration of {job.name} seed {seed} stopped {t.killed}: fitted on the "
-                                    f"checkpoints it wrote")
-                        except ValueError as e:
-                            why = f"stopped {t.killed} with {e}" if t.killed else f"could not be timed: {e}"
-                            log(f"calibration of {job.name} seed {seed} {why}")
-                            for j in group:
-                                self._note(j.name, f"not run: its calibration {why}")
-                    else:
-                        log(f"calibration of {job.name} seed {seed} failed (exit {t.rc}); see {t.log}")
-                        for j in group:
-                            self._fail(j.name, f"calibration failed (exit {t.rc}): {tail(t.log)}")
-                    waiting[job.name] -= 1
-                    if waiting[job.name] == 0 and fits[job.name]:
-                        f = max_fit(fits[job.name])
-                        for j in group:
-                            self.state["calibration"][j.name] = dataclasses.asdict(f)
-                        log(f"calibration {', '.join(j.name for j in group)}: start-up {f.startup:.1f} s, "
-                            f"{f.measure:.2f} s per measurement, {1000 * f.step:.2f} ms per step, "
-                            f"{f.steps_per_epoch:g} steps per epoch")
-                    self.save()
-
-                self.pool.submit(Task(f"calib/{job.name}/s{seed}", "calib", job.name,
-                                      [(self.command("calib", job, seed, job.calib_epochs), None)],
-                                      self.log_path(job, f"calib-s{seed}"), done, seed))
-        # Calibration may take at most a third of the budget; a run stopped there is fitted on its checkpoints.
-        self.drive(lambda: not self.pool.busy(), min(self.end - self.reserve, self.t0 + self.budget / 3),
-                   "the calibration's time limit")
-        for job in todo:
-            if job.name not in self.state["calibration"] and not self.this_run.get("notes", {}).get(job.name) \
-                    and not self.this_run.get("failures", {}).get(job.name):
-                self._note(job.name, "not run: its calibration did not start before the calibration's time limit")
+        calibrate(self)
 
     def make_plan(self) -> None:
         """Epochs for the calibrated jobs without a plan (or planned to 0 epochs by an earlier, shorter budget)."""
@@ -197,24 +134,24 @@ class Protocols:
                 key = f"train/{job.name}/s{seed}"
                 run = self.run_dir("train", job, seed) / f"seed-{seed}"
                 if (run / "DONE").is_file():
-                    if self._task_state(key).get("status") != "finished":
-                        self._task_state(key)["status"] = "finished"
+                    if self.task_state(key).get("status") != "finished":
+                        self.task_state(key)["status"] = "finished"
                     log(f"{key}: finished earlier, skipped")
                     continue
                 if (run.parent / "run.json").is_file():
                     log(f"{key}: continues from its last checkpoint")
                 cmd = nnphases()[:3] + p["cmd"][str(seed)]
                 self.pool.submit(Task(key, "train", job.name, [(cmd, None)],
-                                      self.log_path(job, f"train-s{seed}"), self._trained, seed,
+                                      self.log_path(job, f"train-s{seed}"), self.trained, seed,
                                       priority=int(p["predicted_s"] or 0)))
-            if self._job_done(job):
-                self._finalize(job)
+            if self.job_done(job):
+                self.finalize(job)
         self.drive(lambda: not any(t.kind == "train" for t in self.pool.running + self.pool.queue),
                    self.end - self.reserve)
 
-    def _trained(self, t: Task) -> None:
-        self._account(t)
-        st = self._task_state(t.key)
+    def trained(self, t: Task) -> None:
+        self.account(t)
+        st = self.task_state(t.key)
         job = next(j for j in self.jobs if j.name == t.job)
         if t.rc == 0:
             st["status"] = "finished"
@@ -225,79 +162,29 @@ class Protocols:
         else:
             st["status"] = f"failed (exit {t.rc})"
             log(f"{t.key} failed (exit {t.rc}); see {t.log}")
-            self._fail(job.name, f"seed {t.seed} failed (exit {t.rc}): {tail(t.log)}")
+            self.fail(job.name, f"seed {t.seed} failed (exit {t.rc}): {tail(t.log)}")
         if not any(x.job == t.job and x.kind == "train" for x in self.pool.running + self.pool.queue) \
                 and not t.killed:
-            self._finalize(job)
+            self.finalize(job)
         self.save()
         self.repack({job.group})
 
-    def _job_done(self, job: Job) -> bool:
+    def job_done(self, job: Job) -> bool:
         return all((self.run_dir("train", job, s) / f"seed-{s}" / "DONE").is_file() for s in job.seeds)
 
-    def _finalize(self, job: Job, partial: bool = False) -> None:
-        """Figures (nnphases plot) and findings (nnphases findings) over the job's seeds."""
-        jdir = self.out / "runs" / job.name
-        complete = self._job_done(job)
-        if complete and (jdir / "FINALIZED").is_file():
-            return
-        runs = [str(self.run_dir("train", job, s)) for s in job.seeds
-                if any((self.run_dir("train", job, s) / f"seed-{s}" / "checkpoints").glob("step-*"))]
-        if not runs:
-            return
-        key = f"finalize/{job.name}"
-        if any(t.key == key for t in self.pool.running + self.pool.queue):
-            return
-        jdir.mkdir(parents=True, exist_ok=True)
+    def finalize(self, job: Job, partial: bool = False) -> None:
+        finalize(self, job, partial)
 
-        def done(t: Task) -> None:
-            self._account(t)
-            figures = jdir / "figures"
-            plotted = [Path(line.strip()) for line in lines(jdir / ".plot.txt") if line.strip()]
-            moved = 0
-            for p in plotted:
-                p = p if p.is_absolute() else REPO / p
-                if p.is_file() and p.parent != figures:
-                    figures.mkdir(exist_ok=True)
-                    os.replace(p, figures / p.name)
-                    moved += 1
-            for p in plotted:
-                q = p if p.is_absolute() else REPO / p
-                if q.parent.is_dir() and q.parent != figures and not any(q.parent.iterdir()):
-                    q.parent.rmdir()
-            findings = jdir / "findings.txt"
-            ok = t.rcs[:1] == [0] and findings.is_file()
-            self.state["jobs_done"][job.name] = {"figures": moved, "findings": ok, "partial": not complete,
-                                                 "rc": t.rc}
-            for command, rc in zip(("findings", "plot"), t.rcs):
-                if rc != 0 and not t.killed:
-                    self._fail(job.name, f"nnphases {command} failed (exit {rc}): {tail(t.log)}")
-            if t.killed:
-                self._note(job.name, f"findings and figures stopped {t.killed}")
-            if t.rcs == [0, 0] and ok and complete:
-                (jdir / "FINALIZED").write_text("")
-            log(f"{job.name}: {moved} figures, findings {'written' if ok else 'failed'}"
-                + (" (partial runs)" if not complete else "") + (f" (stopped {t.killed})" if t.killed else "")
-                + (f"; see {t.log}" if t.rc else ""))
-            self.save()
-            self.repack({job.group})
-
-        base = nnphases()
-        self.pool.submit(Task(key, "finalize", job.name,
-                              [(base + ["findings", *runs], jdir / "findings.txt"),
-                               (base + ["plot", *runs], jdir / ".plot.txt")],
-                              self.log_path(job, "finalize"), done, priority=10 ** 9))
-
-    def _account(self, t: Task) -> None:
-        st = self._task_state(t.key)
+    def account(self, t: Task) -> None:
+        st = self.task_state(t.key)
         st["wall"] = round(st["wall"] + (t.ended - t.started), 2)
         st["cpu"] = round(st.get("cpu", 0.0) + t.cpu, 2)
         st["attempts"] += 1
 
-    def _fail(self, job: str, why: str) -> None:  # this invocation's failures
+    def fail(self, job: str, why: str) -> None:  # this invocation's failures
         self.this_run.setdefault("failures", {}).setdefault(job, []).append(why)
 
-    def _note(self, job: str, why: str) -> None:  # what this invocation cut besides the plan
+    def note(self, job: str, why: str) -> None:  # what this invocation cut besides the plan
         self.this_run.setdefault("notes", {}).setdefault(job, []).append(why)
 
     def drive(self, finished: Callable[[], bool], deadline: float, why: str = "the deadline") -> None:
@@ -314,8 +201,8 @@ class Protocols:
                     self.this_run["cut_at_deadline"] = True
                 for t in self.pool.queue:
                     if t.kind == "train":
-                        self._note(t.job, f"seed {t.seed} not started before {why}")
-                        self._task_state(t.key)["status"] = f"not started before {why}"
+                        self.note(t.job, f"seed {t.seed} not started before {why}")
+                        self.task_state(t.key)["status"] = f"not started before {why}"
                 self.pool.kill(f"at {why}", {"calib", "train"})
             if now >= self.end - 5:
                 log("budget's end: stopping everything")
@@ -329,8 +216,8 @@ class Protocols:
     def wrap_up(self) -> None:
         """Figures and findings of runs cut at the deadline (partial), while the budget allows."""
         for job in self.jobs:
-            if not self._job_done(job) and job.name in self.state["plan"]:
-                self._finalize(job, partial=True)
+            if not self.job_done(job) and job.name in self.state["plan"]:
+                self.finalize(job, partial=True)
         self.drive(lambda: not self.pool.busy(), self.end - 5)
 
     # packing and summary -------------------------------------------------------------------------------------
@@ -356,7 +243,7 @@ class Protocols:
         self.load_jobs()
         for name in {j["name"] for j in self.state["jobs"]} - {j.name for j in self.jobs}:
             if name not in self.state["plan"]:
-                self._note(name, "not selected (--only)")
+                self.note(name, "not selected (--only)")
         log(f"protocols ({'smoke' if self.opts.smoke else 'full'}): {len(self.jobs)} jobs, "
             f"{sum(len(j.seeds) for j in self.jobs)} runs, {processes(self.opts.jobs)}, budget "
             f"{self.opts.budget_minutes:g} min, out {self.out}, archives in {self.pack}")
@@ -374,7 +261,7 @@ class Protocols:
                 self.pool.kill(f"by {self.stop}" if self.stop else "at the end")
             status = f"stopped by {self.stop}" if self.stop else \
                 "cut at the deadline" if self.this_run.get("cut_at_deadline") else \
-                "complete" if all(self._job_done(j) for j in self.jobs) else "incomplete"
+                "complete" if all(self.job_done(j) for j in self.jobs) else "incomplete"
             self.this_run["status"] = status
             self.this_run["elapsed_s"] = round(time.time() - self.t0, 1)
             self.save()

@@ -14,44 +14,44 @@ if TYPE_CHECKING:
     from .runner import Protocols
 
 
-def write_summary(self: Protocols) -> None:
+def write_summary(proto: Protocols) -> None:
     """Writes ``summary.json`` and ``summary.md`` into the pack folder."""
     rows, text = [], []
-    for job in self.state_jobs():
-        p = self.state["plan"].get(job.name, {})
+    for job in proto.state_jobs():
+        p = proto.state["plan"].get(job.name, {})
         seeds = []
         for s in job.seeds:
             key = f"train/{job.name}/s{s}"
-            st = self.state["tasks"].get(key, {})
-            r = reached(self.run_dir("train", job, s) / f"seed-{s}")
-            running = any(t.key == key for t in self.pool.running)
+            st = proto.state["tasks"].get(key, {})
+            r = reached(proto.run_dir("train", job, s) / f"seed-{s}")
+            running = any(t.key == key for t in proto.pool.running)
             seeds.append({"seed": s, "wall_s": st.get("wall", 0.0), "status": "running" if running else
                           st.get("status", "finished" if r["done"] else "not run"), **r})
-        fin = self.state["jobs_done"].get(job.name, {})
-        findings = (self.out / "runs" / job.name / "findings.txt")
-        cuts = ([p["cut"]] if p.get("cut") else []) + self.this_run.get("notes", {}).get(job.name, [])
+        fin = proto.state["jobs_done"].get(job.name, {})
+        findings = (proto.out / "runs" / job.name / "findings.txt")
+        cuts = ([p["cut"]] if p.get("cut") else []) + proto.this_run.get("notes", {}).get(job.name, [])
         cuts += [f"seed {x['seed']} {x['status']} at epoch {x['epoch']:g} of {p.get('epochs'):g}"
                  if x["epoch"] is not None else f"seed {x['seed']} {x['status']} before its first checkpoint"
                  for x in seeds if x["status"].startswith("stopped")]
         rows.append({"job": job.name, "group": job.group, "protocol": job.protocol,
-                     "calibration": self.state["calibration"].get(job.name), "epochs_planned": p.get("epochs"),
+                     "calibration": proto.state["calibration"].get(job.name), "epochs_planned": p.get("epochs"),
                      "epochs_target": job.target, "epochs_minimum": job.minimum,
                      "predicted_s_per_seed": p.get("predicted_s"), "seeds": seeds, "cut": cuts,
-                     "failures": self.this_run.get("failures", {}).get(job.name, []),
+                     "failures": proto.this_run.get("failures", {}).get(job.name, []),
                      "figures": fin.get("figures", 0), "findings_partial": fin.get("partial"),
                      "findings": findings.read_text() if findings.is_file() else None,
                      "archive": f"{job.group}.tar.gz"})
-    summary = {"mode": "smoke" if self.state["smoke"] else "full", "out": str(self.out),
-               "budget_minutes": self.opts.budget_minutes, "jobs": self.opts.jobs, "device": self.state["device"],
-               "elapsed_s": round(time.time() - self.t0, 1), "invocations": self.state["invocations"],
-               "runs": rows, "left_out_of_archives": self.left_out}
-    write_text(self.pack / "summary.json", json.dumps(summary, indent=1))
-    inv = self.this_run
+    summary = {"mode": "smoke" if proto.state["smoke"] else "full", "out": str(proto.out),
+               "budget_minutes": proto.opts.budget_minutes, "jobs": proto.opts.jobs, "device": proto.state["device"],
+               "elapsed_s": round(time.time() - proto.t0, 1), "invocations": proto.state["invocations"],
+               "runs": rows, "left_out_of_archives": proto.left_out}
+    write_text(proto.pack / "summary.json", json.dumps(summary, indent=1))
+    inv = proto.this_run
     text += [f"# Protocols ({summary['mode']}), {inv['started']}",
              "",
-             f"Invocation {len(self.state['invocations'])}: `{' '.join(['scripts/protocols.py'] + inv['argv'])}`; "
-             f"budget {self.opts.budget_minutes:g} min, {processes(self.opts.jobs)}, device "
-             f"{self.state['device']}; status: {inv['status']}; {summary['elapsed_s']:.0f} s so far.",
+             f"Invocation {len(proto.state['invocations'])}: `{' '.join(['scripts/protocols.py'] + inv['argv'])}`; "
+             f"budget {proto.opts.budget_minutes:g} min, {processes(proto.opts.jobs)}, device "
+             f"{proto.state['device']}; status: {inv['status']}; {summary['elapsed_s']:.0f} s so far.",
              "",
              "| job | epochs (planned / protocol) | per seed: epoch reached, wall s, status | cut | figures |",
              "|---|---|---|---|---|"]
@@ -72,7 +72,7 @@ def write_summary(self: Protocols) -> None:
         if r["findings"] is not None:
             text += ["", "Findings" + (" (partial runs)" if r["findings_partial"] else "") + ":", "", "```",
                      r["findings"].rstrip(), "```"]
-    if any(self.left_out.values()):
+    if any(proto.left_out.values()):
         text += ["", "## Left out of the archives", ""]
-        text += [f"- {x}" for v in self.left_out.values() for x in v]
-    write_text(self.pack / "summary.md", "\n".join(text) + "\n")
+        text += [f"- {x}" for v in proto.left_out.values() for x in v]
+    write_text(proto.pack / "summary.md", "\n".join(text) + "\n")
