@@ -44,6 +44,10 @@ def __getattr__(name: str) -> Any:
     where = _LAZY.get(name)
     if where is None:
         raise AttributeError(f"module 'nnphases' has no attribute {name!r}")
+    if not where.startswith("recording"):
+        # The built-in measures declare their tables' columns: readers then conform every file to them (an old
+        # file lacking a column added later reads with nulls there).
+        importlib.import_module(".recording.measures", __name__)
     value = getattr(importlib.import_module(f".{where}", __name__), name)
     globals()[name] = value
     return value
