@@ -181,7 +181,7 @@ def machine() -> dict[str, Any]:
         import cupy
 
         info["cupy"] = cupy.__version__
-    except Exception as e:  # noqa: BLE001 (CuPy raises more than ImportError when its CUDA libraries do not load)
+    except Exception as e:  # CuPy raises more than ImportError when its CUDA libraries do not load
         info["cupy"] = f"unavailable: {type(e).__name__}: {str(e)[:200]}"
     need = ("numpy", "numba", "pyarrow", "pandas", "zarr", "typer", "matplotlib", "tqdm", "pytest", "hypothesis",
             "pybind11", "setuptools")
@@ -248,7 +248,7 @@ class Check:
         t = time.monotonic()
         try:
             fn(st, deadline)
-        except Exception as e:  # noqa: BLE001 (one stage's crash must not cost the others their turn)
+        except Exception as e:  # one stage's crash must not cost the others their turn
             st.status, st.reason = "failed", f"{type(e).__name__}: {e}"
         st.seconds = round(time.monotonic() - t, 1)
         if st.status == "pending":
@@ -309,8 +309,12 @@ class Check:
         probe = "import nnphases._C as C; print(C.has_cuda); print(C.cuda_device_report())"
         report = command_output([sys.executable, "-c", probe], timeout=60)
         st.details["extension"] = report
-        if not report or not report.startswith("True"):
+        lines = (report or "").splitlines()
+        if not lines or lines[0] != "True":
             st.status, st.reason = "failed", f"the built extension has no CUDA part: {report}"
+            return
+        if len(lines) > 1 and lines[1].strip():  # empty when the device is usable, else why not (driver too old)
+            st.status, st.reason = "failed", f"the extension's CUDA part cannot use the GPU: {lines[1]}"
             return
         self.figures.append({"stage": "build", "name": "build: extension with its CUDA part", "value": ran.seconds,
                              "unit": "s", "arch": arch, "jobs": jobs})
@@ -328,7 +332,7 @@ class Check:
         env = child_env(threads=max(1, (os.cpu_count() or 1) // max(1, len(shards))))
         logs = [self.work / f"tests-shard-{i}.log" for i in range(len(shards))]
         procs = []
-        for files_i, log in zip(shards, logs):
+        for files_i, log in zip(shards, logs, strict=True):
             cmd = [sys.executable, "-m", "pytest", "-v", "-rfE", "-m", "cuda", "--continue-on-collection-errors",
                    "-p", "no:cacheprovider", *files_i]
             with log.open("w") as f:
@@ -339,7 +343,7 @@ class Check:
         counts: dict[str, int] = {}
         failed: list[str] = []
         with (self.out / "tests.log").open("a") as out:
-            for log, rc in zip(logs, codes):
+            for log, rc in zip(logs, codes, strict=True):
                 text = log.read_text(errors="replace")
                 out.write(text + f"\n===== exit {rc if rc is not None else 'killed at the deadline'}\n\n")
                 for k, v in pytest_counts(text).items():
@@ -353,7 +357,7 @@ class Check:
             out.write(f"===== summary: {line} (of {total} collected)\n")
         self.say(f"tests: {line} (of {total} collected)")
         if any(rc is None for rc in codes):
-            cut = [f for files_i, rc in zip(shards, codes) if rc is None for f in files_i]
+            cut = [f for files_i, rc in zip(shards, codes, strict=True) if rc is None for f in files_i]
             st.details["cut_files"] = cut
             st.status, st.reason = "partial", f"stopped at the deadline: {line} of {total} (cut: {', '.join(cut)})"
         elif counts.get("failed") or counts.get("error") or any(codes):
@@ -796,7 +800,7 @@ def time_measurement(name: str, make: Callable[[], Any], dev: str, work: Path, n
     t_plain = min(times["plain"])
     figure(f"recorder: {name} plain evaluation pass", t_plain * 1e3, "ms", samples=n, batch=batch)
     for label in recs:
-        median = statistics.median(m / p for m, p in zip(times[label], times["plain"]))
+        median = statistics.median(m / p for m, p in zip(times[label], times["plain"], strict=True))
         figure(f"recorder: {name} {label}", min(times[label]) / t_plain, "x", measure_ms=min(times[label]) * 1e3,
                plain_ms=t_plain * 1e3, median_round_ratio=median, rounds=rounds, samples=n, batch=batch,
                target={"bound": 1.2 if "masks" in label else 1.1, "kind": "max"} if name == "vgg11" and not tiny
