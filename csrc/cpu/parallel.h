@@ -6,12 +6,26 @@
 #include <cstdint>
 #include <thread>
 #include <vector>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 namespace nnp {
 
-// Threads to use: the caller's count (0: one per core), at most one per work item.
+// The cores this process may run on: its affinity mask (taskset, a cpuset), not the machine's count, since
+// a thread beyond them only waits for a core and the team's join waits for it. Python passes its own count
+// (nnphases/kernels/cores.py, which also reads the cgroup quota and OMP_NUM_THREADS); this is the fallback.
+inline int usable_cores() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// Threads to use: the caller's count (0: one per usable core), at most one per work item.
 inline int resolve_threads(int threads, int64_t work_items) {
-  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int t = threads > 0 ? threads : usable_cores();
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, work_items)));
 }
 

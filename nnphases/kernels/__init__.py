@@ -78,8 +78,8 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | N
     ``check_finite=False`` and ``check_labels=False`` a GPU call does not synchronise at all (for labels
     validated once, e.g. a fixed evaluation set): samples with out-of-range labels are then left out, never
     used as an index; on the CPU labels are always checked. ``threads`` (CPU backends) defaults to one per
-    core; ``strategy`` ('auto', 'direct', 'sorted') picks the CPU counting layout and exists for tests and
-    benchmarks.
+    core this process may use (:func:`nnphases.kernels.cores.usable_cores`); ``strategy`` ('auto', 'direct',
+    'sorted') picks the CPU counting layout and exists for tests and benchmarks.
     """
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)

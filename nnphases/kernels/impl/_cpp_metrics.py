@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cores import usable_cores
 from ..metrics import LayerMetrics, NodeMetrics
 from .. import _metrics as _metrics_plan
 
@@ -16,7 +17,9 @@ except ImportError as e:  # the same reason cpp.py gives
 
 
 def _t(threads: int | None) -> int:
-    return 0 if threads is None else threads
+    # Resolved here rather than by the extension's fallback, which sees only the affinity mask, not a cgroup
+    # quota or OMP_NUM_THREADS.
+    return usable_cores() if threads is None else threads
 
 
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 import numba
 
+from ..cores import usable_cores
+
 
 def _jit(**options: object) -> Callable[[Callable], Callable]:
     """numba.njit with on-disk caching, lazily compiled on first call."""
@@ -25,9 +27,9 @@ def _jit(**options: object) -> Callable[[Callable], Callable]:
 
 @contextmanager
 def _num_threads(threads: int | None) -> Iterator[int]:
+    # Numba sizes its pool by the affinity mask alone; a cgroup quota or OMP_NUM_THREADS lowers the default.
     if threads is None:
-        yield numba.get_num_threads()
-        return
+        threads = usable_cores()
     # Numba cannot run more threads than its pool was started with; the counts do
     # not depend on the thread count, so asking for more just uses them all.
     n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))

@@ -5,10 +5,10 @@ four lanes per block), so the two backends agree exactly."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
+from ..cores import usable_cores
 from ..metrics import LayerMetrics, NodeMetrics
 from .. import _metrics
 from ._numba_common import _jit, _num_threads
@@ -175,7 +175,7 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool, threa
     hz = p.hz_table if p.hz_table is not None else empty1
     # About a quarter-million counts per thread, as the C++ kernel does: waking the pool costs
     # milliseconds on a busy machine, more than a small table's whole pass.
-    want = numba.get_num_threads() if threads is None else threads
+    want = usable_cores() if threads is None else threads
     with _num_threads(min(want, c * n // (1 << 18) + 1)):
         _node_metrics(
             p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,

@@ -1,11 +1,11 @@
 """The ``cpp`` backend: the extension's C++ CPU kernels (one pass, vectorised,
-``threads`` threads; ``None`` means one per core)."""
+``threads`` threads; ``None`` means one per usable core, ``kernels.cores``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._cpp_metrics import layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
+from ._cpp_metrics import _t, layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 from .._kinds import Kind
 from .._segments import build_segments
 
@@ -16,10 +16,6 @@ except ImportError as e:  # the text is the reason shown by `nnphases backends`
                       "pip install .") from None
 
 _STRATEGIES = {"auto": 0, "direct": 1, "sorted": 2}
-
-
-def _t(threads: int | None) -> int:
-    return 0 if threads is None else threads
 
 
 def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
