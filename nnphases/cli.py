@@ -15,6 +15,13 @@ from typing import Any, Callable, Literal, Optional
 import typer
 import typer.core
 
+# Before torch (imported below, through the store) and Numba start their OpenMP runtimes, which read this once:
+# by default libgomp's idle threads spin for milliseconds after every parallel region, and beside one busy
+# process on two cores that spinning, with each region's join waiting for a descheduled thread, made the demo's
+# training about seven times slower (issue 24, benchmarks/RESULTS.md). Passive threads sleep at once; a value
+# the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .options import one_line, parse_text
 from .store import output_folder
 
@@ -213,6 +220,7 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
     from .experiments import train
 
+    _use_cores()
     if resume is not None:
         if flat:
             raise ValueError(f"--resume continues a run with its stored options; drop {_flags(flat)}")
@@ -246,6 +254,16 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
     if figures:
         _report(paths)
+
+
+def _use_cores() -> None:
+    """torch's intra-op threads: one per core this process may use. torch's own default counts the affinity
+    mask but not a cgroup's CPU quota, and a team larger than the cores it gets waits at every join."""
+    import torch
+
+    from .kernels.cores import usable_cores
+
+    torch.set_num_threads(usable_cores())
 
 
 def _lead() -> bool:
