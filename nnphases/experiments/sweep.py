@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config, flat_options, read_config
-from ..options import check, one_line, option, parse_text
+from ..options import check, check_int, one_line, option, parse_text
 from ..store import RunDir, atomic_write_bytes
 
 __all__ = ["Job", "SlurmOptions", "Outcome", "SeedStatus", "cells", "jobs_for", "jobs_for_grid", "prepare",
@@ -295,8 +295,8 @@ def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *
     """
     if executor not in ("local", "slurm"):
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
-    if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
-        raise ValueError(f"parallel must be an integer >= 1, got {parallel!r}")
+    if parallel is not None:
+        parallel = check_int(parallel, "parallel", 1)
     if slurm is not None and not isinstance(slurm, SlurmOptions):
         raise TypeError(f"slurm must be SlurmOptions, got {type(slurm).__name__}")
     if slurm is not None and executor != "slurm" and slurm != SlurmOptions():

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..options import check_int
+
 __all__ = ["Batch", "Stream"]
 
 
@@ -70,9 +72,7 @@ class Stream:
     ``(x, y)`` batches such as a DataLoader. ``name`` names the argument in errors ("eval_data")."""
 
     def __init__(self, data: Any, name: str, batch_size: int = 1000, shard: tuple[int, int] = (0, 1)) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.name, self.batch_size, self.shard = name, batch_size, shard
+        self.name, self.batch_size, self.shard = name, check_int(batch_size, "batch_size", 1), shard
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
         self.iterable: Iterable | None = None
