@@ -28,16 +28,17 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # protocols_lib, however this file is run or loaded
 
-from protocols_lib import common  # noqa: E402  (after the path)
-from protocols_lib.common import UsageError  # noqa: E402
-from protocols_lib.jobs import JOB_NAMES, RUNS, Job  # noqa: E402,F401  (Job: the jobs' type, for callers)
-from protocols_lib.runner import Protocols  # noqa: E402
-from protocols_lib.timing import Fit, fit_run, makespan, plan, schedule_steps  # noqa: E402,F401  (the arithmetic)
+from protocols_lib import common
+from protocols_lib.common import UsageError
+from protocols_lib.jobs import JOB_NAMES, RUNS, Job  # noqa: F401  (Job: the jobs' type, for callers)
+from protocols_lib.runner import Protocols
+from protocols_lib.timing import Fit, fit_run, makespan, plan, schedule_steps  # noqa: F401  (the arithmetic)
 
 DEFAULT_DATA = Path("/usr/share/datasets/fashion-mnist")
 PACKED_DATA = common.REPO / "data" / "fashion-mnist"  # where --pack-data data puts FashionMNIST

@@ -48,7 +48,8 @@ def finalize(proto: Protocols, job: Job, partial: bool = False) -> None:
         ok = t.rcs[:1] == [0] and findings.is_file()
         proto.state["jobs_done"][job.name] = {"figures": moved, "findings": ok, "partial": not complete,
                                               "rc": t.rc}
-        for command, rc in zip(("findings", "plot"), t.rcs):
+        # A task stopped after its first command has one exit status.
+        for command, rc in zip(("findings", "plot"), t.rcs, strict=False):
             if rc != 0 and not t.killed:
                 proto.fail(job.name, f"nnphases {command} failed (exit {rc}): {tail(t.log)}")
         if t.killed:
@@ -63,6 +64,6 @@ def finalize(proto: Protocols, job: Job, partial: bool = False) -> None:
 
     base = nnphases()
     proto.pool.submit(Task(key, "finalize", job.name,
-                          [(base + ["findings", *runs], jdir / "findings.txt"),
-                           (base + ["plot", *runs], jdir / ".plot.txt")],
+                          [([*base, "findings", *runs], jdir / "findings.txt"),
+                           ([*base, "plot", *runs], jdir / ".plot.txt")],
                           proto.log_path(job, "finalize"), done, priority=10 ** 9))

@@ -12,9 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .common import REPO
 
@@ -51,7 +52,7 @@ class Task:
     job: str
     cmds: list[tuple[list[str], Path | None]]  # argv and where its stdout goes (None: the log)
     log: Path
-    on_done: Callable[["Task"], None]
+    on_done: Callable[[Task], None]
     seed: int | None = None
     priority: int = 0
     proc: subprocess.Popen | None = None

@@ -10,8 +10,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .calibration import calibrate
 from .common import UsageError, log, processes, read_json, tail, write_text
@@ -90,9 +91,9 @@ class Protocols:
     def command(self, kind: str, job: Job, seed: int, epochs: float) -> list[str]:
         # A calibration run measures once per decade; a training run on its preset's schedule.
         sched = ["--schedule", "log", "--per-decade", "1"] if kind == "calib" else []
-        return nnphases() + ["run", "--preset", job.preset, "--out", str(self.run_dir(kind, job, seed)),
-                             "--epochs", f"{epochs:g}", "--seeds", str(seed), "--device", self.state["device"],
-                             "--no-figures"] + job.args + sched
+        return [*nnphases(), "run", "--preset", job.preset, "--out", str(self.run_dir(kind, job, seed)),
+                "--epochs", f"{epochs:g}", "--seeds", str(seed), "--device", self.state["device"], "--no-figures",
+                *job.args, *sched]
 
     # phases --------------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ the prediction counts exactly the checkpoints the run will write.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -63,12 +64,12 @@ def fit_run(run: Path, started: float, ended: float | None, epochs: float) -> Fi
     spe = float(cfg.get("steps_per_epoch") or max(1, last) / epochs)
     startup = max(0.0, points[0][1] - started)
     tail = max(0.0, ended - points[-1][1]) if ended is not None else 0.0
-    ds = [b[0] - a[0] for a, b in zip(points, points[1:])]
-    dt = [max(0.0, b[1] - a[1]) for a, b in zip(points, points[1:])]
+    ds = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+    dt = [max(0.0, b[1] - a[1]) for a, b in itertools.pairwise(points)]
     n = len(ds)
     mean_s, mean_t = sum(ds) / n, sum(dt) / n
     var = sum((s - mean_s) ** 2 for s in ds)
-    b = sum((s - mean_s) * (t - mean_t) for s, t in zip(ds, dt)) / var if var > 0 else -1.0
+    b = sum((s - mean_s) * (t - mean_t) for s, t in zip(ds, dt, strict=True)) / var if var > 0 else -1.0
     a = mean_t - b * mean_s
     if b <= 0:  # no usable slope: charge every interval's time both per step and per measurement
         a, b = mean_t, sum(dt) / max(1, sum(ds))
