@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import DamagedCheckpoint
 from ..options import one_line
+from .errors import DamagedCheckpoint
 from .layout import layer_name
 from .manifest import read_manifest, read_verified
 from .tables import NODES_KEY, PARTIAL, register_table
@@ -141,7 +141,8 @@ def decode_counts(arrays: Mapping[str, np.ndarray], bad: Any) -> dict[str, np.nd
 def write_counts(path: Path, layers: Mapping[str, np.ndarray], sizes: np.ndarray) -> None:
     """Write ``counts.npz`` (checked counts, as :func:`check_counts` returns them)."""
     with open(path, "wb") as f:
-        np.savez(f, **encode_counts(layers, sizes))
+        # Every entry is a number or string array (the names are prefixed, none is "allow_pickle"): no pickles.
+        np.savez(f, allow_pickle=False, **encode_counts(layers, sizes))
 
 
 def check_counts(counts: Mapping[str, np.ndarray], class_sizes: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

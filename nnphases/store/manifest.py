@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import DamagedCheckpoint, MissingCheckpointFile
 from ..options import one_line
+from .errors import DamagedCheckpoint, MissingCheckpointFile
 from .layout import MANIFEST, STEP_DIR, TABLES_DIR
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ..options import one_line
 from .counts import read_counts
 from .errors import DamagedCheckpoint, MissingCheckpointFile
-from ..options import one_line
 from .layout import MANIFEST, mask_array_name
 from .manifest import read_manifest, read_verified, verify_tree
 
@@ -157,7 +157,10 @@ def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, sampl
         read_verified(ckpt, "masks.zarr/zarr.json", manifest)
     try:
         g = zarr.open_group(str(path), mode="r")
-        layers = [str(x) for x in g.attrs["layers"]]
+        stored = g.attrs["layers"]
+        if not isinstance(stored, list):
+            raise TypeError(f"its layers attribute is not a list: {stored!r:.80}")
+        layers = [str(x) for x in stored]
     except Exception as e:  # zarr raises many kinds for a damaged store
         raise DamagedCheckpoint(ckpt, "masks.zarr/zarr.json", f"cannot be read ({one_line(e, limit=200)})") from None
     if layer is not None and layer not in layers:
@@ -173,6 +176,8 @@ def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, sampl
             arr = g[key]
         except Exception as e:
             raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", f"cannot be read ({one_line(e, limit=200)})") from None
+        if not isinstance(arr, zarr.Array):
+            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", "is a group, not an array")
         if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
             raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}",
                                     f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}")

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..options import one_line
 from .counts import NODES, derive_nodes, read_counts
 from .errors import DamagedCheckpoint, MissingCheckpointFile
-from ..options import one_line
 from .layout import MANIFEST, TABLES_DIR
 from .manifest import check_file, checkpoint_id, read_compacted, read_manifest, read_verified
 from .tables import NODES_KEY, PARTIAL, conform, declared, empty, ordered, read_parquet, table_spec
@@ -117,7 +117,8 @@ class TableReader:
             try:
                 self._files[name] = pq.ParquetFile(source, page_checksum_verification=True)
             except Exception as e:
-                raise DamagedCheckpoint(folder, name, f"is not a readable Parquet file ({one_line(e, limit=200)})") from None
+                raise DamagedCheckpoint(folder, name,
+                                        f"is not a readable Parquet file ({one_line(e, limit=200)})") from None
         f = self._files[name]
         if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group < f.num_row_groups:
             raise DamagedCheckpoint(folder, MANIFEST, f"names row group {group!r} of {name}, which has "
@@ -147,8 +148,9 @@ class TableReader:
             index = codes.indices.to_numpy(zero_copy_only=False)
             for k, name in enumerate(codes.dictionary.to_pylist()):
                 parts[name] = stored.take(pa.array(np.flatnonzero(index == k)))
-            where = (ckpt, "nodes.parquet") if self.covered(step, "nodes", manifest) is None else (
-                self.run.path / TABLES_DIR, self.compacted["tables"]["nodes"]["file"])  # type: ignore[index]
+            spec = self.covered(step, "nodes", manifest)
+            where: tuple[Path, str] = (ckpt, "nodes.parquet") if spec is None else (
+                self.run.path / TABLES_DIR, spec["file"])
             for name, part in parts.items():
                 width = widths[names.index(name)] if name in names else None
                 if width is None or len(part) != width:
@@ -158,7 +160,7 @@ class TableReader:
         if missing:
             counts, sizes = read_counts(ckpt)
             seed, epoch = int(layers.column("seed")[0].as_py()), float(layers.column("epoch")[0].as_py())
-            for name, width in zip(names, widths):
+            for name, width in zip(names, widths, strict=True):
                 if name not in parts:
                     parts[name] = derive_nodes(counts, sizes, name, width, ckpt=ckpt, seed=seed, step=step,
                                                epoch=epoch)

@@ -19,19 +19,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..options import check_int
+from ..options import check_int, one_line
 from . import compaction
 from .atomic import atomic_write_bytes, fsync_dir, fsync_tree, mkdirs
 from .counts import check_counts, read_counts, write_counts
 from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile
-from ..options import one_line
 from .layout import DAMAGED_PREFIX, MANIFEST, STEP_DIR, TABLES_DIR, TMP_PREFIX, step_dir_name
 from .lock import RunLock, take_lock
 from .manifest import check_file, checkpoint_id, read_compacted, read_manifest, unlisted, write_manifest
 from .masks import read_masks
 from .reader import TableReader
-from .tables import (TableLike, declared, empty, finished, float_value, required_files, table_spec, unknown_table,
-                     write_parquet)
+from .tables import (
+    TableLike,
+    declared,
+    empty,
+    finished,
+    float_value,
+    required_files,
+    table_spec,
+    unknown_table,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -270,11 +278,11 @@ class RunDir:
     def read_table(self, step: int, table: str) -> pandas.DataFrame:
         """The rows of ``table`` at ``step`` as a DataFrame, as :func:`nnphases.store.runs.read_table` reads them.
 
-        Columns and dtypes of the table's declaration (:data:`nnphases.store.SCHEMAS`); no rows for an optional table the checkpoint does not hold. Rows come
-        from the compacted files when the run has them for this checkpoint (the file's size is checked and its
-        row group read, whose pages carry their own checksums), else from the checkpoint's own file (size and
-        crc32); node rows of layers without stored rows are derived from the counts. DamagedCheckpoint names the
-        file at fault.
+        Columns and dtypes of the table's declaration (:data:`nnphases.store.SCHEMAS`); no rows for an optional
+        table the checkpoint does not hold. Rows come from the compacted files when the run has them for this
+        checkpoint (the file's size is checked and its row group read, whose pages carry their own checksums),
+        else from the checkpoint's own file (size and crc32); node rows of layers without stored rows are derived
+        from the counts. DamagedCheckpoint names the file at fault.
         """
         if not isinstance(table, str) or not table.isidentifier():
             raise unknown_table(table, declared())
@@ -456,7 +464,4 @@ class RunDir:
         reads only some chunks, so theirs are not summed). Zarr's own decoding errors and arrays that are not
         uint8 ``[N, 8k]`` raise DamagedCheckpoint too.
         """
-        ckpt = self.checkpoint_path(step)
-        path = ckpt / "masks.zarr"
-        manifest = read_manifest(ckpt)
         return read_masks(self.checkpoint_path(step), layer, nodes=nodes, samples=samples, where=f"step {step}")

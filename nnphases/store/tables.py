@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DamagedCheckpoint
 from ..options import one_line
+from .errors import DamagedCheckpoint
 from .manifest import read_verified
 
 KEY = [("seed", pa.int64()), ("step", pa.int64()), ("epoch", pa.float64())]
@@ -97,10 +97,10 @@ def required_files() -> list[str]:
     return [f"{s.name}.parquet" for s in _SPECS.values() if s.required]
 
 
-TableRows = Union[pa.Table, Sequence[Mapping[str, Any]]]
+TableRows: TypeAlias = pa.Table | Sequence[Mapping[str, Any]]
 # What a measure hands over for one table: its rows, or a function the store calls on the writer's thread (so
 # that work such as the metrics of every layer is not done on the training thread).
-TableLike = Union[TableRows, Callable[[], TableRows]]
+TableLike: TypeAlias = TableRows | Callable[[], TableRows]
 
 
 def float_value(value: object, name: str) -> float:
@@ -220,13 +220,13 @@ def same_rows(a: pa.Table | None, b: pa.Table | None) -> bool:
         return a is None and b is None
     if a.schema != b.schema or a.schema.metadata != b.schema.metadata or len(a) != len(b):
         return False
-    for x, y in zip(a.columns, b.columns):
+    for x, y in zip(a.columns, b.columns, strict=True):  # equal schemas: as many columns
         x, y = x.combine_chunks(), y.combine_chunks()
         if pa.types.is_floating(x.type):
             if not x.is_null().equals(y.is_null()):
                 return False
-            bits = [np.asarray(v.fill_null(0.0)).view(np.uint64) for v in (x, y)]
-            if not np.array_equal(*bits):
+            xbits, ybits = (np.asarray(v.fill_null(0.0)).view(np.uint64) for v in (x, y))
+            if not np.array_equal(xbits, ybits):
                 return False
         elif not x.equals(y):
             return False
