@@ -10,7 +10,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +53,31 @@ def write_manifest(folder: Path, step: int) -> None:
         f.write("\n")
 
 
-def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
-    """The files of a checkpoint folder (relative path -> ``{"size", "crc32"}``) from its ``manifest.json``, or None
-    for a checkpoint written before manifests existed; DamagedCheckpoint when the manifest itself is damaged."""
-    ckpt = Path(checkpoint)
+def _load(folder: Path) -> tuple[Any, Callable[[str], DamagedCheckpoint]] | None:
+    """The parsed ``folder/manifest.json`` and a maker of the DamagedCheckpoint naming it; None when it does not
+    exist (a checkpoint written before manifests, a run never compacted)."""
     try:
-        raw = (ckpt / MANIFEST).read_bytes()
+        raw = (folder / MANIFEST).read_bytes()
     except FileNotFoundError:
         return None
 
     def bad(problem: str) -> DamagedCheckpoint:
-        return DamagedCheckpoint(ckpt, MANIFEST, problem)
+        return DamagedCheckpoint(folder, MANIFEST, problem)
 
     try:
-        body = json.loads(raw)
+        return json.loads(raw), bad
     except ValueError as e:
         raise bad(f"is not JSON ({one_line(e, limit=200)})") from None
+
+
+def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The files of a checkpoint folder (relative path -> ``{"size", "crc32"}``) from its ``manifest.json``, or None
+    for a checkpoint written before manifests existed; DamagedCheckpoint when the manifest itself is damaged."""
+    ckpt = Path(checkpoint)
+    loaded = _load(ckpt)
+    if loaded is None:
+        return None
+    body, bad = loaded
     files = body.get("files") if isinstance(body, dict) else None
     if not isinstance(body, dict) or body.get("format") != 1 or not isinstance(files, dict):
         raise bad("is not a format-1 manifest (a dict with format 1 and files)")
@@ -156,18 +165,10 @@ def read_compacted(run: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The run's ``tables/manifest.json`` (see :meth:`RunDir.compact`), checked, or None when the run was never
     compacted; DamagedCheckpoint naming it when it is damaged."""
     folder = Path(run) / TABLES_DIR
-    try:
-        raw = (folder / MANIFEST).read_bytes()
-    except FileNotFoundError:
+    loaded = _load(folder)
+    if loaded is None:
         return None
-
-    def bad(problem: str) -> DamagedCheckpoint:
-        return DamagedCheckpoint(folder, MANIFEST, problem)
-
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise bad(f"is not JSON ({one_line(e, limit=200)})") from None
+    body, bad = loaded
     if (not isinstance(body, dict) or body.get("format") != 1
             or not all(isinstance(body.get(k), dict) for k in ("steps", "tables", "files"))):
         raise bad("is not a format-1 manifest of compacted tables (steps, tables and files)")
