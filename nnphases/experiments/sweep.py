@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config, flat_options, read_config
+from ..kernels.cores import usable_cores
 from ..options import check, check_int, one_line, option, parse_text
 from ..store import RunDir, atomic_write_bytes
 
@@ -287,7 +288,7 @@ def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *
     """Runs or submits the jobs that are neither done nor running, and says what became of each.
 
     ``local``: submitit local jobs (one process each, logs in ``folder``), at most ``parallel`` (default 1) at a
-    time, each with ``cpu_count // parallel`` torch threads (unless OMP_NUM_THREADS is set) and, on a GPU
+    time, each with ``usable_cores() // parallel`` torch threads (unless OMP_NUM_THREADS is set) and, on a GPU
     machine, the GPUs in turn; returns when all have ended. ``slurm``: one submitit job array with ``slurm``'s
     options, at most ``parallel`` tasks running at a time (default: all); returns once it is queued (follow it
     with :func:`status`). ``folder`` holds submitit's pickles and logs (default ``<out>/.submitit``): local jobs
@@ -332,7 +333,7 @@ def _run_local(todo: list[tuple[int, Job]], folder: Path, parallel: int) -> dict
     import submitit
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, (os.cpu_count() or 1) // parallel)
+    threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, usable_cores() // parallel)
     gpus = _visible_gpus()
     slots: queue.Queue[int] = queue.Queue()
     for k in range(parallel):
