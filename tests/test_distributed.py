@@ -134,7 +134,7 @@ N_TRAIN = 503  # odd too: the holdout (index % 5 == 4) straddles the shards' edg
 
 
 def _probe_measure(out: Path, source: str, keep: bool | str, dtype: torch.dtype, probes: dict) -> None:
-    from nnphases.recording import recorder
+    from nnphases.recording import plan
     from nnphases.recording.measures import Probes, SampleSets
 
     x, y = _data()
@@ -147,12 +147,12 @@ def _probe_measure(out: Path, source: str, keep: bool | str, dtype: torch.dtype,
     # Kept training features score the train accuracy in fit; without them a rescore pass does (same rows).
     # "rank0": only rank 0 has the memory to keep them, and every rank must then make the rescore pass.
     kept = keep is True or (keep == "rank0" and dist.get_rank() == 0)
-    free, recorder._free_memory = recorder._free_memory, lambda device: 10**12 if kept else 10**5
+    free, plan.free_memory = plan.free_memory, lambda device: 10**12 if kept else 10**5
     try:
         rec = Recorder(_model().to(dtype), (x.to(dtype), y), Schedule((0, 1), 1), out,
                        [SampleSets(), Probes(**probes)], train_data=train, options=RecorderOptions(batch_size=100))
     finally:
-        recorder._free_memory = free
+        plan.free_memory = free
     rec.maybe_measure(0)
     rec.maybe_measure(1)
     rec.close()

@@ -83,9 +83,9 @@ def test_paper_warm_start(tmp_path, warm):
 
 
 def test_paper_mode_memory_check(tmp_path, monkeypatch):
-    from nnphases.recording import recorder
+    from nnphases.recording import plan
 
-    monkeypatch.setattr(recorder, "_free_memory", lambda device: 10**5)
+    monkeypatch.setattr(plan, "free_memory", lambda device: 10**5)
     with pytest.raises(ValueError, match=r"800 training samples at sites \['2', '4'\].*GiB is free"):
         _setup(tmp_path, probes=True, mode="paper")
     _setup(tmp_path, probes=True, mode="fast")  # fast mode keeps nothing
@@ -140,11 +140,11 @@ def test_bad_paper_layers(tmp_path, kw, match):
 def test_fast_train_accuracy_without_a_second_pass(tmp_path, monkeypatch):
     """With memory to spare the fast probes keep their training features and score the train accuracy in fit:
     one pass over train_eval fewer, the same rows as with the second pass."""
-    from nnphases.recording import recorder
+    from nnphases.recording import plan
 
     passes = {}
     for name, free in (("kept", 10**12), ("second-pass", 10**5)):
-        monkeypatch.setattr(recorder, "_free_memory", lambda device, free=free: free)
+        monkeypatch.setattr(plan, "free_memory", lambda device, free=free: free)
         rec = _setup(tmp_path / name, probes=True)
         calls = []
         original = rec._run_pass
