@@ -176,6 +176,7 @@ def _a_rise_fall(s: _Series | None, rise_margin: float, fall_margin: float) -> F
     name = NAMES[0]
     if (bad := _need_measurements(s, name)) is not None:
         return bad
+    assert s is not None  # _need_measurements returned a Finding otherwise
     mean_f = _nanmean_rows(s.f)
     c = _curve(mean_f, s.epochs)
     if c is None or not np.isfinite(c.init):
@@ -223,6 +224,7 @@ def _b_fall_with_loss(s: _Series | None, stats: pd.DataFrame, fall_margin: float
     name = NAMES[1]
     if (bad := _need_measurements(s, name)) is not None:
         return bad
+    assert s is not None  # _need_measurements returned a Finding otherwise
     c = _curve(_nanmean_rows(s.f), s.epochs)
     if c is None:
         return Finding(name, False, "mean f over layers is undefined after init")
@@ -244,6 +246,7 @@ def _c_first_layer(s: _Series | None) -> Finding:
     name = NAMES[2]
     if (bad := _need_measurements(s, name)) is not None:
         return bad
+    assert s is not None  # _need_measurements returned a Finding otherwise
     if len(s.layers) < 2:
         return Finding(name, False, f"only one layer ({s.layers[0]!r}); need at least two to compare")
     drops, parts = [], []
@@ -271,6 +274,7 @@ def _d_predictability(s: _Series | None, last_fraction: float) -> Finding:
     name = NAMES[3]
     if (bad := _need_measurements(s, name, minimum=2)) is not None:
         return bad
+    assert s is not None  # _need_measurements returned a Finding otherwise
     n_post = len(s.steps) - 1
     k = max(1, math.ceil(last_fraction * n_post))
     tail = s.p[-k:]
@@ -278,7 +282,7 @@ def _d_predictability(s: _Series | None, last_fraction: float) -> Finding:
     p_late = np.where(finite.any(axis=0),
                       np.where(finite, tail, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan)
     rises, defined, parts = 0, 0, []
-    for li, layer in enumerate(s.layers):
+    for li in range(len(s.layers)):
         c = _curve(s.p[:, li], s.epochs)
         if c is not None and np.isfinite(c.init):
             defined += 1
@@ -305,6 +309,7 @@ def _e_informativeness(s: _Series | None, u_ceiling: float, require_dip: bool) -
     name = NAMES[4]
     if (bad := _need_measurements(s, name, minimum=2)) is not None:
         return bad
+    assert s is not None  # _need_measurements returned a Finding otherwise
     c = _curve(_nanmean_rows(s.u), s.epochs)
     if c is None or not np.isfinite(c.init):
         return Finding(name, False, "mean u over layers is undefined at init or after it")

@@ -8,8 +8,9 @@ every layer, the two curves the source reads its phases from:
 - the normalised reconstruction error (1 - R^2): its init value, its minimum after init (and the epoch of
   the minimum), its last value, and three phases with explicit criteria:
   *constant* when at least one measurement after init and before the first one below ``init - margin``
-  stays within the margin (that first one's epoch is the onset of the fall, None if it never falls), *falls* when the minimum lies more than ``margin`` below init, *rises* when the last value
-  lies more than ``margin`` above the minimum.
+  stays within the margin (that first one's epoch is the onset of the fall, None if it never falls), *falls*
+  when the minimum lies more than ``margin`` below init, *rises* when the last value lies more than ``margin``
+  above the minimum.
 
 :func:`phase_summary` adds the source's statement about depth ("for layers closer to the input, it gets
 weaker"): the Spearman rank correlation between depth and the rise of the reconstruction error
@@ -19,8 +20,8 @@ weaker"): the Spearman rank correlation between depth and the rise of the recons
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,8 @@ def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: flo
     for mode in [x for x in ("fast", "paper") if x in set(m["mode"])]:
         for depth, layer in enumerate(order, start=1):
             d = m[(m["mode"] == mode) & (m["layer"] == layer)].sort_values("step")
-            d = d[np.isfinite(d["test_accuracy"].to_numpy(float)) & np.isfinite(d["reconstruction_nmse"].to_numpy(float))]
+            d = d[np.isfinite(d["test_accuracy"].to_numpy(float))
+                  & np.isfinite(d["reconstruction_nmse"].to_numpy(float))]
             if len(d) < 2:
                 continue
             acc, nmse, ep = (d[c].to_numpy(float) for c in ("test_accuracy", "reconstruction_nmse", "epoch"))
@@ -100,7 +102,7 @@ def phase_summary(phases: list[LayerPhases]) -> list[str]:
         rise = np.array([p.nmse_last - p.nmse_min for p in ps])
         rho = spearman(np.array([p.depth for p in ps], float), rise)
         lines.append(f"{mode} mode: the reconstruction error's late rise (last - min) by depth: "
-                     + ", ".join(f"{p.layer} {r:+.3f}" for p, r in zip(ps, rise))
+                     + ", ".join(f"{p.layer} {r:+.3f}" for p, r in zip(ps, rise, strict=True))
                      + f"; Spearman(depth, rise) = {rho:.2f} (the source: weaker closer to the input, i.e. > 0)")
     return lines
 

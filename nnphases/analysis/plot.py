@@ -39,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..store import DamagedCheckpoint, atomic_write_bytes
 from ..store.runs import PathLike, class_sizes, layer_order, read_table, run_dirs
 from .statistics import mean_over_seeds
-from ..store import DamagedCheckpoint, atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType
 
 __all__ = ["plot", "save_figure", "FIGURES"]
 
@@ -54,7 +55,7 @@ FIGURES = ("heatmap_f", "layers_fpu", "curves")
 _DPI = 200
 _INIT_RATIO = 0.09          # width of an init panel relative to its log-axis panel
 _BAND_ALPHA = 0.22
-_RC = {
+_RC: dict[RcKeyType, Any] = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "figure.titlesize": 10, "svg.fonttype": "none", "axes.spines.top": False,
     "axes.spines.right": False,
@@ -115,7 +116,11 @@ def _grid(fig: Figure, panels: int) -> Any:
     Panels are kept apart by the init panels' own tick labels and y labels
     (constrained layout makes room for them), not by extra space.
     """
-    fig.get_layout_engine().set(w_pad=2 / 72, wspace=0.0)
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine)  # every figure here is made with layout="constrained"
+    engine.set(w_pad=2 / 72, wspace=0.0)
     return fig.add_gridspec(1, 2 * panels, width_ratios=[_INIT_RATIO, 1.0] * panels)
 
 
@@ -396,7 +401,7 @@ def _probes(probes: pd.DataFrame, title: str) -> Figure:
     gs = _grid(fig, 3)
     labels = ["linear probe, test accuracy", "linear probe, train accuracy", "reconstruction error (1 - R$^2$)"]
     shown = [False] * len(order)
-    for k, (value, label) in enumerate(zip(values, labels)):
+    for k, (value, label) in enumerate(zip(values, labels, strict=True)):
         ax0, ax = _split(fig, gs, k, with_init)
         for li, layer in enumerate(order):
             for mode in modes:

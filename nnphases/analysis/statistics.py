@@ -26,7 +26,7 @@ def mean_over_seeds(table: pd.DataFrame, keys: Sequence[str], values: Sequence[s
     if table.empty:
         return pd.DataFrame(columns=cols)
     g = table.groupby(keys, sort=False, dropna=False)
-    out = g[["epoch"] + values].mean()
+    out = g[["epoch", *values]].mean()
     std = g[values].std(ddof=1)
     n = g[values].count()
     for v in values:
