@@ -19,7 +19,8 @@ instead of from scratch (the issue's option; the source retrains). Results have 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ class PaperProbe:
         reduce: Any = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
-        warm_start: "PaperProbe | dict | None" = None,
+        warm_start: PaperProbe | dict | None = None,
     ) -> None:
         for name, val in (("classifier_epochs", classifier_epochs), ("decoder_epochs", decoder_epochs),
                           ("batch", batch), ("num_classes", num_classes), ("hidden", hidden),
@@ -111,9 +112,9 @@ class PaperProbe:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes!r}")
-        for name, val in (("classifier_lr", classifier_lr), ("decoder_lr", decoder_lr)):
-            if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
-                raise ValueError(f"{name} must be a positive float, got {val!r}")
+        for name, rate in (("classifier_lr", classifier_lr), ("decoder_lr", decoder_lr)):
+            if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+                raise ValueError(f"{name} must be a positive float, got {rate!r}")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.act_shape, self.input_shape = tuple(act_shape), tuple(input_shape)
@@ -187,8 +188,12 @@ class PaperProbe:
 
     def _build(self, features: int) -> None:
         self.classifier = nn.Linear(features, self.num_classes)
-        self.decoder_model = conv_decoder(self.act_shape, self.input_shape, self.channels) \
-            if self.decoder == "conv" else dense_decoder(features, self.input_dim, self.hidden)  # type: ignore[arg-type]
+        if self.decoder == "conv":
+            act, inp = self.act_shape, self.input_shape
+            assert len(act) == 3 and len(inp) == 3  # __init__ takes the conv decoder only for [C, H, W] shapes
+            self.decoder_model = conv_decoder(act, inp, self.channels)
+        else:
+            self.decoder_model = dense_decoder(features, self.input_dim, self.hidden)
         prev = self.warm_start
         if prev is not None and prev["features"] == features and prev["decoder"] == self.decoder:
             self.classifier.load_state_dict(prev["classifier"])
@@ -218,7 +223,7 @@ class PaperProbe:
                    self.batch, gen, "decoder")
         with torch.no_grad():
             correct = sum(int((self.classifier(f).argmax(1) == t).sum())  # type: ignore[misc]
-                          for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH)))
+                          for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH), strict=True))
         self.train_accuracy = correct / self.n_train
         self.warm_start = None  # keep no chain of earlier probes alive
 
@@ -237,7 +242,7 @@ class PaperProbe:
         if self.classifier is None:
             raise RuntimeError("update_test needs fit() first")
         a, y, r = self._prepare(acts, labels, inputs)
-        for ab, yb, rb in zip(a.split(_SCORE_BATCH), y.split(_SCORE_BATCH), r.split(_SCORE_BATCH)):
+        for ab, yb, rb in zip(a.split(_SCORE_BATCH), y.split(_SCORE_BATCH), r.split(_SCORE_BATCH), strict=True):
             self._test_correct += int((self.classifier(self._feats(ab)).argmax(1) == yb).sum())
             err = self.decoder_model(self._decoder_in(ab)).double() - self._target(rb).double()  # type: ignore[misc]
             self._test_sse += float((err**2).sum())

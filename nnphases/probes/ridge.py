@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -410,32 +411,34 @@ class RidgeProbe:
 
     # -- scoring -----------------------------------------------------------------------------------
 
-    def _require_fit(self, what: str) -> None:
-        if self.w_cls is None:
+    def _fitted(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's and the decoder's weights, which :meth:`fit` sets; RuntimeError before it."""
+        if self.w_cls is None or self.w_dec is None:
             raise RuntimeError(f"{what} needs fit() first")
+        return self.w_cls, self.w_dec
 
     def update_test(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
         """Accumulate test accuracy, reconstruction squared error and the test inputs' moments."""
-        self._require_fit("update_test")
+        w_cls, w_dec = self._fitted("update_test")
         x, y, r = self._prepare(acts, labels, inputs)
-        self._test_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
-        self._test_sse += float(((self._decoder_features(x) @ self.w_dec - r) ** 2).sum())
+        self._test_correct += int(((x @ w_cls).argmax(1) == y).sum())
+        self._test_sse += float(((self._decoder_features(x) @ w_dec - r) ** 2).sum())
         self._test_moments.add(r)
         self._test_n += x.shape[0]
 
     def score_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
         """Accumulate training accuracy of the fitted classifier (a second pass over training data); a no-op
         with ``keep_features``, where :meth:`fit` has scored the kept training features."""
-        self._require_fit("score_train")
+        w_cls, _ = self._fitted("score_train")
         if self.scores_in_fit:
             return
         x, y, _ = self._prepare(acts, labels, inputs)
-        self._score_correct += int(((x @ self.w_cls).argmax(1) == y).sum())
+        self._score_correct += int(((x @ w_cls).argmax(1) == y).sum())
         self._score_n += x.shape[0]
 
     def result(self) -> dict[str, Any]:
         """The probe's scores; ``train_accuracy`` is None unless :meth:`score_train` was called."""
-        self._require_fit("result")
+        self._fitted("result")
         if self._test_n == 0:
             raise ProbeError("no test data scored (n_test=0); call update_test first")
         mse = self._test_sse / (self._test_n * self.input_dim)
