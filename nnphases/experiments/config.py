@@ -19,12 +19,12 @@ import json
 import re
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from ..recording.measures import REGISTRY
 from ..options import check, describe, option
+from ..recording.measures import REGISTRY
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Leaf", "flat_options",
            "read_config"]
@@ -178,7 +178,7 @@ class Config:
         given = {k: v for k, v in flat.items() if v is not None}
         unknown = sorted(set(given) - set(leaves) - {"seeds", "device"})
         if unknown:
-            raise ValueError(f"unknown options {unknown}; known: {sorted(leaves) + ['device', 'seeds']}")
+            raise ValueError(f"unknown options {unknown}; known: {[*sorted(leaves), 'device', 'seeds']}")
         groups = {g: {} for g in _GROUPS}  # type: dict[str, dict[str, Any]]
         measures = dict(base.measures)
         switched: dict[str, bool] = {}

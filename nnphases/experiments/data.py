@@ -11,9 +11,10 @@ import gzip
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ __all__ = [
     "FASHION_MNIST_ROOT",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-Index = Union[torch.Tensor, np.ndarray, Sequence[int], slice]
+PathLike: TypeAlias = str | os.PathLike[str]
+Index: TypeAlias = torch.Tensor | np.ndarray | Sequence[int] | slice
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -92,13 +93,15 @@ class Dataset:
             or self.group.dtype != torch.int64
             or self.group.shape != self.y.shape
         ):
-            raise ValueError(f"Dataset group must be None or an int64 tensor [{len(self.y)}], got {_describe(self.group)}")
+            raise ValueError(f"Dataset group must be None or an int64 tensor [{len(self.y)}], "
+                             f"got {_describe(self.group)}")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def __repr__(self) -> str:
-        return f"Dataset(name={self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, num_classes={self.num_classes})"
+        return (f"Dataset(name={self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, "
+                f"num_classes={self.num_classes})")
 
     def subset(self, idx: Index) -> Dataset:
         """The samples at ``idx`` (integer indices, a boolean mask of length N, or a
@@ -188,7 +191,7 @@ def _find(root: Path, stem: str) -> Path | None:
 
 def _idx_dataset(root: Path, train: bool, name: str, how_to_get: str) -> Dataset:
     found = [_find(root, stem) for stem in _IDX_NAMES[train]]
-    missing = [stem for stem, p in zip(_IDX_NAMES[train], found) if p is None]
+    missing = [stem for stem, p in zip(_IDX_NAMES[train], found, strict=True) if p is None]
     if missing:
         raise FileNotFoundError(
             f"{name}: {', '.join(m + '[.gz]' for m in missing)} not found in {root}. {how_to_get} "
@@ -200,7 +203,8 @@ def _idx_dataset(root: Path, train: bool, name: str, how_to_get: str) -> Dataset
     images = read_idx(images_path, magic=_IDX_IMAGES)
     labels = read_idx(labels_path, magic=_IDX_LABELS)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels")
+        raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+                         f"{labels.shape[0]} labels")
     if labels.size and labels.max() >= 10:
         raise ValueError(f"{labels_path}: label {int(labels.max())} outside [0, 10)")
     x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
@@ -379,7 +383,8 @@ def synthetic(n: int = 600, num_classes: int = 10, shape: tuple[int, int, int] =
     prototypes = rng.uniform(0.2, 0.8, size=(num_classes, *shape))
     y = rng.permutation(np.arange(n) % num_classes)
     x = np.clip(prototypes[y] + rng.normal(0.0, 0.1, size=(n, *shape)), 0.0, 1.0)
-    return Dataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), num_classes, "synthetic")
+    return Dataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), num_classes,
+                   "synthetic")
 
 
 def two_attribute(
@@ -426,7 +431,7 @@ def two_attribute(
     if not 0 < weak <= 1:
         raise ValueError(f"two_attribute weak={weak!r} must be in (0, 1]")
     per_class = n // 2
-    small = int(round((1.0 - large_fraction) * per_class))
+    small = round((1.0 - large_fraction) * per_class)
     if not 1 <= small <= per_class - 1:
         raise ValueError(
             f"two_attribute n={n}, large_fraction={large_fraction} leave {small} of {per_class} samples per class "

@@ -45,7 +45,14 @@ def mlp(
     bias: BiasMode = "first",
     output: OutputMode = "identity",
 ) -> nn.Sequential:
-    """The ReLU MLP of source 000: ``flatten``, then `depth` hidden layers ``fc{i}`` (Linear, `width` nodes) each followed by its own ``relu{i}`` module, then the output Linear ``out`` with no activation. `bias` places biases: ``"first"`` (the source's default) on the first Linear only, which is the first hidden layer, or the output layer when ``depth == 0`` (a one-layer classifier); ``"all"`` on every Linear including the output; ``"none"`` nowhere. `output` records the loss the source pairs with the net (``"identity"``: MSE against one-hot targets; ``"softmax"``: softmax then negative log-likelihood, i.e. cross-entropy on the logits) as the attribute ``net.output``; it never adds a layer, so logits and captured activations are the same for both. Weights use PyTorch's default initialisation."""
+    """The ReLU MLP of source 000: ``flatten``, then `depth` hidden layers ``fc{i}`` (Linear, `width` nodes) each
+    followed by its own ``relu{i}`` module, then the output Linear ``out`` with no activation. `bias` places biases:
+    ``"first"`` (the source's default) on the first Linear only, which is the first hidden layer, or the output layer
+    when ``depth == 0`` (a one-layer classifier); ``"all"`` on every Linear including the output; ``"none"`` nowhere.
+    `output` records the loss the source pairs with the net (``"identity"``: MSE against one-hot targets;
+    ``"softmax"``: softmax then negative log-likelihood, i.e. cross-entropy on the logits) as the attribute
+    ``net.output``; it never adds a layer, so logits and captured activations are the same for both. Weights use
+    PyTorch's default initialisation."""
     in_features = check_int(in_features, "in_features", 1)
     depth = check_int(depth, "depth", 0)
     width = check_int(width, "width", 1)
@@ -60,12 +67,15 @@ def mlp(
         fan_in = width
     layers["out"] = nn.Linear(fan_in, num_classes, bias=bias == "all" or (bias == "first" and depth == 0))
     net = nn.Sequential(layers)
-    net.output = output
+    net.output = output  # type: ignore[assignment]  # Module.__setattr__ is typed for tensors and modules only
     return net
 
 
 def fc_bn(in_features: int, depth: int, width: int = 256, num_classes: int = 10) -> nn.Sequential:
-    """The fully connected nets of source 002: ``flatten``, then `depth` hidden layers of Linear ``fc{i}`` (with bias), ``relu{i}`` and ``bn{i}`` (BatchNorm1d), in that order as the paper states ("after each hidden layer we applied the ReLU activation and batch-normalization"), then the output Linear ``out``. The ReLU sites therefore see pre-normalisation activations."""
+    """The fully connected nets of source 002: ``flatten``, then `depth` hidden layers of Linear ``fc{i}`` (with
+    bias), ``relu{i}`` and ``bn{i}`` (BatchNorm1d), in that order as the paper states ("after each hidden layer we
+    applied the ReLU activation and batch-normalization"), then the output Linear ``out``. The ReLU sites therefore
+    see pre-normalisation activations."""
     in_features = check_int(in_features, "in_features", 1)
     depth = check_int(depth, "depth", 0)
     width = check_int(width, "width", 1)
@@ -82,7 +92,10 @@ def fc_bn(in_features: int, depth: int, width: int = 256, num_classes: int = 10)
 
 
 class VGG(nn.Module):
-    """VGG for 32x32 inputs in torchvision's layout: ``features`` (3x3 convolutions, optional batch norm, in-place ReLUs, max pools), ``avgpool``, ``classifier``. The head is a single Linear from the 512 channels left after five pools (the common CIFAR variant), not torchvision's 4096-4096 head sized for 224x224 images: every ReLU site is then a convolutional one, and the adaptive 1x1 pool, exact on a 1x1 map, only lets larger inputs through."""
+    """VGG for 32x32 inputs in torchvision's layout: ``features`` (3x3 convolutions, optional batch norm, in-place
+    ReLUs, max pools), ``avgpool``, ``classifier``. The head is a single Linear from the 512 channels left after five
+    pools (the common CIFAR variant), not torchvision's 4096-4096 head sized for 224x224 images: every ReLU site is
+    then a convolutional one, and the adaptive 1x1 pool, exact on a 1x1 map, only lets larger inputs through."""
 
     def __init__(
         self,
@@ -128,7 +141,9 @@ class VGG(nn.Module):
 
 
 def vgg11(num_classes: int = 10, in_channels: int = 3, *, batch_norm: bool = False) -> VGG:
-    """VGG-11 (configuration A) for 32x32 inputs: 8 convolutions, each followed by an in-place ReLU (sites ``features.1``, ``features.4``, ... or ``features.2``, ``features.6``, ... with `batch_norm`), 5 max pools and a 512 -> `num_classes` Linear head (see `VGG`)."""
+    """VGG-11 (configuration A) for 32x32 inputs: 8 convolutions, each followed by an in-place ReLU (sites
+    ``features.1``, ``features.4``, ... or ``features.2``, ``features.6``, ... with `batch_norm`), 5 max pools and a
+    512 -> `num_classes` Linear head (see `VGG`)."""
     num_classes = check_int(num_classes, "num_classes", 1)
     in_channels = check_int(in_channels, "in_channels", 1)
     return VGG(VGG11_CONFIG, num_classes, in_channels, batch_norm)
@@ -139,7 +154,8 @@ def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock: conv-bn-relu, conv-bn, add the (possibly downsampled) input, relu. One in-place ``relu`` module is called twice, so a block has two ReLU sites, ``<block>.relu`` and ``<block>.relu_1``."""
+    """torchvision's ResNet BasicBlock: conv-bn-relu, conv-bn, add the (possibly downsampled) input, relu. One
+    in-place ``relu`` module is called twice, so a block has two ReLU sites, ``<block>.relu`` and ``<block>.relu_1``."""
 
     expansion = 1
 
@@ -168,7 +184,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet of BasicBlocks for 32x32 inputs in torchvision's layout (``conv1``, ``bn1``, ``relu``, ``layer1`` ... ``layer4``, ``avgpool``, ``fc``), with the CIFAR stem: a 3x3 stride-1 convolution and no max pool, so the four stages see 32, 16, 8 and 4 pixels a side."""
+    """ResNet of BasicBlocks for 32x32 inputs in torchvision's layout (``conv1``, ``bn1``, ``relu``, ``layer1`` ...
+    ``layer4``, ``avgpool``, ``fc``), with the CIFAR stem: a 3x3 stride-1 convolution and no max pool, so the four
+    stages see 32, 16, 8 and 4 pixels a side."""
 
     def __init__(self, layers: Sequence[int], num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
@@ -216,7 +234,8 @@ class ResNet(nn.Module):
 
 
 def resnet10(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """ResNet-10 for 32x32 inputs: BasicBlocks in stages of [1, 1, 1, 1] (see `ResNet`), 9 ReLU sites: the stem's ``relu`` and ``layerK.0.relu``, ``layerK.0.relu_1`` for each stage."""
+    """ResNet-10 for 32x32 inputs: BasicBlocks in stages of [1, 1, 1, 1] (see `ResNet`), 9 ReLU sites: the stem's
+    ``relu`` and ``layerK.0.relu``, ``layerK.0.relu_1`` for each stage."""
     num_classes = check_int(num_classes, "num_classes", 1)
     in_channels = check_int(in_channels, "in_channels", 1)
     return ResNet([1, 1, 1, 1], num_classes, in_channels)
@@ -231,7 +250,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model called `name` (``"mlp"``, ``"fc_bn"``, ``"vgg11"`` or ``"resnet10"``) with the builder's keyword arguments, so that a run's config can name its model as data."""
+    """Build the model called `name` (``"mlp"``, ``"fc_bn"``, ``"vgg11"`` or ``"resnet10"``) with the builder's
+    keyword arguments, so that a run's config can name its model as data."""
     try:
         builder = _BUILDERS[name]
     except (KeyError, TypeError):

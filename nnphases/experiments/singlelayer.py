@@ -27,8 +27,8 @@ a 6,000-sample stratified training subset and a few epochs, for tests and docs).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -144,12 +144,12 @@ def run_single_layer(
 
     @torch.no_grad()
     def measure() -> None:
-        a, l = _evaluate(model, xtr, ytr)
-        rec["train_acc"].append(a)
-        rec["train_loss"].append(l)
-        a, l = _evaluate(model, xte, yte)
-        rec["test_acc"].append(a)
-        rec["test_loss"].append(l)
+        acc, loss = _evaluate(model, xtr, ytr)
+        rec["train_acc"].append(acc)
+        rec["train_loss"].append(loss)
+        acc, loss = _evaluate(model, xte, yte)
+        rec["test_acc"].append(acc)
+        rec["test_loss"].append(loss)
         rec["weights"].append(model.weight.detach().clone().numpy())
         rec["bias"].append(model.bias.detach().clone().numpy())
         out = model(xc)
@@ -175,7 +175,7 @@ def run_single_layer(
                 measure()
 
     counts, edges = np.histogram(dots, bins=hist_bins)
-    h, w = train.x.shape[-2:] if train.x.shape[1] == 1 else (None, None)
+    image_shape = (int(train.x.shape[-2]), int(train.x.shape[-1])) if train.x.shape[1] == 1 else None
     return {
         "steps": np.asarray(meas, dtype=np.int64),
         "train_acc": np.asarray(rec["train_acc"], dtype=np.float64),
@@ -184,7 +184,7 @@ def run_single_layer(
         "test_loss": np.asarray(rec["test_loss"], dtype=np.float64),
         "weights": np.stack(rec["weights"]).astype(np.float32),
         "bias": np.stack(rec["bias"]).astype(np.float32),
-        "image_shape": (int(h), int(w)) if h is not None else None,
+        "image_shape": image_shape,
         "num_classes": int(train.num_classes),
         "group_class": int(group_class),
         "group_names": GROUP_NAMES,
@@ -205,7 +205,7 @@ def run_single_layer(
 # --------------------------------------------------------------------------- plots
 
 
-def _reconstruction(model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+def _reconstruction(model: nn.Linear, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
                     chunk: int = 8192) -> float:
     """Test reconstruction error (1 - R^2) of the input from the classifier's outputs: a linear decoder fitted
     on the training set in closed form (the source's reconstruction function, Def. 3.4; fast-mode probes)."""
@@ -301,7 +301,7 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
     labels = [f"small dot product (bottom {LOW_PCT:g}%, n={record['group_sizes'][0]})",
               f"typical (middle, n={record['group_sizes'][1]})",
               f"large dot product (top {100 - HIGH_PCT:g}%, n={record['group_sizes'][2]})"]
-    for g, (lab, col) in enumerate(zip(labels, ("tab:red", "tab:gray", "tab:blue"))):
+    for g, (lab, col) in enumerate(zip(labels, ("tab:red", "tab:gray", "tab:blue"), strict=True)):
         ax.plot(steps, record["group_loss"][:, g], marker="o", ms=3, color=col, label=lab)
     step_axis(ax)
     ax.set_ylabel("mean per-sample cross-entropy loss")

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -198,7 +199,8 @@ def report(record: dict[str, Any]) -> str:
     )
 
 
-def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any,
+                formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Reconstruction error and the large and small subsets' accuracy over training, one line per run
     (``records``: label -> :func:`train_logistic` record); returns the files written (``theory.<fmt>``)."""
     from matplotlib.figure import Figure
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     for s in a.seeds:
         ds = default_data(s, **{k: getattr(a, k) for k in DATA_DEFAULTS})
         if a.control:
+            assert ds.group is not None  # two_attribute labels every sample's subset
             ds = ds.subset(ds.group == 0)
         rec = train_logistic(ds, lr=a.lr, steps=a.steps, init_scale=a.init_scale, seed=s)
         records[f"seed {s}{' (control)' if a.control else ''}"] = rec
