@@ -285,7 +285,7 @@ def test_kernels_check_the_counts_they_read(backend, kernel, dtype, row, node, v
     counts[2] = 0
     counts = counts.astype(dtype)
     counts[row, node] = value
-    fn = getattr(importlib.import_module(f"nnphases.kernels.{backend}"), kernel)  # past the public boundary
+    fn = getattr(importlib.import_module(f"nnphases.kernels.impl.{backend}"), kernel)  # past the public boundary
     if kernel == "layer_metrics":  # the backends' layer kernel takes a list of tables and names the bad one
         good, _ = random_table(11, 4, 300, 40, 0)  # the same class sizes
         good[2] = 0
