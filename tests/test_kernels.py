@@ -170,3 +170,13 @@ def test_gpu_runs_on_callers_stream(backend):
     side.synchronize()
     np.testing.assert_array_equal(host(got), want)
     np.testing.assert_array_equal(host(packed), host(K.pack_masks(acts, backend="reference")))
+
+
+def test_add_into_adds_in_place_into_a_numpy_table():
+    """The path of a host-only backend on a CuPy table: the counts are added into the table itself, and the
+    frozen description of it is not assigned to (``out.obj += counts`` raised FrozenInstanceError)."""
+    from nnphases.kernels import _arrays
+
+    table = np.zeros((2, 3), np.int64)
+    _arrays.add_into(_arrays.describe(table, "out"), np.ones((2, 3), np.int32))
+    assert table.tolist() == [[1, 1, 1], [1, 1, 1]]

@@ -41,11 +41,11 @@ class _Layout:
     """An accepted host layout: activations of this type and dtype, ``nodes`` wide, rows dense; labels of this
     type and dtype."""
 
-    acts_type: type
+    acts_type: type[Any]  # numpy.ndarray or torch.Tensor
     acts_dtype: Any
     nodes: int
     itemsize: int
-    labels_type: type
+    labels_type: type[Any]
     labels_dtype: Any
     signed: Any  # torch: the signed integer dtype of the width, for dtypes NumPy lacks (bfloat16); else None
     storage: np.dtype  # the kind's storage dtype

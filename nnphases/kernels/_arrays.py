@@ -61,9 +61,9 @@ def _byte_layout(shape: tuple[int, ...], byte_strides: tuple[int, ...], item: in
                  ptr: int) -> tuple[tuple[int, ...], bool, bool]:
     """Element strides, whether the array is indexable and whether it is C-contiguous, from byte strides.
     Axes of extent 1 take no step, so their stride does not matter (as NumPy's flags say)."""
-    indexable = ptr % item == 0 and all(n <= 1 or st % item == 0 for n, st in zip(shape, byte_strides))
+    indexable = ptr % item == 0 and all(n <= 1 or st % item == 0 for n, st in zip(shape, byte_strides, strict=True))
     contiguous, want = indexable, item
-    for n, st in zip(reversed(shape), reversed(byte_strides)):
+    for n, st in zip(reversed(shape), reversed(byte_strides), strict=True):
         if n == 0:
             contiguous = True
             break
@@ -223,10 +223,11 @@ def like(result: Any, ref: Array) -> Any:
 
 def add_into(out: Array, counts: Any) -> None:
     """out += counts in out's own library, device and dtype (counts is the same kind of array)."""
+    table = out.obj
     if out.lib == "torch":
-        out.obj.add_(counts.to(out.obj.dtype))
+        table.add_(counts.to(table.dtype))
     else:
-        out.obj += counts.astype(out.obj.dtype, copy=False)
+        table += counts.astype(table.dtype, copy=False)  # in place: `out.obj +=` would assign to the frozen field
 
 
 def current_stream(ref: Array) -> int:

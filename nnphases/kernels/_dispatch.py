@@ -10,9 +10,9 @@ error lists why it (and, for the automatic choice, every candidate) was refused.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def count_and_pack(acts: Array, labels: Array, num_classes: int, *, out: Array |
     # on GPU data, whose fresh table is added on the device afterwards.
     aliased = o is not None and (b.native != "numpy" or a.device == "cpu")
     counts, packed, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
-                             out=_arrays.to_native(o.obj, b.native) if aliased else None,
+                             out=_arrays.to_native(o.obj, b.native) if o is not None and aliased else None,
                              **_options(b, a, threads))
     if bad:
         raise _nonfinite("count_and_pack")

@@ -18,10 +18,10 @@ from typing import Any, overload
 
 import numpy as np
 
-from .metrics import LayerMetrics, NodeMetrics, _neg_xlogx_ratio
-from .metrics import _validate as _validate_counts
 from . import _arrays, _validate
 from ._dispatch import select
+from .metrics import LayerMetrics, NodeMetrics, _neg_xlogx_ratio
+from .metrics import _validate as _validate_counts
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
@@ -118,7 +118,7 @@ def _raise_bad_counts(counts: Array, sizes: np.ndarray, bad: int) -> None:
 def _layer(result: np.ndarray, nodes: int) -> LayerMetrics:
     """From the kernels' result: sums of f, p, u; counts of those, of dead and of always-active nodes."""
     sums, counts = result[:3].tolist(), [int(v) for v in result[3:8].tolist()]
-    f, p, u = (s / k if k else math.nan for s, k in zip(sums, counts[:3]))
+    f, p, u = (s / k if k else math.nan for s, k in zip(sums, counts[:3], strict=True))
     return LayerMetrics(fraction=f, predictability=p, informativeness=u, nodes=int(nodes), dead=counts[3],
                         always_active=counts[4])
 

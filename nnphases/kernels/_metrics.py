@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._arrays import dense_host
 from .metrics import LayerMetrics, NodeMetrics, _class_entropy_tables, _neg_xlogx_ratio
 from .metrics import _validate as validate_counts
-from ._arrays import dense_host
 
 NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
                "dead", "always_active")
@@ -180,7 +180,7 @@ def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray
     dead, always = (int(x) for x in counts.tolist())
     live, defined = nodes - dead, nodes - dead - always
     s_acc, s_hz = (float(x) for x in sums.tolist())
-    s_frac = math.fsum([r / s for r, s in zip(class_sums.tolist(), t.sizes) if s > 0])
+    s_frac = math.fsum([r / s for r, s in zip(class_sums.tolist(), t.sizes, strict=True) if s > 0])
     s_hzy = s_acc / float(t.total)
     s_hyz = defined * t.h_y - s_hz + s_hzy
     return LayerMetrics(

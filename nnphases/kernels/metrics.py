@@ -141,7 +141,7 @@ def _class_entropy_tables(sizes: np.ndarray) -> tuple[np.ndarray, dict[int, int]
     size_of = np.repeat(uniq, uniq + 1).astype(np.float64)
     m = (np.arange(size_of.shape[0]) - np.repeat(starts, uniq + 1)).astype(np.float64)
     table = _neg_xlogx_ratio(m, size_of) + _neg_xlogx_ratio(size_of - m, size_of)
-    return table, dict(zip(uniq.tolist(), starts.tolist()))
+    return table, dict(zip(uniq.tolist(), starts.tolist(), strict=True))
 
 
 def _sum_class_entropies(n: np.ndarray, sizes: np.ndarray, use_table: bool) -> np.ndarray:
@@ -153,11 +153,11 @@ def _sum_class_entropies(n: np.ndarray, sizes: np.ndarray, use_table: bool) -> n
     acc = np.zeros(n.shape[1])
     if use_table:
         table, offsets = _class_entropy_tables(sizes)
-        for row, s in zip(n, sizes.tolist()):
+        for row, s in zip(n, sizes.tolist(), strict=True):
             o = offsets[s]
             acc += np.take(table[o : o + s + 1], row)
     else:
-        for row, s in zip(n, sizes.tolist()):
+        for row, s in zip(n, sizes.tolist(), strict=True):
             m1 = row.astype(np.float64)
             acc += _neg_xlogx_ratio(m1, float(s))
             acc += _neg_xlogx_ratio(float(s) - m1, float(s))
