@@ -284,9 +284,10 @@ def test_bad_arguments(run: Path, tmp_path: Path, call: Callable[[Path, Path], A
 
 
 @pytest.mark.parametrize("hidden, make, extra", [
-    ("torch.utils.tensorboard", lambda tmp: __import__("nnphases.integrations.loggers").loggers.TensorBoardLogger(tmp),
+    ("torch.utils.tensorboard",
+     lambda tmp: __import__("nnphases.integrations.loggers").integrations.loggers.TensorBoardLogger(tmp),
      "tensorboard"),
-    ("wandb", lambda tmp: __import__("nnphases.integrations.loggers").loggers.WandbLogger(), "wandb"),
+    ("wandb", lambda tmp: __import__("nnphases.integrations.loggers").integrations.loggers.WandbLogger(), "wandb"),
 ], ids=["tensorboard", "wandb"])
 def test_missing_service_says_what_to_install(hidden: str, make: Callable[[Path], Any], extra: str,
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
