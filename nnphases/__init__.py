@@ -16,28 +16,53 @@ from typing import TYPE_CHECKING, Any
 
 from .kernels import class_counts, layer_metrics, node_metrics, pack_masks, packed_class_counts
 
-if TYPE_CHECKING:
-    from .analysis.findings import findings
-    from .analysis.plot import plot
-    from .recording.measures import (EvalStats, EvalStatsOptions, Masks, MasksOptions, Measure, Probes,
-                                     ProbesOptions, SampleSets, SampleSetsOptions)
-    from .recording.recorder import Recorder, RecorderOptions
-    from .recording.schedule import Schedule
-    from .store import RunDir, read_table, run_dirs
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them on first use
+    from .analysis.findings import findings as findings
+    from .analysis.plot import plot as plot
+    from .recording.measures import EvalStats as EvalStats
+    from .recording.measures import EvalStatsOptions as EvalStatsOptions
+    from .recording.measures import Masks as Masks
+    from .recording.measures import MasksOptions as MasksOptions
+    from .recording.measures import Measure as Measure
+    from .recording.measures import Probes as Probes
+    from .recording.measures import ProbesOptions as ProbesOptions
+    from .recording.measures import SampleSets as SampleSets
+    from .recording.measures import SampleSetsOptions as SampleSetsOptions
+    from .recording.recorder import Recorder as Recorder
+    from .recording.recorder import RecorderOptions as RecorderOptions
+    from .recording.schedule import Schedule as Schedule
+    from .store import RunDir as RunDir
+    from .store import read_table as read_table
+    from .store import run_dirs as run_dirs
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Recorder": "recording.recorder", "RecorderOptions": "recording.recorder", "Schedule": "recording.schedule",
-    **{name: "recording.measures" for name in ("Measure", "SampleSets", "SampleSetsOptions", "EvalStats",
-                                               "EvalStatsOptions", "Masks", "MasksOptions", "Probes",
-                                               "ProbesOptions")},
-    "RunDir": "store", "read_table": "store", "run_dirs": "store",
-    "findings": "analysis.findings", "plot": "analysis.plot",
+    "Recorder": "recording.recorder",
+    "RecorderOptions": "recording.recorder",
+    "Schedule": "recording.schedule",
+    **dict.fromkeys(
+        (
+            "Measure",
+            "SampleSets",
+            "SampleSetsOptions",
+            "EvalStats",
+            "EvalStatsOptions",
+            "Masks",
+            "MasksOptions",
+            "Probes",
+            "ProbesOptions",
+        ),
+        "recording.measures",
+    ),
+    "RunDir": "store",
+    "read_table": "store",
+    "run_dirs": "store",
+    "findings": "analysis.findings",
+    "plot": "analysis.plot",
 }
 
-__all__ = ["class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics", *_LAZY,
-           "__version__"]
+__all__ = ["class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics", *_LAZY, "__version__"]
 
 
 def __getattr__(name: str) -> Any:

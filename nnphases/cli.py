@@ -9,8 +9,9 @@ import os
 import re
 import sys
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import typer
 import typer.core
@@ -24,7 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .options import one_line, parse_text
 from .store import output_folder
-
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
@@ -43,13 +43,20 @@ class _OneLineGroup(typer.core.TyperGroup):
     line naming the option and the value, exit status 2, like every other bad input: typer would draw a box of
     several lines that names the option but not the value."""
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+            return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
         argv = list(sys.argv[1:] if args is None else args)
         try:
-            code = super().main(argv, prog_name, complete_var, False, **extra)
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **extra)
         except _usage_error_types() as e:
             if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
                 e.show()  # type: ignore[attr-defined]  # the help text itself is the answer
@@ -77,7 +84,7 @@ def _given(param: Any, argv: list[str]) -> str | None:
             if arg == opt and i + 1 < len(argv):
                 found = argv[i + 1]
             elif arg.startswith(opt + "="):
-                found = arg[len(opt) + 1:]
+                found = arg[len(opt) + 1 :]
     return found
 
 
@@ -129,8 +136,11 @@ def _message(e: BaseException) -> str:
 
 def _report_bug(name: str) -> None:
     if not os.environ.get("NNPHASES_TRACEBACK"):
-        typer.echo(f"nnphases {name}: internal error, a bug in nnphases: please report it with the command and the "
-                   "traceback below", err=True)
+        typer.echo(
+            f"nnphases {name}: internal error, a bug in nnphases: please report it with the command and the "
+            "traceback below",
+            err=True,
+        )
 
 
 def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
@@ -147,12 +157,23 @@ def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Call
             ann, hint = _cli_annotation(leaf.type)
             flag = "--" + name.replace("_", "-")
             decls = [f"{flag}/--no-{flag[2:]}"] if ann is bool else [flag]
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[ann],
-                                            default=typer.Option(None, *decls, help=(leaf.help + hint).strip(),
-                                                                 show_default=False)))
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Optional[ann],
+                    default=typer.Option(None, *decls, help=(leaf.help + hint).strip(), show_default=False),
+                )
+            )
         for name, help_ in (("seeds", "comma-separated seeds, e.g. 0,1,2"), ("device", "auto, cpu, cuda, cuda:1")):
-            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                                            default=typer.Option(None, help=help_, show_default=False)))
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Optional[str],
+                    default=typer.Option(None, help=help_, show_default=False),
+                )
+            )
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
@@ -200,23 +221,45 @@ def _parse_flat(name: str, value: Any, leaves: dict) -> Any:
 
 
 _RUN_EXTRA = [
-    inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "demo", help="demo (minutes on a CPU), source000 (one cell of the paper's protocol), source000-grid (all 18 "
-                     "cells), source002 (probes, FC-BN), source002-vgg11, source002-resnet10")),
-    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                      default=typer.Option(None, help="output folder (default: runs/<preset>)")),
+    inspect.Parameter(
+        "preset",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=str,
+        default=typer.Option(
+            "demo",
+            help="demo (minutes on a CPU), source000 (one cell of the paper's protocol), source000-grid (all 18 "
+            "cells), source002 (probes, FC-BN), source002-vgg11, source002-resnet10",
+        ),
+    ),
+    inspect.Parameter(
+        "out",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Optional[Path],
+        default=typer.Option(None, help="output folder (default: runs/<preset>)"),
+    ),
 ]
 
 
 @app.command()
 @_clean_errors
-@_flat_signature(_RUN_EXTRA + [
-    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
-        None, help="continue the run in this folder from its last checkpoint")),
-    inspect.Parameter("figures", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-        True, help="plot and check the findings at the end")),
-])
-def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optional[Path], figures: bool) -> None:
+@_flat_signature(
+    [
+        *_RUN_EXTRA,
+        inspect.Parameter(
+            "resume",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[Path],
+            default=typer.Option(None, help="continue the run in this folder from its last checkpoint"),
+        ),
+        inspect.Parameter(
+            "figures",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(True, help="plot and check the findings at the end"),
+        ),
+    ]
+)
+def run(*, flat: dict[str, Any], preset: str, out: Path | None, resume: Path | None, figures: bool) -> None:
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
     from .experiments import train
 
@@ -247,8 +290,7 @@ def run(*, flat: dict[str, Any], preset: str, out: Optional[Path], resume: Optio
             return
         cfg = train.resolve(preset, flat)
         # A new run is planned before anything is written or trained, and refused when it cannot fit.
-        paths = train.run(cfg, out, on_plan=lambda p: typer.echo("plan: " + p.summary(), err=True) if _lead()
-                          else None)
+        paths = train.run(cfg, out, on_plan=lambda p: typer.echo("plan: " + p.summary(), err=True) if _lead() else None)
     if not _lead():
         return  # under torchrun one process reports
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
@@ -274,7 +316,7 @@ def _lead() -> bool:
 @app.command("plan")
 @_clean_errors
 @_flat_signature(_RUN_EXTRA)
-def plan_command(*, flat: dict[str, Any], preset: str, out: Optional[Path]) -> None:
+def plan_command(*, flat: dict[str, Any], preset: str, out: Path | None) -> None:
     """Print the memory and disk a run will take, per site and in total, without training (same options as run)."""
     from .experiments import train
 
@@ -292,8 +334,10 @@ def _flags(flat: dict[str, Any]) -> str:
 
 def _findings_text(paths: list[Path]) -> str:
     """Source 000's findings, then source 002's phases when the runs fitted probes."""
-    from .analysis.findings import findings as check, report
-    from .analysis.phases import probe_phases, report as phase_report
+    from .analysis.findings import findings as check
+    from .analysis.findings import report
+    from .analysis.phases import probe_phases
+    from .analysis.phases import report as phase_report
 
     text = report(check(paths))
     phases = probe_phases(paths)
@@ -327,8 +371,10 @@ def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their 
 
 @app.command("single-layer")
 @_clean_errors
-def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folder for the figures"),
-                 quick: bool = typer.Option(False, help="a 6,000-sample subset and 8 epochs")) -> None:
+def single_layer(
+    out: Path = typer.Option(Path("runs/single-layer"), help="folder for the figures"),
+    quick: bool = typer.Option(False, help="a 6,000-sample subset and 8 epochs"),
+) -> None:
     """Source 002's single-layer analysis on FashionMNIST: prototypes, groups by dot product, figures."""
     from .experiments.singlelayer import main as run_single
 
@@ -338,8 +384,10 @@ def single_layer(out: Path = typer.Option(Path("runs/single-layer"), help="folde
 
 @app.command()
 @_clean_errors
-def theory(out: Path = typer.Option(Path("runs/theory"), help="folder for the figure"),
-           control: bool = typer.Option(False, help="drop the small subsets (no rise expected)")) -> None:
+def theory(
+    out: Path = typer.Option(Path("runs/theory"), help="folder for the figure"),
+    control: bool = typer.Option(False, help="drop the small subsets (no rise expected)"),
+) -> None:
     """Source 002's data model: a logistic model's reconstruction error falls, then rises (numbers printed)."""
     from .experiments.theory import main as run_theory
 
@@ -352,7 +400,8 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="folder for the fi
 @_clean_errors
 def backends() -> None:
     """List the kernel backends, which work on this machine, and why the others do not."""
-    from .kernels import AUTO_ORDER, backends as listing
+    from .kernels import AUTO_ORDER
+    from .kernels import backends as listing
 
     for name, device, why in listing():
         state = "available" if why is None else f"unavailable: {why}"
@@ -361,9 +410,9 @@ def backends() -> None:
         typer.echo(f"automatic order on {device}: {' > '.join(order)}")
 
 
-
 def _slurm_params() -> list[inspect.Parameter]:
-    """One ``--slurm-*`` option per field of :class:`nnphases.experiments.sweep.SlurmOptions` (lists: a repeatable flag)."""
+    """One ``--slurm-*`` option per field of :class:`nnphases.experiments.sweep.SlurmOptions` (lists: a repeatable
+    flag)."""
     import dataclasses
 
     from .experiments.sweep import SlurmOptions
@@ -373,32 +422,72 @@ def _slurm_params() -> list[inspect.Parameter]:
     for f in dataclasses.fields(SlurmOptions):
         listed = typing.get_origin(hints[f.name]) is tuple
         ann = Optional[list[str]] if listed else Optional[_cli_annotation(hints[f.name])[0]]
-        params.append(inspect.Parameter("slurm_" + f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
-                                        default=typer.Option(None, "--" + f.metadata["flag"], show_default=False,
-                                                             help=f.metadata["help"])))
+        params.append(
+            inspect.Parameter(
+                "slurm_" + f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=ann,
+                default=typer.Option(None, "--" + f.metadata["flag"], show_default=False, help=f.metadata["help"]),
+            )
+        )
     return params
 
 
 @app.command("sweep")
 @_clean_errors
-@_flat_signature(_RUN_EXTRA + [
-    inspect.Parameter("executor", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "local", help="local (processes on this machine, waits for them) or slurm (one job array through sbatch)")),
-    inspect.Parameter("parallel", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
-        None, help="jobs running at a time (local: processes, default 1; slurm: the array's limit, default all)",
-        show_default=False)),
-    inspect.Parameter("grid", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]], default=typer.Option(
-        None, help="sweep an option: NAME=V1,V2 (repeatable; one cell per combination, in OUT/NAME=V1_...)",
-        show_default=False)),
-] + _slurm_params())
-def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: str, parallel: Optional[int],
-          grid: Optional[list[str]], **slurm: Any) -> None:
+@_flat_signature(
+    [
+        *_RUN_EXTRA,
+        inspect.Parameter(
+            "executor",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str,
+            default=typer.Option(
+                "local",
+                help="local (processes on this machine, waits for them) or slurm (one job array through sbatch)",
+            ),
+        ),
+        inspect.Parameter(
+            "parallel",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[int],
+            default=typer.Option(
+                None,
+                help="jobs running at a time (local: processes, default 1; slurm: the array's limit, default all)",
+                show_default=False,
+            ),
+        ),
+        inspect.Parameter(
+            "grid",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[list[str]],
+            default=typer.Option(
+                None,
+                help="sweep an option: NAME=V1,V2 (repeatable; one cell per combination, in OUT/NAME=V1_...)",
+                show_default=False,
+            ),
+        ),
+        *_slurm_params(),
+    ]
+)
+def sweep(
+    *,
+    flat: dict[str, Any],
+    preset: str,
+    out: Path | None,
+    executor: str,
+    parallel: int | None,
+    grid: list[str] | None,
+    **slurm: Any,
+) -> None:
     """Run a preset's cells (source000-grid: 18) x seeds as one job each, through submitit: locally or on Slurm."""
     from .experiments import sweep as sw
 
     if executor not in ("local", "slurm"):
         raise ValueError(f"--executor must be local or slurm, got {executor!r}")
-    given = {k[len("slurm_"):]: tuple(v) if isinstance(v, list) else v for k, v in slurm.items() if v is not None}
+    given: dict[str, Any] = {
+        k[len("slurm_") :]: tuple(v) if isinstance(v, list) else v for k, v in slurm.items() if v is not None
+    }
     if executor != "slurm" and given:
         raise ValueError(f"{', '.join('--slurm-' + k.replace('_', '-') for k in given)} need --executor slurm")
     if parallel is not None and parallel < 1:
@@ -410,14 +499,19 @@ def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: s
     skipped = sum(o.result == "skipped" for o in outcomes)
     if executor == "slurm":
         ids = sorted({o.detail.split("_")[0] for o in outcomes if o.result == "submitted"})
-        typer.echo(f"submitted {len(outcomes) - skipped} jobs (Slurm {', '.join(ids) or 'none'}), {skipped} skipped "
-                   f"(done or running); follow them with: nnphases status {out}")
+        typer.echo(
+            f"submitted {len(outcomes) - skipped} jobs (Slurm {', '.join(ids) or 'none'}), {skipped} skipped "
+            f"(done or running); follow them with: nnphases status {out}"
+        )
         return
     typer.echo(sw.format_status(sw.status(out)))
     failed = [o for o in outcomes if o.result == "failed"]
     if failed:
-        typer.echo(f"nnphases sweep: {len(failed)} of {len(outcomes)} jobs failed; fix the cause and run the same "
-                   "command again (finished jobs are skipped, interrupted ones resume)", err=True)
+        typer.echo(
+            f"nnphases sweep: {len(failed)} of {len(outcomes)} jobs failed; fix the cause and run the same "
+            "command again (finished jobs are skipped, interrupted ones resume)",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -425,7 +519,8 @@ def sweep(*, flat: dict[str, Any], preset: str, out: Optional[Path], executor: s
 @_clean_errors
 def status(out: Path = typer.Argument(..., help="a sweep folder (or one run folder)")) -> None:
     """Which cells and seeds of a sweep are done, running, failed, interrupted or pending."""
-    from .experiments.sweep import format_status, status as read_status
+    from .experiments.sweep import format_status
+    from .experiments.sweep import status as read_status
 
     typer.echo(format_status(read_status(out)))
 
@@ -436,8 +531,8 @@ def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (o
     """Gather each finished run's per-checkpoint tables into one file per table (crash-safe; readers see the same
     rows)."""
     from .recording import measures  # noqa: F401  (registers the tables measures write)
-    from .store.runs import run_dirs
     from .store import RunDir
+    from .store.runs import run_dirs
 
     for run in run_dirs(runs):
         files = RunDir(run).compact()
@@ -446,12 +541,15 @@ def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (o
 
 @app.command()
 @_clean_errors
-def bench(quick: bool = typer.Option(False, help="small inputs: seconds in all"),
-          json_: bool = typer.Option(False, "--json", help="print the report as JSON, for machines")) -> None:
+def bench(
+    quick: bool = typer.Option(False, help="small inputs: seconds in all"),
+    json_: bool = typer.Option(False, "--json", help="print the report as JSON, for machines"),
+) -> None:
     """Time every kernel on every backend here, checked against the reference, next to this run's memory bandwidth."""
     import json
 
-    from .kernels.bench import format_report, run as run_bench
+    from .kernels.bench import format_report
+    from .kernels.bench import run as run_bench
 
     report = run_bench(quick=quick)
     typer.echo(json.dumps(report, indent=1) if json_ else format_report(report))

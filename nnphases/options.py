@@ -27,9 +27,16 @@ from typing import Any, Literal, Union, get_args, get_origin
 __all__ = ["option", "check", "describe", "check_int", "parse_text", "one_line"]
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str = "", min: float | None = None,
-           max: float | None = None, above: float | None = None, flag: str | None = None,
-           default_factory: Any = dataclasses.MISSING) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    flag: str | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A dataclass field with its range (``min``/``max`` inclusive, ``above`` exclusive), its help text and,
     optionally, its command-line name (default: the field name with dashes)."""
     meta = {"help": help, "min": min, "max": max, "above": above, "flag": flag}

@@ -27,13 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Config, flat_options, read_config
 from ..kernels.cores import usable_cores
 from ..options import check, check_int, one_line, option, parse_text
 from ..store import RunDir, atomic_write_bytes
+from .config import Config, flat_options, read_config
 
-__all__ = ["Job", "SlurmOptions", "Outcome", "SeedStatus", "cells", "jobs_for", "jobs_for_grid", "prepare",
-           "submit", "status", "format_status"]
+__all__ = [
+    "Job",
+    "SlurmOptions",
+    "Outcome",
+    "SeedStatus",
+    "cells",
+    "jobs_for",
+    "jobs_for_grid",
+    "prepare",
+    "submit",
+    "status",
+    "format_status",
+]
 
 # A running job touches its job file this often; a job on another host whose file is older than STALE_S is taken
 # for dead (on this host the pid is asked directly).
@@ -48,22 +59,31 @@ class SlurmOptions:
     """What the Slurm job array asks for; each field is one ``--slurm-*`` flag of ``nnphases sweep``."""
 
     partition: str | None = option(None, flag="slurm-partition", help="Slurm partition")
-    time: int = option(240, min=1, max=10**6, flag="slurm-time", help="minutes per job before it is requeued "
-                                                                      "(it resumes from its last checkpoint)")
+    time: int = option(
+        240,
+        min=1,
+        max=10**6,
+        flag="slurm-time",
+        help="minutes per job before it is requeued (it resumes from its last checkpoint)",
+    )
     gpus_per_node: int | None = option(None, min=0, max=1024, flag="slurm-gpus-per-node", help="GPUs per job")
-    cpus_per_task: int | None = option(None, min=1, max=4096, flag="slurm-cpus-per-task",
-                                       help="CPU cores per job (also its torch threads)")
+    cpus_per_task: int | None = option(
+        None, min=1, max=4096, flag="slurm-cpus-per-task", help="CPU cores per job (also its torch threads)"
+    )
     mem_gb: float | None = option(None, above=0, max=10**6, flag="slurm-mem-gb", help="memory per job in GB")
     account: str | None = option(None, flag="slurm-account", help="Slurm account")
     qos: str | None = option(None, flag="slurm-qos", help="Slurm quality of service")
     constraint: str | None = option(None, flag="slurm-constraint", help="Slurm node constraint")
-    setup: tuple[str, ...] = option((), flag="slurm-setup", help="a shell line run before each job, e.g. 'source "
-                                                                 "venv/bin/activate' (repeatable)")
-    extra: tuple[str, ...] = option((), flag="slurm-option", help="any other sbatch option as KEY=VALUE, e.g. "
-                                                                  "exclude=node3 (repeatable)")
+    setup: tuple[str, ...] = option(
+        (), flag="slurm-setup", help="a shell line run before each job, e.g. 'source venv/bin/activate' (repeatable)"
+    )
+    extra: tuple[str, ...] = option(
+        (), flag="slurm-option", help="any other sbatch option as KEY=VALUE, e.g. exclude=node3 (repeatable)"
+    )
     job_name: str = option("nnphases", flag="slurm-job-name", help="the array's job name")
-    max_requeues: int = option(3, min=0, max=10**4, flag="slurm-max-requeues",
-                               help="timeouts after which a job is no longer requeued")
+    max_requeues: int = option(
+        3, min=0, max=10**4, flag="slurm-max-requeues", help="timeouts after which a job is no longer requeued"
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -79,13 +99,15 @@ class SlurmOptions:
             if getattr(self, name) is not None:
                 params[name] = getattr(self, name)
         if self.mem_gb is not None:
-            params["mem"] = f"{int(self.mem_gb)}GB" if self.mem_gb == int(self.mem_gb) else \
-                f"{int(self.mem_gb * 1024)}MB"
+            params["mem"] = (
+                f"{int(self.mem_gb)}GB" if self.mem_gb == int(self.mem_gb) else f"{int(self.mem_gb * 1024)}MB"
+            )
         if self.setup:
             params["setup"] = list(self.setup)
         if self.extra:
-            params["additional_parameters"] = {k.strip().lstrip("-"): v for k, _, v in
-                                               (item.partition("=") for item in self.extra)}
+            params["additional_parameters"] = {
+                k.strip().lstrip("-"): v for k, _, v in (item.partition("=") for item in self.extra)
+            }
         return params
 
 
@@ -132,8 +154,16 @@ class Job:
             return "already done"
         self.out.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        holder = _claim(self.job_file, {"pid": os.getpid(), "host": socket.gethostname(), "job": _job_id(),
-                                        "token": token, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        holder = _claim(
+            self.job_file,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "job": _job_id(),
+                "token": token,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         if holder is not None:
             return f"running elsewhere ({holder})"
         beat = _Heartbeat(self.job_file)
@@ -161,8 +191,7 @@ class Job:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def jobs_for(configs: Mapping[str, Config], out: str | os.PathLike[str], *,
-             threads: int | None = None) -> list[Job]:
+def jobs_for(configs: Mapping[str, Config], out: str | os.PathLike[str], *, threads: int | None = None) -> list[Job]:
     """One job per cell and seed: cell ``name`` runs in ``out/name`` (the empty name: in ``out`` itself)."""
     if not configs:
         raise ValueError("configs must name at least one cell, got none")
@@ -196,7 +225,7 @@ def cells(preset: str, flat: Mapping[str, Any], grid: Sequence[str] = ()) -> dic
     for combo in itertools.product(*(values for _, _, values in axes)):
         over = dict(flat)
         parts = []
-        for (key, flag, _), (text, value) in zip(axes, combo):
+        for (key, flag, _), (text, value) in zip(axes, combo, strict=True):
             over[key] = value
             parts.append(f"{flag}={text}")
         base = train.grid_configs(over) if preset == "source000-grid" else {"": train.resolve(preset, over)}
@@ -282,9 +311,14 @@ def prepare(jobs: Sequence[Job]) -> None:
         write_run_json(Config.from_dict(d), folder)
 
 
-def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *,
-           folder: str | os.PathLike[str] | None = None, parallel: int | None = None,
-           slurm: SlurmOptions | None = None) -> list[Outcome]:
+def submit(
+    jobs: Sequence[Job],
+    executor: Literal["local", "slurm"] = "local",
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    parallel: int | None = None,
+    slurm: SlurmOptions | None = None,
+) -> list[Outcome]:
     """Runs or submits the jobs that are neither done nor running, and says what became of each.
 
     ``local``: submitit local jobs (one process each, logs in ``folder``), at most ``parallel`` (default 1) at a
@@ -307,8 +341,10 @@ def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *
 
         missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
         if missing:
-            raise FileNotFoundError(f"executor 'slurm': {' and '.join(missing)} not found on PATH; submit from a "
-                                    "machine of the Slurm cluster")
+            raise FileNotFoundError(
+                f"executor 'slurm': {' and '.join(missing)} not found on PATH; submit from a "
+                "machine of the Slurm cluster"
+            )
     prepare(jobs)
     roots = {str((j.out.parent if j.cell else j.out).absolute()) for j in jobs}  # the sweep's folder
     base = Path(folder) if folder is not None else Path(os.path.commonpath(sorted(roots))) / ".submitit"
@@ -330,8 +366,9 @@ def submit(jobs: Sequence[Job], executor: Literal["local", "slurm"] = "local", *
 def _run_local(todo: list[tuple[int, Job]], folder: Path, parallel: int) -> dict[int, Outcome]:
     """submitit local jobs, at most ``parallel`` alive: submitit's LocalExecutor starts every job it is given at
     once, so a pool of ``parallel`` threads each submits one job and waits for it before taking the next."""
-    import submitit
     from concurrent.futures import ThreadPoolExecutor
+
+    import submitit
 
     threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, usable_cores() // parallel)
     gpus = _visible_gpus()
@@ -350,8 +387,9 @@ def _run_local(todo: list[tuple[int, Job]], folder: Path, parallel: int) -> dict
         slot = slots.get()
         try:
             # A folder per job: submitit names local jobs by pid, which a later job of the sweep may reuse.
-            ex = submitit.LocalExecutor(folder=folder / (f"{job.cell}-seed-{job.seed}" if job.cell else
-                                                         f"seed-{job.seed}"))
+            ex = submitit.LocalExecutor(
+                folder=folder / (f"{job.cell}-seed-{job.seed}" if job.cell else f"seed-{job.seed}")
+            )
             params: dict[str, Any] = {"timeout_min": _LOCAL_TIMEOUT_MIN}
             if gpus:  # one GPU per running job, in turn
                 params.update(gpus_per_node=1, visible_gpus=(gpus[slot % len(gpus)],))
@@ -386,8 +424,7 @@ def _run_local(todo: list[tuple[int, Job]], folder: Path, parallel: int) -> dict
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _submit_slurm(todo: list[tuple[int, Job]], folder: Path, parallel: int,
-                  opts: SlurmOptions) -> dict[int, Outcome]:
+def _submit_slurm(todo: list[tuple[int, Job]], folder: Path, parallel: int, opts: SlurmOptions) -> dict[int, Outcome]:
     import submitit
     from submitit.core.utils import FailedJobError
 
@@ -399,7 +436,7 @@ def _submit_slurm(todo: list[tuple[int, Job]], folder: Path, parallel: int,
             submitted = [ex.submit(j) for j in jobs]
     except FailedJobError as e:
         raise ValueError(f"sbatch refused the sweep: {one_line(e)}") from None
-    return {i: Outcome(j, "submitted", sj.job_id) for (i, _), j, sj in zip(todo, jobs, submitted)}
+    return {i: Outcome(j, "submitted", sj.job_id) for (i, _), j, sj in zip(todo, jobs, submitted, strict=True)}
 
 
 def _visible_gpus() -> list[int]:
@@ -464,18 +501,30 @@ def _seed_status(folder: Path, cell: str, seed: int) -> SeedStatus:
     total = _total_steps(run)
     progress = f"step {steps[-1]} of {total}" if steps else "no checkpoint yet"
     if holder is not None and _alive(holder, age):
-        return SeedStatus(cell, seed, "running", f"{progress}; pid {holder.get('pid')} on {holder.get('host')}"
-                          + (f", job {holder['job']}" if holder.get("job") else "") + f", seen {age:.0f} s ago")
+        return SeedStatus(
+            cell,
+            seed,
+            "running",
+            f"{progress}; pid {holder.get('pid')} on {holder.get('host')}"
+            + (f", job {holder['job']}" if holder.get("job") else "")
+            + f", seen {age:.0f} s ago",
+        )
     error = _read_error_file(folder / f"seed-{seed}.error")
     if error:
         return SeedStatus(cell, seed, "failed", error)
     if steps:
         gone = f"; its job (pid {holder.get('pid')} on {holder.get('host')}) is gone" if holder else ""
-        return SeedStatus(cell, seed, "interrupted", f"{len(steps)} checkpoints, last at {progress}{gone}; "
-                                                     "resubmit to resume")
+        return SeedStatus(
+            cell, seed, "interrupted", f"{len(steps)} checkpoints, last at {progress}{gone}; resubmit to resume"
+        )
     if holder is not None:
-        return SeedStatus(cell, seed, "interrupted", f"its job (pid {holder.get('pid')} on {holder.get('host')}) "
-                                                     "ended before a checkpoint; resubmit to start again")
+        return SeedStatus(
+            cell,
+            seed,
+            "interrupted",
+            f"its job (pid {holder.get('pid')} on {holder.get('host')}) "
+            "ended before a checkpoint; resubmit to start again",
+        )
     return SeedStatus(cell, seed, "pending", "")
 
 
@@ -484,7 +533,9 @@ def format_status(rows: Sequence[SeedStatus]) -> str:
     names = [r.cell or "." for r in rows]
     width = max([len("cell"), *map(len, names)])
     lines = [f"{'cell':{width}s}  seed  {'state':11s}  detail"]
-    lines += [f"{n:{width}s}  {r.seed:4d}  {r.state:11s}  {r.detail}".rstrip() for n, r in zip(names, rows)]
+    lines += [
+        f"{n:{width}s}  {r.seed:4d}  {r.state:11s}  {r.detail}".rstrip() for n, r in zip(names, rows, strict=True)
+    ]
     counts = {s: sum(r.state == s for r in rows) for s in ("done", "running", "failed", "interrupted", "pending")}
     lines.append(f"{len(set(names))} cells, {len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return "\n".join(lines)

@@ -15,14 +15,13 @@ import functools
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from . import data, models
-from .config import Config, read_config
 from ..recording.capture import find_sites
 from ..recording.distributed import shard_range, world
 from ..recording.measures import REGISTRY, EvalStats, Measure
@@ -31,6 +30,8 @@ from ..recording.recorder import Recorder, RecorderOptions
 from ..recording.schedule import Schedule
 from ..recording.stream import Stream
 from ..store import RunDir, atomic_write_bytes
+from . import data, models
+from .config import Config, read_config
 
 __all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
 
@@ -48,17 +49,54 @@ PRESETS: dict[str, Config] = {
     # Source 002's protocol, shortened for a CPU: FC-BN net on FashionMNIST at 32x32, SGD lr 0.002, batch 128,
     # measurements at steps 0, 1, 2, 4, ... with probes (the source: 256 epochs, 5 runs; pass --epochs 256
     # --seeds 0,1,2,3,4 on a GPU).
-    "source002": _preset(model="fc_bn", depth=3, width=256, loss="ce", optimizer="sgd", lr=0.002, batch=128,
-                         epochs=2, seeds=(0, 1), resize=32, schedule="pow2", probes=True, train_eval=4000),
+    "source002": _preset(
+        model="fc_bn",
+        depth=3,
+        width=256,
+        loss="ce",
+        optimizer="sgd",
+        lr=0.002,
+        batch=128,
+        epochs=2,
+        seeds=(0, 1),
+        resize=32,
+        schedule="pow2",
+        probes=True,
+        train_eval=4000,
+    ),
     # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
     # probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs 256 --seeds 0,1,2,3,4
     # --holdout 12000 --train-eval 12000.
-    "source002-vgg11": _preset(model="vgg11", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
-                               seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000, train_eval=2000,
-                               eval_batch=500),
-    "source002-resnet10": _preset(model="resnet10", loss="ce", optimizer="sgd", lr=0.002, batch=128, epochs=1,
-                                  seeds=(0, 1), resize=32, schedule="pow2", probes=True, holdout=4000,
-                                  train_eval=2000, eval_batch=500),
+    "source002-vgg11": _preset(
+        model="vgg11",
+        loss="ce",
+        optimizer="sgd",
+        lr=0.002,
+        batch=128,
+        epochs=1,
+        seeds=(0, 1),
+        resize=32,
+        schedule="pow2",
+        probes=True,
+        holdout=4000,
+        train_eval=2000,
+        eval_batch=500,
+    ),
+    "source002-resnet10": _preset(
+        model="resnet10",
+        loss="ce",
+        optimizer="sgd",
+        lr=0.002,
+        batch=128,
+        epochs=1,
+        seeds=(0, 1),
+        resize=32,
+        schedule="pow2",
+        probes=True,
+        holdout=4000,
+        train_eval=2000,
+        eval_batch=500,
+    ),
 }
 
 
@@ -125,8 +163,13 @@ def load_data(cfg: Config, seed: int = 0) -> tuple[data.Dataset, data.Dataset]:
 def build_model(cfg: Config, ds: data.Dataset) -> nn.Module:
     m = cfg.model
     if m.model == "mlp":
-        return models.mlp(ds.x[0].numel(), m.depth, m.width, ds.num_classes,
-                          output="identity" if cfg.optim.loss == "mse" else "softmax")
+        return models.mlp(
+            ds.x[0].numel(),
+            m.depth,
+            m.width,
+            ds.num_classes,
+            output="identity" if cfg.optim.loss == "mse" else "softmax",
+        )
     if m.model == "fc_bn":
         return models.fc_bn(ds.x[0].numel(), m.depth, m.width, ds.num_classes)
     return models.build(m.model, num_classes=ds.num_classes, in_channels=ds.x.shape[1])
@@ -181,28 +224,42 @@ def measures_for(cfg: Config, num_classes: int) -> list[Measure]:
 
 def _train_subset(cfg: Config, seed: int, train: data.Dataset) -> torch.Tensor:
     """The training samples the measures see (probes, the train loss): a seeded subset of ``train_eval``."""
-    return _epoch_order(seed, -1, len(train))[:cfg.data.train_eval]
+    return _epoch_order(seed, -1, len(train))[: cfg.data.train_eval]
 
 
-def _recorder(cfg: Config, seed: int, out: Path, model: nn.Module, train: data.Dataset, val: data.Dataset,
-              **extra: Any) -> tuple[Recorder, Schedule, int]:
+def _recorder(
+    cfg: Config, seed: int, out: Path, model: nn.Module, train: data.Dataset, val: data.Dataset, **extra: Any
+) -> tuple[Recorder, Schedule, int]:
     steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
     schedule = make_schedule(cfg, steps_per_epoch)
     sub = _train_subset(cfg, seed, train)
-    rec = Recorder(model, (val.x, val.y), schedule, out, measures_for(cfg, train.num_classes),
-                   train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
-                   num_classes=train.num_classes, seed=seed,
-                   config={**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch,
-                           "total_steps": schedule.last},
-                   options=RecorderOptions(batch_size=cfg.data.eval_batch, **extra))
+    rec = Recorder(
+        model,
+        (val.x, val.y),
+        schedule,
+        out,
+        measures_for(cfg, train.num_classes),
+        train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
+        num_classes=train.num_classes,
+        seed=seed,
+        config={**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch, "total_steps": schedule.last},
+        options=RecorderOptions(batch_size=cfg.data.eval_batch, **extra),
+    )
     return rec, schedule, steps_per_epoch
 
 
 Datasets = tuple[data.Dataset, data.Dataset]  # (train, validation) as load_data returns them
 
 
-def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
-               on_step: Callable[[int], None] | None = None, datasets: Callable[[], Datasets] | None = None) -> Path:
+def train_seed(
+    cfg: Config,
+    seed: int,
+    out: Path,
+    *,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+    datasets: Callable[[], Datasets] | None = None,
+) -> Path:
     """Trains and measures one seed into ``out``; continues from its newest intact checkpoint if any.
 
     Damaged checkpoints at the end of the run are set aside first (``checkpoints/.damaged-step-*``, by the
@@ -221,17 +278,24 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
     rank, size = world()
     # Data-parallel under torchrun: every rank takes its share of each global batch (the same seeded order
     # everywhere) and DDP averages the gradients; the Recorder measures the unwrapped model on unpadded shards.
-    net = model if size == 1 else nn.parallel.DistributedDataParallel(
-        model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = (
+        model
+        if size == 1
+        else nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    )
     opt = _optimizer(cfg, model)
     loss_fn = loss_function(cfg, train.num_classes)
     rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, net, train, val)
     total = schedule.last  # the last training step is the schedule's, never computed twice
 
     def state() -> dict:
-        return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        return {
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
 
     step = 0
     saved = run.latest_state()
@@ -253,15 +317,17 @@ def train_seed(cfg: Config, seed: int, out: Path, *, progress: bool = False,
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             order = _epoch_order(seed, epoch, len(train))
-            idx = order[offset * batch:(offset + 1) * batch]
+            idx = order[offset * batch : (offset + 1) * batch]
             if size > 1:
                 idx = idx[slice(*shard_range(len(idx), rank, size))]
             xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xb), yb)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
-                                         f"diverged. Checkpoints up to the last measurement in {out} are intact")
+                raise FloatingPointError(
+                    f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
+                    f"diverged. Checkpoints up to the last measurement in {out} are intact"
+                )
             loss.backward()
             opt.step()
             step += 1
@@ -296,14 +362,31 @@ def plan(cfg: Config, out: Path, datasets: Datasets | None = None) -> Plan:
     shard = (rank, size)
     evals = Stream((val.x, val.y), "eval_data", cfg.data.eval_batch, shard)
     sub = _train_subset(cfg, seed, train)
-    trains = Stream((train.x[sub], train.y[sub]), "train_data", cfg.data.eval_batch, shard) \
-        if cfg.data.train_eval else None
+    trains = (
+        Stream((train.x[sub], train.y[sub]), "train_data", cfg.data.eval_batch, shard) if cfg.data.train_eval else None
+    )
     sites = {s.name: tuple(s.shape) for s in find_sites(model, evals.example().to(dev))}
-    bind_measures(measures, sites, num_classes=train.num_classes, input_shape=tuple(val.x.shape[1:]), device=dev,
-                  eval_samples=evals.samples, train_samples=trains.samples if trains is not None else None,
-                  has_train=trains is not None, seed=seed, world=size)
-    return make_plan(measures, num_classes=train.num_classes, eval_samples=len(val), checkpoints=len(schedule.steps),
-                     device=dev, state_bytes=resume_state_bytes(model), out=Path(out) / f"seed-{seed}")
+    bind_measures(
+        measures,
+        sites,
+        num_classes=train.num_classes,
+        input_shape=tuple(val.x.shape[1:]),
+        device=dev,
+        eval_samples=evals.samples,
+        train_samples=trains.samples if trains is not None else None,
+        has_train=trains is not None,
+        seed=seed,
+        world=size,
+    )
+    return make_plan(
+        measures,
+        num_classes=train.num_classes,
+        eval_samples=len(val),
+        checkpoints=len(schedule.steps),
+        device=dev,
+        state_bytes=resume_state_bytes(model),
+        out=Path(out) / f"seed-{seed}",
+    )
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -344,8 +427,9 @@ def run(cfg: Config, out: Path, *, progress: bool = True, on_plan: Callable[[Pla
                 atomic_write_bytes(cfg_path, cfg.to_json())
         if size > 1:
             torch.distributed.barrier()
-        return [train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0, datasets=datasets)
-                for s in cfg.seeds]
+        return [
+            train_seed(cfg, s, out / f"seed-{s}", progress=progress and rank == 0, datasets=datasets) for s in cfg.seeds
+        ]
 
 
 class _process_group:

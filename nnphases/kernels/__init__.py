@@ -12,16 +12,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from .metrics import LayerMetrics, NodeMetrics
 from . import _arrays, _validate
 from ._dispatch import AUTO_ORDER, BACKENDS, BackendError, refusal, report, select
 from ._metric_kernels import layer_metrics, node_metrics
 from ._validate import NonFiniteError
+from .metrics import LayerMetrics, NodeMetrics
 
 __all__ = [
-    "class_counts", "ClassCounts", "pack_masks", "count_and_pack", "packed_class_counts", "node_metrics",
+    "class_counts",
+    "ClassCounts",
+    "pack_masks",
+    "count_and_pack",
+    "packed_class_counts",
+    "node_metrics",
     "layer_metrics",
-    "NodeMetrics", "LayerMetrics", "BACKENDS", "AUTO_ORDER", "BackendError", "NonFiniteError", "backends",
+    "NodeMetrics",
+    "LayerMetrics",
+    "BACKENDS",
+    "AUTO_ORDER",
+    "BackendError",
+    "NonFiniteError",
+    "backends",
     "refusal",
 ]
 
@@ -56,13 +67,24 @@ def _labels(lab: _arrays.Array, native: str) -> Any:
 
 
 def _nonfinite(kernel: str) -> NonFiniteError:
-    return NonFiniteError(f"acts contains NaN or infinite values ({kernel}); a NaN would silently count as "
-                          "inactive. Fix the model, or pass check_finite=False to count them as z > 0 does")
+    return NonFiniteError(
+        f"acts contains NaN or infinite values ({kernel}); a NaN would silently count as "
+        "inactive. Fix the model, or pass check_finite=False to count them as z > 0 does"
+    )
 
 
-def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | None = None,
-                 backend: str | None = None, check_finite: bool = True, check_labels: bool = True,
-                 threads: int | None = None, strategy: str = "auto") -> Array:
+def class_counts(
+    acts: Array,
+    labels: Array,
+    num_classes: int,
+    *,
+    out: Array | None = None,
+    backend: str | None = None,
+    check_finite: bool = True,
+    check_labels: bool = True,
+    threads: int | None = None,
+    strategy: str = "auto",
+) -> Array:
     """Per-class counts of active samples: int64 ``[num_classes, nodes]`` with ``out[c, d]`` the number of
     samples ``n`` with ``labels[n] == c`` and ``acts[n, d] > 0``. ``acts`` is ``[samples, nodes]`` bool,
     float16, bfloat16, float32 or float64, any strides (rows with adjacent nodes are read in place, others
@@ -100,13 +122,23 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | N
     x = _arrays.to_native(_arrays.bits(a), b.native)
     if b.native == "numpy":
         x = x.view(kind.storage)
-    opts = _options(b, a, threads, strategy=strategy) if b.native == "numpy" else {
-        **_options(b, a, threads), "check_labels": check_labels}
+    opts = (
+        _options(b, a, threads, strategy=strategy)
+        if b.native == "numpy"
+        else {**_options(b, a, threads), "check_labels": check_labels}
+    )
     # The backend adds into `out` in its native type (a view, never a copy), except the host-only
     # reference backend on GPU data, whose fresh table is added on the device afterwards.
     aliased = o is not None and (b.native != "numpy" or a.device == "cpu")
-    counts, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
-                     out=_arrays.to_native(o.obj, b.native) if aliased else None, **opts)
+    counts, bad = fn(
+        x,
+        kind,
+        _labels(lab, b.native),
+        n,
+        check_finite=check_finite,
+        out=_arrays.to_native(o.obj, b.native) if o is not None and aliased else None,
+        **opts,
+    )
     if bad:
         raise _nonfinite("class_counts")
     if o is None:
@@ -116,8 +148,9 @@ def class_counts(acts: Array, labels: Array, num_classes: int, *, out: Array | N
     return out
 
 
-def pack_masks(acts: Array, *, backend: str | None = None, check_finite: bool = True,
-               threads: int | None = None) -> Array:
+def pack_masks(
+    acts: Array, *, backend: str | None = None, check_finite: bool = True, threads: int | None = None
+) -> Array:
     """Bit-packed activation masks along samples: uint8 ``[nodes, ceil(samples / 64) * 8]`` where bit
     ``s % 8`` (least significant first) of byte ``s // 8`` in row ``d`` is ``acts[s, d] > 0``; padding bits
     are zero, and each row is a whole number of little-endian 64-bit words, so a node's sample set is one
@@ -137,8 +170,9 @@ def pack_masks(acts: Array, *, backend: str | None = None, check_finite: bool = 
     return _arrays.like(out, a)
 
 
-def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backend: str | None = None,
-                        threads: int | None = None) -> Array:
+def packed_class_counts(
+    packed: Array, labels: Array, num_classes: int, *, backend: str | None = None, threads: int | None = None
+) -> Array:
     """:func:`class_counts` from masks made by :func:`pack_masks`: int64 ``[num_classes, nodes]`` from
     ``packed`` uint8 ``[nodes, ceil(samples / 64) * 8]`` and the ``labels`` of its samples. Padding bits are
     ignored. GPU backends read the labels on the host once to build the class segments.
@@ -157,8 +191,8 @@ def packed_class_counts(packed: Array, labels: Array, num_classes: int, *, backe
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 
 
-from ._accumulator import ClassCounts  # after class_counts, which it calls
-from ._fused import count_and_pack  # after the helpers it calls
+from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)
+from ._fused import count_and_pack  # noqa: E402  (after the helpers it calls)
 
 
 def backends() -> list[tuple[str, str, str | None]]:

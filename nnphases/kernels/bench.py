@@ -115,8 +115,16 @@ def _close_metrics(got: Any, want: Any, classes: int) -> str:
     # The documented agreement of the native metric kernels with NumPy's: fractions and flags identical, the
     # entropies, p and u within 8 eps max(1, log C), NaN on the same nodes.
     tol = 8 * np.finfo(np.float64).eps * max(1.0, math.log(classes))
-    for name in ("fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z", "dead",
-                 "always_active", "nodes"):
+    for name in (
+        "fraction",
+        "predictability",
+        "informativeness",
+        "h_z_given_y",
+        "h_y_given_z",
+        "dead",
+        "always_active",
+        "nodes",
+    ):
         if not hasattr(want, name):
             continue
         a, b = _host(getattr(got, name)), _host(getattr(want, name))
@@ -139,8 +147,13 @@ def _inputs(quick: bool, seed: int = 0) -> dict[str, Any]:
     # int32: the accumulators the Recorder hands to a checkpoint.
     counts = rng.binomial(sizes[:, None], rng.random(n)[None, :]).astype(np.int32)
     counts[:, : n // 50] = 0
-    counts[:, n // 50: n // 25] = sizes[:, None]
+    counts[:, n // 50 : n // 25] = sizes[:, None]
     return {"acts": acts, "labels": labels, "classes": classes, "counts": counts, "sizes": sizes}
+
+
+def _bound(kernel: Callable[..., Any], *args: Any) -> Callable[[str], Any]:
+    """``kernel(*args)`` on the backend it is given."""
+    return lambda backend: kernel(*args, backend=backend)
 
 
 def run(quick: bool = False, repeats: int = 3, gpu: bool | None = None) -> dict[str, Any]:
@@ -156,14 +169,18 @@ def run(quick: bool = False, repeats: int = 3, gpu: bool | None = None) -> dict[
     listing = kernels.backends()
     devices = ["cpu"] + (["cuda"] if gpu else [])
     report: dict[str, Any] = {
-        "machine": _machine(gpu), "quick": quick,
+        "machine": _machine(gpu),
+        "quick": quick,
         "backends": [{"name": n, "device": d, "available": why is None, "reason": why} for n, d, why in listing],
-        "bandwidth": {}, "rows": [], "skipped": [],
+        "bandwidth": {},
+        "rows": [],
+        "skipped": [],
     }
     if gpu:
-        report["bandwidth"]["cuda"] = {"bytes_per_s": copy_bandwidth((64 << 20) if quick else (1 << 30)),
-                                       "what": "device-to-device copy, bytes read plus written"}
-    names = [n for n, _, why in listing if why is None]
+        report["bandwidth"]["cuda"] = {
+            "bytes_per_s": copy_bandwidth((64 << 20) if quick else (1 << 30)),
+            "what": "device-to-device copy, bytes read plus written",
+        }
     acts, labels, classes = data["acts"], data["labels"], data["classes"]
     ref_counts = kernels.class_counts(acts, labels, classes, backend="reference")
     ref_packed = kernels.pack_masks(acts, backend="reference")
@@ -174,10 +191,15 @@ def run(quick: bool = False, repeats: int = 3, gpu: bool | None = None) -> dict[
         packed = ref_packed if device == "cpu" else ref_packed.to(device)
         shape = f"{x.shape[0]}x{x.shape[1]} float32, {classes} classes"
         cases = [
-            ("class_counts", lambda b: kernels.class_counts(x, y, classes, backend=b), ref_counts, x, shape),
-            ("pack_masks", lambda b: kernels.pack_masks(x, backend=b), ref_packed, x, shape),
-            ("packed_class_counts", lambda b: kernels.packed_class_counts(packed, y, classes, backend=b),
-             ref_counts, packed, f"{packed.shape[0]}x{packed.shape[1]} packed uint8, {classes} classes"),
+            ("class_counts", _bound(kernels.class_counts, x, y, classes), ref_counts, x, shape),
+            ("pack_masks", _bound(kernels.pack_masks, x), ref_packed, x, shape),
+            (
+                "packed_class_counts",
+                _bound(kernels.packed_class_counts, packed, y, classes),
+                ref_counts,
+                packed,
+                f"{packed.shape[0]}x{packed.shape[1]} packed uint8, {classes} classes",
+            ),
         ]
         for kernel, fn, want, source, shape in cases:
             bw = _bandwidth(report, device, source)
@@ -196,9 +218,20 @@ def run(quick: bool = False, repeats: int = 3, gpu: bool | None = None) -> dict[
         for kernel, want in (("node_metrics", want_nodes), ("layer_metrics", want_layer)):
             fn = getattr(kernels, kernel)
             for b in on + (["reference"] if device == "cpu" else []):
-                _time(report, kernel, b, device, shape, int(counts.numel() if device != "cpu" else counts.size),
-                      counts, lambda b, fn=fn, counts=counts: fn(counts, sizes, backend=b), want,
-                      lambda g, w: _close_metrics(g, w, host_counts.shape[0]), bw, repeats)
+                _time(
+                    report,
+                    kernel,
+                    b,
+                    device,
+                    shape,
+                    math.prod(counts.shape),
+                    counts,
+                    _bound(fn, counts, sizes),
+                    want,
+                    lambda g, w: _close_metrics(g, w, host_counts.shape[0]),
+                    bw,
+                    repeats,
+                )
     report["ok"] = all(r["check"] == "ok" for r in report["rows"])
     return report
 
@@ -208,15 +241,27 @@ def _bandwidth(report: dict[str, Any], device: str, source: Any) -> float | None
         return report["bandwidth"]["cuda"]["bytes_per_s"]
     bw = read_bandwidth(source)
     if bw is not None:
-        cpu = report["bandwidth"].setdefault("cpu", {"what": "streaming read of each input, all cores",
-                                                     "bytes_per_s": bw})
+        cpu = report["bandwidth"].setdefault(
+            "cpu", {"what": "streaming read of each input, all cores", "bytes_per_s": bw}
+        )
         cpu["bytes_per_s"] = max(cpu["bytes_per_s"], bw)
     return bw
 
 
-def _time(report: dict[str, Any], kernel: str, backend: str, device: str, shape: str, elements: int, source: Any,
-          fn: Callable[[str], Any], want: Any, check: Callable[[Any, Any], str], bw: float | None,
-          repeats: int) -> None:
+def _time(
+    report: dict[str, Any],
+    kernel: str,
+    backend: str,
+    device: str,
+    shape: str,
+    elements: int,
+    source: Any,
+    fn: Callable[[str], Any],
+    want: Any,
+    check: Callable[[Any, Any], str],
+    bw: float | None,
+    repeats: int,
+) -> None:
     gpu = device != "cpu"
     try:
         # The first call warms up (and for the reference, far slower, is its one timing).
@@ -231,8 +276,23 @@ def _time(report: dict[str, Any], kernel: str, backend: str, device: str, shape:
     verdict = check(got, want)
     sec = first if backend == "reference" else _best(lambda: fn(backend), repeats, gpu=gpu, warm=True)
     nbytes = source.numel() * source.element_size() if isinstance(source, torch.Tensor) else source.nbytes
-    report["rows"].append(asdict(Row(kernel, backend, device, shape, elements, nbytes, sec, elements / sec,
-                                     nbytes / sec, nbytes / sec / bw if bw else None, verdict)))
+    report["rows"].append(
+        asdict(
+            Row(
+                kernel,
+                backend,
+                device,
+                shape,
+                elements,
+                nbytes,
+                sec,
+                elements / sec,
+                nbytes / sec,
+                nbytes / sec / bw if bw else None,
+                verdict,
+            )
+        )
+    )
 
 
 def _machine(gpu: bool) -> dict[str, Any]:
@@ -242,28 +302,39 @@ def _machine(gpu: bool) -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name() if gpu else None,
-            "torch": torch.__version__, "numpy": np.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if gpu else None,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as one table, with the machine, the bandwidths and the backends that did not run."""
     m = report["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m["gpu"] else ", no GPU")
-             + (" (quick sizes)" if report["quick"] else "")]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores"
+        + (f", {m['gpu']}" if m["gpu"] else ", no GPU")
+        + (" (quick sizes)" if report["quick"] else "")
+    ]
     for device, bw in report["bandwidth"].items():
         lines.append(f"bandwidth {device}: {bw['bytes_per_s'] / 1e9:.1f} GB/s ({bw['what']})")
-    lines.append(f"{'kernel':20s} {'backend':10s} {'device':6s} {'shape':32s} {'ms':>9s} {'Gelem/s':>8s} "
-                 f"{'GB/s':>7s} {'of bw':>6s}  check")
+    lines.append(
+        f"{'kernel':20s} {'backend':10s} {'device':6s} {'shape':32s} {'ms':>9s} {'Gelem/s':>8s} "
+        f"{'GB/s':>7s} {'of bw':>6s}  check"
+    )
     for r in report["rows"]:
         share = f"{r['of_bandwidth']:6.2f}" if r["of_bandwidth"] is not None else f"{'-':>6s}"
-        lines.append(f"{r['kernel']:20s} {r['backend']:10s} {r['device']:6s} {r['shape']:32s} "
-                     f"{r['seconds'] * 1e3:9.2f} {r['elements_per_s'] / 1e9:8.2f} {r['bytes_per_s'] / 1e9:7.1f} "
-                     f"{share}  {r['check']}")
+        lines.append(
+            f"{r['kernel']:20s} {r['backend']:10s} {r['device']:6s} {r['shape']:32s} "
+            f"{r['seconds'] * 1e3:9.2f} {r['elements_per_s'] / 1e9:8.2f} {r['bytes_per_s'] / 1e9:7.1f} "
+            f"{share}  {r['check']}"
+        )
     for b in report["backends"]:
         if not b["available"]:
             lines.append(f"not run: {b['name']} ({b['device']}): {b['reason']}")
     for s in report["skipped"]:
         lines.append(f"not run: {s['kernel']} on {s['backend']} ({s['device']}): {s['reason']}")
     return "\n".join(lines)
-

@@ -54,14 +54,18 @@ class Plan:
         """Why the run cannot fit, each with the numbers and the ways out (empty when it fits)."""
         out = []
         if self.free_device is not None and self.device_bytes > 0.9 * self.free_device:
-            out.append(f"the measures need {format_bytes(self.device_bytes)} on {self.device} while measuring but "
-                       f"{format_bytes(self.free_device)} is free; count per channel (per_channel), measure fewer "
-                       "sites, or probe fewer layers")
+            out.append(
+                f"the measures need {format_bytes(self.device_bytes)} on {self.device} while measuring but "
+                f"{format_bytes(self.free_device)} is free; count per channel (per_channel), measure fewer "
+                "sites, or probe fewer layers"
+            )
         if self.free_disk is not None and self.disk_bytes > self.free_disk:
-            out.append(f"{self.checkpoints} checkpoints of {format_bytes(self.checkpoint_bytes)} take "
-                       f"{format_bytes(self.disk_bytes)} but {format_bytes(self.free_disk)} is free on the output's "
-                       "disk; keep no masks (or fewer mask sites), measure fewer sites, or measure fewer steps "
-                       "(fewer per decade)")
+            out.append(
+                f"{self.checkpoints} checkpoints of {format_bytes(self.checkpoint_bytes)} take "
+                f"{format_bytes(self.disk_bytes)} but {format_bytes(self.free_disk)} is free on the output's "
+                "disk; keep no masks (or fewer mask sites), measure fewer sites, or measure fewer steps "
+                "(fewer per decade)"
+            )
         return out
 
     def verdict(self) -> str:
@@ -72,11 +76,13 @@ class Plan:
     def summary(self) -> str:
         """The totals in one line: device memory, disk per checkpoint and in all, and what is free."""
         samples = "unknown until the first pass" if self.eval_samples is None else f"{self.eval_samples:,}"
-        return (f"total: {format_bytes(self.device_bytes)} on {self.device} while measuring (free: "
-                f"{format_bytes(self.free_device)}); {format_bytes(self.checkpoint_bytes)} per checkpoint x "
-                f"{self.checkpoints} checkpoints + resume state {format_bytes(self.state_bytes)} = "
-                f"{format_bytes(self.disk_bytes)} on disk (free: {format_bytes(self.free_disk)}); evaluation "
-                f"samples: {samples}")
+        return (
+            f"total: {format_bytes(self.device_bytes)} on {self.device} while measuring (free: "
+            f"{format_bytes(self.free_device)}); {format_bytes(self.checkpoint_bytes)} per checkpoint x "
+            f"{self.checkpoints} checkpoints + resume state {format_bytes(self.state_bytes)} = "
+            f"{format_bytes(self.disk_bytes)} on disk (free: {format_bytes(self.free_disk)}); evaluation "
+            f"samples: {samples}"
+        )
 
     def seeds_summary(self, seeds: int) -> str:
         """The disk of ``seeds`` runs of this plan, each in its own folder, in one line."""
@@ -85,30 +91,63 @@ class Plan:
     def __str__(self) -> str:
         lines = [f"{'measure':12s} {'site':28s} {'nodes':>9s} {'device':>10s} {'per ckpt':>10s}"]
         for r in self.rows:
-            lines.append(f"{r.measure:12s} {r.site[:28]:28s} {r.nodes:9d} {format_bytes(r.device_bytes):>10s} "
-                         f"{format_bytes(r.disk_bytes):>10s}")
+            lines.append(
+                f"{r.measure:12s} {r.site[:28]:28s} {r.nodes:9d} {format_bytes(r.device_bytes):>10s} "
+                f"{format_bytes(r.disk_bytes):>10s}"
+            )
         lines.append(self.summary())
         lines.extend(self.notes)
         return "\n".join(lines)
 
 
-def make_plan(measures: Sequence[Measure], *, num_classes: int, eval_samples: int | None, checkpoints: int,
-              device: torch.device, state_bytes: int, out: Path) -> Plan:
+def make_plan(
+    measures: Sequence[Measure],
+    *,
+    num_classes: int,
+    eval_samples: int | None,
+    checkpoints: int,
+    device: torch.device,
+    state_bytes: int,
+    out: Path,
+) -> Plan:
     """The plan of bound ``measures`` over ``checkpoints`` checkpoints written under ``out`` (which need not exist:
     its nearest existing folder's disk is the one asked)."""
     rows = tuple(r for m in measures for r in m.plan(num_classes, eval_samples))
-    notes = () if eval_samples is not None else ("the evaluation set's size is learnt in the first pass; the disk is "
-                                                 "checked again then",)
+    notes = (
+        ()
+        if eval_samples is not None
+        else ("the evaluation set's size is learnt in the first pass; the disk is checked again then",)
+    )
     return Plan(rows, checkpoints, eval_samples, free_memory(device), free_disk(out), str(device), state_bytes, notes)
 
 
-def bind_measures(measures: Sequence[Measure], sites: Mapping[str, tuple[int, ...]], *, num_classes: int,
-                  input_shape: tuple[int, ...], device: torch.device, eval_samples: int | None,
-                  train_samples: int | None, has_train: bool, seed: int, world: int = 1) -> Binding:
+def bind_measures(
+    measures: Sequence[Measure],
+    sites: Mapping[str, tuple[int, ...]],
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    device: torch.device,
+    eval_samples: int | None,
+    train_samples: int | None,
+    has_train: bool,
+    seed: int,
+    world: int = 1,
+) -> Binding:
     """Bind every measure to the model's ReLU ``sites`` (each checks its options against them once)."""
-    binding = Binding(sites=dict(sites), num_classes=num_classes, input_shape=input_shape, device=device,
-                      eval_samples=eval_samples, train_samples=train_samples, has_train=has_train, seed=seed,
-                      free_memory=free_memory(device), measures=tuple(m.name for m in measures), world=world)
+    binding = Binding(
+        sites=dict(sites),
+        num_classes=num_classes,
+        input_shape=input_shape,
+        device=device,
+        eval_samples=eval_samples,
+        train_samples=train_samples,
+        has_train=has_train,
+        seed=seed,
+        free_memory=free_memory(device),
+        measures=tuple(m.name for m in measures),
+        world=world,
+    )
     for m in measures:
         m.bind(binding)
     return binding

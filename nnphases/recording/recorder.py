@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import check, check_int, option
+from ..store import RunDir, RunLock, atomic_write_bytes, output_folder
 from .capture import SiteTap, find_sites
 from .distributed import all_reduce_sums, broadcast_object, reduce_device, unwrap, world
 from .measures import PASSES, Measure, Output, Pass, default_measures
 from .measures.masks import Masks
 from .measures.sample_sets import SampleSets
-from ..options import check, check_int, option
 from .plan import Plan, bind_measures, make_plan, resume_state_bytes
 from .schedule import MAX_STEP, Schedule
-from ..store import RunDir, RunLock, atomic_write_bytes, output_folder
-from .stream import Batch, Stream, check_class_sizes
+from .stream import Stream, check_class_sizes
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,21 @@ class Recorder:
     _lock: RunLock | None = None  # the writer lock of the folder, held from _claim_folder to close()
 
     @_releases_lock_on_failure
-    def __init__(self, model: nn.Module, eval_data: Any, schedule: Schedule, out: Any,
-                 measures: Sequence[Measure] | None = None, *, train_data: Any = None,
-                 num_classes: int | None = None, class_sizes: Any = None, seed: int = 0,
-                 config: dict | None = None, options: RecorderOptions | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        eval_data: Any,
+        schedule: Schedule,
+        out: Any,
+        measures: Sequence[Measure] | None = None,
+        *,
+        train_data: Any = None,
+        num_classes: int | None = None,
+        class_sizes: Any = None,
+        seed: int = 0,
+        config: dict | None = None,
+        options: RecorderOptions | None = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(schedule, Schedule):
@@ -107,10 +118,13 @@ class Recorder:
         # traced and measured, under the site names of a single process.
         self.model, self.schedule = unwrap(model), schedule
         # A single measure, a string or a class would otherwise be iterated over and fail on its parts.
-        if measures is not None and (isinstance(measures, (Measure, str, bytes, type)) or
-                                     not isinstance(measures, Iterable)):
-            raise TypeError(f"measures must be a list of measures, got {type(measures).__name__}"
-                            + ("" if not isinstance(measures, (str, bytes)) else f" {measures!r}"))
+        if measures is not None and (
+            isinstance(measures, (Measure, str, bytes, type)) or not isinstance(measures, Iterable)
+        ):
+            raise TypeError(
+                f"measures must be a list of measures, got {type(measures).__name__}"
+                + ("" if not isinstance(measures, (str, bytes)) else f" {measures!r}")
+            )
         self.measures = list(default_measures() if measures is None else measures)
         self._check_measures()
         if config is not None:
@@ -124,14 +138,17 @@ class Recorder:
         out = output_folder(out, "out")
         shard = (self.rank, self.world)
         self.eval_data = Stream(eval_data, "eval_data", self.options.batch_size, shard)
-        self.train_data = Stream(train_data, "train_data", self.options.batch_size, shard) \
-            if train_data is not None else None
+        self.train_data = (
+            Stream(train_data, "train_data", self.options.batch_size, shard) if train_data is not None else None
+        )
         if any(m.name == "masks" for m in self.measures):
             self.eval_data.refuse_shuffling("storing masks (bit s is sample s)")
         self.run = RunDir(out)
         if self.run.done:
-            raise ValueError(f"out {str(self.run.path)!r} holds a finished run (its DONE marker exists); choose "
-                             "another out, or delete that folder to start over")
+            raise ValueError(
+                f"out {str(self.run.path)!r} holds a finished run (its DONE marker exists); choose "
+                "another out, or delete that folder to start over"
+            )
         self._setup_model(num_classes, class_sizes)
         if self.rank == 0:  # one process writes; the others measure their shards and add their sums
             self._claim_folder(config)
@@ -139,8 +156,11 @@ class Recorder:
         if self.world > 1:
             self.done_steps = set(broadcast_object(sorted(self.done_steps)))
         self._taken: set[int] = set(self.done_steps)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer") \
-            if self.options.background_writes else None
+        self._writer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer")
+            if self.options.background_writes
+            else None
+        )
         self._pending: Future | None = None
         self._closed = False
         self._check_plan()
@@ -173,8 +193,10 @@ class Recorder:
         dev, dtype = self.device, self._dtype()
         example = self.eval_data.example()
         if dtype is not None and example.is_floating_point() and example.dtype != dtype:
-            raise TypeError(f"eval_data: x has dtype {example.dtype} but the model computes in {dtype}; convert the "
-                            "inputs (e.g. .float()) so nothing is cast silently")
+            raise TypeError(
+                f"eval_data: x has dtype {example.dtype} but the model computes in {dtype}; convert the "
+                "inputs (e.g. .float()) so nothing is cast silently"
+            )
         self.input_shape = tuple(example.shape[1:])
         was = self.model.training
         try:
@@ -188,14 +210,18 @@ class Recorder:
             # Inputs of a shape or dtype the model does not take fail deep in torch with a message that does not
             # say which argument is at fault.
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"eval_data: the model cannot take x of per-sample shape {tuple(example.shape[1:])} and "
-                             f"dtype {example.dtype}: {first}") from e
+            raise ValueError(
+                f"eval_data: the model cannot take x of per-sample shape {tuple(example.shape[1:])} and "
+                f"dtype {example.dtype}: {first}"
+            ) from e
         finally:
             self.model.train(was)
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             what = type(logits).__name__ if not isinstance(logits, torch.Tensor) else f"shape {tuple(logits.shape)}"
-            raise TypeError(f"model(x) must return logits, a [batch, classes] tensor; it returns {what} (wrap the "
-                            "model to return the logits)")
+            raise TypeError(
+                f"model(x) must return logits, a [batch, classes] tensor; it returns {what} (wrap the "
+                "model to return the logits)"
+            )
         width = int(logits.shape[1])
         if num_classes is None:
             num_classes = width
@@ -220,10 +246,18 @@ class Recorder:
         if self.train_data is not None:
             self.train_data.class_sizes(num_classes)  # label checks of in-memory training data, up front
         self.sites = {s.name: tuple(s.shape) for s in sites}
-        bind_measures(self.measures, self.sites, num_classes=num_classes, input_shape=self.input_shape, device=dev,
-                      eval_samples=self.eval_data.samples,
-                      train_samples=self.train_data.samples if self.train_data is not None else None,
-                      has_train=self.train_data is not None, seed=self.seed, world=self.world)
+        bind_measures(
+            self.measures,
+            self.sites,
+            num_classes=num_classes,
+            input_shape=self.input_shape,
+            device=dev,
+            eval_samples=self.eval_data.samples,
+            train_samples=self.train_data.samples if self.train_data is not None else None,
+            has_train=self.train_data is not None,
+            seed=self.seed,
+            world=self.world,
+        )
         self._tap: SiteTap | None = None  # traced at the first measurement: tracing costs more than a measurement
 
     def _claim_folder(self, config: dict | None) -> None:
@@ -232,19 +266,27 @@ class Recorder:
         self.run.cleanup()
         if config is not None:
             self.run.write_config(config)
-        setup = {"measures": {m.name: m.describe() for m in self.measures}, "num_classes": self.num_classes,
-                 "sites": {k: list(v) for k, v in self.sites.items()}, "seed": self.seed}
+        setup = {
+            "measures": {m.name: m.describe() for m in self.measures},
+            "num_classes": self.num_classes,
+            "sites": {k: list(v) for k, v in self.sites.items()},
+            "seed": self.seed,
+        }
         path = self.run.path / "measures.json"
         if path.is_file():
             try:
                 old = json.loads(path.read_text())
             except (OSError, ValueError) as e:
-                raise ValueError(f"{path} is damaged ({e}); delete it only if the run's checkpoints are yours") from None
+                raise ValueError(
+                    f"{path} is damaged ({e}); delete it only if the run's checkpoints are yours"
+                ) from None
             old = _with_new_defaults(old, self.measures)
             if old != json.loads(json.dumps(setup)):
                 diff = sorted(k for k in setup if old.get(k) != json.loads(json.dumps(setup[k])))
-                raise ValueError(f"out {str(self.run.path)!r} holds measurements of another setup ({', '.join(diff)} "
-                                 "differ); choose another out, or delete that folder to start over")
+                raise ValueError(
+                    f"out {str(self.run.path)!r} holds measurements of another setup ({', '.join(diff)} "
+                    "differ); choose another out, or delete that folder to start over"
+                )
         else:
             atomic_write_bytes(path, (json.dumps(setup, indent=2, sort_keys=True) + "\n").encode())
         self._check_stored_sizes(self.run.completed_steps())
@@ -256,8 +298,10 @@ class Recorder:
             return
         _, stored = self.run.read_counts(steps[-1])
         if not np.array_equal(stored, self.class_sizes):
-            raise ValueError(f"out {str(self.run.path)!r} was measured on another evaluation set (class sizes "
-                             f"{stored.tolist()}, now {self.class_sizes.tolist()}); choose another out")
+            raise ValueError(
+                f"out {str(self.run.path)!r} was measured on another evaluation set (class sizes "
+                f"{stored.tolist()}, now {self.class_sizes.tolist()}); choose another out"
+            )
 
     def _check_plan(self) -> None:
         """Make the plan, and refuse a run that cannot fit (unless told not to check)."""
@@ -269,8 +313,15 @@ class Recorder:
         n = self.class_sizes.sum() if self.class_sizes is not None else self.eval_data.samples
         n = int(n) if n is not None else None
         left = sum(1 for s in self.schedule.steps if s not in self.done_steps)
-        return make_plan(self.measures, num_classes=self.num_classes, eval_samples=n, checkpoints=left,
-                         device=self.device, state_bytes=resume_state_bytes(self.model), out=self.run.path)
+        return make_plan(
+            self.measures,
+            num_classes=self.num_classes,
+            eval_samples=n,
+            checkpoints=left,
+            device=self.device,
+            state_bytes=resume_state_bytes(self.model),
+            out=self.run.path,
+        )
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -286,8 +337,10 @@ class Recorder:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError(f"this Recorder is closed (the run in {str(self.run.path)!r} is complete); build a "
-                               "new one with another out to measure more")
+            raise RuntimeError(
+                f"this Recorder is closed (the run in {str(self.run.path)!r} is complete); build a "
+                "new one with another out to measure more"
+            )
 
     def _refresh(self) -> None:
         """Re-trace and re-bind when the model's modules or parameters were replaced (a new head, fine-tuning):
@@ -347,8 +400,9 @@ class Recorder:
                 self.run.abort_checkpoint(ckpt)
             self.flush()  # every measurement taken before the failure is written
             if isinstance(e, FloatingPointError):
-                raise FloatingPointError(f"{e} at step {step}; checkpoints up to step "
-                                         f"{max(self.done_steps, default='none')} are intact") from None
+                raise FloatingPointError(
+                    f"{e} at step {step}; checkpoints up to step {max(self.done_steps, default='none')} are intact"
+                ) from None
             raise
         finally:
             self.model.train(was_training)
@@ -358,8 +412,14 @@ class Recorder:
         if state is not None:
             kept = {m.name: m.state_dict() for m in self.measures if m.state_dict()}
             state = {**state, "recorder": kept} if kept else state
-        job = dict(step=step, epoch=self.schedule.epoch(step), seed=self.seed, tmp=ckpt,
-                   state=_to_host(state) if state is not None else None, **_merge(outputs))
+        job = dict(
+            step=step,
+            epoch=self.schedule.epoch(step),
+            seed=self.seed,
+            tmp=ckpt,
+            state=_to_host(state) if state is not None else None,
+            **_merge(outputs),
+        )
         self.flush()  # checkpoints are written in order; the previous one overlapped this measurement
         if self._writer is None:
             self._write(job)
@@ -399,19 +459,29 @@ class Recorder:
         if self.world > 1:
             sizes, samples, bad = self._reduce(p, wanted, sizes, samples, bad, failure)
         if bool(bad):
-            raise FloatingPointError(f"the model's outputs are not finite (NaN or inf) in the {p} pass; the run "
-                                     "diverged")
+            raise FloatingPointError(
+                f"the model's outputs are not finite (NaN or inf) in the {p} pass; the run diverged"
+            )
         if p == "eval":
             self._check_eval_sizes(sizes)
             expected = self.eval_data.samples
             if expected is not None and samples != expected:
-                raise ValueError(f"eval_data: the processes measured {samples} samples together, but the data hold "
-                                 f"{expected}; every sample must be in exactly one process's shard")
+                raise ValueError(
+                    f"eval_data: the processes measured {samples} samples together, but the data hold "
+                    f"{expected}; every sample must be in exactly one process's shard"
+                )
         for m in wanted:
             m.end_pass(p, sizes, samples)
 
-    def _reduce(self, p: Pass, wanted: dict[Measure, Iterable[str]], sizes: np.ndarray, samples: int,
-                bad: torch.Tensor, failure: BaseException | None) -> tuple[np.ndarray, int, torch.Tensor]:
+    def _reduce(
+        self,
+        p: Pass,
+        wanted: dict[Measure, Iterable[str]],
+        sizes: np.ndarray,
+        samples: int,
+        bad: torch.Tensor,
+        failure: BaseException | None,
+    ) -> tuple[np.ndarray, int, torch.Tensor]:
         """Add every process's sums of pass ``p`` with one all_reduce; a failure anywhere stops every process."""
         dev = reduce_device()
         head = torch.tensor([int(failure is not None), samples, *np.asarray(sizes).tolist()], dtype=torch.int64)
@@ -421,8 +491,9 @@ class Recorder:
         if failure is not None:
             raise failure
         if int(head[0]):
-            raise RuntimeError(f"another process failed in the {p} pass (its error is in its own output); nothing "
-                               "was written")
+            raise RuntimeError(
+                f"another process failed in the {p} pass (its error is in its own output); nothing was written"
+            )
         return head[2:].numpy(), int(head[1]), bad
 
     def _check_eval_sizes(self, sizes: np.ndarray) -> None:
@@ -432,9 +503,11 @@ class Recorder:
             self._check_plan()  # the disk is checked again now that the set's size is known
             self._check_stored_sizes(self.done_steps)
         elif not np.array_equal(sizes, self.class_sizes):
-            raise ValueError(f"eval_data changed: this pass read class sizes {sizes.tolist()} (total {sizes.sum()}), "
-                             f"the first {self.class_sizes.tolist()} (total {self.class_sizes.sum()}); the evaluation "
-                             "data must be the same samples in every pass")
+            raise ValueError(
+                f"eval_data changed: this pass read class sizes {sizes.tolist()} (total {sizes.sum()}), "
+                f"the first {self.class_sizes.tolist()} (total {self.class_sizes.sum()}); the evaluation "
+                "data must be the same samples in every pass"
+            )
 
     # -- state and writing ---------------------------------------------------------------------
 
@@ -511,9 +584,11 @@ def _with_new_defaults(old: dict, measures: Sequence[Measure]) -> dict:
 
 def _structure(model: nn.Module) -> tuple:
     """Identity of every module, parameter and buffer: a replaced one means the traced graph is stale."""
-    return (tuple((n, id(m)) for n, m in model.named_modules()),
-            tuple((n, id(p)) for n, p in model.named_parameters()),
-            tuple((n, id(b)) for n, b in model.named_buffers()))
+    return (
+        tuple((n, id(m)) for n, m in model.named_modules()),
+        tuple((n, id(p)) for n, p in model.named_parameters()),
+        tuple((n, id(b)) for n, b in model.named_buffers()),
+    )
 
 
 def _to_host(obj: Any) -> Any:

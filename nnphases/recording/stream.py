@@ -57,8 +57,10 @@ def _labels(y: Any, name: str, num_classes: int | None) -> torch.Tensor:
         hint = " (one-hot rows? pass y.argmax(1))" if y.dim() == 2 else ""
         raise ValueError(f"{name} labels must be 1-D class indices, got shape {tuple(y.shape)}{hint}")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{name} labels must be integers, got dtype {y.dtype} (a float label such as 0.7 would be "
-                        "truncated to a class)")
+        raise TypeError(
+            f"{name} labels must be integers, got dtype {y.dtype} (a float label such as 0.7 would be "
+            "truncated to a class)"
+        )
     y = y.to(torch.int64)
     if num_classes is not None and y.numel() and y.device.type == "cpu":
         lo, hi = int(y.min()), int(y.max())
@@ -84,23 +86,26 @@ class Stream:
                 raise TypeError(f"{name}: x must be a tensor (or NumPy array), got {type(x).__name__}")
             y = _labels(y, name, None)
             if x.dim() < 1 or x.shape[0] != y.shape[0]:
-                raise ValueError(f"{name}: y has {y.shape[0]} labels but x has "
-                                 f"{x.shape[0] if x.dim() else 0} samples")
+                raise ValueError(f"{name}: y has {y.shape[0]} labels but x has {x.shape[0] if x.dim() else 0} samples")
             if x.shape[0] == 0:
                 raise ValueError(f"{name} is empty: it needs at least one sample")
             self.x, self.y = x, y
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor, np.ndarray, dict)):
             if iter(data) is data:
-                raise TypeError(f"{name} is an iterator (a generator?), which is exhausted after one pass; every "
-                                "measurement reads it again: pass a DataLoader, a list of batches or (x, y) tensors")
+                raise TypeError(
+                    f"{name} is an iterator (a generator?), which is exhausted after one pass; every "
+                    "measurement reads it again: pass a DataLoader, a list of batches or (x, y) tensors"
+                )
             self.iterable = data
             if shard[1] > 1:
                 from .distributed import check_unpadded
 
                 check_unpadded(data, name)
         else:
-            raise TypeError(f"{name} must be an (x, y) pair of tensors or an iterable of (x, y) batches "
-                            f"(e.g. a DataLoader), got {type(data).__name__}")
+            raise TypeError(
+                f"{name} must be an (x, y) pair of tensors or an iterable of (x, y) batches "
+                f"(e.g. a DataLoader), got {type(data).__name__}"
+            )
 
     # -- what is known before a pass ---------------------------------------------------------------
 
@@ -153,10 +158,14 @@ class Stream:
         from torch.utils.data import DataLoader, RandomSampler
 
         d = self.iterable
-        if isinstance(d, DataLoader) and (isinstance(d.sampler, RandomSampler) or (
-                d.batch_sampler is not None and isinstance(getattr(d.batch_sampler, "sampler", None), RandomSampler))):
-            raise ValueError(f"{self.name} shuffles (a DataLoader with shuffle=True); {why} needs the same sample "
-                             "order in every pass: build the loader with shuffle=False")
+        if isinstance(d, DataLoader) and (
+            isinstance(d.sampler, RandomSampler)
+            or (d.batch_sampler is not None and isinstance(getattr(d.batch_sampler, "sampler", None), RandomSampler))
+        ):
+            raise ValueError(
+                f"{self.name} shuffles (a DataLoader with shuffle=True); {why} needs the same sample "
+                "order in every pass: build the loader with shuffle=False"
+            )
 
     # -- passes ------------------------------------------------------------------------------------
 
@@ -172,12 +181,15 @@ class Stream:
         assert self.iterable is not None
         for i, item in enumerate(self.iterable):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise TypeError(f"{self.name} batch {i} must be an (x, y) pair, got {type(item).__name__}"
-                                + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else ""))
+                raise TypeError(
+                    f"{self.name} batch {i} must be an (x, y) pair, got {type(item).__name__}"
+                    + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
+                )
             yield item[0], item[1]
 
-    def batches(self, device: torch.device, num_classes: int, dtype: torch.dtype | None,
-                shape: tuple[int, ...] | None) -> Iterator[Batch]:
+    def batches(
+        self, device: torch.device, num_classes: int, dtype: torch.dtype | None, shape: tuple[int, ...] | None
+    ) -> Iterator[Batch]:
         """The pass's batches on ``device``, each checked first: ``x`` a tensor with per-sample ``shape`` and
         floating ``dtype`` (those of the first batch when None), ``y`` 1-D integer labels in range, as many as
         ``x`` has samples. After the pass, :attr:`last_class_sizes` holds the samples counted per class."""
@@ -191,15 +203,16 @@ class Stream:
                 raise TypeError(f"{where}: x must be a tensor, got {type(x).__name__}")
             y = _labels(y, where, num_classes)
             if x.dim() < 1 or x.shape[0] != y.shape[0]:
-                raise ValueError(f"{where}: y has {y.shape[0]} labels but x has {x.shape[0] if x.dim() else 0} "
-                                 "samples")
+                raise ValueError(f"{where}: y has {y.shape[0]} labels but x has {x.shape[0] if x.dim() else 0} samples")
             if shape is None:
                 shape = tuple(x.shape[1:])
             elif tuple(x.shape[1:]) != shape:
                 raise ValueError(f"{where}: samples have shape {tuple(x.shape[1:])}, the first batch's have {shape}")
             if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-                raise TypeError(f"{where}: x has dtype {x.dtype} but the model computes in {dtype}; convert the "
-                                "inputs (e.g. a transform to float32) so nothing is cast silently")
+                raise TypeError(
+                    f"{where}: x has dtype {x.dtype} but the model computes in {dtype}; convert the "
+                    "inputs (e.g. a transform to float32) so nothing is cast silently"
+                )
             if y.device.type != "cpu":  # labels already on a device: check their range there, once per batch
                 y = _labels(y.cpu(), where, num_classes).to(y.device)
             sizes += torch.bincount(y.cpu(), minlength=num_classes)
@@ -219,8 +232,10 @@ def check_class_sizes(sizes: np.ndarray, name: str) -> None:
     """Every class needs samples for the class-conditional metrics."""
     missing = np.flatnonzero(sizes == 0).tolist()
     if missing:
-        raise ValueError(f"{name} has no samples of classes {missing}; every class needs samples for the "
-                         "class-conditional metrics (use a stratified split)")
+        raise ValueError(
+            f"{name} has no samples of classes {missing}; every class needs samples for the "
+            "class-conditional metrics (use a stratified split)"
+        )
 
 
 def accumulator_dtype(samples: int | None) -> torch.dtype:

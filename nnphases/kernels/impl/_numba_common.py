@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numba
 
@@ -14,7 +15,7 @@ def _jit(**options: object) -> Callable[[Callable], Callable]:
     """numba.njit with on-disk caching, lazily compiled on first call."""
 
     def wrap(fn: Callable) -> Callable:
-        opts = dict(nogil=True, error_model="numpy", **options)
+        opts: dict[str, Any] = {"nogil": True, "error_model": "numpy", **options}
         try:
             return numba.njit(cache=True, **opts)(fn)
         except RuntimeError:
@@ -32,7 +33,8 @@ def _num_threads(threads: int | None) -> Iterator[int]:
         threads = usable_cores()
     # Numba cannot run more threads than its pool was started with; the counts do
     # not depend on the thread count, so asking for more just uses them all.
-    n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets NUMBA_NUM_THREADS at import, from the environment: no stub declares it.
+    n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     previous = numba.get_num_threads()
     numba.set_num_threads(n)
     try:

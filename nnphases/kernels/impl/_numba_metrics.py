@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .. import _metrics
 from ..cores import usable_cores
 from ..metrics import LayerMetrics, NodeMetrics
-from .. import _metrics
 from ._numba_common import _jit, _num_threads
 
 METRICS_BLOCK = 256  # nodes per block, as in csrc/cpu/node_metrics.cpp (so the layer sums are the same)
@@ -42,11 +42,27 @@ def _neumaier(s: np.ndarray, c: np.ndarray, k: int, x: float) -> None:
 
 @_jit(parallel=True)
 def _node_metrics(
-    counts: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, offsets: np.ndarray, hz_table: np.ndarray,
-    use_hz: bool, h_y: float, log_k: float, store: bool, class_fraction: np.ndarray, fraction: np.ndarray,
-    predictability: np.ndarray, informativeness: np.ndarray, h_z_given_y: np.ndarray, h_y_given_z: np.ndarray,
-    dead_out: np.ndarray, always_out: np.ndarray, block_sums: np.ndarray, block_counts: np.ndarray,
-    block_class_sums: np.ndarray, bad_blocks: np.ndarray,
+    counts: np.ndarray,
+    sizes: np.ndarray,
+    pairs: np.ndarray,
+    offsets: np.ndarray,
+    hz_table: np.ndarray,
+    use_hz: bool,
+    h_y: float,
+    log_k: float,
+    store: bool,
+    class_fraction: np.ndarray,
+    fraction: np.ndarray,
+    predictability: np.ndarray,
+    informativeness: np.ndarray,
+    h_z_given_y: np.ndarray,
+    h_y_given_z: np.ndarray,
+    dead_out: np.ndarray,
+    always_out: np.ndarray,
+    block_sums: np.ndarray,
+    block_counts: np.ndarray,
+    block_class_sums: np.ndarray,
+    bad_blocks: np.ndarray,
 ) -> None:
     # Classes outer within a block of nodes; every count is range-checked before it indexes a table
     # (a block with a bad count stops and is flagged, its outputs undefined).
@@ -161,8 +177,9 @@ def _neumaier_columns(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool, threads: int | None,
-                 table: int | None = None) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+def _run_metrics(
+    counts: np.ndarray, class_sizes: np.ndarray, store: bool, threads: int | None, table: int | None = None
+) -> tuple[_metrics.Plan, dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     p = _metrics.plan(counts, class_sizes)
     c, n = p.counts.shape
     out = _metrics.node_outputs(p) if store else {}
@@ -178,11 +195,27 @@ def _run_metrics(counts: np.ndarray, class_sizes: np.ndarray, store: bool, threa
     want = usable_cores() if threads is None else threads
     with _num_threads(min(want, c * n // (1 << 18) + 1)):
         _node_metrics(
-            p.counts, p.class_sizes, p.pairs, p.table_offset, hz, p.hz_table is not None, p.h_y, p.log_k, store,
-            out.get("class_fraction", empty2), out.get("fraction", empty1), out.get("predictability", empty1),
-            out.get("informativeness", empty1), out.get("h_z_given_y", empty1), out.get("h_y_given_z", empty1),
-            out.get("dead", empty_b), out.get("always_active", empty_b), block_sums, block_counts,
-            block_class_sums, bad_blocks,
+            p.counts,
+            p.class_sizes,
+            p.pairs,
+            p.table_offset,
+            hz,
+            p.hz_table is not None,
+            p.h_y,
+            p.log_k,
+            store,
+            out.get("class_fraction", empty2),
+            out.get("fraction", empty1),
+            out.get("predictability", empty1),
+            out.get("informativeness", empty1),
+            out.get("h_z_given_y", empty1),
+            out.get("h_y_given_z", empty1),
+            out.get("dead", empty_b),
+            out.get("always_active", empty_b),
+            block_sums,
+            block_counts,
+            block_class_sums,
+            bad_blocks,
         )
     if bad_blocks.any():
         _metrics.out_of_range(counts, p.class_sizes, table)  # as given: a widened copy may have wrapped
@@ -194,8 +227,9 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
     return _metrics.node_result(_run_metrics(counts, class_sizes, True, threads)[1])
 
 
-def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
-                  threads: int | None = None) -> list[LayerMetrics]:
+def layer_metrics(
+    tables: list[np.ndarray], class_sizes: np.ndarray, *, threads: int | None = None
+) -> list[LayerMetrics]:
     """-> layer summaries of each table from the same pass, without building any per-node array (one
     parallel pass per table: the sums do not depend on how tables are grouped)."""
     out = []

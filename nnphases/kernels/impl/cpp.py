@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cpp_metrics import _t, layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 from .._kinds import Kind
 from .._segments import build_segments
+from ._cpp_metrics import _t, layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 
 try:
     from ... import _C
 except ImportError as e:  # the text is the reason shown by `nnphases backends`
-    raise ImportError(f"the C++ extension nnphases._C is not built ({e}); reinstall with a C++ compiler: "
-                      "pip install .") from None
+    raise ImportError(
+        f"the C++ extension nnphases._C is not built ({e}); reinstall with a C++ compiler: pip install ."
+    ) from None
 
 _STRATEGIES = {"auto": 0, "direct": 1, "sorted": 2}
 
 
-def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                 threads: int | None = None, strategy: str = "auto",
-                 out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+def class_counts(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None = None,
+    strategy: str = "auto",
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
     """Counts added into ``out`` (int32 or int64, C-contiguous; a fresh int64 table when None)."""
     if out is None:
         out = np.zeros((num_classes, acts.shape[1]), dtype=np.int64)
@@ -28,23 +37,33 @@ def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: 
     return out, bool(bad)
 
 
-def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool,
-               threads: int | None = None) -> tuple[np.ndarray, bool]:
+def pack_masks(
+    acts: np.ndarray, kind: Kind, *, check_finite: bool, threads: int | None = None
+) -> tuple[np.ndarray, bool]:
     out = np.empty((acts.shape[1], -(-acts.shape[0] // 64) * 8), dtype=np.uint8)
     bad = _C.pack_masks(acts, kind.code, out, check_finite, _t(threads))
     return out, bool(bad)
 
 
-def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                        threads: int | None = None) -> np.ndarray:
+def packed_class_counts(
+    packed: np.ndarray, labels: np.ndarray, num_classes: int, *, threads: int | None = None
+) -> np.ndarray:
     seg = build_segments(labels, num_classes)
     out = np.zeros((num_classes, packed.shape[0]), dtype=np.int64)
     _C.packed_class_counts(np.ascontiguousarray(packed), seg.class_offsets, seg.word, seg.mask, out, _t(threads))
     return out
 
 
-def count_and_pack(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                   threads: int | None = None, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+def count_and_pack(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(counts added into ``out`` as :func:`class_counts`, packed masks as :func:`pack_masks`, any
     non-finite) from one read of the activations."""
     if out is None:

@@ -42,9 +42,18 @@ def _keep(stream: int, *tensors: torch.Tensor) -> None:
             t.record_stream(ext)
 
 
-def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_classes: int, *, check_finite: bool,
-                 stream: int, device: int, check_labels: bool = True,
-                 out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+def class_counts(
+    acts: torch.Tensor,
+    kind: Kind,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    stream: int,
+    device: int,
+    check_labels: bool = True,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, bool]:
     """Counts added into ``out`` (int32 or int64, contiguous, on acts' device) with atomics of its width;
     without it the launcher zeroes a fresh int64 table on the stream first."""
     samples, nodes = acts.shape
@@ -53,9 +62,24 @@ def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_class
         out = torch.empty((num_classes, nodes), dtype=torch.int64, device=acts.device)
     work = torch.empty(2 * samples + num_classes + 1, dtype=torch.int32, device=acts.device)
     flags = torch.empty(2, dtype=torch.int64, device=acts.device)
-    _C.class_counts_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), labels.data_ptr(),
-                         labels.element_size(), num_classes, out.data_ptr(), out.element_size(), accumulate,
-                         work.data_ptr(), flags.data_ptr(), check_finite, device, stream)
+    _C.class_counts_cuda(
+        acts.data_ptr(),
+        kind.code,
+        samples,
+        nodes,
+        acts.stride(0),
+        labels.data_ptr(),
+        labels.element_size(),
+        num_classes,
+        out.data_ptr(),
+        out.element_size(),
+        accumulate,
+        work.data_ptr(),
+        flags.data_ptr(),
+        check_finite,
+        device,
+        stream,
+    )
     _keep(stream, out, work, flags)
     if not (check_finite or check_labels):
         return out, False
@@ -68,20 +92,33 @@ def class_counts(acts: torch.Tensor, kind: Kind, labels: torch.Tensor, num_class
 class_counts.checks_labels = True  # type: ignore[attr-defined]
 
 
-def pack_masks(acts: torch.Tensor, kind: Kind, *, check_finite: bool, stream: int,
-               device: int) -> tuple[torch.Tensor, bool]:
+def pack_masks(
+    acts: torch.Tensor, kind: Kind, *, check_finite: bool, stream: int, device: int
+) -> tuple[torch.Tensor, bool]:
     samples, nodes = acts.shape
     row_bytes = -(-samples // 64) * 8
     out = torch.empty((nodes, row_bytes), dtype=torch.uint8, device=acts.device)
     flags = torch.empty(1, dtype=torch.int64, device=acts.device)
-    _C.pack_masks_cuda(acts.data_ptr(), kind.code, samples, nodes, acts.stride(0), out.data_ptr(), row_bytes,
-                       flags.data_ptr(), check_finite, device, stream)
+    _C.pack_masks_cuda(
+        acts.data_ptr(),
+        kind.code,
+        samples,
+        nodes,
+        acts.stride(0),
+        out.data_ptr(),
+        row_bytes,
+        flags.data_ptr(),
+        check_finite,
+        device,
+        stream,
+    )
     _keep(stream, out, flags)
     return out, bool(flags.item()) if check_finite else False
 
 
-def packed_class_counts(packed: torch.Tensor, labels: torch.Tensor, num_classes: int, *, stream: int,
-                        device: int) -> torch.Tensor:
+def packed_class_counts(
+    packed: torch.Tensor, labels: torch.Tensor, num_classes: int, *, stream: int, device: int
+) -> torch.Tensor:
     seg = build_segments(labels.cpu().numpy(), num_classes)
     dev = packed.device
     offsets, word = (torch.from_numpy(a).to(dev) for a in (seg.class_offsets, seg.word))
@@ -90,8 +127,18 @@ def packed_class_counts(packed: torch.Tensor, labels: torch.Tensor, num_classes:
     out = torch.empty((num_classes, packed.shape[0]), dtype=torch.int64, device=dev)
     if stream != torch.cuda.current_stream(dev).cuda_stream:
         torch.cuda.current_stream(dev).synchronize()  # the uploads above ran on torch's stream
-    _C.packed_class_counts_cuda(packed.data_ptr(), packed.shape[0], packed.shape[1], offsets.data_ptr(), num_classes,
-                                word.data_ptr(), mask.data_ptr(), out.data_ptr(), device, stream)
+    _C.packed_class_counts_cuda(
+        packed.data_ptr(),
+        packed.shape[0],
+        packed.shape[1],
+        offsets.data_ptr(),
+        num_classes,
+        word.data_ptr(),
+        mask.data_ptr(),
+        out.data_ptr(),
+        device,
+        stream,
+    )
     _keep(stream, out, offsets, word, mask, packed)
     return out
 
@@ -109,21 +156,36 @@ def _on_stream(stream: int, device: torch.device):
     return torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device))
 
 
-def _metrics(counts: torch.Tensor, plan: DevicePlan, out: dict[str, torch.Tensor], stream: int, device: int,
-             dev: torch.device) -> np.ndarray:
+def _metrics(
+    counts: torch.Tensor, plan: DevicePlan, out: dict[str, torch.Tensor], stream: int, device: int, dev: torch.device
+) -> np.ndarray:
     classes, nodes = counts.shape
     sizes = torch.from_numpy(plan.class_sizes).to(dev)
     blocks = _C.node_metrics_cuda_blocks(nodes)
     work = torch.empty(9 * blocks + 9, dtype=torch.float64, device=dev)  # the blocks' partials, then the result
-    _C.node_metrics_cuda(counts.data_ptr(), _METRIC_COUNTS[str(counts.dtype).replace("torch.", "")], classes, nodes,
-                         sizes.data_ptr(), plan.total, float(plan.present), plan.h_y, plan.log_k, plan.pair_terms,
-                         {name: t.data_ptr() for name, t in out.items()}, work.data_ptr(),
-                         work.data_ptr() + 8 * 9 * blocks, device, stream)
-    return work[9 * blocks:].cpu().numpy()  # the call's one synchronisation: nine numbers
+    _C.node_metrics_cuda(
+        counts.data_ptr(),
+        _METRIC_COUNTS[str(counts.dtype).replace("torch.", "")],
+        classes,
+        nodes,
+        sizes.data_ptr(),
+        plan.total,
+        float(plan.present),
+        plan.h_y,
+        plan.log_k,
+        plan.pair_terms,
+        {name: t.data_ptr() for name, t in out.items()},
+        work.data_ptr(),
+        work.data_ptr() + 8 * 9 * blocks,
+        device,
+        stream,
+    )
+    return work[9 * blocks :].cpu().numpy()  # the call's one synchronisation: nine numbers
 
 
-def node_metrics(counts: torch.Tensor, plan: DevicePlan, *, stream: int,
-                 device: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+def node_metrics(
+    counts: torch.Tensor, plan: DevicePlan, *, stream: int, device: int
+) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The node arrays on the counts' device, and the layer result (whose last entry counts bad counts)."""
     dev = counts.device
     classes, nodes = counts.shape

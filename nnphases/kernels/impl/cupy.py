@@ -47,8 +47,8 @@ _KIND_TYPES = {0: "KindBool", 1: "KindF16", 2: "KindBF16", 3: "KindF32", 4: "Kin
 _OUT_TYPES = {4: "unsigned int", 8: "unsigned long long"}
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel(header: str, name: str) -> "cupy.RawKernel":
+@functools.cache
+def _kernel(header: str, name: str) -> cupy.RawKernel:
     code = f'#include "cuda/{header}"\n'
     opts = ("-std=c++17", f"-I{_SRC}", f"-I{_SRC / 'cuda'}")
     templated = "<" in name
@@ -56,20 +56,20 @@ def _kernel(header: str, name: str) -> "cupy.RawKernel":
     return mod.get_function(name)
 
 
-def _variant(kernel: str, kind: Kind, acts: "cupy.ndarray", check: bool, *extra: str) -> tuple[str, bool]:
+def _variant(kernel: str, kind: Kind, acts: cupy.ndarray, check: bool, *extra: str) -> tuple[str, bool]:
     row_bytes = acts.strides[0]
     vec = acts.data.ptr % 16 == 0 and row_bytes % 16 == 0
     args = ", ".join((f"nnp::{_KIND_TYPES[kind.code]}", str(vec).lower(), str(check).lower(), *extra))
     return f"nnp::{kernel}<{args}>", vec
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device: int) -> int:
     return int(cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device))
 
 
 @functools.lru_cache(maxsize=64)
-def _stream(ptr: int, device: int) -> "cupy.cuda.ExternalStream":
+def _stream(ptr: int, device: int) -> cupy.cuda.ExternalStream:
     with warnings.catch_warnings():  # CuPy 14 prefers Stream.from_external(obj with __cuda_stream__); we hold a handle
         warnings.simplefilter("ignore", DeprecationWarning)
         return cupy.cuda.ExternalStream(ptr, device)
@@ -82,9 +82,18 @@ def _rows_per_warp(samples: int, warps_per_segment: int, device: int) -> int:
     return max(32, -(-r // 32) * 32)
 
 
-def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_classes: int, *, check_finite: bool,
-                 stream: int, device: int, check_labels: bool = True,
-                 out: "cupy.ndarray | None" = None) -> tuple["cupy.ndarray", bool]:
+def class_counts(
+    acts: cupy.ndarray,
+    kind: Kind,
+    labels: cupy.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    stream: int,
+    device: int,
+    check_labels: bool = True,
+    out: cupy.ndarray | None = None,
+) -> tuple[cupy.ndarray, bool]:
     """Counts added into ``out`` (int32 or int64, C-contiguous) or into a fresh zeroed int64 table."""
     samples, nodes = acts.shape
     with cupy.cuda.Device(device), _stream(stream, device):
@@ -98,18 +107,32 @@ def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_c
             s64, c64 = np.int64(samples), np.int64(num_classes)
             blocks = min(-(-samples // _BLOCK), 4096)
             lab_t = "long long" if labels.dtype.itemsize == 8 else "int"
-            _kernel("class_counts.cuh", f"nnp::class_histogram<{lab_t}>")((blocks,), (_BLOCK,),
-                                                                          (labels, s64, c64, hist, flags))
+            _kernel("class_counts.cuh", f"nnp::class_histogram<{lab_t}>")(
+                (blocks,), (_BLOCK,), (labels, s64, c64, hist, flags)
+            )
             _kernel("class_counts.cuh", "nnp_class_scan")((1,), (1024,), (hist, c64))
-            _kernel("class_counts.cuh", f"nnp::class_scatter<{lab_t}>")((blocks,), (_BLOCK,),
-                                                                        (labels, s64, c64, hist, order, sorted_labels))
+            _kernel("class_counts.cuh", f"nnp::class_scatter<{lab_t}>")(
+                (blocks,), (_BLOCK,), (labels, s64, c64, hist, order, sorted_labels)
+            )
             name, _ = _variant("class_counts_kernel", kind, acts, check_finite, _OUT_TYPES[out.dtype.itemsize])
             tiles = -(-nodes // (32 * (16 // kind.itemsize)))
             blocks_x = -(-tiles // 8)
             rpw = _rows_per_warp(samples, blocks_x * 8, device)
-            _kernel("class_counts.cuh", name)((blocks_x, -(-samples // rpw)), (_BLOCK,), (
-                acts, s64, np.int64(nodes), np.int64(acts.strides[0]), order, sorted_labels, out, flags,
-                np.int64(rpw)))
+            _kernel("class_counts.cuh", name)(
+                (blocks_x, -(-samples // rpw)),
+                (_BLOCK,),
+                (
+                    acts,
+                    s64,
+                    np.int64(nodes),
+                    np.int64(acts.strides[0]),
+                    order,
+                    sorted_labels,
+                    out,
+                    flags,
+                    np.int64(rpw),
+                ),
+            )
         if not (check_finite or check_labels):
             return out, False
         nonfinite, bad_labels = (int(v) for v in flags.get())  # the call's one synchronisation
@@ -121,8 +144,9 @@ def class_counts(acts: "cupy.ndarray", kind: Kind, labels: "cupy.ndarray", num_c
 class_counts.checks_labels = True  # type: ignore[attr-defined]
 
 
-def pack_masks(acts: "cupy.ndarray", kind: Kind, *, check_finite: bool, stream: int,
-               device: int) -> tuple["cupy.ndarray", bool]:
+def pack_masks(
+    acts: cupy.ndarray, kind: Kind, *, check_finite: bool, stream: int, device: int
+) -> tuple[cupy.ndarray, bool]:
     samples, nodes = acts.shape
     words = -(-samples // 64)
     with cupy.cuda.Device(device), _stream(stream, device):
@@ -132,22 +156,34 @@ def pack_masks(acts: "cupy.ndarray", kind: Kind, *, check_finite: bool, stream: 
             name, _ = _variant("pack_masks_kernel", kind, acts, check_finite)
             per = 16 // kind.itemsize
             grid = (-(-nodes // (32 * per)), min(-(-words // 8), 65535))
-            _kernel("pack_masks.cuh", name)(grid, (_BLOCK,), (
-                acts, np.int64(samples), np.int64(nodes), np.int64(acts.strides[0]), out, np.int64(words), flags))
+            _kernel("pack_masks.cuh", name)(
+                grid,
+                (_BLOCK,),
+                (acts, np.int64(samples), np.int64(nodes), np.int64(acts.strides[0]), out, np.int64(words), flags),
+            )
         bad = bool(int(flags[0])) if check_finite else False
     return out, bad
 
 
-def packed_class_counts(packed: "cupy.ndarray", labels: "cupy.ndarray", num_classes: int, *, stream: int,
-                        device: int) -> "cupy.ndarray":
+def packed_class_counts(
+    packed: cupy.ndarray, labels: cupy.ndarray, num_classes: int, *, stream: int, device: int
+) -> cupy.ndarray:
     nodes = packed.shape[0]
     with cupy.cuda.Device(device), _stream(stream, device):
         seg = build_segments(cupy.asnumpy(labels), num_classes)
         packed = cupy.ascontiguousarray(packed)
         out = cupy.empty((num_classes, nodes), dtype=cupy.int64)
         if nodes:
-            args = (packed, np.int64(nodes), np.int64(packed.shape[1] // 8), cupy.asarray(seg.class_offsets),
-                    np.int64(num_classes), cupy.asarray(seg.word), cupy.asarray(seg.mask), out)
+            args = (
+                packed,
+                np.int64(nodes),
+                np.int64(packed.shape[1] // 8),
+                cupy.asarray(seg.class_offsets),
+                np.int64(num_classes),
+                cupy.asarray(seg.word),
+                cupy.asarray(seg.mask),
+                out,
+            )
             _kernel("packed_class_counts.cuh", "nnp_packed_class_counts")((-(-nodes // 8),), (_BLOCK,), args)
     return out
 
@@ -155,34 +191,59 @@ def packed_class_counts(packed: "cupy.ndarray", labels: "cupy.ndarray", num_clas
 # The metric kernels (csrc/cuda/node_metrics.cuh): kMetricsBlock nodes per block, kMetricsPartial doubles of
 # partials per block, kMetricsCombine threads in the combining block.
 _METRICS_BLOCK, _METRICS_PARTIAL, _METRICS_COMBINE = 256, 9, 1024
-_METRIC_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
-                  "dead", "always_active")
+_METRIC_FIELDS = (
+    "class_fraction",
+    "fraction",
+    "predictability",
+    "informativeness",
+    "h_z_given_y",
+    "h_y_given_z",
+    "dead",
+    "always_active",
+)
 
 
-def _metrics(counts: "cupy.ndarray", plan: "DevicePlan", out: dict[str, "cupy.ndarray"]) -> np.ndarray:
+def _metrics(counts: cupy.ndarray, plan: DevicePlan, out: dict[str, cupy.ndarray]) -> np.ndarray:
     """Launches on the current device and stream; returns the nine-number result (the one synchronisation)."""
     classes, nodes = counts.shape
     blocks = -(-nodes // _METRICS_BLOCK)
     work = cupy.empty(_METRICS_PARTIAL * (blocks + 1), dtype=cupy.float64)  # the blocks' partials, then the result
-    partials, result = work[:_METRICS_PARTIAL * blocks], work[_METRICS_PARTIAL * blocks:]
+    partials, result = work[: _METRICS_PARTIAL * blocks], work[_METRICS_PARTIAL * blocks :]
     if nodes:
         sizes = cupy.asarray(plan.class_sizes)
         store = bool(out)
-        name = (f"nnp::node_metrics_kernel<{DEVICE_COUNT_TYPES[counts.dtype.name]}, {str(store).lower()}, "
-                f"{str(plan.pair_terms).lower()}>")
+        name = (
+            f"nnp::node_metrics_kernel<{DEVICE_COUNT_TYPES[counts.dtype.name]}, {str(store).lower()}, "
+            f"{str(plan.pair_terms).lower()}>"
+        )
         null = np.uint64(0)  # a pointer the variant without node outputs never reads
         outs = tuple(out[f] for f in _METRIC_FIELDS) if store else (null,) * len(_METRIC_FIELDS)
-        _kernel("node_metrics.cuh", name)((blocks,), (_METRICS_BLOCK,), (
-            counts, np.int64(classes), np.int64(nodes), sizes, np.int64(plan.total), np.float64(plan.present),
-            np.float64(plan.h_y), np.float64(plan.log_k), *outs, partials))
+        _kernel("node_metrics.cuh", name)(
+            (blocks,),
+            (_METRICS_BLOCK,),
+            (
+                counts,
+                np.int64(classes),
+                np.int64(nodes),
+                sizes,
+                np.int64(plan.total),
+                np.float64(plan.present),
+                np.float64(plan.h_y),
+                np.float64(plan.log_k),
+                *outs,
+                partials,
+            ),
+        )
     # Also with no nodes: it writes the zero sums and counts read back below.
-    _kernel("node_metrics.cuh", "nnp_node_metrics_combine")((1,), (_METRICS_COMBINE,),
-                                                            (partials, np.int64(blocks), result))
+    _kernel("node_metrics.cuh", "nnp_node_metrics_combine")(
+        (1,), (_METRICS_COMBINE,), (partials, np.int64(blocks), result)
+    )
     return result.get()
 
 
-def node_metrics(counts: "cupy.ndarray", plan: "DevicePlan", *, stream: int,
-                 device: int) -> tuple[dict[str, "cupy.ndarray"], np.ndarray]:
+def node_metrics(
+    counts: cupy.ndarray, plan: DevicePlan, *, stream: int, device: int
+) -> tuple[dict[str, cupy.ndarray], np.ndarray]:
     """The node arrays on the counts' device, and the layer result (whose last entry counts bad counts)."""
     classes, nodes = counts.shape
     with cupy.cuda.Device(device), _stream(stream, device):
@@ -194,7 +255,7 @@ def node_metrics(counts: "cupy.ndarray", plan: "DevicePlan", *, stream: int,
     return out, result
 
 
-def layer_metrics(counts: "cupy.ndarray", plan: "DevicePlan", *, stream: int, device: int) -> np.ndarray:
+def layer_metrics(counts: cupy.ndarray, plan: DevicePlan, *, stream: int, device: int) -> np.ndarray:
     """The layer result: sums of f, p, u; how many of each; dead; always active; bad counts."""
     with cupy.cuda.Device(device), _stream(stream, device):
         return _metrics(counts, plan, {})

@@ -16,9 +16,9 @@ import numpy as np
 from numba import prange
 
 from .._kinds import Kind
+from .._segments import build_segments
 from ._numba_common import _jit, _num_threads
 from ._numba_metrics import layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
-from .._segments import build_segments
 
 # "auto" counts directly while one thread's narrow table stays about L2/L3-sized;
 # beyond it the table thrashes and the class-sorted sweep wins (performance.md).
@@ -45,8 +45,11 @@ def _flat_rows(acts: np.ndarray) -> tuple[np.ndarray, int]:
     """
     S, N = acts.shape
     isz = acts.itemsize
-    if (S > 1 and (acts.strides[0] % isz or acts.strides[0] < 0)) or (N > 1 and acts.strides[1] != isz) \
-            or acts.ctypes.data % isz:
+    if (
+        (S > 1 and (acts.strides[0] % isz or acts.strides[0] < 0))
+        or (N > 1 and acts.strides[1] != isz)
+        or acts.ctypes.data % isz
+    ):
         # Only rows of adjacent, aligned nodes, whole elements apart in increasing order, can be
         # addressed by index in one flat view (the public boundary already copied anything else).
         acts = acts.copy(order="C")
@@ -71,8 +74,17 @@ def _bits(kind: Kind) -> tuple[np.generic, np.generic, np.generic]:
 def _make_direct(check: bool) -> Callable:
     @_jit(parallel=True)
     def direct(
-        flat: np.ndarray, rs: int, S: int, N: int, labels: np.ndarray, zero: np.unsignedinteger,
-        inf: np.unsignedinteger, absm: np.unsignedinteger, narrow: np.ndarray, wide: np.ndarray, limit: int,
+        flat: np.ndarray,
+        rs: int,
+        S: int,
+        N: int,
+        labels: np.ndarray,
+        zero: np.unsignedinteger,
+        inf: np.unsignedinteger,
+        absm: np.unsignedinteger,
+        narrow: np.ndarray,
+        wide: np.ndarray,
+        limit: int,
         out: np.ndarray,
     ) -> bool:
         nt = narrow.shape[0]
@@ -112,7 +124,7 @@ def _make_direct(check: bool) -> Callable:
                 if has_wide:
                     for d in range(N):
                         out[c, d] += wide[t, c, d]
-        return bad.any()
+        return bool(bad.any())
 
     return direct
 
@@ -120,8 +132,19 @@ def _make_direct(check: bool) -> Callable:
 def _make_sorted(check: bool) -> Callable:
     @_jit(parallel=True)
     def sorted_(
-        flat: np.ndarray, rs: int, S: int, N: int, labels: np.ndarray, C: int, zero: np.unsignedinteger,
-        inf: np.unsignedinteger, absm: np.unsignedinteger, buf_proto: np.ndarray, limit: int, tile: int, nt: int,
+        flat: np.ndarray,
+        rs: int,
+        S: int,
+        N: int,
+        labels: np.ndarray,
+        C: int,
+        zero: np.unsignedinteger,
+        inf: np.unsignedinteger,
+        absm: np.unsignedinteger,
+        buf_proto: np.ndarray,
+        limit: int,
+        tile: int,
+        nt: int,
         out: np.ndarray,
     ) -> bool:
         # buf_proto is an empty array of the counter dtype: Numba specialises on it,
@@ -164,7 +187,7 @@ def _make_sorted(check: bool) -> Callable:
                             out[c, a + j] += buf[j]
                             buf[j] = 0
             bad[t] = seen
-        return bad.any()
+        return bool(bad.any())
 
     return sorted_
 
@@ -172,8 +195,17 @@ def _make_sorted(check: bool) -> Callable:
 def _make_pack(check: bool) -> Callable:
     @_jit(parallel=True)
     def pack(
-        flat: np.ndarray, rs: int, S: int, N: int, zero: np.unsignedinteger, inf: np.unsignedinteger,
-        absm: np.unsignedinteger, bitv: np.ndarray, tile: int, nt: int, words: np.ndarray,
+        flat: np.ndarray,
+        rs: int,
+        S: int,
+        N: int,
+        zero: np.unsignedinteger,
+        inf: np.unsignedinteger,
+        absm: np.unsignedinteger,
+        bitv: np.ndarray,
+        tile: int,
+        nt: int,
+        words: np.ndarray,
     ) -> bool:
         # Rows are OR-ed into accumulators as wide as the element (bitv[k] = 1 << k),
         # so compare and OR share one vector lane width; every G = lane-bits rows
@@ -226,7 +258,7 @@ def _make_pack(check: bool) -> Callable:
                     for j in range(w):
                         out[j, col] = wd[j]
             bad[t] = seen
-        return bad.any()
+        return bool(bad.any())
 
     return pack
 
@@ -234,9 +266,21 @@ def _make_pack(check: bool) -> Callable:
 def _make_count_pack(check: bool) -> Callable:
     @_jit(parallel=True)
     def count_pack(
-        flat: np.ndarray, rs: int, S: int, N: int, labels: np.ndarray, zero: np.unsignedinteger,
-        inf: np.unsignedinteger, absm: np.unsignedinteger, bitv: np.ndarray, tile: int, narrow: np.ndarray,
-        wide: np.ndarray, limit: int, out: np.ndarray, words: np.ndarray,
+        flat: np.ndarray,
+        rs: int,
+        S: int,
+        N: int,
+        labels: np.ndarray,
+        zero: np.unsignedinteger,
+        inf: np.unsignedinteger,
+        absm: np.unsignedinteger,
+        bitv: np.ndarray,
+        tile: int,
+        narrow: np.ndarray,
+        wide: np.ndarray,
+        limit: int,
+        out: np.ndarray,
+        words: np.ndarray,
     ) -> bool:
         # pack's sweep with direct's counting in the same inner loop: each value is
         # compared once and its 0/1 goes both to the row's bit lane and to the
@@ -312,7 +356,7 @@ def _make_count_pack(check: bool) -> Callable:
                 if has_wide:
                     for d in range(N):
                         out[c, d] += wide[t, c, d]
-        return bad.any()
+        return bool(bad.any())
 
     return count_pack
 
@@ -459,13 +503,29 @@ def count_and_pack(
         narrow = np.zeros((nt, C, N), cdt)
         rows_per = -(-S // nt) + 512
         wide = np.zeros((nt if rows_per > limit else 0, C, N), np.int64)
-        bad = _COUNT_PACK[check](flat, rs, S, N, labels, zero, inf, absm, bitv, min(N, PACK_TILE), narrow, wide,
-                                 limit, out, packed.view(np.uint64))
+        bad = _COUNT_PACK[check](
+            flat,
+            rs,
+            S,
+            N,
+            labels,
+            zero,
+            inf,
+            absm,
+            bitv,
+            min(N, PACK_TILE),
+            narrow,
+            wide,
+            limit,
+            out,
+            packed.view(np.uint64),
+        )
     return out, packed, bool(bad)
 
 
-def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                        threads: int | None = None) -> np.ndarray:
+def packed_class_counts(
+    packed: np.ndarray, labels: np.ndarray, num_classes: int, *, threads: int | None = None
+) -> np.ndarray:
     """-> counts int64 [num_classes, N], from the class segments of the labels."""
     segments = build_segments(labels, num_classes)
     N = packed.shape[0]

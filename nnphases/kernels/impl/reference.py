@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
 from .._kinds import Kind
+from ..metrics import LayerMetrics, NodeMetrics, layer_metrics_np, node_metrics_np
 
 _CHUNK_ELEMENTS = 1 << 22
 _FLOATS = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
@@ -29,56 +29,73 @@ def _rows_per_chunk(nodes: int, multiple: int = 8) -> int:
     return max(multiple, _CHUNK_ELEMENTS // max(nodes, 1) // multiple * multiple)
 
 
-def class_counts(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                 threads: int | None = None, strategy: str = "auto",
-                 out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+def class_counts(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None = None,
+    strategy: str = "auto",
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
     samples, nodes = acts.shape
     if out is None:
         out = np.zeros((num_classes, nodes), dtype=np.int64)
     bad = False
     step = _rows_per_chunk(nodes)
     for s in range(0, samples, step):
-        active, nonfinite = _active(acts[s:s + step], kind)
+        active, nonfinite = _active(acts[s : s + step], kind)
         bad |= nonfinite
-        lab = labels[s:s + step]
+        lab = labels[s : s + step]
         for c in np.unique(lab):
             out[c] += active[lab == c].sum(axis=0, dtype=np.int64)
     return out, bad and check_finite
 
 
-def pack_masks(acts: np.ndarray, kind: Kind, *, check_finite: bool,
-               threads: int | None = None) -> tuple[np.ndarray, bool]:
+def pack_masks(
+    acts: np.ndarray, kind: Kind, *, check_finite: bool, threads: int | None = None
+) -> tuple[np.ndarray, bool]:
     samples, nodes = acts.shape
     out = np.zeros((nodes, -(-samples // 64) * 8), dtype=np.uint8)
     bad = False
     step = _rows_per_chunk(nodes)
     for s in range(0, samples, step):
-        active, nonfinite = _active(acts[s:s + step], kind)
+        active, nonfinite = _active(acts[s : s + step], kind)
         bad |= nonfinite
         packed = np.packbits(active, axis=0, bitorder="little")  # [ceil(rows / 8), nodes]
-        out[:, s // 8:s // 8 + packed.shape[0]] = packed.T
+        out[:, s // 8 : s // 8 + packed.shape[0]] = packed.T
     return out, bad and check_finite
 
 
-def count_and_pack(acts: np.ndarray, kind: Kind, labels: np.ndarray, num_classes: int, *, check_finite: bool,
-                   threads: int | None = None,
-                   out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+def count_and_pack(
+    acts: np.ndarray,
+    kind: Kind,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    check_finite: bool,
+    threads: int | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """The oracle of the fused kernels is the two kernels it fuses."""
     counts, bad = class_counts(acts, kind, labels, num_classes, check_finite=check_finite, out=out)
     packed, bad_pack = pack_masks(acts, kind, check_finite=check_finite)
     return counts, packed, bad or bad_pack
 
 
-def packed_class_counts(packed: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                        threads: int | None = None) -> np.ndarray:
+def packed_class_counts(
+    packed: np.ndarray, labels: np.ndarray, num_classes: int, *, threads: int | None = None
+) -> np.ndarray:
     nodes = packed.shape[0]
     samples = labels.shape[0]
     out = np.zeros((num_classes, nodes), dtype=np.int64)
     step = max(1, _CHUNK_ELEMENTS // max(samples, 1))
     for d in range(0, nodes, step):
-        bits = np.unpackbits(packed[d:d + step], axis=1, bitorder="little")[:, :samples]
+        bits = np.unpackbits(packed[d : d + step], axis=1, bitorder="little")[:, :samples]
         for c in np.unique(labels):
-            out[c, d:d + step] = bits[:, labels == c].sum(axis=1, dtype=np.int64)
+            out[c, d : d + step] = bits[:, labels == c].sum(axis=1, dtype=np.int64)
     return out
 
 
@@ -87,6 +104,7 @@ def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | 
     return node_metrics_np(counts, class_sizes)
 
 
-def layer_metrics(tables: list[np.ndarray], class_sizes: np.ndarray, *,
-                  threads: int | None = None) -> list[LayerMetrics]:
+def layer_metrics(
+    tables: list[np.ndarray], class_sizes: np.ndarray, *, threads: int | None = None
+) -> list[LayerMetrics]:
     return [layer_metrics_np(counts, class_sizes) for counts in tables]
