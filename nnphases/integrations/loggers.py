@@ -37,11 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
 from ..options import check, check_int, option
 from ..recording.schedule import MAX_STEP
-from ..store.runs import PathLike, layer_order
 from ..store import RunDir
+from ..store.runs import PathLike, layer_order
 
 __all__ = ["LoggerOptions", "Checkpoint", "read_checkpoint", "f_heatmap", "TensorBoardLogger", "WandbLogger",
            "log_run"]
@@ -258,7 +257,8 @@ def log_run(run: PathLike, tensorboard: PathLike | TensorBoardLogger | None = No
         raise ValueError(f"run: {str(Path(run))!r} holds no complete checkpoint to log")
     if tensorboard is None and (wandb is None or wandb is False):
         raise ValueError("log_run needs tensorboard= (a log folder) or wandb= (init arguments), got neither")
-    built, loggers = [], []
+    built: list[TensorBoardLogger | WandbLogger] = []
+    loggers: list[TensorBoardLogger | WandbLogger] = []
     try:
         if isinstance(tensorboard, TensorBoardLogger):
             loggers.append(tensorboard)

@@ -42,13 +42,15 @@ _REPEAT = re.compile(r"^(.*)_(\d+)$")
 
 
 class Site(NamedTuple):
-    """A ReLU call site: its `name` and the `shape` of one sample's activation there, e.g. ``(64, 16, 16)`` after a convolution or ``(320,)`` after a Linear layer."""
+    """A ReLU call site: its `name` and the `shape` of one sample's activation there, e.g. ``(64, 16, 16)`` after a
+    convolution or ``(320,)`` after a Linear layer."""
 
     name: str
     shape: tuple[int, ...]
 
     def num_nodes(self, per_channel: bool = False) -> int:
-        """Number of nodes the site contributes: every feature (C*H*W for a convolution), or with `per_channel` one per channel (dimension 1 of the batched output), matching the columns `ReluCapture` hands to its callback."""
+        """Number of nodes the site contributes: every feature (C*H*W for a convolution), or with `per_channel` one
+        per channel (dimension 1 of the batched output), matching the columns `ReluCapture` hands to its callback."""
         if per_channel and len(self.shape) > 1:
             return self.shape[0]
         return math.prod(self.shape)
@@ -84,7 +86,8 @@ def _is_relu(node: fx.Node, root: nn.Module) -> bool:
 
 
 def _name_relu_nodes(graph: fx.Graph, root: nn.Module) -> list[tuple[fx.Node, str]]:
-    """The graph's ReLU nodes in execution order, named: module calls first (path, then path_1, path_2 ... for repeated calls), then functional calls by node name, a suffix added only where a name is already taken."""
+    """The graph's ReLU nodes in execution order, named: module calls first (path, then path_1, path_2 ... for
+    repeated calls), then functional calls by node name, a suffix added only where a name is already taken."""
     relus = [n for n in graph.nodes if _is_relu(n, root)]
     names: dict[fx.Node, str] = {}
     taken: set[str] = set()
@@ -131,7 +134,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 class _ReluTap:
-    """Machinery shared by `ReluCapture` and `find_sites`: traces `model` (or falls back to hooks), validates `sites`, and calls `_on_relu(name, output)` for each selected ReLU call made through `forward` while open."""
+    """Machinery shared by `ReluCapture` and `find_sites`: traces `model` (or falls back to hooks), validates
+    `sites`, and calls `_on_relu(name, output)` for each selected ReLU call made through `forward` while open."""
 
     def __init__(self, model: nn.Module, sites: Iterable[str] | None) -> None:
         if not isinstance(model, nn.Module):
@@ -213,7 +217,10 @@ class _ReluTap:
                 tap = gm.graph.call_module(_TAP, (node, name))
             # Later ops consume the tap's output (the same tensor), which pins
             # the tap before any of them, in-place ops included.
-            node.replace_all_uses_with(tap, delete_user_cb=lambda user, tap=tap: user is not tap)
+            def other_than_tap(user: fx.Node, tap: fx.Node = tap) -> bool:
+                return user is not tap
+
+            node.replace_all_uses_with(tap, delete_user_cb=other_than_tap)
         gm.graph.lint()
         gm.recompile()
         self._graphs[key] = gm
@@ -251,7 +258,8 @@ class _ReluTap:
         self._open = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the model on `args` and `kwargs`, calling back at each selected ReLU site; returns exactly what the model returns."""
+        """Run the model on `args` and `kwargs`, calling back at each selected ReLU site; returns exactly what the
+        model returns."""
         if not self._open:
             raise RuntimeError("capture is not open: call it inside `with ReluCapture(...) as capture:`")
         if self.mode == "fx":
@@ -267,7 +275,19 @@ class _ReluTap:
 
 
 class ReluCapture(_ReluTap):
-    """Context manager that runs `model` and hands each ReLU site's output, per batch, to ``callback(name, acts)`` during the forward pass. `acts` is the detached output reshaped to ``[batch, nodes]``: by default one node per feature (C*H*W for a convolution); with `per_channel` one node per channel (dimension 1), its value the ``amax`` over positions, which is > 0 exactly when the channel is active at some position, since a ReLU output is >= 0. `acts` may be a view of a tensor that an in-place op overwrites right after the callback returns: reduce it at once (``acts > 0``, counts), never keep it, and never modify it. `sites` restricts the capture to those names (an unknown one raises ValueError listing the model's sites); the others cost nothing. Only calls through ``capture(x)`` (`forward`) inside the ``with`` block are seen; outputs are bitwise those of ``model(x)``, in train or eval mode, with or without gradients, on any device. The model is traced with torch.fx when created (a model without ReLU raises ValueError); one that does not trace is captured with forward hooks on its ``nn.ReLU`` modules, with a warning that functional ReLUs are missed (`mode` says which). `site_names` lists the captured sites in forward order (in hook mode, the selected names or the ReLU module paths, repeated calls being discovered while running)."""
+    """Context manager that runs `model` and hands each ReLU site's output, per batch, to ``callback(name, acts)``
+    during the forward pass. `acts` is the detached output reshaped to ``[batch, nodes]``: by default one node per
+    feature (C*H*W for a convolution); with `per_channel` one node per channel (dimension 1), its value the ``amax``
+    over positions, which is > 0 exactly when the channel is active at some position, since a ReLU output is >= 0.
+    `acts` may be a view of a tensor that an in-place op overwrites right after the callback returns: reduce it at
+    once (``acts > 0``, counts), never keep it, and never modify it. `sites` restricts the capture to those names (an
+    unknown one raises ValueError listing the model's sites); the others cost nothing. Only calls through
+    ``capture(x)`` (`forward`) inside the ``with`` block are seen; outputs are bitwise those of ``model(x)``, in
+    train or eval mode, with or without gradients, on any device. The model is traced with torch.fx when created (a
+    model without ReLU raises ValueError); one that does not trace is captured with forward hooks on its ``nn.ReLU``
+    modules, with a warning that functional ReLUs are missed (`mode` says which). `site_names` lists the captured
+    sites in forward order (in hook mode, the selected names or the ReLU module paths, repeated calls being
+    discovered while running)."""
 
     def __init__(
         self,
@@ -328,7 +348,11 @@ class _ShapeRecorder(_ReluTap):
 
 
 def find_sites(model: nn.Module, example_input: torch.Tensor | tuple[Any, ...]) -> list[Site]:
-    """Every ReLU call site of `model`, in forward order, with the shape of one sample's activation, found by running `example_input` (a tuple is unpacked as positional arguments) once. The run is made in eval mode under ``torch.no_grad`` so that batch-norm statistics stay untouched and a batch of one is accepted; every module's training flag is restored afterwards. A model that torch.fx cannot trace is searched with forward hooks, with the same warning as `ReluCapture`."""
+    """Every ReLU call site of `model`, in forward order, with the shape of one sample's activation, found by running
+    `example_input` (a tuple is unpacked as positional arguments) once. The run is made in eval mode under
+    ``torch.no_grad`` so that batch-norm statistics stay untouched and a batch of one is accepted; every module's
+    training flag is restored afterwards. A model that torch.fx cannot trace is searched with forward hooks, with the
+    same warning as `ReluCapture`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args = example_input if isinstance(example_input, tuple) else (example_input,)

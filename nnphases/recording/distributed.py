@@ -7,9 +7,10 @@ fixed point, correct counts; the fast probes' float64 statistics) are added at
 the end of each pass with one ``all_reduce(SUM)`` per dtype (an int64 buffer,
 and a float64 one when there are floats). Integer sums do not depend on how the
 samples were split, so a world of any size gives the counts, metrics and
-statistics of one process, bit for bit; float sums agree to rounding. A shard must not be padded: ``DistributedSampler`` repeats
-samples to make the shards equal, which would count them twice, so it is
-refused when it pads; :class:`UnpaddedSampler` is the sampler to use.
+statistics of one process, bit for bit; float sums agree to rounding. A
+shard must not be padded: ``DistributedSampler`` repeats samples to make the
+shards equal, which would count them twice, so it is refused when it pads;
+:class:`UnpaddedSampler` is the sampler to use.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...recording.measures import Measure
 from ...options import check, option
+from ...recording.measures import Measure
 from ...recording.recorder import Recorder, RecorderOptions
 from ...recording.schedule import MAX_PER_DECADE, Schedule
 
@@ -82,7 +82,8 @@ class _Driver:
             raise TypeError("eval_data must be (x, y) tensors or a re-iterable of (x, y) batches (a DataLoader), "
                             "got None")
         if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a nnphases.recording.schedule.Schedule or None, got {type(schedule).__name__}")
+            raise TypeError(f"schedule must be a nnphases.recording.schedule.Schedule or None, "
+                            f"got {type(schedule).__name__}")
         if output_fn is not None and not callable(output_fn):
             raise TypeError(f"output_fn must be callable as output_fn(model(x)) -> logits, got {output_fn!r}")
         if isinstance(loggers, (str, bytes)) or not isinstance(loggers, Sequence):
@@ -98,7 +99,8 @@ class _Driver:
         self.out, self.eval_data, self.train_data = out, eval_data, train_data
         self.measures, self.output_fn, self.loggers = measures, output_fn, list(loggers)
         self.recorder_options, self.seed, self.config = recorder_options, seed, config
-        self._given, self._stored = schedule, None
+        self._given = schedule
+        self._stored: Schedule | None = None  # the schedule a resumed run's checkpoint holds
         self.schedule: Schedule | None = None
         self.recorder: Recorder | None = None
         self._main = True

@@ -31,7 +31,8 @@ import torch
 try:
     import lightning.pytorch as pl
 except ImportError as e:  # the core never needs Lightning; only this module does
-    raise ImportError(f"nnphases.integrations.callbacks.lightning needs Lightning ({e}): pip install 'nnphases[lightning]'") from e
+    raise ImportError(f"nnphases.integrations.callbacks.lightning needs Lightning ({e}): "
+                      "pip install 'nnphases[lightning]'") from e
 
 from ...recording.measures import Measure
 from ...recording.recorder import Recorder, RecorderOptions
@@ -42,7 +43,8 @@ __all__ = ["NnphasesCallback"]
 
 
 class NnphasesCallback(pl.Callback):
-    """Runs a :class:`~nnphases.recording.recorder.Recorder` on the LightningModule at the trainer's global optimizer steps.
+    """Runs a :class:`~nnphases.recording.recorder.Recorder` on the LightningModule at the trainer's global
+    optimizer steps.
 
     ``out``: the run folder. ``eval_data``: ``(x, y)`` tensors or a
     re-iterable of ``(x, y)`` batches (a DataLoader) of the callback's own,

@@ -27,8 +27,9 @@ _LIMIT = 2**30  # a per-sample loss this large is a diverged run; it also keeps 
 
 @dataclass(frozen=True)
 class EvalStatsOptions:
-    loss_fn: Any = option(None, help="loss(logits, y) -> per-sample losses [batch] (or the batch mean); default: "
-                                     "cross-entropy per sample")
+    # option() returns a dataclasses.field, which ruff cannot see from here.
+    loss_fn: Any = option(None, help="loss(logits, y) -> per-sample losses [batch] (or the batch mean); "  # noqa: RUF009
+                                     "default: cross-entropy per sample")
 
     def __post_init__(self) -> None:
         check(self)

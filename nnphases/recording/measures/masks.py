@@ -14,7 +14,7 @@ from ... import kernels
 from ...options import check, option
 from ...store.masks import MaskWriter
 from ..stream import Batch
-from ._base import Binding, Measure, Pass, PlanRow
+from ._base import Binding, Measure, Output, Pass, PlanRow
 from .sample_sets import node_view, nodes_of
 
 
@@ -32,7 +32,8 @@ class MasksOptions:
     def __post_init__(self) -> None:
         check(self)
         if self.backend is not None and self.backend not in kernels.BACKENDS:
-            raise ValueError(f"backend (--mask-backend) must be one of {', '.join(kernels.BACKENDS)}; got {self.backend!r}")
+            raise ValueError(f"backend (--mask-backend) must be one of {', '.join(kernels.BACKENDS)}; "
+                             f"got {self.backend!r}")
 
 
 class Masks(Measure):
@@ -69,7 +70,7 @@ class Masks(Measure):
                                       attributes={"layers": list(self.sites)})
         from concurrent.futures import ThreadPoolExecutor
 
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-masks")
+        self._io: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-masks")
         self._writers = {s: MaskWriter(self._group, mask_array_name(s), n, self.cols, {"layer": s}, self._io)
                          for s, n in self.nodes.items()}
 
@@ -83,7 +84,7 @@ class Masks(Measure):
         the same pass over the activations)."""
         self._writers[site].append(np.asarray(packed.cpu()), samples)
 
-    def compute(self):  # type: ignore[no-untyped-def]
+    def compute(self) -> Output:
         try:
             for w in self._writers.values():
                 w.close()
@@ -93,8 +94,9 @@ class Masks(Measure):
 
     def abort(self) -> None:
         # Nothing may still write into the checkpoint folder once the Recorder removes or renames it.
-        if getattr(self, "_io", None) is not None:
-            self._io.shutdown(wait=True, cancel_futures=True)
+        io = getattr(self, "_io", None)  # None before begin() and after an abort
+        if io is not None:
+            io.shutdown(wait=True, cancel_futures=True)
             self._io = None
         self._writers = {}
 

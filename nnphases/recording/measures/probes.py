@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..distributed import reduce_device, shard_range, world
 from ...options import check, option
 from ...store import register_table
+from ..distributed import reduce_device, shard_range, world
 from ..stream import Batch
 from ._base import Binding, Measure, Output, Pass, PlanRow
 

@@ -95,7 +95,7 @@ def sample_set_tables(counts: dict[str, np.ndarray], class_sizes: np.ndarray, *,
     # Layer rows first: the metric kernels validate the counts against the class sizes.
     out: dict[str, TableLike] = {"layers": lambda: layer_rows(counts, class_sizes)}
     if tabled:
-        out["nodes"] = lambda: node_columns(counts, class_sizes, tabled)  # type: ignore[return-value]
+        out["nodes"] = lambda: node_columns(counts, class_sizes, tabled)
     return out
 
 
