@@ -127,9 +127,9 @@ class PaperProbe:
                              f"{', with reduce' if reduce is not None else ''}")
         if reduce is None:
             self._features: Callable[[torch.Tensor], torch.Tensor] = lambda a: a.reshape(a.shape[0], -1)
-            self.reduction = "none"
+            self.reduction: str | None = "none"  # None until fit() reads a RidgeProbe's choice
         elif hasattr(reduce, "reduce") and hasattr(reduce, "reduction"):  # a RidgeProbe: its reduction
-            self._features, self.reduction = reduce.reduce, None  # type: ignore[assignment]
+            self._features, self.reduction = reduce.reduce, None
             self._reducer = reduce
         elif callable(reduce):
             self._features, self.reduction = reduce, "custom"
@@ -186,20 +186,30 @@ class PaperProbe:
     def _target(self, r: torch.Tensor) -> torch.Tensor:
         return r if self.decoder == "conv" else r.reshape(r.shape[0], -1)
 
-    def _build(self, features: int) -> None:
-        self.classifier = nn.Linear(features, self.num_classes)
+    def _build(self, features: int) -> tuple[nn.Module, nn.Module]:
+        """The classifier and the decoder, also kept as ``self.classifier`` and ``self.decoder_model``."""
+        self.classifier = classifier = nn.Linear(features, self.num_classes)
+        decoder_model: nn.Module
         if self.decoder == "conv":
             act, inp = self.act_shape, self.input_shape
             assert len(act) == 3 and len(inp) == 3  # __init__ takes the conv decoder only for [C, H, W] shapes
-            self.decoder_model = conv_decoder(act, inp, self.channels)
+            self.decoder_model = decoder_model = conv_decoder(act, inp, self.channels)
         else:
-            self.decoder_model = dense_decoder(features, self.input_dim, self.hidden)
+            self.decoder_model = decoder_model = dense_decoder(features, self.input_dim, self.hidden)
         prev = self.warm_start
         if prev is not None and prev["features"] == features and prev["decoder"] == self.decoder:
-            self.classifier.load_state_dict(prev["classifier"])
-            self.decoder_model.load_state_dict(prev["decoder_model"])
-        self.classifier.to(self.device)
-        self.decoder_model.to(self.device)
+            classifier.load_state_dict(prev["classifier"])
+            decoder_model.load_state_dict(prev["decoder_model"])
+        classifier.to(self.device)
+        decoder_model.to(self.device)
+        return classifier, decoder_model
+
+    def _models(self, what: str) -> tuple[nn.Module, nn.Module]:
+        """The trained classifier and decoder; RuntimeError before :meth:`fit`."""
+        if self.classifier is None:
+            raise RuntimeError(f"{what} needs fit() first")
+        assert self.decoder_model is not None  # _build makes both
+        return self.classifier, self.decoder_model
 
     def fit(self) -> None:
         """Train the classifier and the decoder on the kept batches, score the training accuracy, free them."""
@@ -215,14 +225,14 @@ class PaperProbe:
         with torch.random.fork_rng(devices=fork), torch.enable_grad():
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
-            self._build(self.features)
-            _train(self.classifier, torch.optim.SGD(self.classifier.parameters(), lr=self.classifier_lr),  # type: ignore[arg-type, union-attr]
+            classifier, decoder_model = self._build(self.features)
+            _train(classifier, torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr),
                    nn.functional.cross_entropy, feats, y, self.classifier_epochs, self.batch, gen, "classifier")
-            _train(self.decoder_model, torch.optim.Adam(self.decoder_model.parameters(), lr=self.decoder_lr),  # type: ignore[arg-type, union-attr]
+            _train(decoder_model, torch.optim.Adam(decoder_model.parameters(), lr=self.decoder_lr),
                    nn.functional.mse_loss, self._decoder_in(acts), self._target(r), self.decoder_epochs,
                    self.batch, gen, "decoder")
         with torch.no_grad():
-            correct = sum(int((self.classifier(f).argmax(1) == t).sum())  # type: ignore[misc]
+            correct = sum(int((classifier(f).argmax(1) == t).sum())
                           for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH), strict=True))
         self.train_accuracy = correct / self.n_train
         self.warm_start = None  # keep no chain of earlier probes alive
@@ -231,20 +241,19 @@ class PaperProbe:
         """The trained models (CPU copies) for ``warm_start`` of a later probe; None before :meth:`fit`."""
         if self.classifier is None:
             return None
+        classifier, decoder_model = self._models("state")
         return {"features": self.features, "decoder": self.decoder,
-                "classifier": {k: v.detach().cpu().clone() for k, v in self.classifier.state_dict().items()},
-                "decoder_model": {k: v.detach().cpu().clone()
-                                  for k, v in self.decoder_model.state_dict().items()}}  # type: ignore[union-attr]
+                "classifier": {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},
+                "decoder_model": {k: v.detach().cpu().clone() for k, v in decoder_model.state_dict().items()}}
 
     @torch.no_grad()
     def update_test(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
         """Accumulate the test accuracy, the reconstruction squared error and the test inputs' moments."""
-        if self.classifier is None:
-            raise RuntimeError("update_test needs fit() first")
+        classifier, decoder_model = self._models("update_test")
         a, y, r = self._prepare(acts, labels, inputs)
         for ab, yb, rb in zip(a.split(_SCORE_BATCH), y.split(_SCORE_BATCH), r.split(_SCORE_BATCH), strict=True):
-            self._test_correct += int((self.classifier(self._feats(ab)).argmax(1) == yb).sum())
-            err = self.decoder_model(self._decoder_in(ab)).double() - self._target(rb).double()  # type: ignore[misc]
+            self._test_correct += int((classifier(self._feats(ab)).argmax(1) == yb).sum())
+            err = decoder_model(self._decoder_in(ab)).double() - self._target(rb).double()
             self._test_sse += float((err**2).sum())
             self._test_moments.add(rb.reshape(rb.shape[0], -1).double())
         self._test_n += a.shape[0]

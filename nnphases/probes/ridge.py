@@ -191,20 +191,21 @@ class RidgeProbe:
             raise ValueError(f"activations per sample have shape {shape} ({math.prod(shape)} values), "
                              f"but num_features={self.num_features}")
         req = self.requested_reduction
-        conv = shape is not None and len(shape) == 3
+        channels = shape[0] if shape is not None and len(shape) == 3 else None  # conv activations [C, H, W]
         if req == "auto":
             if self.num_features <= self.max_features:
                 req = "none"
-            elif conv and shape[0] <= self.max_features:  # type: ignore[index]
+            elif channels is not None and channels <= self.max_features:
                 req = "pool"
             else:
                 req = "project"
-        if req == "pool" and not conv:
+        if req == "pool" and channels is None:
             raise ValueError(f"reduction='pool' needs conv activations [B, C, H, W]; got per-sample shape {shape}")
         if req == "none":
             f = self.num_features
         elif req == "pool":
-            f = shape[0]  # type: ignore[index]
+            assert channels is not None  # refused above otherwise
+            f = channels
         else:
             f = self.max_features
             gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -241,7 +242,8 @@ class RidgeProbe:
             return a.mean(dim=(2, 3))
         x = a.reshape(a.shape[0], -1)
         if self.reduction == "project":
-            return x @ self._proj  # type: ignore[operator]
+            assert self._proj is not None  # _decide made it with the "project" reduction
+            return x @ self._proj
         return x
 
     def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
@@ -290,9 +292,11 @@ class RidgeProbe:
                 continue
             idx = torch.nonzero(m).reshape(-1).to(self.device)  # built on the host: selecting rows needs no sync
             xs, ys, rs = (t.index_select(0, idx) for t in (x, yh, r))
-            part.add(xs, ys, rs)  # type: ignore[union-attr]
+            assert part is not None  # _prepare's reduce() decided the reduction, which made the statistics
+            part.add(xs, ys, rs)
             if dec is not None:
-                dec_part.add(dec.index_select(0, idx), None, rs)  # type: ignore[union-attr]
+                assert dec_part is not None  # made with _rf, from which dec comes
+                dec_part.add(dec.index_select(0, idx), None, rs)
         self._seen += b
         if self.scores_in_fit:
             self._kept.append((x, y))
@@ -342,8 +346,9 @@ class RidgeProbe:
         """Take back :meth:`sums` of pass ``p`` once added across processes."""
         if p == "train":
             for name, part in (("fit", self._train), ("hold", self._hold)):
+                assert part is not None  # sums() of the train pass required them
                 keys = ("xtx", "xty", "xtr", "rr", "n")
-                part.load({k: sums[f"{name}.{k}"] for k in keys})  # type: ignore[union-attr]
+                part.load({k: sums[f"{name}.{k}"] for k in keys})
         if "score" in sums:
             self._score_n, self._score_correct = (int(v) for v in sums["score"].tolist())
         if p == "eval":
@@ -395,9 +400,10 @@ class RidgeProbe:
             self.w_dec, self.decoder_ridge = _ridge_solve(stats["xtx"], stats["xtr"], lam), lam
         else:
             t, h = self._dec_train, self._dec_hold
-            xtx, xtr = t.xtx + h.xtx, t.xtr + h.xtr  # type: ignore[union-attr]
+            assert t is not None and h is not None  # _decide made them with _rf
+            xtx, xtr = t.xtx + h.xtx, t.xtr + h.xtr
             if isinstance(self.ridge_setting, str):
-                kd, _ = self._search(t, h, "xtr", lambda part: part.rr)  # type: ignore[arg-type]
+                kd, _ = self._search(t, h, "xtr", lambda part: part.rr)
                 lam_dec = self._lam0(xtx) * 10.0**kd
             else:
                 lam_dec = float(self.ridge_setting)
