@@ -188,7 +188,8 @@ class Config:
                 continue
             leaf = leaves[key]
             if leaf.group in groups:
-                groups[leaf.group][leaf.field] = value  # type: ignore[index]
+                assert leaf.field is not None  # only a measure's on/off switch has no field
+                groups[leaf.group][leaf.field] = value
             elif leaf.field is None:
                 if not isinstance(value, bool):
                     raise TypeError(f"{key} must be true or false, got {value!r}")
@@ -216,7 +217,8 @@ class Config:
         out: dict[str, Any] = {}
         for name, leaf in flat_options().items():
             if leaf.group in _GROUPS:
-                out[name] = getattr(getattr(self, leaf.group), leaf.field)  # type: ignore[arg-type]
+                assert leaf.field is not None  # only a measure's on/off switch has no field
+                out[name] = getattr(getattr(self, leaf.group), leaf.field)
                 continue
             opts = self.measures.get(leaf.group.split(".", 1)[1])
             if leaf.field is None:

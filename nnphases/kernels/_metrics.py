@@ -145,7 +145,7 @@ def out_of_range(counts: np.ndarray, class_sizes: np.ndarray, table: int | None 
     try:
         validate_counts(counts, class_sizes)
     except ValueError as e:
-        e.table = table  # type: ignore[attr-defined]
+        e.table = table  # type: ignore[attr-defined]  # an attribute of this error only, which the boundary reads
         raise
     raise AssertionError("a metric kernel flagged a count out of range that the boundary's check accepts")
 

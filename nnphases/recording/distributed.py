@@ -80,7 +80,7 @@ def check_unpadded(data: Any, name: str) -> None:
         return
     sampler = data.sampler if data.batch_sampler is None else getattr(data.batch_sampler, "sampler", data.sampler)
     if isinstance(sampler, DistributedSampler):
-        n = len(sampler.dataset)  # type: ignore[arg-type]
+        n = len(sampler.dataset)  # type: ignore[arg-type]  # a Dataset need not be Sized; this sampler's is
         if sampler.total_size != n:
             raise ValueError(f"{name} uses a DistributedSampler that pads {n} samples to {sampler.total_size} "
                              f"(repeating {sampler.total_size - n}), which would count them twice; use "

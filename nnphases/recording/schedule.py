@@ -204,7 +204,7 @@ class Schedule:
 
     def __contains__(self, step: object) -> bool:
         try:
-            s = operator.index(step)  # type: ignore[arg-type]
+            s = operator.index(step)  # type: ignore[arg-type]  # any object: TypeError (caught) for a non-integer
         except TypeError:
             return False
         i = bisect.bisect_left(self.steps, s)

@@ -110,7 +110,7 @@ def float_value(value: object, name: str) -> float:
     if isinstance(value, (bool, str, bytes)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]  # any object: TypeError (caught) for a non-number
     except TypeError:
         raise TypeError(f"{name} must be a number, got {value!r}") from None
 

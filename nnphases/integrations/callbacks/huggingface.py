@@ -94,7 +94,7 @@ class NnphasesCallback(TrainerCallback):
         def planned() -> tuple[Any, Any]:
             loader = kwargs.get("train_dataloader")
             try:
-                batches = len(loader)  # type: ignore[arg-type]
+                batches = len(loader)  # type: ignore[arg-type]  # any loader: TypeError (caught) without a length
             except TypeError:
                 return state.max_steps, None
             return state.max_steps, max(1, math.ceil(batches / args.gradient_accumulation_steps))
