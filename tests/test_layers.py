@@ -15,10 +15,11 @@ LEVELS = {
     "nnphases.options": 0,
     "nnphases.kernels": 1, "nnphases.probes": 1,
     "nnphases.store": 2,
-    "nnphases.recording": 3, "nnphases.analysis": 3,
-    "nnphases.integrations": 4, "nnphases.experiments": 4,
-    "nnphases.cli": 5,
-    "nnphases": 6, "nnphases.__main__": 6,  # the public face and the entry point
+    "nnphases.recording": 3,
+    "nnphases.analysis": 4,  # above recording: the built-in measures declare the tables it reads
+    "nnphases.integrations": 5, "nnphases.experiments": 5,
+    "nnphases.cli": 6,
+    "nnphases": 7, "nnphases.__main__": 7,  # the public face and the entry point
 }
 # The native extension, built at the package root by setup.py, is the kernels' own (its backends call it).
 NATIVE = {"nnphases._C": "nnphases.kernels"}

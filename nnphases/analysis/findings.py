@@ -100,13 +100,13 @@ def _ep(x: float) -> str:
 class _Series:
     """Seed-mean layer metrics as step x layer matrices."""
 
-    steps: np.ndarray          # int [T], ascending
-    epochs: np.ndarray         # float [T]
+    steps: np.ndarray  # int [T], ascending
+    epochs: np.ndarray  # float [T]
     layers: list[str]
-    f: np.ndarray              # [T, L]
+    f: np.ndarray  # [T, L]
     p: np.ndarray
     u: np.ndarray
-    has_init: bool             # steps[0] == 0
+    has_init: bool  # steps[0] == 0
 
     @property
     def init_label(self) -> str:
@@ -122,8 +122,9 @@ def _series(layers_table: pd.DataFrame) -> _Series | None:
     epochs = m.groupby("step")["epoch"].mean().reindex(steps).to_numpy(dtype=float)
     mats = {}
     for v in ("f", "p", "u"):
-        mats[v] = (m.pivot(index="step", columns="layer", values=v)
-                   .reindex(index=steps, columns=order).to_numpy(dtype=float))
+        mats[v] = (
+            m.pivot(index="step", columns="layer", values=v).reindex(index=steps, columns=order).to_numpy(dtype=float)
+        )
     return _Series(steps, epochs, order, mats["f"], mats["p"], mats["u"], bool(steps[0] == 0))
 
 
@@ -142,7 +143,7 @@ class _Curve:
     init: float
     peak: float
     peak_epoch: float
-    peak_index: int            # index into the full series
+    peak_index: int  # index into the full series
     last: float
     last_epoch: float
     last_index: int
@@ -164,8 +165,12 @@ def _need_measurements(s: _Series | None, name: str, minimum: int = 3) -> Findin
     if s is None:
         return Finding(name, False, "no layer measurements (no complete checkpoints in the runs)")
     if len(s.steps) < minimum:
-        return Finding(name, False, f"only {len(s.steps)} measurement(s) (step(s) {list(map(int, s.steps))}); "
-                                    f"need at least {minimum} (init and {minimum - 1} after it)")
+        return Finding(
+            name,
+            False,
+            f"only {len(s.steps)} measurement(s) (step(s) {list(map(int, s.steps))}); "
+            f"need at least {minimum} (init and {minimum - 1} after it)",
+        )
     return None
 
 
@@ -188,9 +193,11 @@ def _a_rise_fall(s: _Series | None, rise_margin: float, fall_margin: float) -> F
         if cl and np.isfinite(cl.init) and cl.peak - cl.init > rise_margin and cl.peak - cl.last >= fall_margin:
             per_layer += 1
     holds = bool(rise > rise_margin and fall >= fall_margin)
-    detail = (f"mean f over layers: {s.init_label} {_fmt(c.init)}, peak {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)}, "
-              f"last {_fmt(c.last)} at epoch {_ep(c.last_epoch)}; rise {rise:+.3f} (needs > {rise_margin:g}), "
-              f"fall {fall:.3f} (needs >= {fall_margin:g}); {per_layer}/{len(s.layers)} layers rise then fall")
+    detail = (
+        f"mean f over layers: {s.init_label} {_fmt(c.init)}, peak {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)}, "
+        f"last {_fmt(c.last)} at epoch {_ep(c.last_epoch)}; rise {rise:+.3f} (needs > {rise_margin:g}), "
+        f"fall {fall:.3f} (needs >= {fall_margin:g}); {per_layer}/{len(s.layers)} layers rise then fall"
+    )
     return Finding(name, holds, detail)
 
 
@@ -213,14 +220,18 @@ def _loss_onset(stats: pd.DataFrame, loss_drop: float) -> tuple[float | None, st
     plateau = np.maximum.accumulate(loss)
     for t in range(1, len(loss)):
         if loss[t] < loss_drop * plateau[t - 1]:
-            return float(ep[t]), (f"{split} loss starts to fall at epoch {_ep(ep[t])} "
-                                  f"({_fmt(loss[t])} < {loss_drop:g} x plateau {_fmt(plateau[t - 1])})")
-    return None, (f"{split} loss never drops below {loss_drop:g} x its running maximum "
-                  f"(from {_fmt(loss[0])} to {_fmt(loss[-1])})")
+            return float(ep[t]), (
+                f"{split} loss starts to fall at epoch {_ep(ep[t])} "
+                f"({_fmt(loss[t])} < {loss_drop:g} x plateau {_fmt(plateau[t - 1])})"
+            )
+    return None, (
+        f"{split} loss never drops below {loss_drop:g} x its running maximum (from {_fmt(loss[0])} to {_fmt(loss[-1])})"
+    )
 
 
-def _b_fall_with_loss(s: _Series | None, stats: pd.DataFrame, fall_margin: float,
-                      loss_drop: float, epoch_factor: float) -> Finding:
+def _b_fall_with_loss(
+    s: _Series | None, stats: pd.DataFrame, fall_margin: float, loss_drop: float, epoch_factor: float
+) -> Finding:
     name = NAMES[1]
     if (bad := _need_measurements(s, name)) is not None:
         return bad
@@ -238,8 +249,9 @@ def _b_fall_with_loss(s: _Series | None, stats: pd.DataFrame, fall_margin: float
         return Finding(name, False, f"{fpart}; {note}; epochs must be > 0 to compare")
     ratio = c.peak_epoch / onset
     holds = bool(max(ratio, 1 / ratio) <= epoch_factor)
-    return Finding(name, holds, f"{fpart}; {note}; peak/onset epoch ratio {_ep(ratio)} "
-                                f"(needs within x{epoch_factor:g})")
+    return Finding(
+        name, holds, f"{fpart}; {note}; peak/onset epoch ratio {_ep(ratio)} (needs within x{epoch_factor:g})"
+    )
 
 
 def _c_first_layer(s: _Series | None) -> Finding:
@@ -257,8 +269,10 @@ def _c_first_layer(s: _Series | None) -> Finding:
         if c is None:
             parts.append(f"{li + 1} [{layer}]: undefined")
         else:
-            parts.append(f"{li + 1} [{layer}]: {_fmt(d)} (peak {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)} "
-                         f"-> last {_fmt(c.last)})")
+            parts.append(
+                f"{li + 1} [{layer}]: {_fmt(d)} (peak {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)} "
+                f"-> last {_fmt(c.last)})"
+            )
     d1 = drops[0]
     others = [d for d in drops[1:] if np.isfinite(d)]
     if not np.isfinite(d1) or not others:
@@ -279,8 +293,9 @@ def _d_predictability(s: _Series | None, last_fraction: float) -> Finding:
     k = max(1, math.ceil(last_fraction * n_post))
     tail = s.p[-k:]
     finite = np.isfinite(tail)
-    p_late = np.where(finite.any(axis=0),
-                      np.where(finite, tail, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan)
+    p_late = np.where(
+        finite.any(axis=0), np.where(finite, tail, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan
+    )
     rises, defined, parts = 0, 0, []
     for li in range(len(s.layers)):
         c = _curve(s.p[:, li], s.epochs)
@@ -293,15 +308,21 @@ def _d_predictability(s: _Series | None, last_fraction: float) -> Finding:
     ok = np.isfinite(p_late)
     depth_txt = ", ".join(_fmt(x) for x in p_late)
     if ok.sum() < 2:
-        return Finding(name, False, f"p is undefined (NaN) late in training for {int((~ok).sum())} of "
-                                    f"{len(ok)} layer(s) ({depth_txt}); need at least two defined layers "
-                                    f"to correlate with depth")
+        return Finding(
+            name,
+            False,
+            f"p is undefined (NaN) late in training for {int((~ok).sum())} of "
+            f"{len(ok)} layer(s) ({depth_txt}); need at least two defined layers "
+            f"to correlate with depth",
+        )
     rho = spearman(np.arange(len(s.layers))[ok].astype(float), p_late[ok])
     rise_ok = defined > 0 and rises > defined / 2
     depth_ok = bool(np.isfinite(rho) and rho > 0)
-    detail = (f"p {s.init_label}->last per layer: {', '.join(parts)} ({rises}/{defined} rise, needs > half); "
-              f"mean p over the last {k} measurement(s) by depth: {depth_txt}; "
-              f"Spearman(depth, p) = {_fmt(rho)} (needs > 0)")
+    detail = (
+        f"p {s.init_label}->last per layer: {', '.join(parts)} ({rises}/{defined} rise, needs > half); "
+        f"mean p over the last {k} measurement(s) by depth: {depth_txt}; "
+        f"Spearman(depth, p) = {_fmt(rho)} (needs > 0)"
+    )
     return Finding(name, bool(rise_ok and depth_ok), detail)
 
 
@@ -324,9 +345,11 @@ def _e_informativeness(s: _Series | None, u_ceiling: float, require_dip: bool) -
     rises = c.peak > c.init
     dips = dip > 0 if require_dip else dip >= 0
     below = bool(np.isfinite(u_top) and u_top < u_ceiling)
-    detail = (f"mean u over layers: {s.init_label} {_fmt(c.init)}, max {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)}, "
-              f"last {_fmt(c.last)} (dip {dip:.3f}); highest layer u {_fmt(u_top)} "
-              f"(layer {u_top_layer}, epoch {_ep(u_top_epoch)}; needs < {u_ceiling:g})")
+    detail = (
+        f"mean u over layers: {s.init_label} {_fmt(c.init)}, max {_fmt(c.peak)} at epoch {_ep(c.peak_epoch)}, "
+        f"last {_fmt(c.last)} (dip {dip:.3f}); highest layer u {_fmt(u_top)} "
+        f"(layer {u_top_layer}, epoch {_ep(u_top_epoch)}; needs < {u_ceiling:g})"
+    )
     return Finding(name, bool(rises and dips and below), detail)
 
 

@@ -72,23 +72,34 @@ def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: flo
     for mode in [x for x in ("fast", "paper") if x in set(m["mode"])]:
         for depth, layer in enumerate(order, start=1):
             d = m[(m["mode"] == mode) & (m["layer"] == layer)].sort_values("step")
-            d = d[np.isfinite(d["test_accuracy"].to_numpy(float))
-                  & np.isfinite(d["reconstruction_nmse"].to_numpy(float))]
+            d = d[
+                np.isfinite(d["test_accuracy"].to_numpy(float)) & np.isfinite(d["reconstruction_nmse"].to_numpy(float))
+            ]
             if len(d) < 2:
                 continue
             acc, nmse, ep = (d[c].to_numpy(float) for c in ("test_accuracy", "reconstruction_nmse", "epoch"))
             k = 1 + int(np.argmin(nmse[1:]))
             below = np.nonzero(nmse[1:] < nmse[0] - margin)[0]
             n_seeds = int(table[(table["mode"] == mode) & (table["layer"] == layer)]["seed"].nunique())
-            out.append(LayerPhases(
-                mode=mode, layer=layer, depth=depth, seeds=n_seeds,
-                accuracy_init=float(acc[0]), accuracy_last=float(acc[-1]),
-                accuracy_rises=bool(acc[-1] > acc[0] + margin),
-                nmse_init=float(nmse[0]), nmse_min=float(nmse[k]), nmse_min_epoch=float(ep[k]),
-                nmse_last=float(nmse[-1]),
-                fall_onset_epoch=float(ep[1 + below[0]]) if len(below) else None,
-                constant=bool(len(below) and below[0] > 0),
-                falls=bool(nmse[k] < nmse[0] - margin), rises=bool(nmse[-1] > nmse[k] + margin)))
+            out.append(
+                LayerPhases(
+                    mode=mode,
+                    layer=layer,
+                    depth=depth,
+                    seeds=n_seeds,
+                    accuracy_init=float(acc[0]),
+                    accuracy_last=float(acc[-1]),
+                    accuracy_rises=bool(acc[-1] > acc[0] + margin),
+                    nmse_init=float(nmse[0]),
+                    nmse_min=float(nmse[k]),
+                    nmse_min_epoch=float(ep[k]),
+                    nmse_last=float(nmse[-1]),
+                    fall_onset_epoch=float(ep[1 + below[0]]) if len(below) else None,
+                    constant=bool(len(below) and below[0] > 0),
+                    falls=bool(nmse[k] < nmse[0] - margin),
+                    rises=bool(nmse[-1] > nmse[k] + margin),
+                )
+            )
     return out
 
 
@@ -101,9 +112,11 @@ def phase_summary(phases: list[LayerPhases]) -> list[str]:
             continue
         rise = np.array([p.nmse_last - p.nmse_min for p in ps])
         rho = spearman(np.array([p.depth for p in ps], float), rise)
-        lines.append(f"{mode} mode: the reconstruction error's late rise (last - min) by depth: "
-                     + ", ".join(f"{p.layer} {r:+.3f}" for p, r in zip(ps, rise, strict=True))
-                     + f"; Spearman(depth, rise) = {rho:.2f} (the source: weaker closer to the input, i.e. > 0)")
+        lines.append(
+            f"{mode} mode: the reconstruction error's late rise (last - min) by depth: "
+            + ", ".join(f"{p.layer} {r:+.3f}" for p, r in zip(ps, rise, strict=True))
+            + f"; Spearman(depth, rise) = {rho:.2f} (the source: weaker closer to the input, i.e. > 0)"
+        )
     return lines
 
 
@@ -118,5 +131,6 @@ def report(phases: list[LayerPhases]) -> str:
             f"{p.mode} {p.layer}: accuracy {p.accuracy_init:.3f} -> {p.accuracy_last:.3f}"
             f"{' (rises)' if p.accuracy_rises else ''}; reconstruction error {p.nmse_init:.3f} -> min "
             f"{p.nmse_min:.3f} at epoch {p.nmse_min_epoch:.3g} -> {p.nmse_last:.3f}{onset}: {p.phases}"
-            f" [{p.seeds} seed{'s' if p.seeds != 1 else ''}]")
+            f" [{p.seeds} seed{'s' if p.seeds != 1 else ''}]"
+        )
     return "\n".join(lines + phase_summary(phases))

@@ -1,5 +1,7 @@
 """Figures of recorded runs, after the source's figures (spec §1).
 
+About 540 lines: one function per figure, sharing the axes and the layout helpers of this file.
+
 :func:`plot` reads run directories with :func:`nnphases.store.runs.read_table`
 and writes three figures, each in every requested format:
 
@@ -53,11 +55,18 @@ __all__ = ["plot", "save_figure", "FIGURES"]
 FIGURES = ("heatmap_f", "layers_fpu", "curves")
 
 _DPI = 200
-_INIT_RATIO = 0.09          # width of an init panel relative to its log-axis panel
+_INIT_RATIO = 0.09  # width of an init panel relative to its log-axis panel
 _BAND_ALPHA = 0.22
 _RC: dict[RcKeyType, Any] = {
-    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
-    "legend.fontsize": 7, "figure.titlesize": 10, "svg.fonttype": "none", "axes.spines.top": False,
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "figure.titlesize": 10,
+    "svg.fonttype": "none",
+    "axes.spines.top": False,
     "axes.spines.right": False,
 }
 
@@ -127,7 +136,7 @@ def _grid(fig: Figure, panels: int) -> Any:
 def _split(fig: Figure, gs: Any, k: int, with_init: bool) -> tuple[Axes | None, Axes]:
     """Panel ``k`` of a :func:`_grid`: an optional init panel and a log-x panel sharing its y axis."""
     if not with_init:
-        ax = fig.add_subplot(gs[0, 2 * k:2 * k + 2])
+        ax = fig.add_subplot(gs[0, 2 * k : 2 * k + 2])
         ax.set_xscale("log")
         _log_ticks(ax)
         return None, ax
@@ -185,8 +194,18 @@ def _band(ax: Axes, ax0: Axes | None, d: pd.DataFrame, value: str, **line: Any) 
         y0 = float(init[value].iloc[0])
         se0 = float(np.nan_to_num(init[f"{value}_se"].iloc[0]))
         color = handle.get_color() if handle is not None else line.get("color")
-        h0 = ax0.errorbar([0], [y0], yerr=[se0] if se0 > 0 else None, fmt="o", ms=3, color=color,
-                          mfc="white", capsize=1.5, lw=0.8, ls=line.get("ls", "-"))
+        h0 = ax0.errorbar(
+            [0],
+            [y0],
+            yerr=[se0] if se0 > 0 else None,
+            fmt="o",
+            ms=3,
+            color=color,
+            mfc="white",
+            capsize=1.5,
+            lw=0.8,
+            ls=line.get("ls", "-"),
+        )
         if handle is None:
             handle = h0.lines[0]
     return handle
@@ -195,8 +214,15 @@ def _band(ax: Axes, ax0: Axes | None, d: pd.DataFrame, value: str, **line: Any) 
 # -- writing ---------------------------------------------------------------------------------
 
 
-def save_figure(fig: Figure, out_dir: PathLike, stem: str, formats: Sequence[str], *, dpi: float = 120,
-                bbox_inches: str | None = "tight") -> list[Path]:
+def save_figure(
+    fig: Figure,
+    out_dir: PathLike,
+    stem: str,
+    formats: Sequence[str],
+    *,
+    dpi: float = 120,
+    bbox_inches: str | None = "tight",
+) -> list[Path]:
     """Write ``fig`` as ``out_dir/<stem>.<fmt>`` for each of ``formats`` (``"png"`` or ``".png"``); the paths written.
 
     Each file is rendered into memory and then written with
@@ -251,12 +277,19 @@ def _heatmap(nodes: pd.DataFrame, seed: int | str | None, title: str) -> Figure:
     m = sel.groupby(["layer", "node", "step"], sort=False)[["f", "epoch"]].mean().reset_index()
     steps = np.sort(m["step"].unique())
     epochs = m.groupby("step")["epoch"].mean().reindex(steps).to_numpy(dtype=float)
-    rows = (m[["layer", "node"]].drop_duplicates()
-            .assign(_l=lambda d: d["layer"].map({n: i for i, n in enumerate(order)}))
-            .sort_values(["_l", "node"], kind="stable"))
+    rows = (
+        m[["layer", "node"]]
+        .drop_duplicates()
+        .assign(_l=lambda d: d["layer"].map({n: i for i, n in enumerate(order)}))
+        .sort_values(["_l", "node"], kind="stable")
+    )
     index = pd.MultiIndex.from_frame(rows[["layer", "node"]])
-    grid = (m.set_index(["layer", "node", "step"])["f"].unstack("step")
-            .reindex(index=index, columns=steps).to_numpy(dtype=float))
+    grid = (
+        m.set_index(["layer", "node", "step"])["f"]
+        .unstack("step")
+        .reindex(index=index, columns=steps)
+        .to_numpy(dtype=float)
+    )
     n_rows = grid.shape[0]
     sizes = rows.groupby("_l", sort=True).size().to_numpy()
     bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -271,14 +304,30 @@ def _heatmap(nodes: pd.DataFrame, seed: int | str | None, title: str) -> Figure:
     mesh = None
     if len(post_cols):
         xe = _cell_edges(epochs[post_cols])
-        mesh = ax.pcolormesh(xe, y_edges, np.ma.masked_invalid(grid[:, post_cols]), cmap=cmap, vmin=0, vmax=1,
-                             rasterized=True, shading="flat")
+        mesh = ax.pcolormesh(
+            xe,
+            y_edges,
+            np.ma.masked_invalid(grid[:, post_cols]),
+            cmap=cmap,
+            vmin=0,
+            vmax=1,
+            rasterized=True,
+            shading="flat",
+        )
         ax.set_xlim(xe[0], xe[-1])
     else:
         _no_data(ax, "no measurements after init")
     if ax0 is not None:
-        m0 = ax0.pcolormesh([-1, 1], y_edges, np.ma.masked_invalid(grid[:, init_cols[:1]]), cmap=cmap, vmin=0,
-                            vmax=1, rasterized=True, shading="flat")
+        m0 = ax0.pcolormesh(
+            [-1, 1],
+            y_edges,
+            np.ma.masked_invalid(grid[:, init_cols[:1]]),
+            cmap=cmap,
+            vmin=0,
+            vmax=1,
+            rasterized=True,
+            shading="flat",
+        )
         mesh = mesh or m0
     label_ax = ax0 if ax0 is not None else ax
     for a in (ax0, ax):
@@ -288,7 +337,7 @@ def _heatmap(nodes: pd.DataFrame, seed: int | str | None, title: str) -> Figure:
             a.axhline(b, color="white", lw=0.7)
         for side in ("top", "right"):
             a.spines[side].set_visible(True)
-    ax.set_ylim(n_rows, 0)   # shallowest layer at the top
+    ax.set_ylim(n_rows, 0)  # shallowest layer at the top
     centres = (bounds[:-1] + bounds[1:]) / 2
     label_ax.set_yticks(centres, [_layer_label(k + 1, n) for k, n in enumerate(order)])
     label_ax.tick_params(axis="y", length=0)
@@ -343,8 +392,10 @@ def _layers_fpu(layers: pd.DataFrame, num_classes: int, title: str) -> Figure:
         labels.append(f"Max = log 2 / log {num_classes} = {u_max:.3f}")
     ncol = min(len(labels), 6)
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
-    fig.suptitle(f"Layer averages{' - ' + title if title else ''} "
-                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)")
+    fig.suptitle(
+        f"Layer averages{' - ' + title if title else ''} "
+        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)"
+    )
     return fig
 
 
@@ -376,8 +427,10 @@ def _curves(stats: pd.DataFrame, title: str) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_title(label.capitalize())
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
-    fig.suptitle(f"Training curves{' - ' + title if title else ''} "
-                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)")
+    fig.suptitle(
+        f"Training curves{' - ' + title if title else ''} "
+        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)"
+    )
     return fig
 
 
@@ -419,8 +472,10 @@ def _probes(probes: pd.DataFrame, title: str) -> Figure:
         names += [f"{mode} mode" for mode in modes]
     fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 6), frameon=False)
     mode_text = "" if len(modes) > 1 else f", {modes[0]} mode" if modes else ""
-    fig.suptitle(f"Probes{' - ' + title if title else ''} "
-                 f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error{mode_text})")
+    fig.suptitle(
+        f"Probes{' - ' + title if title else ''} "
+        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error{mode_text})"
+    )
     return fig
 
 
@@ -452,8 +507,9 @@ def plot(
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                    or num_classes < 2):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     dirs = run_dirs(runs)
     nodes = read_table(dirs, "nodes")

@@ -26,19 +26,29 @@ from typing import Any, Literal
 from ..options import check, describe, option
 from ..recording.measures import REGISTRY
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Leaf", "flat_options",
-           "read_config"]
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "Leaf",
+    "flat_options",
+    "read_config",
+]
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: Literal["fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic"] = option(
-        "fashion-mnist", help="the dataset")
+        "fashion-mnist", help="the dataset"
+    )
     data_root: str | None = option(None, help="folder with the dataset's files")
     holdout: int = option(12000, min=2, max=10**8, help="validation samples held out of the training set")
     resize: int | None = option(None, min=1, max=4096, help="resize images to this size (32 for VGG-11/ResNet-10)")
-    train_eval: int = option(12000, min=0, max=10**8, help="training samples scored (and probes fitted on) at each "
-                                                          "measurement (0: none)")
+    train_eval: int = option(
+        12000, min=0, max=10**8, help="training samples scored (and probes fitted on) at each measurement (0: none)"
+    )
     eval_batch: int = option(2000, min=1, max=10**7, help="evaluation batch size")
 
     def __post_init__(self) -> None:
@@ -47,8 +57,9 @@ class DataConfig:
         if self.dataset in ("mnist", "cifar10", "cifar100") and self.data_root is None:
             raise ValueError(f"dataset {self.dataset!r} needs data_root (--data-root), the folder with its files")
         if self.dataset == "synthetic" and self.data_root is not None:
-            raise ValueError(f"data_root {self.data_root!r} is not read by dataset 'synthetic' (it is generated); "
-                             "drop it")
+            raise ValueError(
+                f"data_root {self.data_root!r} is not read by dataset 'synthetic' (it is generated); drop it"
+            )
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,7 @@ class ScheduleConfig:
         check(self)
 
 
-_GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-                            "schedule": ScheduleConfig}
+_GROUPS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig}
 # Defaults of measures switched on when nothing is said: sample sets and the evaluation statistics.
 _CLI_FIELDS = (bool, int, float, str)
 
@@ -161,8 +171,9 @@ class Config:
             raise ValueError(f"measures: unknown {unknown}; known: {sorted(REGISTRY)}")
         for name, opts in self.measures.items():
             if opts is not None and not isinstance(opts, REGISTRY[name].Options):
-                raise TypeError(f"measures[{name!r}] must be {REGISTRY[name].Options.__name__} or None, "
-                                f"got {type(opts).__name__}")
+                raise TypeError(
+                    f"measures[{name!r}] must be {REGISTRY[name].Options.__name__} or None, got {type(opts).__name__}"
+                )
         if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}")
         if self.measures.get("probes") is not None and self.data.train_eval == 0:
@@ -205,12 +216,19 @@ class Config:
             current = measures.get(name)
             if current is None:
                 switch = REGISTRY[name].switch
-                flags = sorted("--" + k.replace("_", "-") for k, v in given.items()
-                               if leaves.get(k) and leaves[k].group == f"measures.{name}" and leaves[k].field)
+                flags = sorted(
+                    "--" + k.replace("_", "-")
+                    for k, v in given.items()
+                    if leaves.get(k) and leaves[k].group == f"measures.{name}" and leaves[k].field
+                )
                 raise ValueError(f"{', '.join(flags)} set options of the {name} measure, which is off: add --{switch}")
             measures[name] = dataclasses.replace(current, **changes)
-        return cls(**{g: dataclasses.replace(getattr(base, g), **groups[g]) for g in _GROUPS},
-                   measures=measures, seeds=given.get("seeds", base.seeds), device=given.get("device", base.device))
+        return cls(
+            **{g: dataclasses.replace(getattr(base, g), **groups[g]) for g in _GROUPS},
+            measures=measures,
+            seeds=given.get("seeds", base.seeds),
+            device=given.get("device", base.device),
+        )
 
     def flat(self) -> dict[str, Any]:
         """Every flat-named option's value (a measure that is off has its switch false and no options)."""
@@ -255,8 +273,7 @@ class Config:
             if name not in REGISTRY:
                 raise ValueError(f"measures: unknown {name!r}; known: {sorted(REGISTRY)}")
             measures[name] = None if opts is None else _group(REGISTRY[name].Options, opts, f"measures.{name}")
-        return cls(**groups, measures=measures, seeds=tuple(d.get("seeds", (0, 1, 2))),
-                   device=d.get("device", "auto"))
+        return cls(**groups, measures=measures, seeds=tuple(d.get("seeds", (0, 1, 2))), device=d.get("device", "auto"))
 
 
 def read_config(path: Path) -> Config:

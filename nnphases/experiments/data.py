@@ -93,15 +93,18 @@ class Dataset:
             or self.group.dtype != torch.int64
             or self.group.shape != self.y.shape
         ):
-            raise ValueError(f"Dataset group must be None or an int64 tensor [{len(self.y)}], "
-                             f"got {_describe(self.group)}")
+            raise ValueError(
+                f"Dataset group must be None or an int64 tensor [{len(self.y)}], got {_describe(self.group)}"
+            )
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def __repr__(self) -> str:
-        return (f"Dataset(name={self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, "
-                f"num_classes={self.num_classes})")
+        return (
+            f"Dataset(name={self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, "
+            f"num_classes={self.num_classes})"
+        )
 
     def subset(self, idx: Index) -> Dataset:
         """The samples at ``idx`` (integer indices, a boolean mask of length N, or a
@@ -203,8 +206,9 @@ def _idx_dataset(root: Path, train: bool, name: str, how_to_get: str) -> Dataset
     images = read_idx(images_path, magic=_IDX_IMAGES)
     labels = read_idx(labels_path, magic=_IDX_LABELS)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
-                         f"{labels.shape[0]} labels")
+        raise ValueError(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels"
+        )
     if labels.size and labels.max() >= 10:
         raise ValueError(f"{labels_path}: label {int(labels.max())} outside [0, 10)")
     x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
@@ -383,8 +387,9 @@ def synthetic(n: int = 600, num_classes: int = 10, shape: tuple[int, int, int] =
     prototypes = rng.uniform(0.2, 0.8, size=(num_classes, *shape))
     y = rng.permutation(np.arange(n) % num_classes)
     x = np.clip(prototypes[y] + rng.normal(0.0, 0.1, size=(n, *shape)), 0.0, 1.0)
-    return Dataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), num_classes,
-                   "synthetic")
+    return Dataset(
+        torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), num_classes, "synthetic"
+    )
 
 
 def two_attribute(
@@ -415,8 +420,12 @@ def two_attribute(
     ``group`` is 0 for large-subset samples and 1 for small-subset ones."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 4 or n % 2:
         raise ValueError(f"two_attribute n={n!r} must be an even int >= 4 (balanced classes)")
-    for arg, value in (("large_fraction", large_fraction), ("separation", separation), ("noise", noise),
-                       ("weak", weak)):
+    for arg, value in (
+        ("large_fraction", large_fraction),
+        ("separation", separation),
+        ("noise", noise),
+        ("weak", weak),
+    ):
         # Strings would fail in a comparison that names neither; infinities would become infinite samples.
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"two_attribute {arg} must be a number, got {value!r}")

@@ -139,8 +139,20 @@ def run_single_layer(
     yc = torch.full((len(xc),), group_class, dtype=torch.int64)
     gidx = torch.from_numpy(group_index)
 
-    rec: dict[str, list] = {k: [] for k in ("train_acc", "test_acc", "train_loss", "test_loss", "weights", "bias",
-                                            "group_loss", "group_acc", "recon")}
+    rec: dict[str, list] = {
+        k: []
+        for k in (
+            "train_acc",
+            "test_acc",
+            "train_loss",
+            "test_loss",
+            "weights",
+            "bias",
+            "group_loss",
+            "group_acc",
+            "recon",
+        )
+    }
 
     @torch.no_grad()
     def measure() -> None:
@@ -197,16 +209,25 @@ def run_single_layer(
         "test_recon": np.asarray(rec["recon"], dtype=np.float64),
         "hist_counts": counts.astype(np.int64),
         "hist_edges": edges.astype(np.float64),
-        "config": {"epochs": epochs, "lr": lr, "batch": batch, "seed": seed, "n_train": n, "n_test": len(yte),
-                   "total_steps": total, "dataset": train.name},
+        "config": {
+            "epochs": epochs,
+            "lr": lr,
+            "batch": batch,
+            "seed": seed,
+            "n_train": n,
+            "n_test": len(yte),
+            "total_steps": total,
+            "dataset": train.name,
+        },
     }
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def _reconstruction(model: nn.Linear, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                    chunk: int = 8192) -> float:
+def _reconstruction(
+    model: nn.Linear, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor, chunk: int = 8192
+) -> float:
     """Test reconstruction error (1 - R^2) of the input from the classifier's outputs: a linear decoder fitted
     on the training set in closed form (the source's reconstruction function, Def. 3.4; fast-mode probes)."""
     from ..probes import RidgeProbe
@@ -214,10 +235,10 @@ def _reconstruction(model: nn.Linear, xtr: torch.Tensor, ytr: torch.Tensor, xte:
     c = model.out_features
     probe = RidgeProbe(c, c, xtr.shape[1])
     for s in range(0, len(xtr), chunk):
-        probe.update_train(model(xtr[s:s + chunk]), ytr[s:s + chunk], xtr[s:s + chunk])
+        probe.update_train(model(xtr[s : s + chunk]), ytr[s : s + chunk], xtr[s : s + chunk])
     probe.fit()
     for s in range(0, len(xte), chunk):
-        probe.update_test(model(xte[s:s + chunk]), yte[s:s + chunk], xte[s:s + chunk])
+        probe.update_test(model(xte[s : s + chunk]), yte[s : s + chunk], xte[s : s + chunk])
     return float(probe.result()["reconstruction_nmse"])
 
 
@@ -290,17 +311,23 @@ def plot_single_layer(record: dict, out_dir, formats: Sequence[str] = ("png", "s
                     ax.set_ylabel(f"step {int(steps[si])}\n|w|≤{vmax:.2g}", fontsize=9)
             cb = fig.colorbar(im, ax=list(axes[r]), fraction=0.012, pad=0.01)
             cb.ax.tick_params(labelsize=7)
-        fig.suptitle("Weight vectors of the single-layer classifier over training "
-                     "(red: positive, blue: negative; symmetric scale per row)", fontsize=11, y=1 - 0.15 / height)
+        fig.suptitle(
+            "Weight vectors of the single-layer classifier over training "
+            "(red: positive, blue: negative; symmetric scale per row)",
+            fontsize=11,
+            y=1 - 0.15 / height,
+        )
         paths += save_figure(fig, out_dir, "weights", formats)
 
     # Group losses.
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     lo, hi = record["thresholds"]
-    labels = [f"small dot product (bottom {LOW_PCT:g}%, n={record['group_sizes'][0]})",
-              f"typical (middle, n={record['group_sizes'][1]})",
-              f"large dot product (top {100 - HIGH_PCT:g}%, n={record['group_sizes'][2]})"]
+    labels = [
+        f"small dot product (bottom {LOW_PCT:g}%, n={record['group_sizes'][0]})",
+        f"typical (middle, n={record['group_sizes'][1]})",
+        f"large dot product (top {100 - HIGH_PCT:g}%, n={record['group_sizes'][2]})",
+    ]
     for g, (lab, col) in enumerate(zip(labels, ("tab:red", "tab:gray", "tab:blue"), strict=True)):
         ax.plot(steps, record["group_loss"][:, g], marker="o", ms=3, color=col, label=lab)
     step_axis(ax)

@@ -1,5 +1,8 @@
 """Sweeps: one job per cell and seed, run through submitit on Slurm (a job array) or on this machine, and their status.
 
+A sweep's jobs, their submission and their status stay in one file of about 650 lines: the jobs' claim files,
+heartbeats and error files are written by the submission and read by the status, one format on both sides.
+
 A sweep is a list of :class:`Job` objects, each one seed of one cell (a configuration with its own run folder,
 the layout of ``nnphases run``: ``OUT/<cell>/run.json`` and ``OUT/<cell>/seed-<k>``). A job is idempotent: a
 finished seed is skipped, a partial one resumes from its last complete checkpoint, so submitting a sweep again is

@@ -199,8 +199,9 @@ def report(record: dict[str, Any]) -> str:
     )
 
 
-def plot_theory(records: dict[str, dict[str, Any]], out_dir: Any,
-                formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+def plot_theory(
+    records: dict[str, dict[str, Any]], out_dir: Any, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
     """Reconstruction error and the large and small subsets' accuracy over training, one line per run
     (``records``: label -> :func:`train_logistic` record); returns the files written (``theory.<fmt>``)."""
     from matplotlib.figure import Figure

@@ -144,11 +144,16 @@ def load_data(cfg: Config, seed: int = 0) -> tuple[data.Dataset, data.Dataset]:
             raise FileNotFoundError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} does not exist")
         if not root.is_dir():
             raise NotADirectoryError(f"{d.dataset}: data_root (--data-root) {d.data_root!r} is a file, not a folder")
+
+    def given_root() -> str:
+        assert d.data_root is not None  # DataConfig refuses these datasets without one
+        return d.data_root
+
     loaders: dict[str, Callable[..., data.Dataset]] = {
         "fashion-mnist": lambda: data.fashion_mnist(d.data_root),
-        "mnist": lambda: data.mnist(d.data_root),
-        "cifar10": lambda: data.cifar10(d.data_root),
-        "cifar100": lambda: data.cifar100(d.data_root),
+        "mnist": lambda: data.mnist(given_root()),
+        "cifar10": lambda: data.cifar10(given_root()),
+        "cifar100": lambda: data.cifar100(given_root()),
         "synthetic": lambda: data.synthetic(n=3000, num_classes=10, shape=(1, 8, 8), seed=0),
     }
     full = loaders[d.dataset]()

@@ -42,8 +42,7 @@ from ..recording.schedule import MAX_STEP
 from ..store import RunDir
 from ..store.runs import PathLike, layer_order
 
-__all__ = ["LoggerOptions", "Checkpoint", "read_checkpoint", "f_heatmap", "TensorBoardLogger", "WandbLogger",
-           "log_run"]
+__all__ = ["LoggerOptions", "Checkpoint", "read_checkpoint", "f_heatmap", "TensorBoardLogger", "WandbLogger", "log_run"]
 
 _LAYER_METRICS = ("f", "p", "u", "dead", "always_active")
 _PROBE_METRICS = ("test_accuracy", "reconstruction_nmse")
@@ -53,8 +52,12 @@ _PROBE_METRICS = ("test_accuracy", "reconstruction_nmse")
 class LoggerOptions:
     prefix: str = option("nnphases/", help="prefix of every logged name, keeping them apart from a trainer's own")
     heatmaps: bool = option(True, help="log one image of every node's f per checkpoint")
-    heatmap_width: int = option(256, min=1, max=4096, help="columns of the heatmap: wider layers are averaged "
-                                                            "into this many, narrower ones stretched")
+    heatmap_width: int = option(
+        256,
+        min=1,
+        max=4096,
+        help="columns of the heatmap: wider layers are averaged into this many, narrower ones stretched",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -135,8 +138,10 @@ def f_heatmap(nodes: pd.DataFrame, width: int = 256, title: str = "") -> np.ndar
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    f = {str(name): part.sort_values("node", kind="stable")["f"].to_numpy(dtype=np.float64)
-         for name, part in nodes.groupby("layer", sort=False)}
+    f = {
+        str(name): part.sort_values("node", kind="stable")["f"].to_numpy(dtype=np.float64)
+        for name, part in nodes.groupby("layer", sort=False)
+    }
     names = layer_order(nodes)
     widest = max((len(f[n]) for n in names), default=1)
     cols = min(width, widest)
@@ -168,8 +173,7 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise ImportError(f"TensorBoardLogger needs TensorBoard ({e}): pip install 'nnphases[tensorboard]'") \
-                from e
+            raise ImportError(f"TensorBoardLogger needs TensorBoard ({e}): pip install 'nnphases[tensorboard]'") from e
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"log_dir must be a path, got {log_dir!r}")
         self.options = _options(options)
@@ -181,8 +185,7 @@ class TensorBoardLogger:
         for tag, value in c.scalars.items():
             self.writer.add_scalar(tag, value, global_step=c.step)
         if c.heatmap is not None:
-            self.writer.add_image(f"{self.options.prefix}f_heatmap", c.heatmap, global_step=c.step,
-                                  dataformats="HWC")
+            self.writer.add_image(f"{self.options.prefix}f_heatmap", c.heatmap, global_step=c.step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:
@@ -198,8 +201,9 @@ class WandbLogger:
     logger started.
     """
 
-    def __init__(self, run: Any = None, *, init: Mapping[str, Any] | None = None,
-                 options: LoggerOptions | None = None) -> None:
+    def __init__(
+        self, run: Any = None, *, init: Mapping[str, Any] | None = None, options: LoggerOptions | None = None
+    ) -> None:
         try:
             import wandb
         except ImportError as e:
@@ -238,9 +242,12 @@ def _options(options: LoggerOptions | None) -> LoggerOptions:
     return options
 
 
-def log_run(run: PathLike, tensorboard: PathLike | TensorBoardLogger | None = None,
-            wandb: WandbLogger | Mapping[str, Any] | bool | None = None,
-            options: LoggerOptions | None = None) -> list[int]:
+def log_run(
+    run: PathLike,
+    tensorboard: PathLike | TensorBoardLogger | None = None,
+    wandb: WandbLogger | Mapping[str, Any] | bool | None = None,
+    options: LoggerOptions | None = None,
+) -> list[int]:
     """Replays every complete checkpoint of the run directory ``run`` into TensorBoard and/or W&B; returns the steps.
 
     ``tensorboard``: a log folder, or a :class:`TensorBoardLogger`.

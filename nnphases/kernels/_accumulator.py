@@ -65,8 +65,17 @@ class ClassCounts:
     way. Labels are range-checked on every batch, on the host once per labels tensor and version, so the sites
     of one batch share one check."""
 
-    def __init__(self, out: Array, num_classes: int, *, backend: str | None = None, check_finite: bool = True,
-                 check_labels: bool = True, threads: int | None = None, strategy: str = "auto") -> None:
+    def __init__(
+        self,
+        out: Array,
+        num_classes: int,
+        *,
+        backend: str | None = None,
+        check_finite: bool = True,
+        check_labels: bool = True,
+        threads: int | None = None,
+        strategy: str = "auto",
+    ) -> None:
         self.num_classes = _validate.num_classes_value(num_classes)
         o = _arrays.describe(out, "out")
         if len(o.shape) != 2:
@@ -91,9 +100,17 @@ class ClassCounts:
         if layout is not None and self._fits(layout, acts, labels):
             self._run(layout, acts, labels)
             return self.out
-        class_counts(acts, labels, self.num_classes, out=self.out, backend=self.backend,
-                     check_finite=self.check_finite, check_labels=self.check_labels, threads=self.threads,
-                     strategy=self.strategy)
+        class_counts(
+            acts,
+            labels,
+            self.num_classes,
+            out=self.out,
+            backend=self.backend,
+            check_finite=self.check_finite,
+            check_labels=self.check_labels,
+            threads=self.threads,
+            strategy=self.strategy,
+        )
         self._layout = self._learn(acts, labels)
         return self.out
 
@@ -117,8 +134,19 @@ class ClassCounts:
             import torch
 
             signed = getattr(torch, _SIGNED_OF_SIZE[size])
-        return _Layout(type(acts), acts.dtype, a.shape[1], size, type(labels), labels.dtype, signed, kind.storage,
-                       kind, fn, _arrays.to_numpy(self.out))
+        return _Layout(
+            type(acts),
+            acts.dtype,
+            a.shape[1],
+            size,
+            type(labels),
+            labels.dtype,
+            signed,
+            kind.storage,
+            kind,
+            fn,
+            _arrays.to_numpy(self.out),
+        )
 
     @staticmethod
     def _fits(layout: _Layout, acts: Array, labels: Array) -> bool:
@@ -132,8 +160,12 @@ class ClassCounts:
             return False
         if layout.acts_type is np.ndarray:
             return bool(acts.flags.c_contiguous and acts.flags.aligned)
-        return (acts.device.type == "cpu" and labels.device.type == "cpu" and acts.is_contiguous()
-                and acts.data_ptr() % layout.itemsize == 0)
+        return (
+            acts.device.type == "cpu"
+            and labels.device.type == "cpu"
+            and acts.is_contiguous()
+            and acts.data_ptr() % layout.itemsize == 0
+        )
 
     def _host_labels(self, layout: _Layout, labels: Array) -> np.ndarray:
         """The labels as checked int32, once per torch tensor, version and class count: the counters of a
@@ -161,11 +193,17 @@ class ClassCounts:
             x = (acts.detach() if acts.requires_grad else acts).numpy().view(layout.storage)
         else:  # bfloat16: its bits, through torch
             x = acts.detach().view(layout.signed).numpy().view(layout.storage)
-        _, bad = layout.fn(x, layout.kind, lab, self.num_classes, check_finite=self.check_finite, out=layout.out,
-                           threads=self.threads, strategy=self.strategy)
+        _, bad = layout.fn(
+            x,
+            layout.kind,
+            lab,
+            self.num_classes,
+            check_finite=self.check_finite,
+            out=layout.out,
+            threads=self.threads,
+            strategy=self.strategy,
+        )
         if bad:
             from . import _nonfinite
 
             raise _nonfinite("class_counts")
-
-

@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 
 _TORCH_NAMES = {
-    "torch.bool": "bool", "torch.float16": "float16", "torch.bfloat16": "bfloat16",
-    "torch.float32": "float32", "torch.float64": "float64", "torch.int32": "int32",
-    "torch.int64": "int64", "torch.uint8": "uint8", "torch.int16": "int16", "torch.int8": "int8",
+    "torch.bool": "bool",
+    "torch.float16": "float16",
+    "torch.bfloat16": "bfloat16",
+    "torch.float32": "float32",
+    "torch.float64": "float64",
+    "torch.int32": "int32",
+    "torch.int64": "int64",
+    "torch.uint8": "uint8",
+    "torch.int16": "int16",
+    "torch.int8": "int8",
 }
 _SIGNED_OF_SIZE = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
@@ -57,8 +64,9 @@ def _is_cupy(x: Any) -> bool:
     return cupy is not None and isinstance(x, cupy.ndarray)
 
 
-def _byte_layout(shape: tuple[int, ...], byte_strides: tuple[int, ...], item: int,
-                 ptr: int) -> tuple[tuple[int, ...], bool, bool]:
+def _byte_layout(
+    shape: tuple[int, ...], byte_strides: tuple[int, ...], item: int, ptr: int
+) -> tuple[tuple[int, ...], bool, bool]:
     """Element strides, whether the array is indexable and whether it is C-contiguous, from byte strides.
     Axes of extent 1 take no step, so their stride does not matter (as NumPy's flags say)."""
     indexable = ptr % item == 0 and all(n <= 1 or st % item == 0 for n, st in zip(shape, byte_strides, strict=True))
@@ -101,9 +109,19 @@ def describe(x: Any, name: str) -> Array:
     if _is_torch(x):
         dev = x.device
         aligned = x.data_ptr() % x.element_size() == 0  # torch.frombuffer can start anywhere
-        return Array(x, name, "torch", "cpu" if dev.type == "cpu" else dev.type, dev.index or 0,
-                     _torch_name(x.dtype),
-                     tuple(x.shape), tuple(x.stride()), aligned, aligned and x.is_contiguous(), True)
+        return Array(
+            x,
+            name,
+            "torch",
+            "cpu" if dev.type == "cpu" else dev.type,
+            dev.index or 0,
+            _torch_name(x.dtype),
+            tuple(x.shape),
+            tuple(x.stride()),
+            aligned,
+            aligned and x.is_contiguous(),
+            True,
+        )
     if isinstance(x, np.ndarray):
         item = x.itemsize or 1
         flags = x.flags
@@ -113,13 +131,35 @@ def describe(x: Any, name: str) -> Array:
             strides, indexable, contiguous = tuple(st // item for st in x.strides), True, True
         else:
             strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.ctypes.data)
-        return Array(x, name, "numpy", "cpu", 0, _numpy_name(x.dtype), x.shape, strides, indexable, contiguous,
-                     bool(flags.writeable))
+        return Array(
+            x,
+            name,
+            "numpy",
+            "cpu",
+            0,
+            _numpy_name(x.dtype),
+            x.shape,
+            strides,
+            indexable,
+            contiguous,
+            bool(flags.writeable),
+        )
     if _is_cupy(x):
         item = x.itemsize or 1
         strides, indexable, contiguous = _byte_layout(x.shape, x.strides, item, x.data.ptr)
-        return Array(x, name, "cupy", "cuda", x.device.id, "bool" if x.dtype == np.bool_ else str(x.dtype),
-                     x.shape, strides, indexable, contiguous, True)
+        return Array(
+            x,
+            name,
+            "cupy",
+            "cuda",
+            x.device.id,
+            "bool" if x.dtype == np.bool_ else str(x.dtype),
+            x.shape,
+            strides,
+            indexable,
+            contiguous,
+            True,
+        )
     raise TypeError(f"{name} must be a NumPy array, torch.Tensor or CuPy array, got {type(x).__name__}")
 
 

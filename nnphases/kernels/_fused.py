@@ -11,9 +11,16 @@ from ._dispatch import select
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
 
-def count_and_pack(acts: Array, labels: Array, num_classes: int, *, out: Array | None = None,
-                   backend: str | None = None, check_finite: bool = True,
-                   threads: int | None = None) -> tuple[Array, Array]:
+def count_and_pack(
+    acts: Array,
+    labels: Array,
+    num_classes: int,
+    *,
+    out: Array | None = None,
+    backend: str | None = None,
+    check_finite: bool = True,
+    threads: int | None = None,
+) -> tuple[Array, Array]:
     """``(class_counts(acts, labels, num_classes, out=out), pack_masks(acts))`` with the activations read once
     by the CPU backends: the same arguments, checks, errors and results as those two calls (``out``, when
     given, receives the counts in place and is the first item returned). On a GPU, where no backend fuses the
@@ -43,9 +50,15 @@ def count_and_pack(acts: Array, labels: Array, num_classes: int, *, out: Array |
     # As in class_counts: the counts are added into `out` itself, except by the host-only reference backend
     # on GPU data, whose fresh table is added on the device afterwards.
     aliased = o is not None and (b.native != "numpy" or a.device == "cpu")
-    counts, packed, bad = fn(x, kind, _labels(lab, b.native), n, check_finite=check_finite,
-                             out=_arrays.to_native(o.obj, b.native) if o is not None and aliased else None,
-                             **_options(b, a, threads))
+    counts, packed, bad = fn(
+        x,
+        kind,
+        _labels(lab, b.native),
+        n,
+        check_finite=check_finite,
+        out=_arrays.to_native(o.obj, b.native) if o is not None and aliased else None,
+        **_options(b, a, threads),
+    )
     if bad:
         raise _nonfinite("count_and_pack")
     packed = _arrays.like(packed, a)

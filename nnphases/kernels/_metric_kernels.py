@@ -25,12 +25,25 @@ from .metrics import _validate as _validate_counts
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
-NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
-               "dead", "always_active")
+NODE_FIELDS = (
+    "class_fraction",
+    "fraction",
+    "predictability",
+    "informativeness",
+    "h_z_given_y",
+    "h_y_given_z",
+    "dead",
+    "always_active",
+)
 # Count dtypes the GPU kernels read as they are, with their C types, in the order of their codes (MetricsCount
 # in csrc/cuda/node_metrics.h); other integer dtypes are widened to int64 on the device first.
-DEVICE_COUNT_TYPES = {"int32": "int", "int64": "long long", "uint8": "unsigned char", "uint16": "unsigned short",
-                      "uint32": "unsigned int"}
+DEVICE_COUNT_TYPES = {
+    "int32": "int",
+    "int64": "long long",
+    "uint8": "unsigned char",
+    "uint16": "unsigned short",
+    "uint32": "unsigned int",
+}
 _INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
@@ -62,8 +75,10 @@ def device_plan(sizes: np.ndarray, nodes: int) -> DevicePlan:
 
 def _metric_inputs(counts: Array, class_sizes: Array) -> tuple[Any, Any]:
     """Host copies of GPU tables, then nnphases.kernels.metrics' checks (shapes, integer dtypes, ranges)."""
-    return _validate_counts(_arrays.to_numpy(_arrays.describe(counts, "counts").obj),
-                            _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj))
+    return _validate_counts(
+        _arrays.to_numpy(_arrays.describe(counts, "counts").obj),
+        _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj),
+    )
 
 
 def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
@@ -74,8 +89,11 @@ def _checks_without_values(a: _arrays.Array, class_sizes: Array) -> np.ndarray:
         raise ValueError(f"counts must be 2-D, got shape {a.shape}")
     if a.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"counts must have an integer dtype (int64 or int32), got {a.dtype}")
-    sizes = class_sizes if isinstance(class_sizes, np.ndarray) else _arrays.to_numpy(
-        _arrays.describe(class_sizes, "class_sizes").obj)
+    sizes = (
+        class_sizes
+        if isinstance(class_sizes, np.ndarray)
+        else _arrays.to_numpy(_arrays.describe(class_sizes, "class_sizes").obj)
+    )
     if sizes.dtype == np.int64 and sizes.ndim == 1:
         return _valid_sizes(a.shape[0], sizes.tobytes())  # a run passes the same sizes for every layer
     return _validate_sizes(a.shape[0], sizes)
@@ -111,20 +129,22 @@ def _device_counts(a: _arrays.Array) -> Any:
 def _raise_bad_counts(counts: Array, sizes: np.ndarray, bad: int) -> None:
     """The device found counts outside [0, class_sizes[c]]: the host path's ValueError, from a host copy."""
     _validate_counts(_arrays.to_numpy(counts), sizes)
-    raise RuntimeError(f"the GPU kernel found {bad} counts outside [0, class_sizes[c]] but a host copy of the "
-                       "counts has none; the device memory may have changed during the call")
+    raise RuntimeError(
+        f"the GPU kernel found {bad} counts outside [0, class_sizes[c]] but a host copy of the "
+        "counts has none; the device memory may have changed during the call"
+    )
 
 
 def _layer(result: np.ndarray, nodes: int) -> LayerMetrics:
     """From the kernels' result: sums of f, p, u; counts of those, of dead and of always-active nodes."""
     sums, counts = result[:3].tolist(), [int(v) for v in result[3:8].tolist()]
     f, p, u = (s / k if k else math.nan for s, k in zip(sums, counts[:3], strict=True))
-    return LayerMetrics(fraction=f, predictability=p, informativeness=u, nodes=int(nodes), dead=counts[3],
-                        always_active=counts[4])
+    return LayerMetrics(
+        fraction=f, predictability=p, informativeness=u, nodes=int(nodes), dead=counts[3], always_active=counts[4]
+    )
 
 
-def _on_device(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str | None,
-               threads: int | None) -> Any:
+def _on_device(kernel: str, a: _arrays.Array, class_sizes: Array, backend: str | None, threads: int | None) -> Any:
     """node_metrics or layer_metrics of GPU counts (described as ``a``): (NodeMetrics | LayerMetrics)."""
     counts = a.obj
     sizes = _checks_without_values(a, class_sizes)
@@ -165,8 +185,9 @@ def _named(e: Exception, index: int | None) -> Exception:
     return e if index is None else type(e)(f"counts[{index}]: {e}")
 
 
-def _layers_on_host(arrays: list[_arrays.Array], class_sizes: Array, backend: str | None, threads: int | None,
-                    listed: bool) -> list[LayerMetrics]:
+def _layers_on_host(
+    arrays: list[_arrays.Array], class_sizes: Array, backend: str | None, threads: int | None, listed: bool
+) -> list[LayerMetrics]:
     """layer_metrics of host tables, all in one backend call (the ``cpp`` backend reads them with one team of
     threads). ``listed``: the caller passed a list, so errors name the table."""
     _, fn = select("layer_metrics", "cpu", backend)
@@ -193,8 +214,9 @@ def _layers_on_host(arrays: list[_arrays.Array], class_sizes: Array, backend: st
         raise _named(e, table if listed else None) from None
 
 
-def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
-                 threads: int | None = None) -> NodeMetrics:
+def node_metrics(
+    counts: Array, class_sizes: Array, *, backend: str | None = None, threads: int | None = None
+) -> NodeMetrics:
     """Per-node sample-set metrics (float64; see :mod:`nnphases.kernels.metrics`) from ``counts`` int ``[C, N]``
     and ``class_sizes`` int ``[C]``.
 
@@ -218,17 +240,18 @@ def node_metrics(counts: Array, class_sizes: Array, *, backend: str | None = Non
 
 
 @overload
-def layer_metrics(counts: Sequence[Array], class_sizes: Array, *, backend: str | None = None,
-                  threads: int | None = None) -> list[LayerMetrics]: ...
+def layer_metrics(
+    counts: Sequence[Array], class_sizes: Array, *, backend: str | None = None, threads: int | None = None
+) -> list[LayerMetrics]: ...
 
 
 @overload
-def layer_metrics(counts: Array, class_sizes: Array, *, backend: str | None = None,
-                  threads: int | None = None) -> LayerMetrics: ...
+def layer_metrics(
+    counts: Array, class_sizes: Array, *, backend: str | None = None, threads: int | None = None
+) -> LayerMetrics: ...
 
 
-def layer_metrics(counts: Any, class_sizes: Array, *, backend: str | None = None,
-                  threads: int | None = None) -> Any:
+def layer_metrics(counts: Any, class_sizes: Array, *, backend: str | None = None, threads: int | None = None) -> Any:
     """Layer means of :func:`node_metrics` with the spec's exclusions (dead nodes out of ``f``; dead and
     always-active nodes out of ``p`` and ``u``); the native backends compute them in the same pass without
     building per-node arrays, with compensated sums. On GPU counts only the summaries (nine numbers) cross

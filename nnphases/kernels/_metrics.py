@@ -16,13 +16,23 @@ from ._arrays import dense_host
 from .metrics import LayerMetrics, NodeMetrics, _class_entropy_tables, _neg_xlogx_ratio
 from .metrics import _validate as validate_counts
 
-NODE_FIELDS = ("class_fraction", "fraction", "predictability", "informativeness", "h_z_given_y", "h_y_given_z",
-               "dead", "always_active")
+NODE_FIELDS = (
+    "class_fraction",
+    "fraction",
+    "predictability",
+    "informativeness",
+    "h_z_given_y",
+    "h_y_given_z",
+    "dead",
+    "always_active",
+)
 
 
 # Count dtypes the native kernels read as stored (a narrowed table is never widened), by type code.
-COUNT_TYPES = {np.dtype(t): code for t, code in
-               ((np.uint8, "B"), (np.uint16, "H"), (np.uint32, "I"), (np.int32, "i"), (np.int64, "q"))}
+COUNT_TYPES = {
+    np.dtype(t): code
+    for t, code in ((np.uint8, "B"), (np.uint16, "H"), (np.uint32, "I"), (np.int32, "i"), (np.int64, "q"))
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,7 @@ class Plan:
 def plan(counts: np.ndarray, class_sizes: np.ndarray) -> Plan:
     """From counts and sizes already validated by ``nnphases.kernels.metrics._validate``."""
     b = batch_plan([counts], class_sizes)
-    return Plan(b.counts[0], b.class_sizes, b.pairs, b.table_offset, b.hz_table, b.terms.h_y, b.terms.log_k,
-                b.terms)
+    return Plan(b.counts[0], b.class_sizes, b.pairs, b.table_offset, b.hz_table, b.terms.h_y, b.terms.log_k, b.terms)
 
 
 def _tabled(t: SizeTerms, nodes: int) -> bool:
@@ -79,10 +88,12 @@ def batch_plan(tables: list[np.ndarray], class_sizes: np.ndarray) -> Batch:
     t = _size_terms(key)
     use_tables = np.array([_tabled(t, c.shape[1]) for c in counts], np.bool_)
     use_hz = np.array([_hz_tabled(t, c.shape[1]) for c in counts], np.bool_)
-    pairs, entropy, offsets = _pair_tables(key) if use_tables.any() else (
-        _NO_PAIRS, _NO_PAIRS[:, 1], np.full(sizes.shape[0], -1, np.int64))
-    return Batch(counts, sizes, t, pairs, entropy, offsets, _hz_table(t.total) if use_hz.any() else None,
-                 use_tables, use_hz)
+    pairs, entropy, offsets = (
+        _pair_tables(key) if use_tables.any() else (_NO_PAIRS, _NO_PAIRS[:, 1], np.full(sizes.shape[0], -1, np.int64))
+    )
+    return Batch(
+        counts, sizes, t, pairs, entropy, offsets, _hz_table(t.total) if use_hz.any() else None, use_tables, use_hz
+    )
 
 
 # What depends on the class sizes alone, computed once per set of sizes: a run measures every layer at every
@@ -110,8 +121,9 @@ def _size_terms(sizes_bytes: bytes) -> SizeTerms:
     total = int(sizes.sum())
     h_y = float(_neg_xlogx_ratio(sizes_p.astype(np.float64), float(total)).sum() / total)
     k = int(sizes_p.shape[0])
-    return SizeTerms(k, total, h_y, math.log(k) if k > 1 else math.nan, int((np.unique(sizes_p) + 1).sum()),
-                     tuple(sizes.tolist()))
+    return SizeTerms(
+        k, total, h_y, math.log(k) if k > 1 else math.nan, int((np.unique(sizes_p) + 1).sum()), tuple(sizes.tolist())
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -126,7 +138,7 @@ def _pair_tables(sizes_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray
     pairs = np.empty((table.shape[0], 2))
     pairs[:, 1] = table
     for s, o in start.items():  # the division np.divide(n[c], float(|S_c|)) does, for every count
-        pairs[o:o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
+        pairs[o : o + s + 1, 0] = np.arange(s + 1, dtype=np.float64) / float(s)
     pairs.flags.writeable = offsets.flags.writeable = table.flags.writeable = False
     return pairs, table, offsets
 
@@ -165,8 +177,9 @@ def node_result(out: dict[str, np.ndarray]) -> NodeMetrics:
     return NodeMetrics(*(out[name] for name in NODE_FIELDS))
 
 
-def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray, nodes: int,
-                    t: SizeTerms) -> LayerMetrics:
+def layer_from_sums(
+    sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray, nodes: int, t: SizeTerms
+) -> LayerMetrics:
     """The layer means from the kernels' layer pass: ``sums`` are the compensated sums over all nodes of
     |S| H(Zhat|Y) and of H(Zhat), which are 0 on dead and always-active nodes (so these are their sums over the
     nodes where p and u are defined); ``counts`` the dead and the always-active nodes; ``class_sums`` each
@@ -187,4 +200,7 @@ def layer_from_sums(sums: np.ndarray, counts: np.ndarray, class_sums: np.ndarray
         fraction=s_frac / t.present / live if live else math.nan,
         predictability=1.0 - s_hzy / defined / math.log(2.0) if defined else math.nan,
         informativeness=1.0 - s_hyz / defined / t.log_k if defined and not math.isnan(t.log_k) else math.nan,
-        nodes=nodes, dead=dead, always_active=always)
+        nodes=nodes,
+        dead=dead,
+        always_active=always,
+    )

@@ -53,8 +53,10 @@ def labels_for(lab: Array, samples: int | None, ref: Array) -> None:
         raise ValueError(f"labels has {lab.shape[0]} entries but {ref.name} has {samples} samples (rows)")
     same_lib = lab.lib == ref.lib or {lab.lib, ref.lib} == {"numpy"}
     if lab.where != ref.where or not same_lib:
-        raise ValueError(f"labels is a {lab.lib} array on {lab.where} but {ref.name} is a {ref.lib} array on "
-                         f"{ref.where}; pass both from the same library and device")
+        raise ValueError(
+            f"labels is a {lab.lib} array on {lab.where} but {ref.name} is a {ref.lib} array on "
+            f"{ref.where}; pass both from the same library and device"
+        )
 
 
 def label_range(labels: Any, num_classes: int) -> None:
@@ -91,26 +93,29 @@ def packed_for(p: Array, samples: int) -> None:
         raise TypeError(f"packed has dtype {p.dtype}; expected uint8 (the output of pack_masks)")
     want = -(-samples // 64) * 8
     if p.shape[1] != want:
-        raise ValueError(f"packed has {p.shape[1]} bytes per node but {samples} labels need "
-                         f"ceil({samples} / 64) * 8 = {want}")
+        raise ValueError(
+            f"packed has {p.shape[1]} bytes per node but {samples} labels need ceil({samples} / 64) * 8 = {want}"
+        )
 
 
 def out_for(o: Array, num_classes: int, nodes: int, ref: Array) -> None:
     """An accumulator for class_counts: int32 or int64 ``[num_classes, nodes]``, C-contiguous, writable,
     same library and device as ``ref``; the kernels add into it in place."""
     if o.lib != ref.lib or o.where != ref.where:
-        raise ValueError(f"out is a {o.lib} array on {o.where} but {ref.name} is a {ref.lib} array on "
-                         f"{ref.where}; pass both from the same library and device")
+        raise ValueError(
+            f"out is a {o.lib} array on {o.where} but {ref.name} is a {ref.lib} array on "
+            f"{ref.where}; pass both from the same library and device"
+        )
     if o.dtype not in OUT_DTYPES:
         raise TypeError(f"out has dtype {o.dtype}; supported: int32, int64")
     if tuple(o.shape) != (num_classes, nodes):
-        raise ValueError(f"out has shape {tuple(o.shape)} but the counts are [num_classes, nodes] = "
-                         f"{(num_classes, nodes)}")
+        raise ValueError(
+            f"out has shape {tuple(o.shape)} but the counts are [num_classes, nodes] = {(num_classes, nodes)}"
+        )
     if not o.contiguous:
         x = o.obj
         strides = tuple(x.strides) if o.lib != "torch" else tuple(st * x.element_size() for st in x.stride())
-        raise ValueError(f"out must be C-contiguous and aligned, got byte strides {strides} for shape "
-                         f"{tuple(o.shape)}")
+        raise ValueError(f"out must be C-contiguous and aligned, got byte strides {strides} for shape {tuple(o.shape)}")
     if not o.writable:
         raise ValueError("out is read-only (flags.writeable is False); pass a writable array")
 

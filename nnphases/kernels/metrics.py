@@ -92,9 +92,7 @@ def _validate(counts: object, class_sizes: object) -> tuple[np.ndarray, np.ndarr
     n = _as_int_array(counts, "counts", 2)
     sizes = _as_int_array(class_sizes, "class_sizes", 1).astype(np.int64, copy=False)
     if sizes.shape[0] != n.shape[0]:
-        raise ValueError(
-            f"class_sizes has {sizes.shape[0]} entries but counts has {n.shape[0]} classes (rows)"
-        )
+        raise ValueError(f"class_sizes has {sizes.shape[0]} entries but counts has {n.shape[0]} classes (rows)")
     if (bad := np.flatnonzero(sizes < 0)).size:
         c = int(bad[0])
         raise ValueError(f"class_sizes[{c}] = {int(sizes[c])} is negative")
@@ -108,9 +106,7 @@ def _validate(counts: object, class_sizes: object) -> tuple[np.ndarray, np.ndarr
         if (bad := np.flatnonzero(n.max(axis=1) > sizes)).size:
             c = int(bad[0])
             i = int(np.argmax(n[c] > sizes[c]))
-            raise ValueError(
-                f"counts[{c}, {i}] = {int(n[c, i])} exceeds class_sizes[{c}] = {int(sizes[c])}"
-            )
+            raise ValueError(f"counts[{c}, {i}] = {int(n[c, i])} exceeds class_sizes[{c}] = {int(sizes[c])}")
     if int(sizes.sum()) == 0:
         raise ValueError(f"class_sizes sums to 0 (|S| = 0, no samples): {sizes.tolist()[:10]}")
     return n, sizes
@@ -220,8 +216,7 @@ def node_metrics_np(counts: np.ndarray, class_sizes: np.ndarray) -> NodeMetrics:
     else:
         informativeness = np.full(num_nodes, np.nan)
 
-    arrays = (class_fraction, fraction, predictability, informativeness,
-              h_z_given_y, h_y_given_z, dead, always)
+    arrays = (class_fraction, fraction, predictability, informativeness, h_z_given_y, h_y_given_z, dead, always)
     for a in arrays:
         a.flags.writeable = False
     return NodeMetrics(*arrays)

@@ -20,5 +20,15 @@ from .ridge import HOLDOUT_EVERY, RIDGE_EXPONENTS, RidgeProbe
 
 MODES = ("fast", "paper")
 
-__all__ = ["ProbeError", "RidgeProbe", "PaperProbe", "train_paper_probes", "conv_decoder", "dense_decoder",
-           "DECODERS", "MODES", "RIDGE_EXPONENTS", "HOLDOUT_EVERY"]
+__all__ = [
+    "ProbeError",
+    "RidgeProbe",
+    "PaperProbe",
+    "train_paper_probes",
+    "conv_decoder",
+    "dense_decoder",
+    "DECODERS",
+    "MODES",
+    "RIDGE_EXPONENTS",
+    "HOLDOUT_EVERY",
+]

@@ -16,8 +16,14 @@ def check_finite(name: str, t: torch.Tensor) -> None:
         raise ProbeError(f"{name} contains non-finite values (NaN or inf)")
 
 
-def check_batch(acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, num_classes: int,
-                input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def check_batch(
+    acts: torch.Tensor,
+    labels: torch.Tensor,
+    inputs: torch.Tensor,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    device: torch.device,
+) -> torch.Tensor:
     """Validate one probe batch (finite values, label shape and range, input size per sample) and return its
     labels as int64 on ``device``."""
     check_finite("acts", acts)
@@ -27,8 +33,9 @@ def check_batch(acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, 
         raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}")
     dim = math.prod(input_shape)
     if inputs.shape[0] != b or math.prod(inputs.shape[1:]) != dim:
-        raise ValueError(f"inputs must be [{b}, *{tuple(input_shape)}] ({dim} values per sample), "
-                         f"got shape {tuple(inputs.shape)}")
+        raise ValueError(
+            f"inputs must be [{b}, *{tuple(input_shape)}] ({dim} values per sample), got shape {tuple(inputs.shape)}"
+        )
     y = labels.detach().to(device, torch.int64)
     if b and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
@@ -66,8 +73,8 @@ class Moments:
         r = self.mean.numel()
         t = torch.zeros(world, 1 + 2 * r, dtype=torch.float64, device=self.mean.device)
         t[rank, 0] = self.n  # exact in float64 below 2**53 samples
-        t[rank, 1:1 + r] = self.mean
-        t[rank, 1 + r:] = self.m2
+        t[rank, 1 : 1 + r] = self.mean
+        t[rank, 1 + r :] = self.m2
         return t
 
     def merge_packed(self, table: torch.Tensor) -> None:
@@ -77,7 +84,7 @@ class Moments:
         self.n = 0
         self.mean, self.m2 = torch.zeros_like(self.mean), torch.zeros_like(self.m2)
         for row in table:
-            self._merge(int(row[0]), row[1:1 + r], row[1 + r:])
+            self._merge(int(row[0]), row[1 : 1 + r], row[1 + r :])
 
     def normalised(self, mse: float) -> float | None:
         """``mse`` over the mean per-dimension population variance of the stream (1 - R^2); None if it is 0."""

@@ -53,8 +53,17 @@ def conv_decoder(act_shape: tuple[int, int, int], input_shape: tuple[int, int, i
     return nn.Sequential(*layers)
 
 
-def _train(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor, target: torch.Tensor,
-           epochs: int, batch: int, gen: torch.Generator, what: str) -> None:
+def _train(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    epochs: int,
+    batch: int,
+    gen: torch.Generator,
+    what: str,
+) -> None:
     """Minibatch training, shuffled each epoch by ``gen``; a non-finite loss raises ProbeError."""
     model.train()
     for _ in range(epochs):
@@ -105,9 +114,14 @@ class PaperProbe:
         device: str | torch.device = "cpu",
         warm_start: PaperProbe | dict | None = None,
     ) -> None:
-        for name, val in (("classifier_epochs", classifier_epochs), ("decoder_epochs", decoder_epochs),
-                          ("batch", batch), ("num_classes", num_classes), ("hidden", hidden),
-                          ("channels", channels)):
+        for name, val in (
+            ("classifier_epochs", classifier_epochs),
+            ("decoder_epochs", decoder_epochs),
+            ("batch", batch),
+            ("num_classes", num_classes),
+            ("hidden", hidden),
+            ("channels", channels),
+        ):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if num_classes < 2:
@@ -119,12 +133,13 @@ class PaperProbe:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.act_shape, self.input_shape = tuple(act_shape), tuple(input_shape)
         if decoder == "auto":
-            decoder = "conv" if len(self.act_shape) == 3 and len(self.input_shape) == 3 and reduce is None \
-                else "dense"
+            decoder = "conv" if len(self.act_shape) == 3 and len(self.input_shape) == 3 and reduce is None else "dense"
         if decoder == "conv" and (len(self.act_shape) != 3 or len(self.input_shape) != 3 or reduce is not None):
-            raise ValueError(f"decoder='conv' needs unreduced conv activations [C, h, w] and image inputs "
-                             f"[C, H, W]; got act_shape={self.act_shape}, input_shape={self.input_shape}"
-                             f"{', with reduce' if reduce is not None else ''}")
+            raise ValueError(
+                f"decoder='conv' needs unreduced conv activations [C, h, w] and image inputs "
+                f"[C, H, W]; got act_shape={self.act_shape}, input_shape={self.input_shape}"
+                f"{', with reduce' if reduce is not None else ''}"
+            )
         if reduce is None:
             self._features: Callable[[torch.Tensor], torch.Tensor] = lambda a: a.reshape(a.shape[0], -1)
             self.reduction: str | None = "none"  # None until fit() reads a RidgeProbe's choice
@@ -154,8 +169,9 @@ class PaperProbe:
         self._test_sse = 0.0
         self._test_moments = Moments(self.input_dim, self.device)
 
-    def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = acts.shape[0]
         if tuple(acts.shape[1:]) != self.act_shape and math.prod(acts.shape[1:]) != math.prod(self.act_shape):
             raise ValueError(f"acts must be [B, *{self.act_shape}], got shape {tuple(acts.shape)}")
@@ -226,14 +242,33 @@ class PaperProbe:
             torch.manual_seed(self.seed)
             gen = torch.Generator().manual_seed(self.seed)
             classifier, decoder_model = self._build(self.features)
-            _train(classifier, torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr),
-                   nn.functional.cross_entropy, feats, y, self.classifier_epochs, self.batch, gen, "classifier")
-            _train(decoder_model, torch.optim.Adam(decoder_model.parameters(), lr=self.decoder_lr),
-                   nn.functional.mse_loss, self._decoder_in(acts), self._target(r), self.decoder_epochs,
-                   self.batch, gen, "decoder")
+            _train(
+                classifier,
+                torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr),
+                nn.functional.cross_entropy,
+                feats,
+                y,
+                self.classifier_epochs,
+                self.batch,
+                gen,
+                "classifier",
+            )
+            _train(
+                decoder_model,
+                torch.optim.Adam(decoder_model.parameters(), lr=self.decoder_lr),
+                nn.functional.mse_loss,
+                self._decoder_in(acts),
+                self._target(r),
+                self.decoder_epochs,
+                self.batch,
+                gen,
+                "decoder",
+            )
         with torch.no_grad():
-            correct = sum(int((classifier(f).argmax(1) == t).sum())
-                          for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH), strict=True))
+            correct = sum(
+                int((classifier(f).argmax(1) == t).sum())
+                for f, t in zip(feats.split(_SCORE_BATCH), y.split(_SCORE_BATCH), strict=True)
+            )
         self.train_accuracy = correct / self.n_train
         self.warm_start = None  # keep no chain of earlier probes alive
 
@@ -242,9 +277,12 @@ class PaperProbe:
         if self.classifier is None:
             return None
         classifier, decoder_model = self._models("state")
-        return {"features": self.features, "decoder": self.decoder,
-                "classifier": {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},
-                "decoder_model": {k: v.detach().cpu().clone() for k, v in decoder_model.state_dict().items()}}
+        return {
+            "features": self.features,
+            "decoder": self.decoder,
+            "classifier": {k: v.detach().cpu().clone() for k, v in classifier.state_dict().items()},
+            "decoder_model": {k: v.detach().cpu().clone() for k, v in decoder_model.state_dict().items()},
+        }
 
     @torch.no_grad()
     def update_test(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -302,8 +340,10 @@ def train_paper_probes(
     if test_acts.shape[0] < 1:
         raise ProbeError("no test data (n_test=0)")
     if tuple(train_inputs.shape[1:]) != tuple(test_inputs.shape[1:]):
-        raise ValueError(f"train_inputs and test_inputs differ per sample: {tuple(train_inputs.shape[1:])} vs "
-                         f"{tuple(test_inputs.shape[1:])}")
+        raise ValueError(
+            f"train_inputs and test_inputs differ per sample: {tuple(train_inputs.shape[1:])} vs "
+            f"{tuple(test_inputs.shape[1:])}"
+        )
     probe = PaperProbe(tuple(train_acts.shape[1:]), num_classes, tuple(train_inputs.shape[1:]), **options)
     probe.update_train(train_acts, train_y, train_inputs)
     probe.fit()

@@ -43,9 +43,13 @@ class _Stats:
 
     def sums(self) -> dict[str, torch.Tensor]:
         """The sums as tensors (the float64 matrices themselves, so a reduction in place is no copy)."""
-        return {"xtx": self.xtx, "xty": self.xty, "xtr": self.xtr,
-                "rr": torch.tensor([self.rr], dtype=torch.float64, device=self.xtx.device),
-                "n": torch.tensor([self.n], dtype=torch.int64, device=self.xtx.device)}
+        return {
+            "xtx": self.xtx,
+            "xty": self.xty,
+            "xtr": self.xtr,
+            "rr": torch.tensor([self.rr], dtype=torch.float64, device=self.xtx.device),
+            "n": torch.tensor([self.n], dtype=torch.int64, device=self.xtx.device),
+        }
 
     def load(self, sums: dict[str, torch.Tensor]) -> None:
         """Take :meth:`sums` back, e.g. added across processes."""
@@ -126,8 +130,12 @@ class RidgeProbe:
         decoder: str = "linear",
         decoder_width: int = 1024,
     ) -> None:
-        for name, val in (("num_features", num_features), ("num_classes", num_classes),
-                          ("input_dim", input_dim), ("max_features", max_features)):
+        for name, val in (
+            ("num_features", num_features),
+            ("num_classes", num_classes),
+            ("input_dim", input_dim),
+            ("max_features", max_features),
+        ):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if num_classes < 2:
@@ -188,8 +196,10 @@ class RidgeProbe:
     def _decide(self, shape: tuple[int, ...] | None) -> None:
         """Fix the reduction from the per-sample activation shape (None when it is not needed)."""
         if shape is not None and math.prod(shape) != self.num_features:
-            raise ValueError(f"activations per sample have shape {shape} ({math.prod(shape)} values), "
-                             f"but num_features={self.num_features}")
+            raise ValueError(
+                f"activations per sample have shape {shape} ({math.prod(shape)} values), "
+                f"but num_features={self.num_features}"
+            )
         req = self.requested_reduction
         channels = shape[0] if shape is not None and len(shape) == 3 else None  # conv activations [C, H, W]
         if req == "auto":
@@ -210,8 +220,9 @@ class RidgeProbe:
             f = self.max_features
             gen = torch.Generator(device="cpu").manual_seed(self.seed)
             # Generated on CPU so the projection is the same on every device for a seed.
-            self._proj = (torch.randn(self.num_features, f, generator=gen, dtype=torch.float64)
-                          / math.sqrt(f)).to(self.device)
+            self._proj = (torch.randn(self.num_features, f, generator=gen, dtype=torch.float64) / math.sqrt(f)).to(
+                self.device
+            )
         self.reduction = req
         self.features = f
         d = f + 1
@@ -233,8 +244,10 @@ class RidgeProbe:
         if self.reduction is None:
             self._decide(tuple(acts.shape[1:]))
         if math.prod(acts.shape[1:]) != self.num_features:
-            raise ValueError(f"acts has {math.prod(acts.shape[1:])} values per sample "
-                             f"(shape {tuple(acts.shape)}), but num_features={self.num_features}")
+            raise ValueError(
+                f"acts has {math.prod(acts.shape[1:])} values per sample "
+                f"(shape {tuple(acts.shape)}), but num_features={self.num_features}"
+            )
         a = acts.detach().to(self.device, torch.float64)
         if self.reduction == "pool":
             if a.ndim != 4:
@@ -246,8 +259,9 @@ class RidgeProbe:
             return x @ self._proj
         return x
 
-    def _prepare(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features with bias column, int64 labels and flattened float64 inputs, validated."""
         y = check_batch(acts, labels, inputs, self.num_classes, (self.input_dim,), self.device)
         b = acts.shape[0]
@@ -273,8 +287,9 @@ class RidgeProbe:
 
     # -- training ----------------------------------------------------------------------------------
 
-    def update_train(self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor,
-                     start: int | None = None) -> None:
+    def update_train(
+        self, acts: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor, start: int | None = None
+    ) -> None:
         """Accumulate one training batch whose first sample has index ``start`` in the training data (default:
         the number of samples fed so far); samples with index % 5 == 4 form the ridge-search holdout."""
         if self.w_cls is not None:
@@ -319,8 +334,10 @@ class RidgeProbe:
         if not (isinstance(world, int) and isinstance(rank, int) and 0 <= rank < world):
             raise ValueError(f"rank must lie in [0, world), got rank={rank!r}, world={world!r}")
         if self._rf is not None:
-            raise ValueError("decoder 'random-features' cannot be summed across processes: its features are "
-                             "standardised by each process's first training batch; use decoder 'linear'")
+            raise ValueError(
+                "decoder 'random-features' cannot be summed across processes: its features are "
+                "standardised by each process's first training batch; use decoder 'linear'"
+            )
         if self._train is None or self._hold is None:
             raise ValueError("sums need the reduction decided before any data: pass act_shape")
         dev = self.device

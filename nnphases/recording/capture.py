@@ -215,6 +215,7 @@ class _ReluTap:
                 continue
             with gm.graph.inserting_after(node):
                 tap = gm.graph.call_module(_TAP, (node, name))
+
             # Later ops consume the tap's output (the same tensor), which pins
             # the tap before any of them, in-place ops included.
             def other_than_tap(user: fx.Node, tap: fx.Node = tap) -> bool:

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["world", "unwrap", "UnpaddedSampler", "shard_range", "check_unpadded", "all_reduce_sums",
-           "broadcast_object"]
+__all__ = ["world", "unwrap", "UnpaddedSampler", "shard_range", "check_unpadded", "all_reduce_sums", "broadcast_object"]
 
 
 def world() -> tuple[int, int]:
@@ -82,12 +81,16 @@ def check_unpadded(data: Any, name: str) -> None:
     if isinstance(sampler, DistributedSampler):
         n = len(sampler.dataset)  # type: ignore[arg-type]  # a Dataset need not be Sized; this sampler's is
         if sampler.total_size != n:
-            raise ValueError(f"{name} uses a DistributedSampler that pads {n} samples to {sampler.total_size} "
-                             f"(repeating {sampler.total_size - n}), which would count them twice; use "
-                             "nnphases.recording.distributed.UnpaddedSampler(len(dataset))")
+            raise ValueError(
+                f"{name} uses a DistributedSampler that pads {n} samples to {sampler.total_size} "
+                f"(repeating {sampler.total_size - n}), which would count them twice; use "
+                "nnphases.recording.distributed.UnpaddedSampler(len(dataset))"
+            )
         if sampler.shuffle:
-            raise ValueError(f"{name} uses a shuffling DistributedSampler; measure every pass in the same order "
-                             "(nnphases.recording.distributed.UnpaddedSampler)")
+            raise ValueError(
+                f"{name} uses a shuffling DistributedSampler; measure every pass in the same order "
+                "(nnphases.recording.distributed.UnpaddedSampler)"
+            )
 
 
 def all_reduce_sums(tensors: Sequence[torch.Tensor], device: torch.device) -> None:
@@ -107,7 +110,7 @@ def all_reduce_sums(tensors: Sequence[torch.Tensor], device: torch.device) -> No
         offset = 0
         for t in ts:
             k = t.numel()
-            t.copy_(flat[offset:offset + k].reshape(t.shape).to(device=t.device, dtype=t.dtype))
+            t.copy_(flat[offset : offset + k].reshape(t.shape).to(device=t.device, dtype=t.dtype))
             offset += k
 
 

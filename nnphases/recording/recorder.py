@@ -1,5 +1,9 @@
 """The Recorder: runs the passes its measures ask for at the scheduled steps of anyone's training loop.
 
+One class of about 600 lines: its methods are the steps of a measurement (binding, passes, reduction across
+processes, setup checks, the background write), which share the Recorder's state; the plan, capture, stream and
+reduction helpers live in their own modules.
+
 Built from a model, evaluation data (``(x, y)`` tensors, or any re-iterable of
 ``(x, y)`` batches such as a DataLoader), a schedule, an output folder and a
 list of :mod:`measures <nnphases.recording.measures>` (default: sample-set counts and the

@@ -32,9 +32,9 @@ from ..options import check_int
 
 __all__ = ["log_steps", "powers_of_two", "Schedule", "MAX_STEP", "MAX_PER_DECADE", "MAX_STEPS"]
 
-MAX_STEP = 2**63 - 1        # steps are stored as int64
-MAX_PER_DECADE = 1000       # finer grids only repeat steps; a huge one would loop for hours
-MAX_STEPS = 100_000         # measurements of one run; each writes a checkpoint
+MAX_STEP = 2**63 - 1  # steps are stored as int64
+MAX_PER_DECADE = 1000  # finer grids only repeat steps; a huge one would loop for hours
+MAX_STEPS = 100_000  # measurements of one run; each writes a checkpoint
 
 
 def _number(value: object, name: str) -> float:
@@ -53,7 +53,7 @@ def _grid_point(start: float, k: int, per_decade: int) -> float:
     e = k / per_decade
     # The direct form gives the values schedules always had; the log form only
     # serves a start so small (< 1e-280 steps) that 10**e alone would overflow.
-    return start * 10.0 ** e if e < 300 else 10.0 ** (math.log10(start) + e)
+    return start * 10.0**e if e < 300 else 10.0 ** (math.log10(start) + e)
 
 
 def _log_grid(start: float, last: int, per_decade: int) -> list[int]:
@@ -112,8 +112,7 @@ def _last_step(epochs: float, steps_per_epoch: int) -> int:
     # Compared as floats: the largest float below 2**63 is an integer within
     # MAX_STEP, and an infinite product (1e308 epochs) fails here, not in floor().
     if not total < 2.0**63:
-        raise ValueError(f"epochs must give at most {MAX_STEP} steps, got {epochs!r} epochs of "
-                         f"{steps_per_epoch} steps")
+        raise ValueError(f"epochs must give at most {MAX_STEP} steps, got {epochs!r} epochs of {steps_per_epoch} steps")
     return _round_half_up(total)
 
 
@@ -129,8 +128,9 @@ class Schedule:
         if isinstance(self.steps, (str, bytes)) or not isinstance(self.steps, Iterable):
             raise TypeError(f"steps must be an iterable of integers, got {self.steps!r}")
         # islice: a huge or endless iterable is refused after MAX_STEPS + 1 items, not read to its end.
-        steps = tuple(check_int(s, f"steps[{i}]", 0, MAX_STEP)
-                      for i, s in enumerate(itertools.islice(self.steps, MAX_STEPS + 1)))
+        steps = tuple(
+            check_int(s, f"steps[{i}]", 0, MAX_STEP) for i, s in enumerate(itertools.islice(self.steps, MAX_STEPS + 1))
+        )
         if len(steps) > MAX_STEPS:
             raise ValueError(f"steps must hold at most {MAX_STEPS} steps, got more")
         for i in range(1, len(steps)):
@@ -143,8 +143,9 @@ class Schedule:
         object.__setattr__(self, "steps_per_epoch", spe)
 
     @classmethod
-    def log(cls, epochs: float, steps_per_epoch: int, per_decade: int = 10,
-            first_epoch: float | None = None) -> Schedule:
+    def log(
+        cls, epochs: float, steps_per_epoch: int, per_decade: int = 10, first_epoch: float | None = None
+    ) -> Schedule:
         """Log-spaced schedule over ``epochs`` epochs: step 0, about ``per_decade`` steps per decade, the last step.
 
         The grid starts at ``first_epoch`` epochs (default: the first update,

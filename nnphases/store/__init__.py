@@ -94,7 +94,29 @@ from .rundir import RunDir
 from .runs import class_sizes, layer_order, read_table, run_dirs
 from .tables import SCHEMAS, TableLike, TableSpec, declared, register_table, table_spec
 
-__all__ = ["RunDir", "RunLock", "RunLocked", "DamagedCheckpoint", "MissingCheckpointFile", "DamagedCheckpointWarning",
-           "atomic_write_bytes", "output_folder", "mask_array_name", "read_table", "run_dirs", "class_sizes",
-           "layer_order", "read_manifest", "read_verified", "read_compacted", "register_table", "table_spec",
-           "declared", "TableSpec", "TableLike", "SCHEMAS", "NODE_TABLES", "NODE_TABLE_MAX_WIDTH"]
+__all__ = [
+    "RunDir",
+    "RunLock",
+    "RunLocked",
+    "DamagedCheckpoint",
+    "MissingCheckpointFile",
+    "DamagedCheckpointWarning",
+    "atomic_write_bytes",
+    "output_folder",
+    "mask_array_name",
+    "read_table",
+    "run_dirs",
+    "class_sizes",
+    "layer_order",
+    "read_manifest",
+    "read_verified",
+    "read_compacted",
+    "register_table",
+    "table_spec",
+    "declared",
+    "TableSpec",
+    "TableLike",
+    "SCHEMAS",
+    "NODE_TABLES",
+    "NODE_TABLE_MAX_WIDTH",
+]

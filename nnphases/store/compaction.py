@@ -42,20 +42,22 @@ def compact(run: RunDir) -> list[Path]:
     """
     with run.lock():
         if not run.done:
-            raise ValueError(f"run {str(run.path)!r} is not finished (it has no DONE marker); compact it once "
-                             "it ends")
+            raise ValueError(f"run {str(run.path)!r} is not finished (it has no DONE marker); compact it once it ends")
         run.remove_leftovers()
         reader = TableReader(run)
-        ids = {str(s): checkpoint_id(m) for s, p in sorted(reader.dirs.items())
-               if (m := read_manifest(p)) is not None}
+        ids = {str(s): checkpoint_id(m) for s, p in sorted(reader.dirs.items()) if (m := read_manifest(p)) is not None}
         if not ids:
             return []
         tables = reader.tables()
         folder = run.path / TABLES_DIR
         old = reader.compacted
-        if old is not None and old["steps"] == ids and not any(
-                (reader.dirs[int(s)] / f"{t}.parquet").exists() for t in tables if t not in old["tables"]
-                for s in ids):
+        if (
+            old is not None
+            and old["steps"] == ids
+            and not any(
+                (reader.dirs[int(s)] / f"{t}.parquet").exists() for t in tables if t not in old["tables"] for s in ids
+            )
+        ):
             body = old  # compacted already; a killed compaction may have left files to delete
         else:
             body = _write_compacted(run, reader, ids, folder)
@@ -95,8 +97,11 @@ def _write_compacted(run: RunDir, reader: TableReader, ids: dict[str, str], fold
         for table in specs:
             for s in steps:
                 if not same_rows(check.stored(s, table), reader.stored(s, table)):
-                    raise DamagedCheckpoint(folder, specs[table]["file"] or MANIFEST, f"does not read back as "
-                                            f"the {table} rows of step {s} it was written from")
+                    raise DamagedCheckpoint(
+                        folder,
+                        specs[table]["file"] or MANIFEST,
+                        f"does not read back as the {table} rows of step {s} it was written from",
+                    )
         atomic_write_bytes(folder / MANIFEST, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
     except BaseException:
         try:
@@ -131,8 +136,9 @@ def compact_table(reader: TableReader, table: str, steps: list[int], folder: Pat
             if len(t):
                 if writer is None:
                     schema = t.schema.remove_metadata()
-                    writer = pq.ParquetWriter(tmp, schema, write_page_checksum=True,
-                                              use_dictionary=repeated_columns(schema))
+                    writer = pq.ParquetWriter(
+                        tmp, schema, write_page_checksum=True, use_dictionary=repeated_columns(schema)
+                    )
                 writer.write_table(t.replace_schema_metadata(None), row_group_size=len(t))
                 groups[str(s)] = written
                 written += 1
@@ -150,4 +156,3 @@ def compact_table(reader: TableReader, table: str, steps: list[int], folder: Pat
         return None
     spec = {"file": name if any(g is not None for g in groups.values()) else None, "row_groups": groups}
     return spec | ({"partial": partial} if partial else {})
-

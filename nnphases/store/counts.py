@@ -49,12 +49,20 @@ NODE_TABLES = ("auto", "always", "never")
 # the per-position maps of conv layers (VGG-11: 2,048 to 65,536 nodes a site) are derived when read.
 NODE_TABLE_MAX_WIDTH = 4096
 
-NODES = register_table("nodes", [
-    ("layer", pa.string()), ("node", pa.int64()),
-    ("f", pa.float64()), ("p", pa.float64()), ("u", pa.float64()),
-    ("h_z_given_y", pa.float64()), ("h_y_given_z", pa.float64()),
-    ("dead", pa.bool_()), ("always_active", pa.bool_()),
-])
+NODES = register_table(
+    "nodes",
+    [
+        ("layer", pa.string()),
+        ("node", pa.int64()),
+        ("f", pa.float64()),
+        ("p", pa.float64()),
+        ("u", pa.float64()),
+        ("h_z_given_y", pa.float64()),
+        ("h_y_given_z", pa.float64()),
+        ("dead", pa.bool_()),
+        ("always_active", pa.bool_()),
+    ],
+)
 
 COUNT_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.int32, np.int64))
 
@@ -110,21 +118,27 @@ def decode_counts(arrays: Mapping[str, np.ndarray], bad: Any) -> dict[str, np.nd
     codec = None
     for key, a in arrays.items():
         if key.startswith(LAYER_KEY):
-            out[key[len(LAYER_KEY):]] = a
+            out[key[len(LAYER_KEY) :]] = a
         elif key.startswith(BLOSC_KEY):
-            name = key[len(BLOSC_KEY):]
+            name = key[len(BLOSC_KEY) :]
             info = meta.get(name)
-            if (not isinstance(info, dict) or info.get("dtype") not in ("uint8", "uint16", "uint32", "uint64")
-                    or not isinstance(info.get("shape"), list) or len(info["shape"]) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in info["shape"])):
+            if (
+                not isinstance(info, dict)
+                or info.get("dtype") not in ("uint8", "uint16", "uint32", "uint64")
+                or not isinstance(info.get("shape"), list)
+                or len(info["shape"]) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in info["shape"])
+            ):
                 raise bad(f"layer {name!r}: {BLOSC_LAYERS} gives no valid dtype and shape ({info!r:.80})")
             frame = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
             # Blosc trusts its 16-byte header: a frame cut short would be decoded from whatever memory follows
             # it, so its stated compressed size must be the frame's own.
             if frame.size < 16 or int(frame[12:16].view("<u4")[0]) != frame.size:
                 stated = int(frame[12:16].view("<u4")[0]) if frame.size >= 16 else None
-                raise bad(f"layer {name!r} cannot be decompressed (a frame of {frame.size} bytes whose header "
-                          f"states {stated} bytes)")
+                raise bad(
+                    f"layer {name!r} cannot be decompressed (a frame of {frame.size} bytes whose header "
+                    f"states {stated} bytes)"
+                )
             codec = codec or blosc()
             try:
                 raw = codec.decode(frame)
@@ -200,14 +214,24 @@ def read_counts(ckpt: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
 def node_rows(seed: int, step: int, epoch: float, layer: str, nm: NodeMetrics) -> pa.Table:
     """One layer's rows of the nodes table: the writer's and the readers' (derived) rows are built here alike."""
     n = int(nm.fraction.shape[0])
-    return pa.table({
-        "seed": np.full(n, seed, np.int64), "step": np.full(n, step, np.int64), "epoch": np.full(n, epoch, np.float64),
-        # One string repeated in C: a Python object per node cost more than the metrics themselves.
-        "layer": pa.repeat(pa.scalar(layer, pa.string()), n), "node": np.arange(n, dtype=np.int64),
-        "f": nm.fraction, "p": nm.predictability, "u": nm.informativeness,
-        "h_z_given_y": nm.h_z_given_y, "h_y_given_z": nm.h_y_given_z,
-        "dead": nm.dead, "always_active": nm.always_active,
-    }, schema=NODES.schema)
+    return pa.table(
+        {
+            "seed": np.full(n, seed, np.int64),
+            "step": np.full(n, step, np.int64),
+            "epoch": np.full(n, epoch, np.float64),
+            # One string repeated in C: a Python object per node cost more than the metrics themselves.
+            "layer": pa.repeat(pa.scalar(layer, pa.string()), n),
+            "node": np.arange(n, dtype=np.int64),
+            "f": nm.fraction,
+            "p": nm.predictability,
+            "u": nm.informativeness,
+            "h_z_given_y": nm.h_z_given_y,
+            "h_y_given_z": nm.h_y_given_z,
+            "dead": nm.dead,
+            "always_active": nm.always_active,
+        },
+        schema=NODES.schema,
+    )
 
 
 def node_columns(layers: Mapping[str, np.ndarray], sizes: np.ndarray, tabled: Sequence[str]) -> pa.Table | None:
@@ -215,23 +239,36 @@ def node_columns(layers: Mapping[str, np.ndarray], sizes: np.ndarray, tabled: Se
     they are not all the layers; None when ``tabled`` is empty (no nodes table)."""
     from .. import kernels  # deferred: the kernels import their backends' modules
 
-    parts = [node_rows(0, 0, 0.0, name, named_layer(name, kernels.node_metrics, c, sizes))
-             for name, c in layers.items() if name in tabled]
+    parts = [
+        node_rows(0, 0, 0.0, name, named_layer(name, kernels.node_metrics, c, sizes))
+        for name, c in layers.items()
+        if name in tabled
+    ]
     if not parts:
         return None
     t = pa.concat_tables(parts).drop_columns(["seed", "step", "epoch"])
     return t.replace_schema_metadata({NODES_KEY: PARTIAL} if len(parts) < len(layers) else None)
 
 
-def derive_nodes(counts: Mapping[str, np.ndarray], sizes: np.ndarray, layer: str, width: int, *, ckpt: Path,
-                 seed: int, step: int, epoch: float) -> pa.Table:
+def derive_nodes(
+    counts: Mapping[str, np.ndarray],
+    sizes: np.ndarray,
+    layer: str,
+    width: int,
+    *,
+    ckpt: Path,
+    seed: int,
+    step: int,
+    epoch: float,
+) -> pa.Table:
     """The node rows of ``layer`` derived from a checkpoint's counts (DamagedCheckpoint when they lack it)."""
     from .. import kernels
 
     c = counts.get(layer)
     if c is None or c.shape[1] != width:
-        raise DamagedCheckpoint(ckpt, "counts.npz", f"has no layer {layer!r} of {width} nodes (layers.parquet "
-                                                    "lists it)")
+        raise DamagedCheckpoint(
+            ckpt, "counts.npz", f"has no layer {layer!r} of {width} nodes (layers.parquet lists it)"
+        )
     return node_rows(seed, step, epoch, layer, kernels.node_metrics(c, sizes))
 
 

@@ -34,4 +34,3 @@ class DamagedCheckpointWarning(UserWarning):
 
 class RunLocked(ValueError):
     """Another process holds the run folder's writer lock (the message names the folder and the holder)."""
-

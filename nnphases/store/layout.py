@@ -61,8 +61,10 @@ def output_folder(path: object, name: str) -> Path:
         limit = 255
     for part in p.parts:
         if len(os.fsencode(part)) > limit:
-            raise ValueError(f"{name} {text!r}: the name {part[:16] + '...'!r} is longer than {limit} bytes, the most "
-                             "the file system allows")
+            raise ValueError(
+                f"{name} {text!r}: the name {part[:16] + '...'!r} is longer than {limit} bytes, the most "
+                "the file system allows"
+            )
     if existing == p.absolute() and not existing.is_dir():
         raise ValueError(f"{name} {text!r} exists and is not a folder")
     if not existing.is_dir():

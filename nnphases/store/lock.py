@@ -99,8 +99,10 @@ def take_lock(folder: Path) -> RunLock:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise RunLocked(f"run folder {str(folder)!r} is being written by another process ({holder}); "
-                            "one writer per run: wait for it to end or stop it") from None
+            raise RunLocked(
+                f"run folder {str(folder)!r} is being written by another process ({holder}); "
+                "one writer per run: wait for it to end or stop it"
+            ) from None
         except BaseException:
             os.close(fd)
             raise

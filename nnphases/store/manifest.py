@@ -46,8 +46,13 @@ def write_manifest(folder: Path, step: int) -> None:
             rel = path.relative_to(folder).as_posix()
             if rel != MANIFEST:
                 files[rel] = {"size": path.stat().st_size, "crc32": f"{crc32_file(path):08x}"}
-    body = {"format": 1, "step": step, "algorithm": "crc32", "files": files,
-            "files_crc32": f"{files_checksum(files):08x}"}
+    body = {
+        "format": 1,
+        "step": step,
+        "algorithm": "crc32",
+        "files": files,
+        "files_crc32": f"{files_checksum(files):08x}",
+    }
     with open(folder / MANIFEST, "w") as f:
         json.dump(body, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -82,10 +87,16 @@ def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any
     if not isinstance(body, dict) or body.get("format") != 1 or not isinstance(files, dict):
         raise bad("is not a format-1 manifest (a dict with format 1 and files)")
     for rel, entry in files.items():
-        if (not isinstance(entry, dict) or isinstance(entry.get("size"), bool)
-                or not isinstance(entry.get("size"), int) or entry["size"] < 0
-                or not isinstance(entry.get("crc32"), str) or not re.fullmatch(r"[0-9a-f]{8}", entry["crc32"])
-                or rel.startswith("/") or ".." in rel.split("/")):
+        if (
+            not isinstance(entry, dict)
+            or isinstance(entry.get("size"), bool)
+            or not isinstance(entry.get("size"), int)
+            or entry["size"] < 0
+            or not isinstance(entry.get("crc32"), str)
+            or not re.fullmatch(r"[0-9a-f]{8}", entry["crc32"])
+            or rel.startswith("/")
+            or ".." in rel.split("/")
+        ):
             raise bad(f"has a malformed entry {rel!r}: {entry!r:.80}")
     if body.get("files_crc32") != f"{files_checksum(files):08x}":
         raise bad(f"does not match its own checksum ({body.get('files_crc32')!r:.20})")
@@ -114,8 +125,9 @@ def check_file(ckpt: Path, name: str, entry: Mapping[str, Any], checksum: bool) 
             raise DamagedCheckpoint(ckpt, name, f"has crc32 {crc}, {MANIFEST} lists {entry['crc32']}")
 
 
-def read_verified(checkpoint: str | os.PathLike[str], name: str,
-                  manifest: Mapping[str, Mapping[str, Any]] | None) -> bytes:
+def read_verified(
+    checkpoint: str | os.PathLike[str], name: str, manifest: Mapping[str, Mapping[str, Any]] | None
+) -> bytes:
     """The bytes of the file ``name`` of a checkpoint folder, checked against ``manifest`` (from
     :func:`read_manifest`: size and crc32; None: unchecked); DamagedCheckpoint when they differ or it is missing."""
     ckpt = Path(checkpoint)
@@ -169,18 +181,28 @@ def read_compacted(run: str | os.PathLike[str]) -> dict[str, Any] | None:
     if loaded is None:
         return None
     body, bad = loaded
-    if (not isinstance(body, dict) or body.get("format") != 1
-            or not all(isinstance(body.get(k), dict) for k in ("steps", "tables", "files"))):
+    if (
+        not isinstance(body, dict)
+        or body.get("format") != 1
+        or not all(isinstance(body.get(k), dict) for k in ("steps", "tables", "files"))
+    ):
         raise bad("is not a format-1 manifest of compacted tables (steps, tables and files)")
     if body.get("files_crc32") != compacted_body(body["steps"], body["tables"], body["files"])["files_crc32"]:
         raise bad(f"does not match its own checksum ({body.get('files_crc32')!r:.20})")
     for name, entry in body["files"].items():
-        if (not isinstance(entry, dict) or "/" in name or not isinstance(entry.get("size"), int)
-                or not isinstance(entry.get("crc32"), str)):
+        if (
+            not isinstance(entry, dict)
+            or "/" in name
+            or not isinstance(entry.get("size"), int)
+            or not isinstance(entry.get("crc32"), str)
+        ):
             raise bad(f"has a malformed entry {name!r}: {entry!r:.80}")
     for table, spec in body["tables"].items():
-        if (not isinstance(spec, dict) or not isinstance(spec.get("row_groups"), dict)
-                or (spec.get("file") is not None and spec["file"] not in body["files"])
-                or not isinstance(spec.get("partial", []), list)):
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("row_groups"), dict)
+            or (spec.get("file") is not None and spec["file"] not in body["files"])
+            or not isinstance(spec.get("partial", []), list)
+        ):
             raise bad(f"has a malformed table {table!r}: {spec!r:.80}")
     return body

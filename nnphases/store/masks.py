@@ -51,12 +51,12 @@ def take_samples(packed: np.ndarray, start: int, stop: int) -> np.ndarray:
     words = np.ascontiguousarray(packed).view(np.uint64)
     w0, r = divmod(start, 64)
     n_out = -(-(stop - start) // 64)
-    part = words[:, w0:w0 + n_out + 1]
+    part = words[:, w0 : w0 + n_out + 1]
     if r:
         lo = part[:, :n_out] >> np.uint64(r)
         hi = np.zeros_like(lo)
-        nxt = part[:, 1:n_out + 1]
-        hi[:, :nxt.shape[1]] = nxt << np.uint64(64 - r)
+        nxt = part[:, 1 : n_out + 1]
+        hi[:, : nxt.shape[1]] = nxt << np.uint64(64 - r)
         out = lo | hi
     else:
         out = part[:, :n_out].copy()
@@ -70,14 +70,22 @@ class MaskWriter:
     """Streams one site's packed masks into a new zarr array ``name`` of ``group`` (``nodes`` rows), ``cols``
     bytes of samples (a multiple of 8) per shard column."""
 
-    def __init__(self, group: Any, name: str, nodes: int, cols: int, attributes: dict[str, Any],
-                 executor: Any = None) -> None:
+    def __init__(
+        self, group: Any, name: str, nodes: int, cols: int, attributes: dict[str, Any], executor: Any = None
+    ) -> None:
         if cols < 8 or cols % 8:
             raise ValueError(f"cols must be a positive multiple of 8 bytes, got {cols}")
         rows = max(1, min(nodes, _CHUNK_BYTES // cols))
         shard_rows = -(-nodes // rows) * rows
-        self.array = group.create_array(name, shape=(nodes, 0), dtype=np.uint8, chunks=(rows, cols),
-                                        shards=(shard_rows, cols), fill_value=0, attributes=attributes)
+        self.array = group.create_array(
+            name,
+            shape=(nodes, 0),
+            dtype=np.uint8,
+            chunks=(rows, cols),
+            shards=(shard_rows, cols),
+            fill_value=0,
+            attributes=attributes,
+        )
         self.nodes, self.cols = nodes, cols
         self._words = cols // 8
         self._buf = np.zeros((nodes, self._words + 1), dtype=np.uint64)
@@ -100,7 +108,7 @@ class MaskWriter:
             w0, r = divmod(self._bits, 64)
             shifted = shift_words(part, r)
             span = min(shifted.shape[1], self._buf.shape[1] - w0)
-            self._buf[:, w0:w0 + span] |= shifted[:, :span]
+            self._buf[:, w0 : w0 + span] |= shifted[:, :span]
             self._bits += n
             pos += n
             if self._bits == self._words * 64:
@@ -138,8 +146,9 @@ class MaskWriter:
             raise AssertionError(f"masks: wrote {self.written} bytes per row for {self.samples} samples")
 
 
-def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None,
-               where: str | None = None) -> Any:
+def read_masks(
+    ckpt: Path, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None, where: str | None = None
+) -> Any:
     """The packed masks of the checkpoint folder ``ckpt``, verified against its manifest (see
     :meth:`nnphases.store.RunDir.read_masks`); ``where`` names the checkpoint in messages (default: its folder)."""
     where = where or repr(str(ckpt))
@@ -170,8 +179,7 @@ def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, sampl
     def array(name: str) -> Any:
         key = mask_array_name(name)
         if manifest is not None:
-            verify_tree(ckpt, f"masks.zarr/{key}/", manifest,
-                         lambda n: whole or n.endswith("zarr.json"))
+            verify_tree(ckpt, f"masks.zarr/{key}/", manifest, lambda n: whole or n.endswith("zarr.json"))
         try:
             arr = g[key]
         except Exception as e:
@@ -179,21 +187,24 @@ def read_masks(ckpt: Path, layer: str | None = None, *, nodes: Any = None, sampl
         if not isinstance(arr, zarr.Array):
             raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", "is a group, not an array")
         if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
-            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}",
-                                    f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}")
+            raise DamagedCheckpoint(
+                ckpt, f"masks.zarr/{key}", f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}"
+            )
         return arr
 
     def get(name: str, arr: Any, index: Any) -> np.ndarray:
         try:
             return np.asarray(arr[index])
         except IndexError as e:  # the caller's nodes, not the store; zarr's message names neither
-            raise IndexError(f"nodes {nodes!r:.80} is outside the {arr.shape[0]} nodes of layer {name!r} ({e})") \
-                from None
+            raise IndexError(
+                f"nodes {nodes!r:.80} is outside the {arr.shape[0]} nodes of layer {name!r} ({e})"
+            ) from None
         except TypeError:
             raise  # the caller's nodes, not the store
         except Exception as e:
-            raise DamagedCheckpoint(ckpt, f"masks.zarr/{mask_array_name(name)}",
-                                    f"cannot be read ({one_line(e, limit=200)})") from None
+            raise DamagedCheckpoint(
+                ckpt, f"masks.zarr/{mask_array_name(name)}", f"cannot be read ({one_line(e, limit=200)})"
+            ) from None
 
     if layer is None:
         return {name: get(name, array(name), ...) for name in layers}

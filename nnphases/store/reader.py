@@ -51,7 +51,7 @@ class TableReader:
         for ckpt in self.dirs.values():
             manifest = read_manifest(ckpt)
             listed = manifest if manifest is not None else {p.name: None for p in ckpt.glob("*.parquet")}
-            found.update(n[:-len(".parquet")] for n in listed if "/" not in n and n.endswith(".parquet"))
+            found.update(n[: -len(".parquet")] for n in listed if "/" not in n and n.endswith(".parquet"))
         if self.compacted is not None:
             found.update(self.compacted["tables"])
         return ordered(found)
@@ -85,8 +85,9 @@ class TableReader:
         spec = c["tables"].get(table)
         return spec if spec is not None and str(step) in spec["row_groups"] else None
 
-    def stored(self, step: int, table: str, ckpt: Path | None = None,
-               manifest: Mapping[str, Any] | None = None) -> pa.Table | None:
+    def stored(
+        self, step: int, table: str, ckpt: Path | None = None, manifest: Mapping[str, Any] | None = None
+    ) -> pa.Table | None:
         """The rows of ``table`` stored for ``step`` (compacted or in the checkpoint; nothing derived), or None when
         none are: an optional table not written, or node rows left to be derived."""
         if ckpt is None:
@@ -99,8 +100,12 @@ class TableReader:
                 return empty(table) if is_required(table) else None
             return self._row_group(spec["file"], table, step, group)
         name = f"{table}.parquet"
-        if (is_required(table) or (ckpt / name).exists() or (manifest is not None and name in manifest)
-                or (table == "nodes" and manifest is None)):  # before manifests, every checkpoint had node rows
+        if (
+            is_required(table)
+            or (ckpt / name).exists()
+            or (manifest is not None and name in manifest)
+            or (table == "nodes" and manifest is None)
+        ):  # before manifests, every checkpoint had node rows
             return read_parquet(ckpt, step, table, manifest)
         return None
 
@@ -117,12 +122,14 @@ class TableReader:
             try:
                 self._files[name] = pq.ParquetFile(source, page_checksum_verification=True)
             except Exception as e:
-                raise DamagedCheckpoint(folder, name,
-                                        f"is not a readable Parquet file ({one_line(e, limit=200)})") from None
+                raise DamagedCheckpoint(
+                    folder, name, f"is not a readable Parquet file ({one_line(e, limit=200)})"
+                ) from None
         f = self._files[name]
         if not isinstance(group, int) or isinstance(group, bool) or not 0 <= group < f.num_row_groups:
-            raise DamagedCheckpoint(folder, MANIFEST, f"names row group {group!r} of {name}, which has "
-                                                       f"{f.num_row_groups}")
+            raise DamagedCheckpoint(
+                folder, MANIFEST, f"names row group {group!r} of {name}, which has {f.num_row_groups}"
+            )
         try:
             t = f.read_row_group(group)
         except Exception as e:
@@ -131,8 +138,7 @@ class TableReader:
             t = t.replace_schema_metadata({NODES_KEY: PARTIAL})
         return conform(t, folder, name, table, step)
 
-    def _nodes(self, step: int, ckpt: Path, manifest: Mapping[str, Any] | None,
-               stored: pa.Table | None) -> pa.Table:
+    def _nodes(self, step: int, ckpt: Path, manifest: Mapping[str, Any] | None, stored: pa.Table | None) -> pa.Table:
         """Node rows of every layer, in the layers table's order: stored ones as stored, the others derived."""
         if stored is not None and (stored.schema.metadata or {}).get(NODES_KEY) != PARTIAL:
             return stored  # every layer's rows: the other files are not needed
@@ -149,20 +155,22 @@ class TableReader:
             for k, name in enumerate(codes.dictionary.to_pylist()):
                 parts[name] = stored.take(pa.array(np.flatnonzero(index == k)))
             spec = self.covered(step, "nodes", manifest)
-            where: tuple[Path, str] = (ckpt, "nodes.parquet") if spec is None else (
-                self.run.path / TABLES_DIR, spec["file"])
+            where: tuple[Path, str] = (
+                (ckpt, "nodes.parquet") if spec is None else (self.run.path / TABLES_DIR, spec["file"])
+            )
             for name, part in parts.items():
                 width = widths[names.index(name)] if name in names else None
                 if width is None or len(part) != width:
-                    raise DamagedCheckpoint(*where, f"holds {len(part)} rows of layer {name!r}, which has "
-                                                    f"{'no' if width is None else width} nodes in layers.parquet")
+                    raise DamagedCheckpoint(
+                        *where,
+                        f"holds {len(part)} rows of layer {name!r}, which has "
+                        f"{'no' if width is None else width} nodes in layers.parquet",
+                    )
         missing = [n for n in names if n not in parts]
         if missing:
             counts, sizes = read_counts(ckpt)
             seed, epoch = int(layers.column("seed")[0].as_py()), float(layers.column("epoch")[0].as_py())
             for name, width in zip(names, widths, strict=True):
                 if name not in parts:
-                    parts[name] = derive_nodes(counts, sizes, name, width, ckpt=ckpt, seed=seed, step=step,
-                                               epoch=epoch)
+                    parts[name] = derive_nodes(counts, sizes, name, width, ckpt=ckpt, seed=seed, step=step, epoch=epoch)
         return pa.concat_tables([parts[n] for n in names]).replace_schema_metadata(None)
-

@@ -44,6 +44,7 @@ from .tables import (
 if TYPE_CHECKING:
     import pandas
 
+
 class RunDir:
     """One training run's directory (see the module docstring for the layout); nothing is created until a write."""
 
@@ -103,8 +104,11 @@ class RunDir:
             try:
                 self.verify(steps[-1])
             except DamagedCheckpoint as e:
-                raise type(e)(e.checkpoint, e.file, f"{e.problem}; the run is not marked done (resume it to measure "
-                              f"step {steps[-1]} again)") from None
+                raise type(e)(
+                    e.checkpoint,
+                    e.file,
+                    f"{e.problem}; the run is not marked done (resume it to measure step {steps[-1]} again)",
+                ) from None
         body = {"last_step": steps[-1] if steps else None, "checkpoints": len(steps)}
         atomic_write_bytes(self.path / "DONE", (json.dumps(body) + "\n").encode())
         if compact:
@@ -184,8 +188,11 @@ class RunDir:
                 target = self.checkpoints / f"{DAMAGED_PREFIX}{dirs[s].name}-{secrets.token_hex(4)}"
                 os.rename(dirs[s], target)
                 fsync_dir(self.checkpoints)
-                warnings.warn(f"{e}; set aside as {target.name}: step {s} will be measured again",
-                              DamagedCheckpointWarning, stacklevel=3)
+                warnings.warn(
+                    f"{e}; set aside as {target.name}: step {s} will be measured again",
+                    DamagedCheckpointWarning,
+                    stacklevel=3,
+                )
                 moved.append(dirs[s])
                 continue
             break
@@ -245,7 +252,7 @@ class RunDir:
             gone = []
             for p in sorted(folder.iterdir()):
                 # In tables/ also the files of a compaction killed before its manifest, or superseded by a later one.
-                unnamed = (folder == tables and named is not None and p.name != MANIFEST and p.name not in named)
+                unnamed = folder == tables and named is not None and p.name != MANIFEST and p.name not in named
                 if not (p.name.startswith(TMP_PREFIX) or unnamed):
                     continue
                 if p.is_dir() and not p.is_symlink():
@@ -259,7 +266,6 @@ class RunDir:
         return removed
 
     # -- compacted tables ------------------------------------------------------------
-
 
     # -- compacted tables ------------------------------------------------------------
 
@@ -314,10 +320,18 @@ class RunDir:
         if Path(tmp).parent == self.checkpoints and Path(tmp).name.startswith(TMP_PREFIX):
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-    def write_checkpoint(self, step: int, epoch: float, *, seed: int, counts: Mapping[str, np.ndarray],
-                         class_sizes: np.ndarray, tables: Mapping[str, TableLike] | None = None,
-                         state: Mapping[str, Any] | None = None, tmp: Path | None = None) -> Path:
+    def write_checkpoint(
+        self,
+        step: int,
+        epoch: float,
+        *,
+        seed: int,
+        counts: Mapping[str, np.ndarray],
+        class_sizes: np.ndarray,
+        tables: Mapping[str, TableLike] | None = None,
+        state: Mapping[str, Any] | None = None,
+        tmp: Path | None = None,
+    ) -> Path:
         """Write the checkpoint of ``step`` atomically and return its directory.
 
         ``counts`` maps layer names (in model order) to int ``[C, N]`` counts and ``class_sizes`` is int ``[C]``:
@@ -332,16 +346,33 @@ class RunDir:
         inputs, before anything is renamed into place.
         """
         try:
-            return self._write_checkpoint(step, epoch, seed=seed, counts=counts, class_sizes=class_sizes,
-                                          tables=tables or {}, state=state, tmp=tmp)
+            return self._write_checkpoint(
+                step,
+                epoch,
+                seed=seed,
+                counts=counts,
+                class_sizes=class_sizes,
+                tables=tables or {},
+                state=state,
+                tmp=tmp,
+            )
         except BaseException:
             if tmp is not None:
                 self.abort_checkpoint(tmp)
             raise
 
-    def _write_checkpoint(self, step: int, epoch: float, *, seed: int, counts: Mapping[str, np.ndarray],
-                          class_sizes: np.ndarray, tables: Mapping[str, TableLike],
-                          state: Mapping[str, Any] | None, tmp: Path | None) -> Path:
+    def _write_checkpoint(
+        self,
+        step: int,
+        epoch: float,
+        *,
+        seed: int,
+        counts: Mapping[str, np.ndarray],
+        class_sizes: np.ndarray,
+        tables: Mapping[str, TableLike],
+        state: Mapping[str, Any] | None,
+        tmp: Path | None,
+    ) -> Path:
         step = check_int(step, "step", 0)
         seed = check_int(seed, "seed")
         epoch_f = float_value(epoch, "epoch")
@@ -358,7 +389,7 @@ class RunDir:
         # counts against the class sizes), so bad inputs fail before anything touches the disk.
         out = {name: finished(name, rows, seed=seed, step=step, epoch=epoch_f) for name, rows in tables.items()}
         for name in required_files():
-            table = name[:-len(".parquet")]
+            table = name[: -len(".parquet")]
             if table not in out:
                 out[table] = empty(table)
 
@@ -399,7 +430,6 @@ class RunDir:
             fsync_dir(dirs[s])
 
     # -- reading ---------------------------------------------------------------------
-
 
     # -- reading ---------------------------------------------------------------------
 
@@ -448,8 +478,9 @@ class RunDir:
         """
         return read_counts(self.checkpoint_path(step))
 
-    def read_masks(self, step: int, layer: str | None = None, *, nodes: Any = None,
-                   samples: slice | None = None) -> Any:
+    def read_masks(
+        self, step: int, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None
+    ) -> Any:
         """Packed masks of ``step`` (uint8 ``[N, ceil(S/64)*8]``, the layout of ``pack_masks`` over the set).
 
         Without ``layer``: a dict of every stored layer (in model order; {} when

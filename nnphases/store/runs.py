@@ -83,8 +83,10 @@ def run_dirs(runs: Runs) -> list[Path]:
             raise ValueError(f"runs: {str(p)!r} is a file, not a run directory or a folder of them")
         found = _find(p, 0)
         if not found:
-            raise ValueError(f"runs: {str(p)!r} is neither a run directory nor a folder of run directories "
-                             f"(no checkpoints/ or config.json in it or two levels below)")
+            raise ValueError(
+                f"runs: {str(p)!r} is neither a run directory nor a folder of run directories "
+                f"(no checkpoints/ or config.json in it or two levels below)"
+            )
         for run in found:
             key = run.resolve()
             if key not in seen:
@@ -143,8 +145,7 @@ def read_table(runs: Runs, table: str, *, damaged: Literal["raise", "skip"] = "r
             except DamagedCheckpoint as e:
                 if damaged == "raise":
                     raise
-                warnings.warn(f"{e}; step {s} left out of the {table} table", DamagedCheckpointWarning,
-                              stacklevel=2)
+                warnings.warn(f"{e}; step {s} left out of the {table} table", DamagedCheckpointWarning, stacklevel=2)
     # A table no imported measure declares takes its columns from its files, which may have grown a column.
     t = pa.concat_tables(parts, promote_options="default") if parts else empty(table)
     # Two stable sorts (step, then seed) order by (seed, step) and keep each

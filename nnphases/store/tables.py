@@ -1,10 +1,10 @@
 """Tables: what a checkpoint's Parquet files hold, declared by the measures that write them.
 
 Every table starts with the key columns ``seed``, ``step`` (int64) and ``epoch`` (float64); a measure declares the
-columns after them (:func:`register_table`, which :class:`nnphases.recording.measures.Measure` subclasses do
-from their ``tables`` attribute) and the store writes, verifies, reads and compacts any declared table the same
-way. Schemas only grow at the end: a file written before a column was added reads with nulls there. A reader that
-meets a table no imported measure declares takes its columns from the file itself (the command line and
+columns after them (:func:`register_table`, called in each measure's module, which lists them in its ``tables``)
+and the store writes, verifies, reads and compacts any declared table the same way. Schemas only grow at the end:
+a file written before a column was added reads with nulls there. A reader that meets a table no imported measure
+declares takes its columns from the file itself (``nnphases.analysis``, the command line and
 ``nnphases.read_table`` import every built-in measure first).
 """
 
@@ -53,20 +53,30 @@ _SCHEMAS: dict[str, pa.Schema] = {}
 SCHEMAS: Mapping[str, pa.Schema] = MappingProxyType(_SCHEMAS)  # table -> full schema, key columns first
 
 
-def register_table(name: str, columns: pa.Schema | Sequence[tuple[str, pa.DataType]], *, required: bool = False,
-                   choices: Mapping[str, Sequence[str]] | None = None) -> TableSpec:
+def register_table(
+    name: str,
+    columns: pa.Schema | Sequence[tuple[str, pa.DataType]],
+    *,
+    required: bool = False,
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> TableSpec:
     """Declare the table ``name`` with ``columns`` (after seed, step, epoch); declaring it again alike does
     nothing, with other columns is a ValueError. See :class:`TableSpec` for ``required`` and ``choices``."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a table name must be an identifier, got {name!r}")
-    spec = TableSpec(name, columns if isinstance(columns, pa.Schema) else pa.schema(columns), required,
-                     tuple((c, tuple(v)) for c, v in (choices or {}).items()))
+    spec = TableSpec(
+        name,
+        columns if isinstance(columns, pa.Schema) else pa.schema(columns),
+        required,
+        tuple((c, tuple(v)) for c, v in (choices or {}).items()),
+    )
     if any(n in KEY_NAMES for n in spec.columns.names):
         raise ValueError(f"table {name!r}: the key columns {KEY_NAMES} come first by themselves; declare the others")
     old = _SPECS.get(name)
     if old is not None and old != spec:
-        raise ValueError(f"table {name!r} is already declared with other columns ({old.columns.names}, required="
-                         f"{old.required})")
+        raise ValueError(
+            f"table {name!r} is already declared with other columns ({old.columns.names}, required={old.required})"
+        )
     _SPECS[name] = spec
     _SCHEMAS[name] = spec.schema
     return spec
@@ -120,13 +130,18 @@ def finished(name: str, rows: TableLike, *, seed: int, step: int, epoch: float) 
     put in front; ValueError or TypeError naming the table and what is wrong."""
     spec = _SPECS.get(name)
     if spec is None:
-        raise ValueError(f"tables: {name!r} is not a declared table ({', '.join(_SPECS)}); a measure declares its "
-                         "tables in its `tables` attribute")
+        raise ValueError(
+            f"tables: {name!r} is not a declared table ({', '.join(_SPECS)}); a measure declares its "
+            "tables in its `tables` attribute"
+        )
     if callable(rows):
         rows = rows()
     n = len(rows)
-    keys = {"seed": np.full(n, seed, np.int64), "step": np.full(n, step, np.int64),
-            "epoch": np.full(n, epoch, np.float64)}
+    keys = {
+        "seed": np.full(n, seed, np.int64),
+        "step": np.full(n, step, np.int64),
+        "epoch": np.full(n, epoch, np.float64),
+    }
     if isinstance(rows, pa.Table):
         metadata = rows.schema.metadata
         extra = [c for c in rows.column_names if c not in spec.columns.names]
@@ -140,8 +155,9 @@ def finished(name: str, rows: TableLike, *, seed: int, step: int, epoch: float) 
             if not isinstance(r, Mapping):
                 raise TypeError(f"{name}[{i}] must be a dict, got {type(r).__name__}")
             if set(r) != set(spec.columns.names):
-                raise ValueError(f"{name}[{i}] must have exactly the keys {', '.join(spec.columns.names)}; got "
-                                 f"{sorted(r)}")
+                raise ValueError(
+                    f"{name}[{i}] must have exactly the keys {', '.join(spec.columns.names)}; got {sorted(r)}"
+                )
         cols = {**keys}
         for field in spec.columns:
             values = [r[field.name] for r in rows]
@@ -170,7 +186,7 @@ def conform(t: pa.Table, folder: Path, name: str, table: str, step: int) -> pa.T
             raise DamagedCheckpoint(folder, name, f"lacks the key columns {list(KEY_NAMES)} first")
     # Schemas only grow at the end, so a file may lack a tail of columns; any other gap is damage.
     present = [n for n in schema.names if n in t.column_names]
-    if len(present) <= 3 or present != schema.names[:len(present)]:
+    if len(present) <= 3 or present != schema.names[: len(present)]:
         missing = [n for n in schema.names if n not in t.column_names]
         raise DamagedCheckpoint(folder, name, f"lacks the {table} columns {missing}")
     for field in schema:

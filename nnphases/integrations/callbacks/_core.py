@@ -26,13 +26,21 @@ from ...recording.schedule import MAX_PER_DECADE, Schedule
 
 @dataclass(frozen=True)
 class CallbackOptions:
-    per_decade: int = option(10, min=1, max=MAX_PER_DECADE,
-                             help="measurements per decade of steps when the schedule is built from the trainer's "
-                                  "planned steps")
-    first_epoch: float | None = option(None, above=0, help="epoch of the first log-spaced measurement after step 0 "
-                                                           "(default: the first optimizer step)")
-    steps_per_epoch: int | None = option(None, min=1, help="optimizer steps per epoch, for the epoch axis; default: "
-                                                           "the trainer's (the whole run when its data has no length)")
+    per_decade: int = option(
+        10,
+        min=1,
+        max=MAX_PER_DECADE,
+        help="measurements per decade of steps when the schedule is built from the trainer's planned steps",
+    )
+    first_epoch: float | None = option(
+        None, above=0, help="epoch of the first log-spaced measurement after step 0 (default: the first optimizer step)"
+    )
+    steps_per_epoch: int | None = option(
+        None,
+        min=1,
+        help="optimizer steps per epoch, for the epoch axis; default: "
+        "the trainer's (the whole run when its data has no length)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -60,8 +68,10 @@ def planned_schedule(total: Any, steps_per_epoch: Any, options: CallbackOptions)
     """The log-spaced schedule over a trainer's ``total`` planned optimizer steps, ``steps_per_epoch`` to an epoch
     (``options.steps_per_epoch`` first, then this, then the whole run)."""
     if isinstance(total, bool) or not isinstance(total, numbers.Integral) or total < 1:
-        raise ValueError(f"the trainer plans no finite number of optimizer steps (got {total!r}); give the trainer "
-                         "max_steps or max_epochs, or give the callback a schedule")
+        raise ValueError(
+            f"the trainer plans no finite number of optimizer steps (got {total!r}); give the trainer "
+            "max_steps or max_epochs, or give the callback a schedule"
+        )
     spe = options.steps_per_epoch or steps_per_epoch
     if isinstance(spe, bool) or not isinstance(spe, numbers.Integral) or spe < 1:
         spe = int(total)
@@ -72,18 +82,31 @@ class _Driver:
     """Builds the Recorder when training starts and measures by global optimizer step (once per step, so
     gradient accumulation's micro-batches never measure); logs each new checkpoint once it is written."""
 
-    def __init__(self, out: Any, eval_data: Any, *, schedule: Schedule | None, measures: Sequence[Measure] | None,
-                 train_data: Any, output_fn: Callable[[Any], torch.Tensor] | None, loggers: Sequence[Any],
-                 options: CallbackOptions | None, recorder_options: RecorderOptions | None, seed: int,
-                 config: dict | None) -> None:
+    def __init__(
+        self,
+        out: Any,
+        eval_data: Any,
+        *,
+        schedule: Schedule | None,
+        measures: Sequence[Measure] | None,
+        train_data: Any,
+        output_fn: Callable[[Any], torch.Tensor] | None,
+        loggers: Sequence[Any],
+        options: CallbackOptions | None,
+        recorder_options: RecorderOptions | None,
+        seed: int,
+        config: dict | None,
+    ) -> None:
         if not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a path, got {out!r}")
         if eval_data is None:
-            raise TypeError("eval_data must be (x, y) tensors or a re-iterable of (x, y) batches (a DataLoader), "
-                            "got None")
+            raise TypeError(
+                "eval_data must be (x, y) tensors or a re-iterable of (x, y) batches (a DataLoader), got None"
+            )
         if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a nnphases.recording.schedule.Schedule or None, "
-                            f"got {type(schedule).__name__}")
+            raise TypeError(
+                f"schedule must be a nnphases.recording.schedule.Schedule or None, got {type(schedule).__name__}"
+            )
         if output_fn is not None and not callable(output_fn):
             raise TypeError(f"output_fn must be callable as output_fn(model(x)) -> logits, got {output_fn!r}")
         if isinstance(loggers, (str, bytes)) or not isinstance(loggers, Sequence):
@@ -113,9 +136,17 @@ class _Driver:
             self.recorder.flush()  # a previous run's last write ends before a new Recorder tidies the folder
         self.schedule = self._given or self._stored or planned_schedule(*planned(), self.options)
         measured = Logits(model, self.output_fn) if self.output_fn is not None else model
-        self.recorder = Recorder(measured, self.eval_data, self.schedule, self.out, self.measures,
-                                 train_data=self.train_data, seed=self.seed, config=self.config,
-                                 options=self.recorder_options)
+        self.recorder = Recorder(
+            measured,
+            self.eval_data,
+            self.schedule,
+            self.out,
+            self.measures,
+            train_data=self.train_data,
+            seed=self.seed,
+            config=self.config,
+            options=self.recorder_options,
+        )
         # The measures' own resume state (e.g. warm-started probes) is kept with the run's newest checkpoint, which
         # is what the next measurement would have started from had training not stopped.
         latest = self.recorder.run.latest_state(map_location=self.recorder.device)

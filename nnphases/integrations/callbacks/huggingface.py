@@ -36,8 +36,9 @@ import torch
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 except ImportError as e:  # the core never needs transformers; only this module does
-    raise ImportError(f"nnphases.integrations.callbacks.huggingface needs transformers ({e}): "
-                      "pip install 'nnphases[huggingface]'") from e
+    raise ImportError(
+        f"nnphases.integrations.callbacks.huggingface needs transformers ({e}): pip install 'nnphases[huggingface]'"
+    ) from e
 
 from ...recording.measures import Measure
 from ...recording.recorder import Recorder, RecorderOptions
@@ -59,14 +60,34 @@ class NnphasesCallback(TrainerCallback):
     ``train_data``, ``seed``, ``config``, ``recorder_options``.
     """
 
-    def __init__(self, out: Any, eval_data: Any, *, schedule: Schedule | None = None,
-                 measures: Sequence[Measure] | None = None, train_data: Any = None,
-                 output_fn: Callable[[Any], torch.Tensor] | None = None, loggers: Sequence[Any] = (),
-                 options: CallbackOptions | None = None, recorder_options: RecorderOptions | None = None,
-                 seed: int = 0, config: dict | None = None) -> None:
-        self._driver = _Driver(out, eval_data, schedule=schedule, measures=measures, train_data=train_data,
-                               output_fn=output_fn, loggers=loggers, options=options,
-                               recorder_options=recorder_options, seed=seed, config=config)
+    def __init__(
+        self,
+        out: Any,
+        eval_data: Any,
+        *,
+        schedule: Schedule | None = None,
+        measures: Sequence[Measure] | None = None,
+        train_data: Any = None,
+        output_fn: Callable[[Any], torch.Tensor] | None = None,
+        loggers: Sequence[Any] = (),
+        options: CallbackOptions | None = None,
+        recorder_options: RecorderOptions | None = None,
+        seed: int = 0,
+        config: dict | None = None,
+    ) -> None:
+        self._driver = _Driver(
+            out,
+            eval_data,
+            schedule=schedule,
+            measures=measures,
+            train_data=train_data,
+            output_fn=output_fn,
+            loggers=loggers,
+            options=options,
+            recorder_options=recorder_options,
+            seed=seed,
+            config=config,
+        )
         # Not an ExportableState: the Trainer would rebuild such a callback from JSON arguments, which the
         # evaluation data and loggers are not; a key of its own in stateful_callbacks is kept as it is.
         self._key = f"nnphases:{out}"
@@ -81,8 +102,9 @@ class NnphasesCallback(TrainerCallback):
         """The schedule measured, known when training starts."""
         return self._driver.schedule
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         model = kwargs.get("model")
         if model is None:
             raise ValueError("the Trainer gave the callback no model; nnphases measures the Trainer's model")
@@ -103,10 +125,10 @@ class NnphasesCallback(TrainerCallback):
         if isinstance(kept, dict):
             kept[self._key] = self._driver.state_dict()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._driver.step(state.global_step)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._driver.finish(state.global_step)

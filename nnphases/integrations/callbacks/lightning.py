@@ -31,8 +31,9 @@ import torch
 try:
     import lightning.pytorch as pl
 except ImportError as e:  # the core never needs Lightning; only this module does
-    raise ImportError(f"nnphases.integrations.callbacks.lightning needs Lightning ({e}): "
-                      "pip install 'nnphases[lightning]'") from e
+    raise ImportError(
+        f"nnphases.integrations.callbacks.lightning needs Lightning ({e}): pip install 'nnphases[lightning]'"
+    ) from e
 
 from ...recording.measures import Measure
 from ...recording.recorder import Recorder, RecorderOptions
@@ -60,15 +61,35 @@ class NnphasesCallback(pl.Callback):
     after an exception the run is left open, to resume.
     """
 
-    def __init__(self, out: Any, eval_data: Any, *, schedule: Schedule | None = None,
-                 measures: Sequence[Measure] | None = None, train_data: Any = None,
-                 output_fn: Callable[[Any], torch.Tensor] | None = None, loggers: Sequence[Any] = (),
-                 options: CallbackOptions | None = None, recorder_options: RecorderOptions | None = None,
-                 seed: int = 0, config: dict | None = None) -> None:
+    def __init__(
+        self,
+        out: Any,
+        eval_data: Any,
+        *,
+        schedule: Schedule | None = None,
+        measures: Sequence[Measure] | None = None,
+        train_data: Any = None,
+        output_fn: Callable[[Any], torch.Tensor] | None = None,
+        loggers: Sequence[Any] = (),
+        options: CallbackOptions | None = None,
+        recorder_options: RecorderOptions | None = None,
+        seed: int = 0,
+        config: dict | None = None,
+    ) -> None:
         super().__init__()
-        self._driver = _Driver(out, eval_data, schedule=schedule, measures=measures, train_data=train_data,
-                               output_fn=output_fn, loggers=loggers, options=options,
-                               recorder_options=recorder_options, seed=seed, config=config)
+        self._driver = _Driver(
+            out,
+            eval_data,
+            schedule=schedule,
+            measures=measures,
+            train_data=train_data,
+            output_fn=output_fn,
+            loggers=loggers,
+            options=options,
+            recorder_options=recorder_options,
+            seed=seed,
+            config=config,
+        )
 
     @property
     def recorder(self) -> Recorder | None:
@@ -93,8 +114,9 @@ class NnphasesCallback(pl.Callback):
 
         self._driver.start(pl_module, planned, trainer.global_step, trainer.global_rank == 0)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._driver.step(trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

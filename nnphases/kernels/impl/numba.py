@@ -6,6 +6,9 @@ kernel reads the activations once as unsigned integers of the element's width
 denormals, infinities and NaN), optionally ORs a non-finite flag in the same pass,
 and counts in narrow counters that are flushed into int64 before they can
 overflow; work is split across numba's threads in large contiguous pieces.
+
+About 540 lines: every kernel's Numba version, one function each, sharing the jitted bit tests of this file;
+the metric kernels are in _numba_metrics.py.
 """
 
 from __future__ import annotations

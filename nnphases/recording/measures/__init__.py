@@ -20,9 +20,24 @@ from .masks import Masks, MasksOptions
 from .probes import Probes, ProbesOptions
 from .sample_sets import SampleSets, SampleSetsOptions
 
-__all__ = ["Measure", "Binding", "Output", "Pass", "PASSES", "PlanRow", "REGISTRY", "SampleSets",
-           "SampleSetsOptions", "EvalStats", "EvalStatsOptions", "Masks", "MasksOptions", "Probes", "ProbesOptions",
-           "default_measures"]
+__all__ = [
+    "Measure",
+    "Binding",
+    "Output",
+    "Pass",
+    "PASSES",
+    "PlanRow",
+    "REGISTRY",
+    "SampleSets",
+    "SampleSetsOptions",
+    "EvalStats",
+    "EvalStatsOptions",
+    "Masks",
+    "MasksOptions",
+    "Probes",
+    "ProbesOptions",
+    "default_measures",
+]
 
 
 def _discover() -> dict[str, type[Measure]]:

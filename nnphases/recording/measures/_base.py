@@ -104,8 +104,9 @@ class Measure:
         if options is None:
             options = self.Options(**kwargs)
         elif not isinstance(options, self.Options):
-            raise TypeError(f"{type(self).__name__} options must be {self.Options.__name__}, "
-                            f"got {type(options).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} options must be {self.Options.__name__}, got {type(options).__name__}"
+            )
         self.options = options
         self.binding: Binding | None = None
 
@@ -120,8 +121,9 @@ class Measure:
         """The passes this measure needs next, each with the sites whose outputs it wants (may be empty)."""
         return {}
 
-    def begin(self, checkpoint: Path) -> None:
-        """A measurement starts; files of its own may be streamed into the ``checkpoint`` folder being written."""
+    def begin(self, checkpoint: Path | None) -> None:
+        """A measurement starts; files of its own may be streamed into the ``checkpoint`` folder being written
+        (None in the processes that do not write: the ranks other than 0 under torch.distributed)."""
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
         """One site's output ``z`` ([batch, *shape], detached; reduce it now, never keep it) in pass ``p``."""
@@ -164,4 +166,3 @@ class Measure:
         from ...options import describe
 
         return describe(self.options)
-

@@ -27,9 +27,9 @@ _LIMIT = 2**30  # a per-sample loss this large is a diverged run; it also keeps 
 
 @dataclass(frozen=True)
 class EvalStatsOptions:
-    # option() returns a dataclasses.field, which ruff cannot see from here.
-    loss_fn: Any = option(None, help="loss(logits, y) -> per-sample losses [batch] (or the batch mean); "  # noqa: RUF009
-                                     "default: cross-entropy per sample")
+    loss_fn: Any = option(
+        None, help="loss(logits, y) -> per-sample losses [batch] (or the batch mean); default: cross-entropy per sample"
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -41,8 +41,12 @@ def cross_entropy_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return nn.functional.cross_entropy(logits, y, reduction="none")
 
 
-STATS = register_table("stats", [("split", pa.string()), ("loss", pa.float64()), ("accuracy", pa.float64())],
-                       required=True, choices={"split": ("train", "val")})
+STATS = register_table(
+    "stats",
+    [("split", pa.string()), ("loss", pa.float64()), ("accuracy", pa.float64())],
+    required=True,
+    choices={"split": ("train", "val")},
+)
 
 
 class EvalStats(Measure):
@@ -79,8 +83,7 @@ class EvalStats(Measure):
             return
         loss = self.loss_fn(logits, batch.y)
         if not isinstance(loss, torch.Tensor) or loss.shape not in ((), (batch.size,)):
-            raise TypeError(f"loss_fn must return per-sample losses [{batch.size}] or their mean, got "
-                            f"{loss!r:.80}")
+            raise TypeError(f"loss_fn must return per-sample losses [{batch.size}] or their mean, got {loss!r:.80}")
         values = loss.detach().double().reshape(-1)
         if values.numel() == 1 and batch.size != 1:
             values = values * batch.size  # the batch mean: its sum, exact per batch
@@ -98,8 +101,9 @@ class EvalStats(Measure):
             return
         units, fraction, correct, bad = (int(v) for v in self._sums[p].tolist())
         if bad:
-            raise FloatingPointError(f"the {_SPLIT[p]} loss is not finite (or beyond 2^30) for {bad} samples; the "
-                                     "run diverged")
+            raise FloatingPointError(
+                f"the {_SPLIT[p]} loss is not finite (or beyond 2^30) for {bad} samples; the run diverged"
+            )
         loss = (units * _SCALE + fraction) / _SCALE / max(1, samples)
         self._rows.append({"split": _SPLIT[p], "loss": loss, "accuracy": correct / max(1, samples)})
 

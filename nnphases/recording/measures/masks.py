@@ -20,20 +20,25 @@ from .sample_sets import node_view, nodes_of
 
 @dataclass(frozen=True)
 class MasksOptions:
-    sites: tuple[str, ...] | None = option(None, help="ReLU sites whose masks are stored (default: every site)",
-                                           flag="mask-sites")
-    per_channel: bool = option(False, help="one bit per channel (active anywhere) instead of per position",
-                               flag="mask-per-channel")
-    buffer_mib: int = option(64, min=1, max=1 << 20, help="host memory for the column buffers of all sites (MiB)",
-                             flag="mask-buffer-mib")
-    backend: str | None = option(None, help="kernel backend for pack_masks (default: the first that works)",
-                                 flag="mask-backend")
+    sites: tuple[str, ...] | None = option(
+        None, help="ReLU sites whose masks are stored (default: every site)", flag="mask-sites"
+    )
+    per_channel: bool = option(
+        False, help="one bit per channel (active anywhere) instead of per position", flag="mask-per-channel"
+    )
+    buffer_mib: int = option(
+        64, min=1, max=1 << 20, help="host memory for the column buffers of all sites (MiB)", flag="mask-buffer-mib"
+    )
+    backend: str | None = option(
+        None, help="kernel backend for pack_masks (default: the first that works)", flag="mask-backend"
+    )
 
     def __post_init__(self) -> None:
         check(self)
         if self.backend is not None and self.backend not in kernels.BACKENDS:
-            raise ValueError(f"backend (--mask-backend) must be one of {', '.join(kernels.BACKENDS)}; "
-                             f"got {self.backend!r}")
+            raise ValueError(
+                f"backend (--mask-backend) must be one of {', '.join(kernels.BACKENDS)}; got {self.backend!r}"
+            )
 
 
 class Masks(Measure):
@@ -49,8 +54,10 @@ class Masks(Measure):
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
         if binding.world > 1:
-            raise ValueError(f"masks are stored by one process, but {binding.world} processes measure together; keep "
-                             "masks in a run of one process (the counts need no masks)")
+            raise ValueError(
+                f"masks are stored by one process, but {binding.world} processes measure together; keep "
+                "masks in a run of one process (the counts need no masks)"
+            )
         self.sites = binding.check_sites(self.options.sites, "mask_sites")
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         total = sum(self.nodes.values())
@@ -61,22 +68,27 @@ class Masks(Measure):
     def passes(self) -> dict[Pass, Collection[str]]:
         return {"eval": self.sites}
 
-    def begin(self, checkpoint: Path) -> None:
+    def begin(self, checkpoint: Path | None) -> None:
+        assert checkpoint is not None  # bind() refuses a world of several processes: this one writes
         import zarr
 
         from ...store import mask_array_name
 
-        self._group = zarr.open_group(str(Path(checkpoint) / "masks.zarr"), mode="w", zarr_format=3,
-                                      attributes={"layers": list(self.sites)})
+        self._group = zarr.open_group(
+            str(Path(checkpoint) / "masks.zarr"), mode="w", zarr_format=3, attributes={"layers": list(self.sites)}
+        )
         from concurrent.futures import ThreadPoolExecutor
 
         self._io: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-masks")
-        self._writers = {s: MaskWriter(self._group, mask_array_name(s), n, self.cols, {"layer": s}, self._io)
-                         for s, n in self.nodes.items()}
+        self._writers = {
+            s: MaskWriter(self._group, mask_array_name(s), n, self.cols, {"layer": s}, self._io)
+            for s, n in self.nodes.items()
+        }
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
-        packed = kernels.pack_masks(node_view(z, self.options.per_channel), backend=self.options.backend,
-                                    check_finite=False)
+        packed = kernels.pack_masks(
+            node_view(z, self.options.per_channel), backend=self.options.backend, check_finite=False
+        )
         self.add_packed(site, packed, batch.size)
 
     def add_packed(self, site: str, packed: torch.Tensor, samples: int) -> None:

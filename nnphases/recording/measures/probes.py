@@ -31,20 +31,26 @@ _UPDATE = {"train": "update_train", "rescore": "score_train", "eval": "update_te
 
 @dataclass(frozen=True)
 class ProbesOptions:
-    layers: tuple[str, ...] | None = option(None, help="ReLU sites to probe (default: every site)",
-                                            flag="probe-layers")
+    layers: tuple[str, ...] | None = option(None, help="ReLU sites to probe (default: every site)", flag="probe-layers")
     mode: Literal["fast", "paper", "both"] = option(
-        "fast", help="fast (closed-form ridge), paper (the source's trained probes) or both", flag="probe-mode")
+        "fast", help="fast (closed-form ridge), paper (the source's trained probes) or both", flag="probe-mode"
+    )
     paper_layers: tuple[str, ...] | None = option(
-        None, help="with mode both: the sites that also get paper-mode probes (default: every probed site)",
-        flag="paper-layers")
-    warm_start: bool = option(False, help="paper mode: start from the previous measurement's probes",
-                              flag="probe-warm-start")
-    max_features: int = option(2048, min=1, help="fast mode's feature cap (wider sites are pooled or projected)",
-                               flag="probe-features")
+        None,
+        help="with mode both: the sites that also get paper-mode probes (default: every probed site)",
+        flag="paper-layers",
+    )
+    warm_start: bool = option(
+        False, help="paper mode: start from the previous measurement's probes", flag="probe-warm-start"
+    )
+    max_features: int = option(
+        2048, min=1, help="fast mode's feature cap (wider sites are pooled or projected)", flag="probe-features"
+    )
     decoder: Literal["linear", "random-features"] = option(
-        "linear", help="fast mode's decoder: linear (the source's theory) or random-features (closed form)",
-        flag="probe-decoder")
+        "linear",
+        help="fast mode's decoder: linear (the source's theory) or random-features (closed form)",
+        flag="probe-decoder",
+    )
     fast: Mapping[str, Any] | None = option(None, help="more keywords of RidgeProbe (e.g. decoder_width)")
     paper: Mapping[str, Any] | None = option(None, help="keywords of PaperProbe (epochs, learning rates, ...)")
 
@@ -68,13 +74,23 @@ class ProbesOptions:
             PaperProbe((1,), 2, (1,), **dict(self.paper or {}))
 
 
-PROBES = register_table("probes", [
-    ("layer", pa.string()), ("mode", pa.string()),
-    ("train_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
-    ("reconstruction_mse", pa.float64()), ("reconstruction_nmse", pa.float64()),
-    ("ridge", pa.float64()), ("features", pa.int64()), ("reduction", pa.string()),
-    ("n_train", pa.int64()), ("n_test", pa.int64()), ("decoder", pa.string()),
-])
+PROBES = register_table(
+    "probes",
+    [
+        ("layer", pa.string()),
+        ("mode", pa.string()),
+        ("train_accuracy", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("reconstruction_mse", pa.float64()),
+        ("reconstruction_nmse", pa.float64()),
+        ("ridge", pa.float64()),
+        ("features", pa.int64()),
+        ("reduction", pa.string()),
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("decoder", pa.string()),
+    ],
+)
 
 
 class Probes(Measure):
@@ -97,17 +113,22 @@ class Probes(Measure):
         if not binding.has_train:
             raise ValueError("probes need training data: pass train_data (the Recorder's training subset)")
         if binding.world > 1 and "paper" in _MODES[o.mode]:
-            raise ValueError(f"probe_mode {o.mode!r}: paper-mode probes train on every training sample's activations "
-                             f"in one process, but {binding.world} processes measure together; use probe_mode 'fast' "
-                             "(its sums are added across processes) or probe in a run of one process")
+            raise ValueError(
+                f"probe_mode {o.mode!r}: paper-mode probes train on every training sample's activations "
+                f"in one process, but {binding.world} processes measure together; use probe_mode 'fast' "
+                "(its sums are added across processes) or probe in a run of one process"
+            )
         if binding.world > 1 and o.decoder == "random-features":
-            raise ValueError(f"probe_decoder 'random-features' standardises its features by the first training batch, "
-                             f"which differs between the {binding.world} processes; use probe_decoder 'linear' or "
-                             "probe in a run of one process")
+            raise ValueError(
+                f"probe_decoder 'random-features' standardises its features by the first training batch, "
+                f"which differs between the {binding.world} processes; use probe_decoder 'linear' or "
+                "probe in a run of one process"
+            )
         self.sites = binding.check_sites(o.layers, "probe_layers")
         self.modes = _MODES[o.mode]
-        self.paper_sites = [s for s in self.sites if "paper" in self.modes and (
-            o.paper_layers is None or s in o.paper_layers)]
+        self.paper_sites = [
+            s for s in self.sites if "paper" in self.modes and (o.paper_layers is None or s in o.paper_layers)
+        ]
         outside = [n for n in o.paper_layers or () if n not in self.sites]
         if outside:
             raise ValueError(f"paper_layers: {outside} are not among the probed sites {self.sites}")
@@ -131,7 +152,8 @@ class Probes(Measure):
                 raise ValueError(
                     f"paper-mode probes keep the activations of {n} training samples at sites {self.paper_sites} in "
                     f"memory: {need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free on {binding.device}; probe "
-                    "fewer layers, score fewer training samples or use probe mode 'fast'")
+                    "fewer layers, score fewer training samples or use probe mode 'fast'"
+                )
         self._probes: dict[str, list[tuple[str, Any]]] = {}
         self._errors: dict[tuple[str, str], str] = {}
         self._sums: list[tuple[Any, dict[str, torch.Tensor]]] = []
@@ -158,13 +180,38 @@ class Probes(Measure):
             shape = b.sites[s]
             self._probes[s] = []
             if "fast" in self.modes:
-                self._probes[s].append(("fast", RidgeProbe(
-                    math.prod(shape), b.num_classes, input_dim, max_features=o.max_features, device=b.device,
-                    act_shape=shape, keep_features=self.keep_features, decoder=o.decoder, **dict(o.fast or {}))))
+                self._probes[s].append(
+                    (
+                        "fast",
+                        RidgeProbe(
+                            math.prod(shape),
+                            b.num_classes,
+                            input_dim,
+                            max_features=o.max_features,
+                            device=b.device,
+                            act_shape=shape,
+                            keep_features=self.keep_features,
+                            decoder=o.decoder,
+                            **dict(o.fast or {}),
+                        ),
+                    )
+                )
             if s in self.paper_sites:
                 prev = self._last_paper.get(s) if o.warm_start else None
-                self._probes[s].append(("paper", PaperProbe(shape, b.num_classes, b.input_shape, seed=b.seed,
-                                                            device=b.device, warm_start=prev, **dict(o.paper or {}))))
+                self._probes[s].append(
+                    (
+                        "paper",
+                        PaperProbe(
+                            shape,
+                            b.num_classes,
+                            b.input_shape,
+                            seed=b.seed,
+                            device=b.device,
+                            warm_start=prev,
+                            **dict(o.paper or {}),
+                        ),
+                    )
+                )
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
         for mode, probe in self._probes.get(site, ()):
@@ -208,15 +255,45 @@ class Probes(Measure):
         for site, probes in self._probes.items():
             for mode, probe in probes:
                 r = probe.result()
-                rows.append({"layer": site, "mode": mode, **{k: _num(r.get(k)) for k in (
-                    "train_accuracy", "test_accuracy", "reconstruction_mse", "reconstruction_nmse", "ridge")},
-                    "features": int(r["features"]), "reduction": str(r["reduction"]),
-                    "n_train": int(r["n_train"]), "n_test": int(r["n_test"]), "decoder": str(r["decoder"])})
+                rows.append(
+                    {
+                        "layer": site,
+                        "mode": mode,
+                        **{
+                            k: _num(r.get(k))
+                            for k in (
+                                "train_accuracy",
+                                "test_accuracy",
+                                "reconstruction_mse",
+                                "reconstruction_nmse",
+                                "ridge",
+                            )
+                        },
+                        "features": int(r["features"]),
+                        "reduction": str(r["reduction"]),
+                        "n_train": int(r["n_train"]),
+                        "n_test": int(r["n_test"]),
+                        "decoder": str(r["decoder"]),
+                    }
+                )
         nan = float("nan")
         for (site, mode), err in self._errors.items():
-            rows.append({"layer": site, "mode": mode, "train_accuracy": nan, "test_accuracy": nan,
-                         "reconstruction_mse": nan, "reconstruction_nmse": nan, "ridge": nan, "features": 0,
-                         "reduction": "failed: " + err[:200], "n_train": 0, "n_test": 0, "decoder": ""})
+            rows.append(
+                {
+                    "layer": site,
+                    "mode": mode,
+                    "train_accuracy": nan,
+                    "test_accuracy": nan,
+                    "reconstruction_mse": nan,
+                    "reconstruction_nmse": nan,
+                    "ridge": nan,
+                    "features": 0,
+                    "reduction": "failed: " + err[:200],
+                    "n_train": 0,
+                    "n_test": 0,
+                    "decoder": "",
+                }
+            )
         self._probes = {}
         return Output(tables={"probes": rows})
 

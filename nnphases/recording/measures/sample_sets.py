@@ -25,19 +25,26 @@ NODE_ROW_BYTES = 48
 
 @dataclass(frozen=True)
 class SampleSetsOptions:
-    per_channel: bool = option(False, help="count conv channels (active when any position is) instead of "
-                                           "channel-positions")
-    sites: tuple[str, ...] | None = option(None, help="ReLU sites to count (default: every site)",
-                                           flag="count-sites")
-    backend: str | None = option(None, help="kernel backend (cuda, cupy, cpp, numba, reference; default: the "
-                                            "first that works)")
+    per_channel: bool = option(
+        False, help="count conv channels (active when any position is) instead of channel-positions"
+    )
+    sites: tuple[str, ...] | None = option(None, help="ReLU sites to count (default: every site)", flag="count-sites")
+    backend: str | None = option(
+        None, help="kernel backend (cuda, cupy, cpp, numba, reference; default: the first that works)"
+    )
     node_tables: Literal["auto", "always", "never"] = option(
-        "auto", help="per-node rows in nodes.parquet: auto (layers of at most --node-table-max-width nodes), "
-                     "always or never; readers derive the rows of the others from the counts")
-    node_table_max_width: int = option(NODE_TABLE_MAX_WIDTH, min=1, help="widest layer with per-node rows under "
-                                                                         "--node-tables auto")
-    compact_tables: bool = option(False, help="when the run ends, gather each table's per-checkpoint files into one "
-                                              "file (nnphases compact does it later)")
+        "auto",
+        help="per-node rows in nodes.parquet: auto (layers of at most --node-table-max-width nodes), "
+        "always or never; readers derive the rows of the others from the counts",
+    )
+    node_table_max_width: int = option(
+        NODE_TABLE_MAX_WIDTH, min=1, help="widest layer with per-node rows under --node-tables auto"
+    )
+    compact_tables: bool = option(
+        False,
+        help="when the run ends, gather each table's per-checkpoint files into one "
+        "file (nnphases compact does it later)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -59,11 +66,19 @@ def node_view(z: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return z.reshape(b, math.prod(z.shape[1:]))
 
 
-LAYERS = register_table("layers", [
-    ("layer", pa.string()), ("nodes", pa.int64()),
-    ("f", pa.float64()), ("p", pa.float64()), ("u", pa.float64()),
-    ("dead", pa.int64()), ("always_active", pa.int64()),
-], required=True)
+LAYERS = register_table(
+    "layers",
+    [
+        ("layer", pa.string()),
+        ("nodes", pa.int64()),
+        ("f", pa.float64()),
+        ("p", pa.float64()),
+        ("u", pa.float64()),
+        ("dead", pa.int64()),
+        ("always_active", pa.int64()),
+    ],
+    required=True,
+)
 
 
 def layer_rows(counts: dict[str, np.ndarray], class_sizes: np.ndarray) -> pa.Table:
@@ -76,22 +91,36 @@ def layer_rows(counts: dict[str, np.ndarray], class_sizes: np.ndarray) -> pa.Tab
         for name, c in counts.items():
             named_layer(name, kernels.layer_metrics, c, class_sizes)
         raise
-    return pa.table({
-        "layer": list(counts), "nodes": [r.nodes for r in rows], "f": [r.fraction for r in rows],
-        "p": [r.predictability for r in rows], "u": [r.informativeness for r in rows],
-        "dead": [r.dead for r in rows], "always_active": [r.always_active for r in rows],
-    }, schema=LAYERS.columns)
+    return pa.table(
+        {
+            "layer": list(counts),
+            "nodes": [r.nodes for r in rows],
+            "f": [r.fraction for r in rows],
+            "p": [r.predictability for r in rows],
+            "u": [r.informativeness for r in rows],
+            "dead": [r.dead for r in rows],
+            "always_active": [r.always_active for r in rows],
+        },
+        schema=LAYERS.columns,
+    )
 
 
-def sample_set_tables(counts: dict[str, np.ndarray], class_sizes: np.ndarray, *,
-                      node_tables: str = "auto", node_table_max_width: int = NODE_TABLE_MAX_WIDTH
-                      ) -> dict[str, TableLike]:
+def sample_set_tables(
+    counts: dict[str, np.ndarray],
+    class_sizes: np.ndarray,
+    *,
+    node_tables: str = "auto",
+    node_table_max_width: int = NODE_TABLE_MAX_WIDTH,
+) -> dict[str, TableLike]:
     """The tables SampleSets writes from one checkpoint's counts, to be finished by the store (on the writer's
     thread): the layers table, and the nodes table of the layers ``node_tables`` names ("always": every layer,
     "never": none, "auto": those of at most ``node_table_max_width`` nodes; readers derive the others' rows from
     the counts)."""
-    tabled = [name for name, c in counts.items()
-              if node_tables == "always" or (node_tables == "auto" and c.shape[1] <= node_table_max_width)]
+    tabled = [
+        name
+        for name, c in counts.items()
+        if node_tables == "always" or (node_tables == "auto" and c.shape[1] <= node_table_max_width)
+    ]
     # Layer rows first: the metric kernels validate the counts against the class sizes.
     out: dict[str, TableLike] = {"layers": lambda: layer_rows(counts, class_sizes)}
     if tabled:
@@ -128,8 +157,12 @@ class SampleSets(Measure):
         # Labels were checked on the host and a NaN or inf in any ReLU output reaches the logits, which the
         # Recorder checks once per pass: the kernel's own checks would cost a GPU synchronisation per site and
         # batch. The counters validate the tables and options once, not on each of the pass's many calls.
-        self._counters = {s: kernels.ClassCounts(a, b.num_classes, backend=self.options.backend, check_finite=False,
-                                                 check_labels=False) for s, a in self._acc.items()}
+        self._counters = {
+            s: kernels.ClassCounts(
+                a, b.num_classes, backend=self.options.backend, check_finite=False, check_labels=False
+            )
+            for s, a in self._acc.items()
+        }
 
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
         self._counters[site].add(node_view(z, self.options.per_channel), batch.y)
@@ -139,8 +172,14 @@ class SampleSets(Measure):
         same read of ``z``: the Recorder calls it instead of :meth:`update` and Masks' own packing when both
         measure a CPU site with the same node view and backend."""
         assert self.binding is not None
-        _, packed = kernels.count_and_pack(node_view(z, self.options.per_channel), batch.y, self.binding.num_classes,
-                                           out=self._acc[site], backend=self.options.backend, check_finite=False)
+        _, packed = kernels.count_and_pack(
+            node_view(z, self.options.per_channel),
+            batch.y,
+            self.binding.num_classes,
+            out=self._acc[site],
+            backend=self.options.backend,
+            check_finite=False,
+        )
         return packed
 
     def sums(self, p: Pass) -> dict[str, torch.Tensor]:
@@ -153,9 +192,13 @@ class SampleSets(Measure):
         counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
         self._acc, self._counters = {}, {}
         o = self.options
-        return Output(tables=sample_set_tables(counts, self._class_sizes, node_tables=o.node_tables,
-                                               node_table_max_width=o.node_table_max_width),
-                      counts=counts, class_sizes=self._class_sizes)
+        return Output(
+            tables=sample_set_tables(
+                counts, self._class_sizes, node_tables=o.node_tables, node_table_max_width=o.node_table_max_width
+            ),
+            counts=counts,
+            class_sizes=self._class_sizes,
+        )
 
     def finish(self, run: RunDir) -> None:
         if self.options.compact_tables:
@@ -163,10 +206,21 @@ class SampleSets(Measure):
 
     def plan(self, num_classes: int, eval_samples: int | None) -> list[PlanRow]:
         width = torch.tensor([], dtype=accumulator_dtype(eval_samples)).element_size()
-        stored = 1 if eval_samples is not None and eval_samples < 256 else (
-            2 if eval_samples is not None and eval_samples < 65536 else 4)
-        return [PlanRow(self.name, s, n, num_classes * n * width,
-                        num_classes * n * stored + n * NODE_ROW_BYTES * self._tabled(n)) for s, n in self.nodes.items()]
+        stored = (
+            1
+            if eval_samples is not None and eval_samples < 256
+            else (2 if eval_samples is not None and eval_samples < 65536 else 4)
+        )
+        return [
+            PlanRow(
+                self.name,
+                s,
+                n,
+                num_classes * n * width,
+                num_classes * n * stored + n * NODE_ROW_BYTES * self._tabled(n),
+            )
+            for s, n in self.nodes.items()
+        ]
 
     def _tabled(self, nodes: int) -> bool:
         o = self.options
