@@ -270,7 +270,7 @@ def test_launcher_compiles(tmp_path):
 @needs_nvcc
 def test_device_code_compiles_as_cupy_compiles_it(tmp_path):
     """The .cuh alone, as CuPy's NVRTC gets it (included by a file with nothing else, no standard headers),
-    with every kernel variant nnphases/kernels/cupy.py names instantiated."""
+    with every kernel variant nnphases/kernels/impl/cupy.py names instantiated."""
     text = (CSRC / "cuda" / "node_metrics.cuh").read_text()
     assert not re.search(r"#\s*include\s*<", text), "NVRTC has no standard headers"
     variants = [f"nnp::node_metrics_kernel<{t}, {s}, {p}>" for t in MK.DEVICE_COUNT_TYPES.values()
@@ -291,7 +291,7 @@ def test_constants_agree_across_layers():
     cuh = (CSRC / "cuda" / "node_metrics.cuh").read_text()
     block, partial, combine = (int(re.search(rf"constexpr int {n} = (\d+);", cuh).group(1))
                                for n in ("kMetricsBlock", "kMetricsPartial", "kMetricsCombine"))
-    cupy_src = (ROOT / "nnphases" / "kernels" / "cupy.py").read_text()
+    cupy_src = (ROOT / "nnphases" / "kernels" / "impl" / "cupy.py").read_text()
     assert f"_METRICS_BLOCK, _METRICS_PARTIAL, _METRICS_COMBINE = {block}, {partial}, {combine}" in cupy_src
 
 

@@ -15,10 +15,19 @@ from torch import nn
 from nnphases import EvalStats, Recorder, RecorderOptions, SampleSets, Schedule
 from nnphases.options import check, option
 from nnphases.recording.measures import Measure, Output
-from nnphases.store import RunDir, read_table, register_table
+from nnphases.store import RunDir, declared, forget_table, read_table, register_table
 
-MARGINS = register_table("margins", [("split", pa.string()), ("mean_margin", pa.float64()),
-                                     ("samples", pa.int64())])
+COLUMNS = [("split", pa.string()), ("mean_margin", pa.float64()), ("samples", pa.int64())]
+
+
+@pytest.fixture(autouse=True)
+def margins_table():
+    """The table declared as a measure's module declares it, and forgotten afterwards: declarations are
+    process-wide, and other tests list the declared tables."""
+    spec = register_table("margins", COLUMNS)
+    yield spec
+    forget_table("margins")
+    assert "margins" not in declared()
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,6 @@ class Margins(Measure):
 
     name = "margins"
     Options = MarginsOptions
-    tables = (MARGINS,)
 
     def passes(self):
         return {"eval": ()}

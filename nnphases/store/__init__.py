@@ -92,7 +92,7 @@ from .lock import RunLock
 from .manifest import read_compacted, read_manifest, read_verified
 from .rundir import RunDir
 from .runs import class_sizes, layer_order, read_table, run_dirs
-from .tables import SCHEMAS, TableLike, TableSpec, declared, register_table, table_spec
+from .tables import SCHEMAS, TableLike, TableSpec, declared, forget_table, register_table, table_spec
 
 __all__ = [
     "RunDir",
@@ -112,6 +112,7 @@ __all__ = [
     "read_verified",
     "read_compacted",
     "register_table",
+    "forget_table",
     "table_spec",
     "declared",
     "TableSpec",

@@ -82,6 +82,13 @@ def register_table(
     return spec
 
 
+def forget_table(name: str) -> None:
+    """Remove the declaration of ``name`` (nothing when there is none): a notebook or a test that redefines a
+    measure with other columns declares its table again afterwards."""
+    _SPECS.pop(name, None)
+    _SCHEMAS.pop(name, None)
+
+
 def table_spec(name: str) -> TableSpec | None:
     """The declaration of ``name``, or None when no imported measure declares it."""
     return _SPECS.get(name)
