@@ -154,17 +154,24 @@ class Stream:
         raise ValueError(f"{self.name} yielded no batches")
 
     def refuse_shuffling(self, why: str) -> None:
-        """Raise when the source is a DataLoader whose sampler reorders samples between passes."""
-        from torch.utils.data import DataLoader, RandomSampler
+        """Raise when the source is a DataLoader whose sampler may reorder samples between passes: one that shuffles
+        (RandomSampler, SubsetRandomSampler, WeightedRandomSampler, a shuffling DistributedSampler) or one whose
+        order nnphases cannot know (any other sampler class). Kept: SequentialSampler, nnphases' UnpaddedSampler,
+        a DistributedSampler without shuffling, a list, tuple or range of indices, an IterableDataset's own order."""
+        from torch.utils.data import DataLoader
 
         d = self.iterable
-        if isinstance(d, DataLoader) and (
-            isinstance(d.sampler, RandomSampler)
-            or (d.batch_sampler is not None and isinstance(getattr(d.batch_sampler, "sampler", None), RandomSampler))
-        ):
+        if not isinstance(d, DataLoader):
+            return
+        batch = d.batch_sampler
+        sampler = getattr(batch, "sampler", None) if batch is not None else d.sampler
+        if sampler is None:  # a custom batch sampler: its order is its own
+            sampler = batch
+        problem = _reorders(sampler)
+        if problem is not None:
             raise ValueError(
-                f"{self.name} shuffles (a DataLoader with shuffle=True); {why} needs the same sample "
-                "order in every pass: build the loader with shuffle=False"
+                f"{self.name} {problem}; {why} needs the same sample order in every pass: build the loader with "
+                "shuffle=False and a SequentialSampler (or a list of indices)"
             )
 
     # -- passes ------------------------------------------------------------------------------------
@@ -241,3 +248,29 @@ def check_class_sizes(sizes: np.ndarray, name: str) -> None:
 def accumulator_dtype(samples: int | None) -> torch.dtype:
     """int32 counters when a pass has fewer than 2^31 samples (half the memory of int64), else int64."""
     return torch.int32 if samples is not None and samples < 2**31 - 1 else torch.int64
+
+
+def _reorders(sampler: object) -> str | None:
+    """What makes ``sampler`` give another order at another pass, or None when its order is fixed."""
+    from torch.utils.data import (
+        BatchSampler,
+        RandomSampler,
+        SequentialSampler,
+        SubsetRandomSampler,
+        WeightedRandomSampler,
+    )
+    from torch.utils.data.distributed import DistributedSampler
+
+    from .distributed import UnpaddedSampler
+
+    if isinstance(sampler, BatchSampler):
+        return _reorders(sampler.sampler)
+    if isinstance(sampler, (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)):
+        return f"shuffles (its sampler is a {type(sampler).__name__})"
+    if isinstance(sampler, DistributedSampler):
+        return "shuffles (a DistributedSampler with shuffle=True)" if sampler.shuffle else None
+    if isinstance(sampler, (SequentialSampler, UnpaddedSampler, list, tuple, range)):
+        return None
+    if type(sampler).__name__ == "_InfiniteConstantSampler":  # an IterableDataset: it yields in its own order
+        return None
+    return f"samples with a {type(sampler).__name__}, whose order nnphases cannot know"
