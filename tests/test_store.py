@@ -541,3 +541,12 @@ def test_probes_written_before_the_decoder_column_read_with_nulls(tmp_path):
     t = read_table(tmp_path / "run", "probes")
     assert list(t.columns) == SCHEMAS["probes"].names
     assert t.decoder.isna().all() and list(t.layer) == ["a"] and t.reconstruction_nmse.iloc[0] == 0.2
+
+
+@pytest.mark.parametrize("damage", [b'{\n  "lr": 0.1,\n  "se', b"\xff\xfe", b"[1, 2]"], ids=["truncated", "not-text", "a-list"])
+def test_a_damaged_config_is_named_when_a_run_writes_it_again(tmp_path: Path, damage: bytes) -> None:
+    run = RunDir(tmp_path)
+    run.write_config({"lr": 0.1, "seed": 0})
+    (tmp_path / "config.json").write_bytes(damage)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'} is damaged"):
+        run.write_config({"lr": 0.1, "seed": 0})

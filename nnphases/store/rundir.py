@@ -71,8 +71,8 @@ class RunDir:
         text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
         target = self.path / "config.json"
         if target.exists() and not overwrite:
-            # Compare parsed values: tuples become lists, key order is irrelevant.
-            if json.loads(target.read_text()) == json.loads(text):
+            # Compare parsed values: tuples become lists, key order is irrelevant. A damaged file is named.
+            if self.config == json.loads(text):
                 return
             raise ValueError(f"{target} already holds a different configuration (pass overwrite=True to replace it)")
         atomic_write_bytes(target, text.encode())
