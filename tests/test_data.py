@@ -421,3 +421,12 @@ def test_two_attribute_second_attribute_is_weaker() -> None:
     ds = D.two_attribute(n=2000, noise=0.0)
     magnitude = ds.x.flatten(1).abs().mean(0)
     assert math.isclose(float(magnitude[1]), 0.5 * float(magnitude[0]), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "test"])
+def test_an_idx_pair_of_no_images_is_refused(tmp_path: Path, train: bool) -> None:
+    write_idx_folder(tmp_path, train, 0, gz=False)
+    with pytest.raises(ValueError, match="hold no images"):
+        D.mnist(tmp_path, train=train)
+    write_idx_folder(tmp_path, train, 3, gz=False)
+    assert len(D.mnist(tmp_path, train=train)) == 3

@@ -209,7 +209,9 @@ def _idx_dataset(root: Path, train: bool, name: str, how_to_get: str) -> Dataset
         raise ValueError(
             f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels"
         )
-    if labels.size and labels.max() >= 10:
+    if images.shape[0] == 0:  # a data set of nothing would fail later, far from the files at fault
+        raise ValueError(f"{images_path} and {labels_path} hold no images")
+    if labels.max() >= 10:
         raise ValueError(f"{labels_path}: label {int(labels.max())} outside [0, 10)")
     x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)
     y = torch.from_numpy(labels).to(torch.int64)
