@@ -82,3 +82,14 @@ def test_a_loader_with_a_fixed_order_keeps_masks(tmp_path: Path, make) -> None:
     rec.maybe_measure(0)
     rec.close()
     assert rec.run.read_masks(0, "1").shape[0] == 16
+
+
+@pytest.mark.parametrize("measures", [
+    pytest.param(lambda: [SampleSets(backend="cuda")], id="counts"),
+    pytest.param(lambda: [SampleSets(), Masks(backend="cupy")], id="masks"),
+])
+def test_a_backend_that_cannot_run_on_the_model_s_device_is_refused_when_bound(tmp_path: Path, measures) -> None:
+    loader = DataLoader(_data(), batch_size=16)
+    with pytest.raises(ValueError, match=r"backend '(cuda|cupy)' cannot run (class_counts|pack_masks) on cpu: "):
+        Recorder(_model(), loader, Schedule((0,), 1), tmp_path / "run", measures())
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -61,6 +61,17 @@ class Binding:
             raise ValueError(f"{option} must name at least one site; the model's sites: {list(self.sites)}")
         return [n for n in self.sites if n in names]
 
+    def check_backend(self, backend: str | None, kernel: str, option: str) -> None:
+        """A chosen kernel ``backend`` checked against the model's device when the measure is bound, so that a
+        backend that cannot run here is refused before any data pass, with the reason."""
+        if backend is None:
+            return
+        from ... import kernels
+
+        why = kernels.refusal(backend, kernel, self.device.type)
+        if why is not None:
+            raise ValueError(f"{option} {backend!r} cannot run {kernel} on {self.device}: {why}")
+
 
 @dataclass(frozen=True)
 class PlanRow:

@@ -59,6 +59,7 @@ class Masks(Measure):
                 "masks in a run of one process (the counts need no masks)"
             )
         self.sites = binding.check_sites(self.options.sites, "mask_sites")
+        binding.check_backend(self.options.backend, "pack_masks", "mask_backend")
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         total = sum(self.nodes.values())
         # Every site gets the same column width, so the buffers fill together and all stay within the budget.

@@ -142,6 +142,7 @@ class SampleSets(Measure):
     def bind(self, binding: Binding) -> None:
         super().bind(binding)
         self.sites = binding.check_sites(self.options.sites, "count_sites")
+        binding.check_backend(self.options.backend, "class_counts", "backend")
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         self._acc: dict[str, torch.Tensor] = {}
         self._counters: dict[str, kernels.ClassCounts] = {}
