@@ -107,6 +107,8 @@ def _torch_name(dtype: Any) -> str:
 def describe(x: Any, name: str) -> Array:
     """Classifies an argument; raises TypeError naming it if it is not an array."""
     if _is_torch(x):
+        if x.layout != sys.modules["torch"].strided:  # sparse and nested tensors have no strided storage to read
+            raise TypeError(f"{name} must be a dense tensor, got layout {x.layout} (call .to_dense())")
         dev = x.device
         aligned = x.data_ptr() % x.element_size() == 0  # torch.frombuffer can start anywhere
         return Array(

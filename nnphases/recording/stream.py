@@ -42,6 +42,13 @@ class Batch:
         return int(self.y.shape[0])
 
 
+def _dense(x: torch.Tensor, where: str) -> None:
+    # A sparse or other non-strided tensor would fail inside the model or the kernels with an error that names
+    # neither the data nor the batch.
+    if x.layout != torch.strided:
+        raise TypeError(f"{where}: x must be a dense tensor, got layout {x.layout} (call .to_dense())")
+
+
 def _labels(y: Any, name: str, num_classes: int | None) -> torch.Tensor:
     """``y`` as a 1-D int64 CPU-or-device tensor, refusing what would be misread (floats, one-hot rows)."""
     if isinstance(y, (list, tuple)):
@@ -84,6 +91,7 @@ class Stream:
                 x = torch.from_numpy(np.ascontiguousarray(x))
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"{name}: x must be a tensor (or NumPy array), got {type(x).__name__}")
+            _dense(x, name)
             y = _labels(y, name, None)
             if x.dim() < 1 or x.shape[0] != y.shape[0]:
                 raise ValueError(f"{name}: y has {y.shape[0]} labels but x has {x.shape[0] if x.dim() else 0} samples")
@@ -150,6 +158,7 @@ class Stream:
                 xb = torch.from_numpy(xb)
             if not isinstance(xb, torch.Tensor):
                 raise TypeError(f"{self.name} batch 0: x must be a tensor, got {type(xb).__name__}")
+            _dense(xb, f"{self.name} batch 0")
             return xb[:2]
         raise ValueError(f"{self.name} yielded no batches")
 
@@ -208,6 +217,7 @@ class Stream:
                 x = torch.from_numpy(x)
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"{where}: x must be a tensor, got {type(x).__name__}")
+            _dense(x, where)
             y = _labels(y, where, num_classes)
             if x.dim() < 1 or x.shape[0] != y.shape[0]:
                 raise ValueError(f"{where}: y has {y.shape[0]} labels but x has {x.shape[0] if x.dim() else 0} samples")

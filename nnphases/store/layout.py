@@ -51,6 +51,8 @@ def output_folder(path: object, name: str) -> Path:
     text = os.fspath(path)
     if not isinstance(text, str) or not text:
         raise ValueError(f"{name} must name a folder, got {text!r}")
+    if "\0" in text:
+        raise ValueError(f"{name} {text!r} holds a NUL byte, which no file name may contain")
     p = Path(text)
     existing = p.absolute()
     try:

@@ -1,0 +1,47 @@
+"""Inputs that used to fail far from their cause, each now refused at the boundary with one line naming the
+argument and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import nnphases.kernels as K
+from nnphases import Recorder, Schedule
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _set() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(20, 4, generator=g), torch.randint(0, 3, (20,), generator=g)
+
+
+CASES = [
+    pytest.param(lambda t, x, y: Recorder(_model(), (x, y), Schedule((0,), 1), str(t / "a\0b")), ValueError,
+                 r"out '.*a\\x00b' holds a NUL byte", id="recorder-out-nul"),
+    pytest.param(lambda t, x, y: Recorder(_model(), (x.to_sparse(), y), Schedule((0,), 1), t / "sparse"), TypeError,
+                 r"eval_data: x must be a dense tensor, got layout torch.sparse_coo", id="recorder-sparse-x"),
+    pytest.param(lambda t, x, y: Recorder(_model(), [(x.to_sparse(), y)], Schedule((0,), 1), t / "sparse-batches"),
+                 TypeError, r"eval_data batch 0: x must be a dense tensor, got layout torch.sparse_coo",
+                 id="recorder-sparse-batch"),
+    pytest.param(lambda t, x, y: K.class_counts(x.to_sparse(), y, 3), TypeError,
+                 r"acts must be a dense tensor, got layout torch.sparse_coo", id="class-counts-sparse"),
+    pytest.param(lambda t, x, y: K.pack_masks(x.to_sparse_csr()), TypeError,
+                 r"acts must be a dense tensor, got layout torch.sparse_csr", id="pack-masks-sparse-csr"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("call, error, message", CASES)
+def test_refused_at_the_boundary(tmp_path: Path, call, error: type[Exception], message: str) -> None:
+    x, y = _set()
+    with pytest.raises(error, match=message) as caught:
+        call(tmp_path, x, y)
+    assert "\n" not in str(caught.value)
