@@ -106,12 +106,13 @@ def test_unwrap():
     assert unwrap(compiled) is m
 
 
-def _padded_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
+def _padded_worker(rank: int, world: int, rendezvous: str, out: str, drop_last: bool = False) -> None:
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
     try:
         x, y = _data()
         ds = TensorDataset(x, y)
-        loader = DataLoader(ds, batch_size=64, sampler=DistributedSampler(ds, shuffle=False))
+        sampler = DistributedSampler(ds, shuffle=False, drop_last=drop_last)
+        loader = DataLoader(ds, batch_size=64, sampler=sampler)
         try:
             Recorder(_model(), loader, Schedule((0,), 1), out)
         except ValueError as e:
@@ -121,11 +122,15 @@ def _padded_worker(rank: int, world: int, rendezvous: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_a_padded_distributed_sampler_is_refused(tmp_path):
-    mp.spawn(_padded_worker, args=(2, _rendezvous(), str(tmp_path / "run")), nprocs=2, join=True)
+@pytest.mark.parametrize("drop_last, says", [
+    (False, "DistributedSampler that pads 1001 samples to 1002 (repeating 1)"),
+    (True, "DistributedSampler with drop_last=True, which leaves out 1 of the 1001 samples"),
+], ids=["padded", "drop-last"])
+def test_a_distributed_sampler_that_pads_or_drops_is_refused(tmp_path, drop_last, says):
+    mp.spawn(_padded_worker, args=(2, _rendezvous(), str(tmp_path / "run"), drop_last), nprocs=2, join=True)
     for rank in range(2):
         msg = (tmp_path / "run" / f"error-{rank}").read_text()
-        assert "DistributedSampler that pads 1001 samples to 1002 (repeating 1)" in msg and "UnpaddedSampler" in msg
+        assert says in msg and "UnpaddedSampler" in msg
 
 
 # -- fast-mode probes: every rank feeds its shard, the statistics are summed ------------------------------------

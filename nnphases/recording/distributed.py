@@ -80,11 +80,17 @@ def check_unpadded(data: Any, name: str) -> None:
     sampler = data.sampler if data.batch_sampler is None else getattr(data.batch_sampler, "sampler", data.sampler)
     if isinstance(sampler, DistributedSampler):
         n = len(sampler.dataset)  # type: ignore[arg-type]  # a Dataset need not be Sized; this sampler's is
-        if sampler.total_size != n:
+        if sampler.total_size > n:
             raise ValueError(
                 f"{name} uses a DistributedSampler that pads {n} samples to {sampler.total_size} "
                 f"(repeating {sampler.total_size - n}), which would count them twice; use "
                 "nnphases.recording.distributed.UnpaddedSampler(len(dataset))"
+            )
+        if sampler.total_size < n:
+            raise ValueError(
+                f"{name} uses a DistributedSampler with drop_last=True, which leaves out "
+                f"{n - sampler.total_size} of the {n} samples so that the shards are equal; every sample must be "
+                "measured: use nnphases.recording.distributed.UnpaddedSampler(len(dataset))"
             )
         if sampler.shuffle:
             raise ValueError(
