@@ -357,8 +357,9 @@ def test_the_plan_refuses_what_cannot_fit(tmp_path, monkeypatch):
     assert p.device_bytes == 4 * 48 * 4 and sum(r.disk_bytes for r in p.rows if r.measure == "masks") == 48 * 128
     assert "per checkpoint x 100 checkpoints" in str(p)
     monkeypatch.setattr(plan.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
-    with pytest.raises(ValueError, match="100 checkpoints of .* but 1000 B is free.*keep no masks"):
+    with pytest.raises(ValueError, match="100 checkpoints of .* but 1000 B is free.*keep no masks") as caught:
         Recorder(_mlp(), (x, y), Schedule(tuple(range(100)), 1), tmp_path / "disk", [SampleSets(), Masks()])
+    assert f"free on the disk of {tmp_path / 'disk'};" in str(caught.value)  # the folder is named
     monkeypatch.setattr(plan, "free_memory", lambda device: 100)
     with pytest.raises(ValueError, match="while measuring but 100 B is free; count per channel"):
         Recorder(_mlp(), (x, y), Schedule((0,), 1), tmp_path / "mem")

@@ -37,6 +37,7 @@ class Plan:
     device: str
     state_bytes: int = 0
     notes: tuple[str, ...] = field(default=())
+    out: str | None = None  # the folder written, named when its disk is too small
 
     @property
     def device_bytes(self) -> int:
@@ -62,8 +63,8 @@ class Plan:
         if self.free_disk is not None and self.disk_bytes > self.free_disk:
             out.append(
                 f"{self.checkpoints} checkpoints of {format_bytes(self.checkpoint_bytes)} take "
-                f"{format_bytes(self.disk_bytes)} but {format_bytes(self.free_disk)} is free on the output's "
-                "disk; keep no masks (or fewer mask sites), measure fewer sites, or measure fewer steps "
+                f"{format_bytes(self.disk_bytes)} but {format_bytes(self.free_disk)} is free on the disk of "
+                f"{self.out if self.out is not None else 'the output'}; keep no masks (or fewer mask sites), measure fewer sites, or measure fewer steps "
                 "(fewer per decade)"
             )
         return out
@@ -118,7 +119,9 @@ def make_plan(
         if eval_samples is not None
         else ("the evaluation set's size is learnt in the first pass; the disk is checked again then",)
     )
-    return Plan(rows, checkpoints, eval_samples, free_memory(device), free_disk(out), str(device), state_bytes, notes)
+    return Plan(
+        rows, checkpoints, eval_samples, free_memory(device), free_disk(out), str(device), state_bytes, notes, str(out)
+    )
 
 
 def bind_measures(
