@@ -93,3 +93,19 @@ def test_a_backend_that_cannot_run_on_the_model_s_device_is_refused_when_bound(t
     with pytest.raises(ValueError, match=r"backend '(cuda|cupy)' cannot run (class_counts|pack_masks) on cpu: "):
         Recorder(_model(), loader, Schedule((0,), 1), tmp_path / "run", measures())
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_binding_a_dataloader_starts_no_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telling an iterator from a re-iterable must not iterate a DataLoader (with workers that starts processes)."""
+    loader = DataLoader(_data(), batch_size=16)
+    started = []
+    original = DataLoader.__iter__
+    monkeypatch.setattr(DataLoader, "__iter__", lambda self: started.append(1) or original(self))
+    rec = Recorder(_model(), loader, Schedule((0,), 1), tmp_path / "run")
+    at_bind = len(started)
+    rec.maybe_measure(0)
+    rec.close()
+    # One pass reads the data once, after the one read at binding that learns the first batch's shape.
+    assert at_bind == 1 and len(started) == 2
+    with pytest.raises(TypeError, match="eval_data is an iterator"):
+        Recorder(_model(), iter(loader), Schedule((0,), 1), tmp_path / "gen")

@@ -99,7 +99,9 @@ class Stream:
                 raise ValueError(f"{name} is empty: it needs at least one sample")
             self.x, self.y = x, y
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor, np.ndarray, dict)):
-            if iter(data) is data:
+            # An iterator returns itself from iter(); asking it of a re-iterable such as a DataLoader would start
+            # its workers for nothing, so only what is an Iterator by type is asked.
+            if isinstance(data, Iterator) and iter(data) is data:
                 raise TypeError(
                     f"{name} is an iterator (a generator?), which is exhausted after one pass; every "
                     "measurement reads it again: pass a DataLoader, a list of batches or (x, y) tensors"
