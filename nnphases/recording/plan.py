@@ -64,8 +64,8 @@ class Plan:
             out.append(
                 f"{self.checkpoints} checkpoints of {format_bytes(self.checkpoint_bytes)} take "
                 f"{format_bytes(self.disk_bytes)} but {format_bytes(self.free_disk)} is free on the disk of "
-                f"{self.out if self.out is not None else 'the output'}; keep no masks (or fewer mask sites), measure fewer sites, or measure fewer steps "
-                "(fewer per decade)"
+                f"{self.out if self.out is not None else 'the output'}; keep no masks (or fewer mask sites), "
+                "measure fewer sites, or measure fewer steps (fewer per decade)"
             )
         return out
 
