@@ -70,7 +70,7 @@ writes a run at a time (:meth:`RunDir.lock`, which the Recorder holds);
 readers take no lock and may run alongside it.
 
 Node rows are a pure function of the counts, so ``nodes.parquet`` holds only
-the layers ``node_tables`` asks for (see :data:`NODE_TABLE_MAX_WIDTH`) and
+the layers SampleSets' ``node_tables`` option asks for and
 every reader (:meth:`RunDir.read_table`, :func:`nnphases.store.runs.read_table`)
 computes the missing layers' rows from ``counts.npz`` with
 :func:`nnphases.kernels.node_metrics`, the function that writes them: the same
@@ -85,7 +85,6 @@ kill at any moment leaves every row readable, from one place or the other.
 """
 
 from .atomic import atomic_write_bytes
-from .counts import NODE_TABLE_MAX_WIDTH, NODE_TABLES
 from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile, RunLocked
 from .layout import mask_array_name, output_folder
 from .lock import RunLock
@@ -118,6 +117,4 @@ __all__ = [
     "TableSpec",
     "TableLike",
     "SCHEMAS",
-    "NODE_TABLES",
-    "NODE_TABLE_MAX_WIDTH",
 ]

@@ -7,7 +7,7 @@ back as int64: lossless and 4x smaller than int64. Small layers are ``layer:<nam
 ``class_sizes`` is int64 ``[C]``.
 
 Node rows are a pure function of the counts, so ``nodes.parquet`` holds only the layers a measure chose to store
-(see :data:`NODE_TABLE_MAX_WIDTH`) and every reader computes the missing layers' rows here, with
+(SampleSets' ``node_tables`` option) and every reader computes the missing layers' rows here, with
 :func:`nnphases.kernels.node_metrics`, the function that writes them: the same rows, dtypes and order either way.
 """
 
@@ -39,15 +39,6 @@ BLOSC_LAYERS = "blosc_layers"
 # readable by np.load alone. Blosc takes at most 2 GiB a call.
 COMPRESS_MIN_BYTES = 1 << 16
 COMPRESS_MAX_BYTES = (1 << 31) - (1 << 16)
-
-# Which layers get per-node rows in nodes.parquet: "auto" those of at most NODE_TABLE_MAX_WIDTH nodes.
-NODE_TABLES = ("auto", "always", "never")
-# The rows cost more than the counts they come from (about 38 bytes a node in Parquet against 11 for 10 classes'
-# compressed counts, and most of a checkpoint's host time), and readers derive a missing layer's rows at 1-2x the
-# time of reading them (benchmarks/RESULTS.md). So they are written where they are cheap and handy for tools that
-# read Parquet directly: fully connected layers (80 to 4,096 nodes in the presets) and per-channel conv sites;
-# the per-position maps of conv layers (VGG-11: 2,048 to 65,536 nodes a site) are derived when read.
-NODE_TABLE_MAX_WIDTH = 4096
 
 NODES = register_table(
     "nodes",

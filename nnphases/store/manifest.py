@@ -16,7 +16,7 @@ from typing import Any
 
 from ..options import one_line
 from .errors import DamagedCheckpoint, MissingCheckpointFile
-from .layout import MANIFEST, STEP_DIR, TABLES_DIR
+from .layout import MANIFEST, TABLES_DIR, step_of
 
 
 def crc32_file(path: Path) -> int:
@@ -100,9 +100,9 @@ def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any
             raise bad(f"has a malformed entry {rel!r}: {entry!r:.80}")
     if body.get("files_crc32") != f"{files_checksum(files):08x}":
         raise bad(f"does not match its own checksum ({body.get('files_crc32')!r:.20})")
-    m = STEP_DIR.fullmatch(ckpt.name)
-    if m and body.get("step") != int(m.group(1)):
-        raise bad(f"belongs to step {body.get('step')!r}, not to its folder's step {int(m.group(1))}")
+    own = step_of(ckpt)
+    if own is not None and body.get("step") != own:
+        raise bad(f"belongs to step {body.get('step')!r}, not to its folder's step {own}")
     return files
 
 

@@ -24,7 +24,7 @@ from . import compaction
 from .atomic import atomic_write_bytes, fsync_dir, fsync_tree, mkdirs
 from .counts import check_counts, read_counts, write_counts
 from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile
-from .layout import DAMAGED_PREFIX, MANIFEST, STEP_DIR, TABLES_DIR, TMP_PREFIX, step_dir_name
+from .layout import DAMAGED_PREFIX, MANIFEST, TABLES_DIR, TMP_PREFIX, step_dir_name, step_of
 from .lock import RunLock, take_lock
 from .manifest import check_file, checkpoint_id, read_compacted, read_manifest, unlisted, write_manifest
 from .masks import read_masks
@@ -126,9 +126,9 @@ class RunDir:
             return {}
         out = {}
         for p in self.checkpoints.iterdir():
-            m = STEP_DIR.fullmatch(p.name)
-            if m and p.is_dir():
-                out[int(m.group(1))] = p
+            step = step_of(p)
+            if step is not None and p.is_dir():
+                out[step] = p
         return out
 
     def completed_steps(self) -> list[int]:
@@ -224,8 +224,8 @@ class RunDir:
             run = ckpt.parent.parent
             compacted = read_compacted(run)
             moved: set[str] = set()  # tables whose rows of this checkpoint are in the compacted files
-            m = STEP_DIR.fullmatch(ckpt.name)
-            step = str(int(m.group(1))) if m else ""
+            own = step_of(ckpt)
+            step = str(own) if own is not None else ""
             if compacted is not None and compacted["steps"].get(step) == checkpoint_id(manifest):
                 for table, spec in compacted["tables"].items():
                     if step in spec["row_groups"]:

@@ -13,10 +13,17 @@ import torch
 
 from ... import kernels
 from ...options import check, option
-from ...store import NODE_TABLE_MAX_WIDTH, RunDir, TableLike, register_table
+from ...store import RunDir, TableLike, register_table
 from ...store.counts import named_layer, node_columns
 from ..stream import Batch, accumulator_dtype
 from ._base import Binding, Measure, Output, Pass, PlanRow
+
+# The rows cost more than the counts they come from (about 38 bytes a node in Parquet against 11 for 10 classes'
+# compressed counts, and most of a checkpoint's host time), and readers derive a missing layer's rows at 1-2x the
+# time of reading them (benchmarks/RESULTS.md). So they are written where they are cheap and handy for tools that
+# read Parquet directly: fully connected layers (80 to 4,096 nodes in the presets) and per-channel conv sites;
+# the per-position maps of conv layers (VGG-11: 2,048 to 65,536 nodes a site) are derived when read.
+NODE_TABLE_MAX_WIDTH = 4096
 
 # Stored bytes per node besides its counts: one nodes.parquet row (measured on 9x320 and VGG-11 checkpoints) and
 # one layers.parquet share.
