@@ -1,4 +1,4 @@
-"""The demo beside one busy process (issue 24): ``nnphases run`` alone, then beside a process that keeps one
+"""The demo beside one busy process: ``nnphases run`` alone, then beside a process that keeps one
 core busy, both in this run; prints the two wall times, the slowdown (target: at most 2.5x on two cores) and
 the load average each run started at, since on a shared machine other work changes both. With
 ``--benchmark-disable`` (CI) a tiny synthetic run without figures stands in for the demo, so the benchmark
@@ -17,7 +17,7 @@ from nnphases.kernels.cores import usable_cores
 
 QUICK = ["--dataset", "synthetic", "--holdout", "600", "--train-eval", "0", "--epochs", "1", "--seeds", "0",
          "--per-decade", "2", "--no-figures"]
-TARGET = 2.5  # the slowdown beside one busy process that issue 24 asks for, on two cores
+TARGET = 2.5  # the slowdown beside one busy process this project aims at, on two cores
 
 
 def _load() -> float:

@@ -22,7 +22,7 @@ import typer.core
 # Before torch (imported below, through the store) and Numba start their OpenMP runtimes, which read this once:
 # by default libgomp's idle threads spin for milliseconds after every parallel region, and beside one busy
 # process on two cores that spinning, with each region's join waiting for a descheduled thread, made the demo's
-# training about seven times slower (issue 24, benchmarks/RESULTS.md). Passive threads sleep at once; a value
+# training about seven times slower (benchmarks/RESULTS.md). Passive threads sleep at once; a value
 # the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -1,4 +1,4 @@
-"""Threads on a shared machine (issue 24): the CPU thread count follows the cores the process may use
+"""Threads on a shared machine: the CPU thread count follows the cores the process may use
 (affinity, cgroup quota, OMP_NUM_THREADS), the command line keeps OpenMP's idle threads from spinning, and a
 run beside a competing process finishes."""
 
