@@ -231,7 +231,8 @@ _RUN_EXTRA = [
         default=typer.Option(
             "demo",
             help="demo (minutes on a CPU), source000 (one cell of the paper's protocol), source000-grid (all 18 "
-            "cells), source002 (probes, FC-BN), source002-vgg11, source002-resnet10",
+            "cells), source002 (FC-BN, probes as its text states them), source002-code (as its authors' code "
+            "runs them), source002-vgg11, source002-resnet10",
         ),
     ),
     inspect.Parameter(

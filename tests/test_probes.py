@@ -416,7 +416,7 @@ def test_paper_mode_decoder_choice():
     (dict(batch=True), "batch must be a positive int, got True"),
     (dict(classifier_lr=0.0), "classifier_lr must be a positive float, got 0.0"),
     (dict(decoder_lr=float("nan")), "decoder_lr must be a positive float, got nan"),
-    (dict(decoder="deconv"), r"decoder must be one of \('auto', 'dense', 'conv'\), got 'deconv'"),
+    (dict(decoder="deconv"), r"decoder must be one of \('auto', 'dense', 'conv', 'linear', 'cladec'\), got 'deconv'"),
     (dict(reduce=3), "reduce must be a RidgeProbe, a callable or None, got 3"),
 ])
 def test_paper_probe_bad_arguments(kwargs, match):

@@ -77,11 +77,14 @@ class OptimConfig:
     loss: Literal["ce", "mse"] = option("ce", help="ce (softmax, cross-entropy) or mse (identity, one-hot)")
     optimizer: Literal["adam", "sgd"] = option("adam", help="the optimiser")
     lr: float = option(1e-3, above=0, max=1e6, help="learning rate")
+    momentum: float = option(0.0, min=0, max=0.999, help="SGD's momentum (the source 002 text: none; its code: 0.9)")
     batch: int = option(60, min=1, max=1 << 24, help="training batch size")
     epochs: float = option(200.0, above=0, max=1e6, help="epochs of training (fractions allowed)")
 
     def __post_init__(self) -> None:
         check(self)
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum {self.momentum} is SGD's; optimizer {self.optimizer!r} takes none")
 
 
 @dataclass(frozen=True)

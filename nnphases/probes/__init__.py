@@ -4,9 +4,11 @@ Two modes, fed the same way (``update_train`` batches, ``fit``, ``update_test`` 
 reporting the same keys. Fast mode (:class:`RidgeProbe`) streams float64 normal-equation statistics and
 solves two ridge problems in closed form: a one-hot least-squares classifier (scored by argmax accuracy)
 and a linear decoder of the network input, which is the reconstruction function of the source's theory
-(its Definition 3.4). Paper mode (:class:`PaperProbe`, :func:`train_paper_probes`) follows the source's
-protocol: a dense classifier trained 20 epochs by SGD at lr 0.003 and an auto-encoder-style decoder trained
-30 epochs by Adam at lr 3e-4, on the training activations held in memory.
+(its Definition 3.4). The trained probes (:class:`PaperProbe`, :func:`train_paper_probes`) retrain a dense
+classifier and a decoder at every measurement on the training activations held in memory, by one of two
+protocols (:mod:`nnphases.probes.protocols`): ``text``, the source's text (the classifier by SGD at lr 0.003, an
+auto-encoder-style decoder by Adam at lr 3e-4), or ``code``, its authors' released code (SGD with momentum and
+lr drops, a linear decoder of standardised inputs).
 
 The reconstruction error is normalised as ``nmse = mse / (sum_j var_j(R_test) / input_dim)``, i.e.
 ``1 - R^2`` against the test inputs' own per-dimension (population) variance: 0 means a perfect
@@ -15,10 +17,13 @@ zero variance. Accuracies are fractions of samples.
 """
 
 from ._common import ProbeError
-from .paper import DECODERS, PaperProbe, conv_decoder, dense_decoder, train_paper_probes
+from .decoders import DECODERS, cladec_decoder, conv_decoder, dense_decoder, linear_decoder
+from .paper import PaperProbe, train_paper_probes
+from .protocols import PROTOCOLS, Protocol, released_lr_drops
 from .ridge import HOLDOUT_EVERY, RIDGE_EXPONENTS, RidgeProbe
 
-MODES = ("fast", "paper")
+# The probe modes: the closed form, and the trained probes by the source's text or by its authors' code.
+MODES = ("fast", "text", "code")
 
 __all__ = [
     "ProbeError",
@@ -27,7 +32,12 @@ __all__ = [
     "train_paper_probes",
     "conv_decoder",
     "dense_decoder",
+    "linear_decoder",
+    "cladec_decoder",
     "DECODERS",
+    "PROTOCOLS",
+    "Protocol",
+    "released_lr_drops",
     "MODES",
     "RIDGE_EXPONENTS",
     "HOLDOUT_EVERY",

@@ -136,6 +136,7 @@ def bind_measures(
     has_train: bool,
     seed: int,
     world: int = 1,
+    batch_norm: bool = False,
 ) -> Binding:
     """Bind every measure to the model's ReLU ``sites`` (each checks its options against them once)."""
     binding = Binding(
@@ -150,6 +151,7 @@ def bind_measures(
         free_memory=free_memory(device),
         measures=tuple(m.name for m in measures),
         world=world,
+        batch_norm=batch_norm,
     )
     for m in measures:
         m.bind(binding)

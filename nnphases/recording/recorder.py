@@ -23,9 +23,10 @@ background thread by default.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +39,14 @@ from ..options import check, check_int, option
 from ..store import RunDir, RunLock, atomic_write_bytes, output_folder
 from .capture import SiteTap, find_sites
 from .distributed import all_reduce_sums, broadcast_object, reduce_device, unwrap, world
-from .measures import PASSES, Measure, Output, Pass, default_measures
+from .measures import PASSES, Measure, Output, Pass, base_pass, default_measures
 from .measures.masks import Masks
 from .measures.sample_sets import SampleSets
+from .norm import batch_norm_layers
+from .norm import batch_statistics as batch_statistics_of
 from .plan import Plan, bind_measures, make_plan, resume_state_bytes
 from .schedule import MAX_STEP, Schedule
-from .stream import Stream, check_class_sizes
+from .stream import Batch, Stream, check_class_sizes
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,7 @@ class Recorder:
             has_train=self.train_data is not None,
             seed=self.seed,
             world=self.world,
+            batch_norm=bool(batch_norm_layers(self.model)),
         )
         self._tap: SiteTap | None = None  # traced at the first measurement: tracing costs more than a measurement
 
@@ -432,7 +436,7 @@ class Recorder:
 
     @torch.no_grad()
     def _run_pass(self, p: Pass, wanted: dict[Measure, Iterable[str]]) -> None:
-        data = self.eval_data if p == "eval" else self.train_data
+        data = self.eval_data if base_pass(p) == "eval" else self.train_data
         assert data is not None
         self._users: dict[str, list[Measure]] = {}
         for m, sites in wanted.items():
@@ -440,18 +444,20 @@ class Recorder:
                 self._users.setdefault(s, []).append(m)
         self._fused = self._fusable()
         self._pass_name = p
+        chunk = _batch_statistics_size(p, wanted)
         bad = torch.zeros((), dtype=torch.int64, device=self.device)
         assert self._tap is not None
         failure: BaseException | None = None
         try:
-            with self._tap as tap:
-                for batch in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
-                    self._batch = batch
-                    logits = tap(batch.x) if self._users else self.model(batch.x)
-                    # One flag on the device, read once per pass: a NaN or inf anywhere reaches the logits.
-                    bad |= (~torch.isfinite(logits).all()).to(torch.int64)
-                    for m in wanted:
-                        m.update_batch(p, batch, logits)
+            with self._tap as tap, batch_statistics_of(self.model) if chunk else contextlib.nullcontext():
+                for whole in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
+                    for batch in _pieces(whole, chunk):
+                        self._batch = batch
+                        logits = tap(batch.x) if self._users else self.model(batch.x)
+                        # One flag on the device, read once per pass: a NaN or inf anywhere reaches the logits.
+                        bad |= (~torch.isfinite(logits).all()).to(torch.int64)
+                        for m in wanted:
+                            m.update_batch(p, batch, logits)
             sizes, samples = data.last_class_sizes, data.last_samples
         except Exception as e:
             if self.world == 1:
@@ -466,7 +472,7 @@ class Recorder:
             raise FloatingPointError(
                 f"the model's outputs are not finite (NaN or inf) in the {p} pass; the run diverged"
             )
-        if p == "eval":
+        if base_pass(p) == "eval":
             self._check_eval_sizes(sizes)
             expected = self.eval_data.samples
             if expected is not None and samples != expected:
@@ -553,6 +559,35 @@ class Recorder:
         self._closed = True
         if self._lock is not None:
             self._lock.release()
+
+
+def _batch_statistics_size(p: Pass, wanted: Iterable[Measure]) -> int | None:
+    """Samples per batch in a ``:batch-stats`` pass (None for the other passes): what its users ask for, the same
+    for all of them."""
+    if base_pass(p) == p:
+        return None
+    sizes = {m.name: m.batch_statistics_size() for m in wanted}
+    asked = {v for v in sizes.values() if v is not None}
+    if len(asked) > 1:
+        raise ValueError(f"measures read the {p} pass in batches of different sizes: {sizes}")
+    if not asked:
+        raise ValueError(f"no measure in the {p} pass says its batch size ({sorted(sizes)})")
+    return asked.pop()
+
+
+def _pieces(batch: Batch, size: int | None) -> Iterator[Batch]:
+    """``batch`` cut into batches of ``size`` samples (whole when None); a last piece of one sample joins the one
+    before it, since batch statistics of one sample are undefined."""
+    n = batch.size
+    if size is None or n <= size:
+        yield batch
+        return
+    starts = list(range(0, n, size))
+    if n - starts[-1] == 1:
+        starts.pop()
+    for i, a in enumerate(starts):
+        b = starts[i + 1] if i + 1 < len(starts) else n
+        yield Batch(batch.x[a:b], batch.y[a:b], batch.start + a)
 
 
 def _merge(outputs: list[Output]) -> dict[str, Any]:

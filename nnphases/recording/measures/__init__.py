@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ._base import PASSES, Binding, Measure, Output, Pass, PlanRow
+from ._base import PASSES, Binding, Measure, Output, Pass, PlanRow, base_pass, batch_statistics
 from .eval_stats import EvalStats, EvalStatsOptions
 from .masks import Masks, MasksOptions
 from .probes import Probes, ProbesOptions
@@ -26,6 +26,8 @@ __all__ = [
     "Output",
     "Pass",
     "PASSES",
+    "base_pass",
+    "batch_statistics",
     "PlanRow",
     "REGISTRY",
     "SampleSets",

@@ -30,8 +30,23 @@ import torch
 from ...store import RunDir, TableLike, TableSpec
 from ..stream import Batch
 
-Pass = Literal["train", "rescore", "eval"]
-PASSES: tuple[Pass, ...] = ("train", "rescore", "eval")  # the order a measurement runs them in
+Pass = Literal["train", "train:batch-stats", "rescore", "rescore:batch-stats", "eval", "eval:batch-stats"]
+# The order a measurement runs them in. A ":batch-stats" pass reads the same data as its plain one, with every
+# BatchNorm layer normalising by the statistics of the batch it sees (in batches of the users'
+# :meth:`Measure.batch_statistics_size`) and leaving its running statistics as they were.
+PASSES: tuple[Pass, ...] = (
+    "train", "train:batch-stats", "rescore", "rescore:batch-stats", "eval", "eval:batch-stats"
+)  # fmt: skip
+
+
+def base_pass(p: Pass) -> Literal["train", "rescore", "eval"]:
+    """The pass ``p`` without its BatchNorm reading: what it is for and which data it reads."""
+    return p.split(":")[0]  # type: ignore[return-value]
+
+
+def batch_statistics(p: Pass) -> bool:
+    """Whether pass ``p`` reads with BatchNorm layers normalising by batch statistics."""
+    return p.endswith(":batch-stats")
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Binding:
     free_memory: int | None  # bytes free for new tensors on the device, None when unknown
     world: int = 1  # processes measuring shards of the data together (torch.distributed)
     measures: tuple[str, ...] = ()  # the names of every bound measure
+    batch_norm: bool = False  # whether the model has BatchNorm layers (running statistics to read with or not)
 
     def check_sites(self, names: Collection[str] | None, option: str) -> list[str]:
         """``names`` (None: every site) checked against the model's sites, in forward order."""
@@ -131,6 +147,10 @@ class Measure:
     def passes(self) -> dict[Pass, Collection[str]]:
         """The passes this measure needs next, each with the sites whose outputs it wants (may be empty)."""
         return {}
+
+    def batch_statistics_size(self) -> int | None:
+        """Samples per batch when this measure reads a ``:batch-stats`` pass (None: it reads none)."""
+        return None
 
     def begin(self, checkpoint: Path | None) -> None:
         """A measurement starts; files of its own may be streamed into the ``checkpoint`` folder being written
