@@ -48,7 +48,7 @@ def test_paper_probes_warm_start_resume_exactly(tmp_path):
     cfg = _cfg()
     train.run(cfg, tmp_path / "ref", progress=False)
     ref = read_table(tmp_path / "ref" / "seed-0", "probes")
-    assert set(ref["mode"]) == {"fast", "paper"} and set(ref["layer"]) == {"relu2"}
+    assert set(ref["mode"]) == {"fast", "text"} and set(ref["layer"]) == {"relu2"}
 
     out = tmp_path / "stopped"
     (out).mkdir()
@@ -73,7 +73,8 @@ def test_unknown_probe_layer_in_a_run(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["run", "--preset", "nope"], "unknown preset 'nope'; choose from demo"),
     (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-mode", "slow", "--no-figures"],
-     "--probe-mode must be one of 'fast', 'paper', 'both'; got 'slow'"),
+     "--probe-mode must be one of 'fast', 'text', 'code', 'fast+text', 'fast+code', 'text+code', "
+     "'fast+text+code', 'paper', 'both'; got 'slow'"),
     (["findings", "/nonexistent-run"], "'/nonexistent-run' does not exist"),
     (["run", "--seeds", "0,x"], "--seeds must be comma-separated integers, got '0,x'"),
     (["run", "--dataset", "synthetic", "--holdout", "600", "--probes", "--probe-decoder", "mlp", "--no-figures"],

@@ -57,9 +57,9 @@ def test_both_modes_rows(tmp_path):
     rec.measure(1)
     rec.close()
     t = read_table(tmp_path / "run", "probes").sort_values(["step", "mode"])
-    assert list(zip(t.step, t.layer, t["mode"])) == [(0, "4", "fast"), (0, "4", "paper"), (1, "4", "fast"),
-                                                      (1, "4", "paper")]
-    paper = t[t["mode"] == "paper"]
+    assert list(zip(t.step, t.layer, t["mode"])) == [(0, "4", "fast"), (0, "4", "text"), (1, "4", "fast"),
+                                                      (1, "4", "text")]
+    paper = t[t["mode"] == "text"]  # "both" is fast+text, by its older name
     assert ((paper.test_accuracy >= 0) & (paper.test_accuracy <= 1)).all()
     assert ((paper.train_accuracy >= 0) & (paper.train_accuracy <= 1)).all()
     assert np.isfinite(paper.reconstruction_nmse).all() and paper.ridge.isna().all()
@@ -124,13 +124,13 @@ def test_paper_layers_subset(tmp_path):
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes")
-    assert sorted(zip(t.layer, t["mode"])) == [("2", "fast"), ("4", "fast"), ("4", "paper")]
+    assert sorted(zip(t.layer, t["mode"])) == [("2", "fast"), ("4", "fast"), ("4", "text")]
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(probes=True, mode="both", paper_layers=["9"]), r"paper_layers: \['9'\] are not among the probed"),
     (dict(probes=["2"], mode="both", paper_layers=["4"]), r"paper_layers: \['4'\] are not among the probed"),
-    (dict(probes=True, mode="fast", paper_layers=["4"]), r"paper_layers \['4'\] need probe_mode 'both'"),
+    (dict(probes=True, mode="fast", paper_layers=["4"]), r"paper_layers \['4'\] need fast and trained probes"),
 ])
 def test_bad_paper_layers(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -163,7 +163,7 @@ def test_decoder_column(tmp_path):
     rec.measure(0)
     rec.close()
     t = read_table(tmp_path / "run", "probes")
-    assert sorted(zip(t["mode"], t.decoder)) == [("fast", "random-features-32"), ("paper", "dense")]
+    assert sorted(zip(t["mode"], t.decoder)) == [("fast", "random-features-32"), ("text", "dense")]
 
 
 def test_paper_probes_on_a_conv_site(tmp_path):
@@ -180,7 +180,7 @@ def test_paper_probes_on_a_conv_site(tmp_path):
     rec.close()
     t = read_table(tmp_path / "run", "probes").sort_values("mode")
     assert list(zip(t["mode"], t.decoder, t.features, t.reduction)) == [("fast", "linear", 256, "none"),
-                                                                         ("paper", "conv", 256, "none")]
+                                                                         ("text", "conv", 256, "none")]
     # A 4-channel 3x3 conv of an 8x8 image holds nearly all of it: the closed form recovers it; the paper
     # decoder, after 8 Adam updates, has only a finite error to show.
     fast_nmse, paper_nmse = t.reconstruction_nmse
