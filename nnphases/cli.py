@@ -340,12 +340,14 @@ def _findings_text(paths: list[Path]) -> str:
     """Source 000's findings, then source 002's phases when the runs fitted probes."""
     from .analysis.findings import findings as check
     from .analysis.findings import report
-    from .analysis.phases import probe_phases
+    from .analysis.phases import mode_agreement, probe_phases
     from .analysis.phases import report as phase_report
 
     text = report(check(paths))
     phases = probe_phases(paths)
-    return text + ("\nprobe phases (source 002):\n" + phase_report(phases) if phases else "")
+    if not phases:
+        return text
+    return text + "\nprobe phases (source 002):\n" + phase_report(phases, mode_agreement(paths, phases))
 
 
 def _report(paths: list[Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from nnphases.analysis.phases import phase_summary, probe_phases, report
+from nnphases.analysis.phases import mode_agreement, phase_summary, probe_modes, probe_phases, report
 
 STEPS = [0, 1, 2, 4, 8, 16]
 
@@ -39,8 +39,36 @@ def test_reconstruction_phases(nmse, onset, falls, rises, phases):
 
 
 def test_accuracy_flat_does_not_rise():
+    (p,) = probe_phases(_table({("fast", "a"): (FLAT, FLAT)}))
+    assert not p.accuracy_rises and p.mode == "fast"
+
+
+def test_older_paper_rows_are_the_text_protocol():
     (p,) = probe_phases(_table({("paper", "a"): (FLAT, FLAT)}))
-    assert not p.accuracy_rises and p.mode == "paper"
+    assert p.mode == "text"
+
+
+def test_modes_in_order_and_readings_kept_apart():
+    t = _table({("code", "a"): (UP, FLAT), ("fast", "a"): (UP, FLAT), ("text", "a"): (UP, FLAT)})
+    t["bn"] = "running"
+    assert [p.mode for p in probe_phases(t)] == ["fast", "text", "code"]
+    other = t[t["mode"] == "fast"].assign(bn="batch", seed=1)
+    modes = probe_modes(pd.concat([t, other]))
+    assert sorted(set(modes["mode"])) == ["code", "fast/batch", "fast/running", "text"]
+
+
+@pytest.mark.parametrize("b_nmse,same,rho", [
+    ([0.30, 0.30, 0.25, 0.20, 0.22, 0.26], "agree", "1.00"),  # the same curve
+    ([0.20, 0.22, 0.25, 0.30, 0.30, 0.30], "differ", "-0.80"),  # the other way round
+])
+def test_mode_agreement(b_nmse, same, rho):
+    a_nmse = [0.30, 0.30, 0.25, 0.20, 0.22, 0.26]
+    t = _table({("fast", "relu1"): (UP, a_nmse), ("code", "relu1"): (UP, b_nmse)})
+    ps = probe_phases(t)
+    (line,) = mode_agreement(t, ps)
+    assert line.startswith(f"relu1 fast vs code: phases {same} ")
+    assert line.endswith(f"Spearman over 6 steps: accuracy 1.00, reconstruction {rho}")
+    assert line in report(ps, mode_agreement(t, ps))
 
 
 def test_seeds_are_averaged_and_depth_order_kept():

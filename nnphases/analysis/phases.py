@@ -14,7 +14,13 @@ every layer, the two curves the source reads its phases from:
 
 :func:`phase_summary` adds the source's statement about depth ("for layers closer to the input, it gets
 weaker"): the Spearman rank correlation between depth and the rise of the reconstruction error
-(last - minimum). :func:`report` prints one line per layer and mode, then the summary.
+(last - minimum). :func:`mode_agreement` compares the probe modes (``fast``, ``text``, ``code``) layer by layer:
+whether they find the same phases, where their boundaries lie, and how their curves rank the measurements.
+:func:`report` prints one line per layer and mode, then the summary and the comparison.
+
+Rows written before the ``code`` protocol existed call the text protocol ``paper``; they are read as ``text``.
+When one mode was read with BatchNorm in more than one way (runs with different ``--probe-bn``), each reading is
+its own mode (``fast/batch``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,30 @@ import pandas as pd
 from ..store.runs import PathLike, layer_order, read_table
 from .statistics import mean_over_seeds, spearman
 
-__all__ = ["LayerPhases", "probe_phases", "phase_summary", "report"]
+__all__ = ["LayerPhases", "probe_phases", "phase_summary", "mode_agreement", "report", "probe_modes"]
+
+_MODE_ORDER = ("fast", "text", "code")
+
+
+def probe_modes(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``probes`` table with each row's mode as the comparisons name it: ``paper`` rows as ``text``, and the
+    BatchNorm reading added (``fast/batch``) when a mode has rows of more than one reading."""
+    t = table.copy()
+    t["mode"] = t["mode"].replace({"paper": "text"})
+    if "bn" in t.columns:
+        bn = t["bn"].fillna("running").replace({"none": "running"})
+        mixed = {m for m, g in bn.groupby(t["mode"]) if g.nunique() > 1}
+        if mixed:
+            t["mode"] = [f"{m}/{b}" if m in mixed else m for m, b in zip(t["mode"], bn, strict=True)]
+    return t
+
+
+def _ordered_modes(modes: Iterable[str]) -> list[str]:
+    def key(m: str) -> tuple[int, str]:
+        base = m.split("/")[0]
+        return (_MODE_ORDER.index(base) if base in _MODE_ORDER else len(_MODE_ORDER), m)
+
+    return sorted(set(modes), key=key)
 
 
 @dataclass(frozen=True)
@@ -67,9 +96,10 @@ def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: flo
     out: list[LayerPhases] = []
     if table.empty:
         return out
+    table = probe_modes(table)
     order = layer_order(table)
     m = mean_over_seeds(table, ["step", "mode", "layer"], ["test_accuracy", "reconstruction_nmse"])
-    for mode in [x for x in ("fast", "paper") if x in set(m["mode"])]:
+    for mode in _ordered_modes(m["mode"]):
         for depth, layer in enumerate(order, start=1):
             d = m[(m["mode"] == mode) & (m["layer"] == layer)].sort_values("step")
             d = d[
@@ -106,7 +136,7 @@ def probe_phases(runs: PathLike | Iterable[PathLike] | pd.DataFrame, margin: flo
 def phase_summary(phases: list[LayerPhases]) -> list[str]:
     """Per mode: the Spearman correlation of depth with the rise (last - min) of the reconstruction error."""
     lines = []
-    for mode in sorted({p.mode for p in phases}):
+    for mode in _ordered_modes(p.mode for p in phases):
         ps = [p for p in phases if p.mode == mode]
         if len(ps) < 2:
             continue
@@ -120,8 +150,46 @@ def phase_summary(phases: list[LayerPhases]) -> list[str]:
     return lines
 
 
-def report(phases: list[LayerPhases]) -> str:
-    """One line per layer and mode with the numbers behind its phases, then :func:`phase_summary`."""
+def mode_agreement(runs: PathLike | Iterable[PathLike] | pd.DataFrame, phases: list[LayerPhases]) -> list[str]:
+    """Per layer, every pair of probe modes: whether they find the same phases and boundaries, and the Spearman
+    correlation of their seed-mean curves (test accuracy, reconstruction error) over the steps both measured."""
+    table = runs if isinstance(runs, pd.DataFrame) else read_table(runs, "probes")
+    if table.empty:
+        return []
+    m = mean_over_seeds(probe_modes(table), ["step", "mode", "layer"], ["test_accuracy", "reconstruction_nmse"])
+    by = {(p.mode, p.layer): p for p in phases}
+    modes = _ordered_modes(p.mode for p in phases)
+    lines = []
+    for layer in dict.fromkeys(p.layer for p in phases):
+        for i, a in enumerate(modes):
+            for b in modes[i + 1 :]:
+                pa, pb = by.get((a, layer)), by.get((b, layer))
+                if pa is None or pb is None:
+                    continue
+                da = m[(m["mode"] == a) & (m["layer"] == layer)].set_index("step")
+                db = m[(m["mode"] == b) & (m["layer"] == layer)].set_index("step")
+                steps = da.index.intersection(db.index)
+                rho = {
+                    c: spearman(da.loc[steps, c].to_numpy(float), db.loc[steps, c].to_numpy(float))
+                    for c in ("test_accuracy", "reconstruction_nmse")
+                }
+                same = pa.phases == pb.phases
+                lines.append(
+                    f"{layer} {a} vs {b}: phases {'agree' if same else 'differ'} ({pa.phases} | {pb.phases}); "
+                    f"fall onset epoch {_epoch(pa.fall_onset_epoch)} | {_epoch(pb.fall_onset_epoch)}, minimum at "
+                    f"epoch {pa.nmse_min_epoch:.3g} | {pb.nmse_min_epoch:.3g}; Spearman over {len(steps)} steps: "
+                    f"accuracy {rho['test_accuracy']:.2f}, reconstruction {rho['reconstruction_nmse']:.2f}"
+                )
+    return lines
+
+
+def _epoch(e: float | None) -> str:
+    return "none" if e is None else f"{e:.3g}"
+
+
+def report(phases: list[LayerPhases], agreement: list[str] | None = None) -> str:
+    """One line per layer and mode with the numbers behind its phases, then :func:`phase_summary` and the modes'
+    comparison (:func:`mode_agreement`) when given."""
     if not phases:
         return "no probe results (run with --probes)"
     lines = []
@@ -133,4 +201,4 @@ def report(phases: list[LayerPhases]) -> str:
             f"{p.nmse_min:.3f} at epoch {p.nmse_min_epoch:.3g} -> {p.nmse_last:.3f}{onset}: {p.phases}"
             f" [{p.seeds} seed{'s' if p.seeds != 1 else ''}]"
         )
-    return "\n".join(lines + phase_summary(phases))
+    return "\n".join(lines + phase_summary(phases) + list(agreement or []))

@@ -437,14 +437,19 @@ def _curves(stats: pd.DataFrame, title: str) -> Figure:
 def _probes(probes: pd.DataFrame, title: str) -> Figure:
     """Probe results per layer against epoch: test and train accuracy of the linear read-out, and the
     normalised reconstruction error (1 - R^2) of the input; mean over seeds with standard-error bands.
-    Colours are layers; with both probe modes in the runs, fast mode is solid and paper mode dashed."""
+    Colours are layers; with several probe modes in the runs, fast mode is solid, the text protocol dashed and
+    the code protocol dotted."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
+    from .phases import _ordered_modes, probe_modes
+
+    probes = probe_modes(probes)
     order = layer_order(probes)
-    modes = [m for m in ("fast", "paper") if m in set(probes["mode"])]
-    styles = {"fast": "-", "paper": "--"}
+    modes = _ordered_modes(probes["mode"])
+    looks = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
+    styles = {mode: looks[i % len(looks)] for i, mode in enumerate(modes)}
     values = ["test_accuracy", "train_accuracy", "reconstruction_nmse"]
     m = mean_over_seeds(probes, ["step", "layer", "mode"], values)
     n_seeds = probes["seed"].nunique()
