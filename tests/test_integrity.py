@@ -44,7 +44,7 @@ from checkpoints import write_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 PROBE_ROW = dict(layer="net.0", mode="fast", train_accuracy=0.5, test_accuracy=0.5, reconstruction_mse=0.1,
                  reconstruction_nmse=0.2, ridge=1.0, features=4, reduction="none", n_train=5, n_test=5,
-                 decoder="linear")
+                 decoder="linear", bn="running")
 CHUNK = "masks.zarr/net.0/c/0/0"
 
 
@@ -117,8 +117,10 @@ def resealed(ckpt: Path) -> None:
 
 
 def legacy(ckpt: Path) -> None:
-    """No manifest: a checkpoint written before manifests existed."""
-    (ckpt / "manifest.json").unlink()
+    """No manifests: a run written before manifests existed (a missing manifest in a run whose older checkpoints
+    have one is damage of its own)."""
+    for p in ckpt.parent.glob("step-*/manifest.json"):
+        p.unlink()
 
 
 READERS: dict[str, Callable[[RunDir], object]] = {
@@ -260,14 +262,15 @@ def test_cleanup_sets_the_damaged_newest_checkpoints_aside(tmp_path: Path) -> No
     run = write_run(tmp_path / "run", steps=(0, 1, 2, 3))
     garbage(run.checkpoint_path(0), "counts.npz")  # before an intact checkpoint: stays, readers refuse it
     truncate(run.checkpoint_path(3), CHUNK)
-    legacy(run.checkpoint_path(2))
+    (run.checkpoint_path(2) / "manifest.json").unlink()  # lost after step 1's was written: damage too
     impossible(run.checkpoint_path(2), "counts.npz")
     (run.checkpoints / ".tmp-step-000000000004-0badf00d").mkdir()
     with pytest.warns(DamagedCheckpointWarning) as caught:
         removed = run.cleanup()
     texts = [str(w.message) for w in caught]
     assert len(texts) == 2 and "step-000000000003/masks.zarr/net.0/c/0/0 has" in texts[0] \
-        and "step 3 will be measured again" in texts[0] and "step-000000000002/counts.npz" in texts[1], texts
+        and "step 3 will be measured again" in texts[0] and "step-000000000002/manifest.json is missing" in texts[1], \
+        texts
     assert [p.name for p in removed] == [".tmp-step-000000000004-0badf00d", "step-000000000003",
                                          "step-000000000002"]
     assert run.completed_steps() == [0, 1]
@@ -293,6 +296,42 @@ def test_legacy_checkpoints_stay_readable(tmp_path: Path) -> None:
     run.verify(2)
     assert run.latest_state() == (2, {"step": 2})
     run.mark_done()
+
+
+@pytest.mark.parametrize("deleted,damaged", [((0,), None), ((0, 1), None), ((1,), 1), ((2,), 2), ((1, 2), 1)])
+def test_a_lost_manifest_after_an_older_one_is_damage(tmp_path: Path, deleted, damaged) -> None:
+    """Checkpoints without manifests are an older version's only when no older checkpoint of the run has one."""
+    run = write_run(tmp_path / "run")
+    for s in deleted:
+        (run.checkpoints / f"step-{s:012d}" / "manifest.json").unlink()
+    if damaged is None:
+        read_table(run.path, "layers")
+        return
+    with pytest.raises(DamagedCheckpoint, match=rf"step-{damaged:012d}/manifest.json is missing, but the older "
+                       r"checkpoint step-\d+ has one"):
+        read_table(run.path, "layers")
+
+
+def test_a_lost_compacted_manifest_deletes_nothing(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    run.mark_done(compact=True)
+    want = read_table(run.path, "layers")
+    files = sorted(p.name for p in (run.path / "tables").iterdir())
+    (run.path / "tables" / "manifest.json").unlink()
+    with pytest.raises(DamagedCheckpoint, match=r"tables/manifest.json is missing, but the rows of step-0+ "
+                       r"\(.*layers.parquet.*\) are only in the compacted tables beside it; nothing was deleted"):
+        run.cleanup()
+    assert sorted(p.name for p in (run.path / "tables").iterdir()) == [f for f in files if f != "manifest.json"]
+    assert len(list(run.checkpoints.glob("step-*"))) == 3  # nothing set aside
+
+
+def test_a_compaction_killed_before_its_manifest_is_cleaned_up(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    want = read_table(run.path, "layers")
+    (run.path / "tables").mkdir()
+    (run.path / "tables" / "layers.parquet").write_bytes(b"half a compaction")
+    assert [p.name for p in run.cleanup()] == ["layers.parquet"]
+    pd.testing.assert_frame_equal(read_table(run.path, "layers"), want)
 
 
 def test_damaged_config_names_the_file(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ TABLES = ("nodes", "layers", "stats", "probes")
 STATS = [{"split": "train", "loss": 0.5, "accuracy": 0.9}, {"split": "val", "loss": 0.75, "accuracy": None}]
 PROBE_ROW = dict(layer="l0", mode="fast", train_accuracy=0.5, test_accuracy=0.5, reconstruction_mse=0.1,
                  reconstruction_nmse=0.2, ridge=1.0, features=4, reduction="none", n_train=5, n_test=5,
-                 decoder="linear")
+                 decoder="linear", bn="running")
 
 
 def counts_for(widths: dict[str, int], sizes: list[int], seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -532,15 +532,17 @@ def test_probes_written_before_the_decoder_column_read_with_nulls(tmp_path):
     rng = np.random.default_rng(0)
     counts, sizes = make_counts(rng, [3, 2], {"a": 4})
     row = dict(layer="a", mode="fast", train_accuracy=0.5, test_accuracy=0.5, reconstruction_mse=0.1,
-               reconstruction_nmse=0.2, ridge=1.0, features=4, reduction="none", n_train=5, n_test=5, decoder="linear")
+               reconstruction_nmse=0.2, ridge=1.0, features=4, reduction="none", n_train=5, n_test=5, decoder="linear",
+               bn="running")
     run = RunDir(tmp_path / "run")
     path = write_checkpoint(run, 1, 0.1, seed=0, counts=counts, class_sizes=sizes, probes=[row])
     (path / "manifest.json").unlink()  # such files were written before manifests too
-    old_schema = pa.schema([f for f in SCHEMAS["probes"] if f.name != "decoder"])
+    old_schema = pa.schema([f for f in SCHEMAS["probes"] if f.name not in ("decoder", "bn")])
     pq.write_table(pq.read_table(path / "probes.parquet").select(old_schema.names), path / "probes.parquet")
     t = read_table(tmp_path / "run", "probes")
     assert list(t.columns) == SCHEMAS["probes"].names
-    assert t.decoder.isna().all() and list(t.layer) == ["a"] and t.reconstruction_nmse.iloc[0] == 0.2
+    assert t.decoder.isna().all() and t.bn.isna().all() and list(t.layer) == ["a"]
+    assert t.reconstruction_nmse.iloc[0] == 0.2
 
 
 @pytest.mark.parametrize("damage", [b'{\n  "lr": 0.1,\n  "se', b"\xff\xfe", b"[1, 2]"], ids=["truncated", "not-text", "a-list"])

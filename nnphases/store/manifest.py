@@ -58,6 +58,24 @@ def write_manifest(folder: Path, step: int) -> None:
         f.write("\n")
 
 
+def _check_legacy(ckpt: Path) -> None:
+    """A checkpoint without a manifest is one written before manifests existed only if no older checkpoint of its
+    run has one: runs started then and continued since hold older checkpoints without manifests and newer ones with
+    them, never the other way round. A newer one without it lost its manifest: DamagedCheckpoint (its checksums
+    would be off otherwise). The oldest checkpoints of a run cannot be told apart from an older version's."""
+    own = step_of(ckpt)
+    if own is None or not ckpt.parent.is_dir():
+        return
+    for sibling in ckpt.parent.iterdir():
+        step = step_of(sibling)
+        if step is not None and step < own and (sibling / MANIFEST).is_file():
+            raise DamagedCheckpoint(
+                ckpt,
+                MANIFEST,
+                f"is missing, but the older checkpoint {sibling.name} has one: its files cannot be verified",
+            )
+
+
 def _load(folder: Path) -> tuple[Any, Callable[[str], DamagedCheckpoint]] | None:
     """The parsed ``folder/manifest.json`` and a maker of the DamagedCheckpoint naming it; None when it does not
     exist (a checkpoint written before manifests, a run never compacted)."""
@@ -81,6 +99,7 @@ def read_manifest(checkpoint: str | os.PathLike[str]) -> dict[str, dict[str, Any
     ckpt = Path(checkpoint)
     loaded = _load(ckpt)
     if loaded is None:
+        _check_legacy(ckpt)
         return None
     body, bad = loaded
     files = body.get("files") if isinstance(body, dict) else None

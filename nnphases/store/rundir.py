@@ -246,6 +246,8 @@ class RunDir:
         except DamagedCheckpoint:
             compacted = {"files": None}  # which files it names is unknown: keep every one
         named = compacted["files"] if compacted is not None else {}
+        if compacted is None and tables.is_dir():
+            self._refuse_lost_compaction(tables)
         for folder in (self.path, self.checkpoints, tables):
             if not folder.is_dir():
                 continue
@@ -265,7 +267,26 @@ class RunDir:
             removed += gone
         return removed
 
-    # -- compacted tables ------------------------------------------------------------
+    def _refuse_lost_compaction(self, tables: Path) -> None:
+        """``tables/`` without its manifest holds either a compaction killed before its manifest (the checkpoints
+        still have their own files: the leftovers may go) or the run's tables after the manifest was lost (the
+        checkpoints' files were removed: the leftovers are the only copy). DamagedCheckpoint naming the missing
+        manifest in the second case, before anything is deleted."""
+        if not any(p.suffix == ".parquet" for p in tables.iterdir()):
+            return
+        for _, ckpt in sorted(self.step_dirs().items()):
+            try:
+                listed = read_manifest(ckpt) or {}
+            except DamagedCheckpoint:
+                continue  # its own damage is said when it is verified or read
+            gone = sorted(n for n in listed if n.endswith(".parquet") and not (ckpt / n).exists())
+            if gone:
+                raise DamagedCheckpoint(
+                    tables,
+                    MANIFEST,
+                    f"is missing, but the rows of {ckpt.name} ({', '.join(gone)}) are only in the compacted tables "
+                    "beside it; nothing was deleted (restore the manifest from a backup, or move the run aside)",
+                )
 
     # -- compacted tables ------------------------------------------------------------
 
