@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=int, default=12000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0, help="the main network's seed")
+    ap.add_argument("--summary-only", action="store_true", help="print the summary of the runs already in --out")
     a = ap.parse_args(argv)
+    if a.summary_only:
+        summarize(a.out, a.epochs)
+        return 0
     if a.out.exists():
         print(f"probe_agreement: --out {a.out} exists; choose a new folder", file=sys.stderr)
         return 2
@@ -61,8 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     schedule = Schedule.powers_of_two(a.epochs, spe)
     sub = torch.randperm(len(tr), generator=torch.Generator().manual_seed(a.seed))[: a.train_eval]
     recs = {
-        k: Recorder(model, (va.x, va.y), schedule, a.out / k, [SampleSets(), Probes(**o)],
-                    train_data=(tr.x[sub], tr.y[sub]), seed=s, options=RecorderOptions(batch_size=1024))
+        k: Recorder(
+            model,
+            (va.x, va.y),
+            schedule,
+            a.out / k,
+            [SampleSets(), Probes(**o)],
+            train_data=(tr.x[sub], tr.y[sub]),
+            seed=s,
+            options=RecorderOptions(batch_size=1024),
+        )
         for k, (o, s) in VARIANTS.items()
     }
     g = torch.Generator().manual_seed(a.seed)
@@ -84,31 +96,47 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
     for rec in recs.values():
         rec.close()
+    summarize(a.out, a.epochs)
+    print(f"\n{time.time() - t0:.0f} s")
+    return 0
+
+
+def summarize(out: Path, epochs: float) -> None:
+    """Print each variant's curves and its Spearman correlation with code/batch seed 0; write agreement.csv."""
     rows = []
     for k, (_, seed) in VARIANTS.items():
-        t = read_table(a.out / k, "probes")
-        t["variant"] = t["mode"] + "/" + t["bn"] + ("" if t["mode"].iloc[0] == "fast" else f"/s{seed}")
-        t.loc[t["mode"] == "fast", "variant"] = "fast/" + t["bn"]
+        t = read_table(out / k, "probes")
+        t["variant"] = [
+            f"{m}/{b}" if m == "fast" else f"{m}/{b}/s{seed}" for m, b in zip(t["mode"], t["bn"], strict=True)
+        ]
         rows.append(t)
     table = pd.concat(rows)
-    table.to_csv(a.out / "agreement.csv", index=False)
+    table.to_csv(out / "agreement.csv", index=False)
     ref_name = "code/batch/s0"
-    print(f"\nSpearman with {ref_name} over {table['step'].nunique()} checkpoints ({a.epochs} epochs):")
+    print(f"Spearman with {ref_name} over {table['step'].nunique()} checkpoints ({epochs} epochs):")
     for layer in sorted(set(table["layer"])):
         d = table[table["layer"] == layer]
         ref = d[d["variant"] == ref_name].set_index("step").sort_index()
         for name in sorted(set(d["variant"]) - {ref_name}):
             v = d[d["variant"] == name].set_index("step").sort_index()
             steps = ref.index.intersection(v.index)
-            rho = [spearman(ref.loc[steps, c].to_numpy(float), v.loc[steps, c].to_numpy(float))
-                   for c in ("test_accuracy", "reconstruction_nmse")]
+            rho = [
+                spearman(ref.loc[steps, c].to_numpy(float), v.loc[steps, c].to_numpy(float))
+                for c in ("test_accuracy", "reconstruction_nmse")
+            ]
             nmse = v.loc[steps, "reconstruction_nmse"].to_numpy(float)
-            print(f"  {layer} {name:>16}: accuracy {rho[0]:+.2f}, reconstruction {rho[1]:+.2f}   "
-                  f"1-R^2 {' '.join(f'{x:.2f}' for x in nmse)}")
+            acc = v.loc[steps, "test_accuracy"].to_numpy(float)
+            print(
+                f"  {layer} {name:>16}: Spearman accuracy {rho[0]:+.2f}, reconstruction {rho[1]:+.2f}; "
+                f"1-R^2 {' '.join(f'{x:.2f}' for x in nmse)}; accuracy {' '.join(f'{x:.2f}' for x in acc)}"
+            )
         nmse = ref["reconstruction_nmse"].to_numpy(float)
-        print(f"  {layer} {ref_name:>16}: (reference)                     1-R^2 {' '.join(f'{x:.2f}' for x in nmse)}")
-    print(f"\n{time.time() - t0:.0f} s; table: {a.out / 'agreement.csv'}")
-    return 0
+        acc = ref["test_accuracy"].to_numpy(float)
+        print(
+            f"  {layer} {ref_name:>16}: (reference); 1-R^2 {' '.join(f'{x:.2f}' for x in nmse)}; "
+            f"accuracy {' '.join(f'{x:.2f}' for x in acc)}"
+        )
+    print(f"steps: {sorted(set(table['step']))}; table: {out / 'agreement.csv'}")
 
 
 if __name__ == "__main__":

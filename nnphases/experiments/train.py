@@ -65,8 +65,9 @@ PRESETS: dict[str, Config] = {
         probe_mode="fast+text",
         train_eval=4000,
     ),
-    # The same as its authors' released code runs it: SGD with momentum 0.9, the code protocol's probes (read with
-    # batch statistics), beside the fast ones.
+    # The same as its authors' released code runs it: SGD with momentum 0.9, the code protocol's probes beside the
+    # fast ones, both read with BatchNorm batch statistics as the released code reads (read with running statistics,
+    # the fast probes rank the early measurements of the deeper layers the other way: docs/probe_protocols.md).
     "source002-code": _preset(
         model="fc_bn",
         depth=3,
@@ -82,6 +83,7 @@ PRESETS: dict[str, Config] = {
         schedule="pow2",
         probes=True,
         probe_mode="fast+code",
+        probe_bn="batch",
         train_eval=4000,
     ),
     # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
