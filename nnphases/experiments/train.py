@@ -32,6 +32,7 @@ from ..recording.stream import Stream
 from ..store import RunDir, atomic_write_bytes
 from . import data, models
 from .config import Config, read_config
+from .progress import ProgressLines
 
 __all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
 
@@ -338,6 +339,9 @@ def train_seed(
     else:
         rec.maybe_measure(0, state)
     bar = _progress(total, step, f"seed {seed}", progress)
+    # Without a terminal (a log file, Slurm, CI): one line per measurement instead of a bar.
+    lines = ProgressLines(seed, total, step, cfg.optim.epochs) if progress and bar is None else None
+    stats = next((m for m in rec.measures if isinstance(m, EvalStats)), None)
     model.train()
     batch = cfg.optim.batch
     try:
@@ -358,7 +362,8 @@ def train_seed(
             loss.backward()
             opt.step()
             step += 1
-            rec.maybe_measure(step, state)
+            if rec.maybe_measure(step, state) and lines is not None:
+                lines.measured(step, schedule.epoch(step), stats.latest if stats is not None else {})
             if on_step:
                 on_step(step)
             if bar is not None:

@@ -65,6 +65,7 @@ class EvalStats(Measure):
         self.loss_fn: Callable = self.options.loss_fn or cross_entropy_per_sample
         self._sums: dict[str, torch.Tensor] = {}
         self._rows: list[dict[str, Any]] = []
+        self.latest: dict[str, dict[str, float]] = {}  # split -> loss and accuracy of the last measurement
 
     def passes(self) -> dict[Pass, Collection[str]]:
         assert self.binding is not None
@@ -112,6 +113,7 @@ class EvalStats(Measure):
 
     def compute(self) -> Output:
         rows = sorted(self._rows, key=lambda r: r["split"] != "val")  # val first, as runs always stored them
+        self.latest = {r["split"]: {"loss": r["loss"], "accuracy": r["accuracy"]} for r in rows}
         return Output(tables={"stats": rows})
 
 
