@@ -237,6 +237,31 @@ def test_resume_skips_stored_steps(framework: str, tmp_path: Path, calls: dict[s
     assert {s: run.checkpoint_path(s).stat().st_ino for s in before} == stored
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_fresh_fit_into_a_crashed_runs_folder_is_refused(framework: str, tmp_path: Path) -> None:
+    """Without the framework's checkpoint the model starts afresh: its measurements would follow the crashed
+    run's under one folder."""
+    with pytest.raises(_Crash):
+        TRAIN[framework](tmp_path, {"options": CallbackOptions(per_decade=4)}, crash_at=CRASH_AT)
+    run = RunDir(tmp_path / "run")
+    before = run.completed_steps()
+    with pytest.raises(ValueError, match=rf"holds checkpoints up to step {before[-1]}, but training is at step 0: "
+                       "a run started afresh"):
+        TRAIN[framework](tmp_path, {"options": CallbackOptions(per_decade=4)})
+    assert run.completed_steps() == before and not run.done
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_training_that_ends_before_the_schedule_measures_the_final_model(framework: str, tmp_path: Path) -> None:
+    last = EPOCHS * STEPS_PER_EPOCH
+    schedule = Schedule((0, 5, last + 100), STEPS_PER_EPOCH)
+    with pytest.warns(UserWarning, match=rf"training ended at step {last}, before the schedule's last step "
+                      rf"{last + 100}; the final model is measured at step {last} and 1 scheduled steps"):
+        TRAIN[framework](tmp_path, {"schedule": schedule})
+    run = RunDir(tmp_path / "run")
+    assert run.completed_steps() == [0, 5, last] and run.done
+
+
 class _Seen:
     """A logger that checks each checkpoint is complete on disk when it is told about it."""
 

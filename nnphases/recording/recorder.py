@@ -163,6 +163,7 @@ class Recorder:
         if self.world > 1:
             self.done_steps = set(broadcast_object(sorted(self.done_steps)))
         self._taken: set[int] = set(self.done_steps)
+        self._first_step: int | None = None  # the first step this Recorder is asked about
         self._writer = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer")
             if self.options.background_writes
@@ -338,10 +339,38 @@ class Recorder:
         accumulation); ``state()`` gives the resume state to keep. Returns whether it measured."""
         step = check_int(step, "step", 0, MAX_STEP)
         self._check_open()
+        if self._first_step is None:
+            self._first_step = step
+            self._check_continues(step)
         if step not in self.schedule or step in self._taken:
             return False
         self.measure(step, state=state() if state else None)
         return True
+
+    def _check_continues(self, step: int) -> None:
+        """Training that starts at its beginning (first asked about step 0, or 1 when asked after each optimizer
+        step) into a folder with later checkpoints would keep the earlier run's checkpoints and add its own after
+        them: one run's numbers under another's. A resume from an older framework checkpoint (a later first step)
+        re-trains steps the folder holds and is left to the framework's determinism, as it always was."""
+        last = max(self.done_steps, default=None)
+        bad = last is not None and step <= 1 and step < last and not self._resumable(step)
+        if self.world > 1:
+            bad = bool(broadcast_object(bad))  # rank 0 sees the files; every rank stops alike
+        if bad:
+            raise ValueError(
+                f"out {str(self.run.path)!r} holds checkpoints up to step {last}, but training is at step {step}: "
+                "a run started afresh (or from an older state) would mix two runs' measurements; resume from the "
+                f"folder's newest state (RunDir.latest_state), or choose another out"
+            )
+
+    def _resumable(self, step: int) -> bool:
+        """Whether training at ``step`` continued from a resume state this folder keeps (the step itself or the one
+        before: loops ask after their optimizer step), or had none to continue from (every state lost: starting
+        over is the only way, and a seeded run replays its own measurements)."""
+        if self.rank != 0:
+            return True
+        states = [s for s in self.done_steps if (self.run.checkpoint_path(s) / "state.pt").is_file()]
+        return not states or step in states or step - 1 in states
 
     def _check_open(self) -> None:
         if self._closed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +171,17 @@ class _Driver:
         if self.recorder is None:
             return
         self.step(global_step)
+        s = self.schedule
+        if s is not None and global_step < s.last and global_step not in s:
+            # Training stopped before the schedule's end (max_steps, early stopping): the final model is measured
+            # anyway, and the steps never reached are said.
+            warnings.warn(
+                f"nnphases: training ended at step {global_step}, before the schedule's last step {s.last}; the "
+                f"final model is measured at step {global_step} and {sum(1 for x in s.steps if x > global_step)} "
+                "scheduled steps after it are not",
+                stacklevel=2,
+            )
+            self.recorder.measure(global_step, state={})
         self.recorder.close()
         if self._main:
             for lg in self.loggers:
