@@ -87,9 +87,10 @@ PRESETS: dict[str, Config] = {
         probe_bn="batch",
         train_eval=4000,
     ),
-    # The same protocol on the source's conv nets, shortened for a CPU (one epoch, a 4,000-sample validation and
-    # probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs 256 --seeds 0,1,2,3,4
-    # --holdout 12000 --train-eval 12000.
+    # The text's protocol on the source's conv nets (plain SGD; fast probes, --probe-mode fast+text or fast+code for
+    # trained ones, --momentum 0.9 --probe-bn batch for the released code's), shortened for a CPU (one epoch, a
+    # 4,000-sample validation and probe test set, probes fitted on 2,000 training samples); on a GPU pass --epochs
+    # 256 --seeds 0,1,2,3,4 --holdout 12000 --train-eval 12000.
     "source002-vgg11": _preset(
         model="vgg11",
         loss="ce",
