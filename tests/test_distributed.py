@@ -215,9 +215,10 @@ def test_world_fits_the_probes_of_one_process(tmp_path, single_probes, world, so
 
 
 @pytest.mark.parametrize("probes,match", [
-    (dict(mode="paper"), "probe_mode 'paper': paper-mode probes train on every training sample's activations in "
+    (dict(mode="paper"), "probe_mode 'paper': trained probes train on every training sample's activations in "
                          "one process, but 2 processes measure together"),
-    (dict(mode="both"), "probe_mode 'both': paper-mode probes"),
+    (dict(mode="both"), "probe_mode 'both': trained probes"),
+    (dict(mode="fast+code"), "probe_mode 'fast+code': trained probes"),
     (dict(decoder="random-features"), "probe_decoder 'random-features' standardises its features by the first "
                                       "training batch, which differs between the 2 processes"),
 ])
@@ -227,3 +228,37 @@ def test_probes_that_cannot_be_summed_are_refused(tmp_path, probes, match):
              join=True)
     for rank in range(2):
         assert match in (out / f"error-{rank}").read_text()
+
+
+# -- ranks that disagree: different steps, or the same (unsharded) samples ------------------------------------------
+
+
+def _disagreeing_worker(rank: int, world: int, rendezvous: str, out: str, case: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
+    try:
+        x, y = _data()
+        if case == "steps":
+            ev = DataLoader(TensorDataset(x, y), batch_size=64, sampler=UnpaddedSampler(len(x)))
+            schedule, step = Schedule((0, 1), 1), rank  # rank 0 measures step 0 while rank 1 measures step 1
+        else:  # every rank reads every sample
+            ev = DataLoader(TensorDataset(x, y), batch_size=64)
+            schedule, step = Schedule((0,), 1), 0
+        rec = Recorder(_model(), ev, schedule, Path(out) / "run")
+        try:
+            rec.measure(step)
+        except (RuntimeError, ValueError) as e:
+            (Path(out) / f"error-{rank}").write_text(str(e))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("case,says", [
+    ("steps", "the processes measured different steps together in the eval pass (steps by rank: [0, 1])"),
+    ("unsharded", "eval_data: all 2 processes read the same first samples in the eval pass"),
+])
+def test_ranks_that_disagree_are_refused_before_writing(tmp_path, case, says):
+    mp.spawn(_disagreeing_worker, args=(2, _rendezvous(), str(tmp_path), case), nprocs=2, join=True)
+    for rank in range(2):
+        assert says in (tmp_path / f"error-{rank}").read_text()
+    assert RunDir(tmp_path / "run").completed_steps() == []

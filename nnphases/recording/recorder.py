@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -164,6 +165,8 @@ class Recorder:
             self.done_steps = set(broadcast_object(sorted(self.done_steps)))
         self._taken: set[int] = set(self.done_steps)
         self._first_step: int | None = None  # the first step this Recorder is asked about
+        self._step = 0  # the step being measured
+        self._first_digest = 0  # of the current pass's first batch (torch.distributed only)
         self._writer = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnphases-writer")
             if self.options.background_writes
@@ -419,6 +422,7 @@ class Recorder:
             raise ValueError(f"step {step} is already measured in {str(self.run.path)!r}")
         self._refresh()
         ckpt = self.run.begin_checkpoint(step) if self.rank == 0 else None
+        self._step = step
         was_training = self.model.training
         self.model.eval()
         try:
@@ -474,12 +478,15 @@ class Recorder:
         self._fused = self._fusable()
         self._pass_name = p
         chunk = _batch_statistics_size(p, wanted)
+        self._first_digest = 0  # of the pass's first batch, under torch.distributed: unsharded data are said
         bad = torch.zeros((), dtype=torch.int64, device=self.device)
         assert self._tap is not None
         failure: BaseException | None = None
         try:
             with self._tap as tap, batch_statistics_of(self.model) if chunk else contextlib.nullcontext():
                 for whole in data.batches(self.device, self.num_classes, self._dtype(), self.input_shape):
+                    if self.world > 1 and not self._first_digest:
+                        self._first_digest = _digest(whole)
                     for batch in _pieces(whole, chunk):
                         self._batch = batch
                         logits = tap(batch.x) if self._users else self.model(batch.x)
@@ -524,14 +531,32 @@ class Recorder:
         """Add every process's sums of pass ``p`` with one all_reduce; a failure anywhere stops every process."""
         dev = reduce_device()
         head = torch.tensor([int(failure is not None), samples, *np.asarray(sizes).tolist()], dtype=torch.int64)
+        # Every rank's step and a digest of its first samples, each in its own slot: summed, every rank sees all.
+        seen = torch.zeros(2, self.world, dtype=torch.int64)
+        seen[0, self.rank] = self._step
+        seen[1, self.rank] = self._first_digest
         bad = bad.reshape(1)
         sums = [t for m in wanted for t in m.sums(p).values()]
-        all_reduce_sums([head, bad, *sums], dev)
+        all_reduce_sums([head, seen, bad, *sums], dev)
         if failure is not None:
             raise failure
         if int(head[0]):
             raise RuntimeError(
                 f"another process failed in the {p} pass (its error is in its own output); nothing was written"
+            )
+        steps = seen[0].tolist()
+        if len(set(steps)) > 1:
+            raise RuntimeError(
+                f"the processes measured different steps together in the {p} pass (steps by rank: {steps}); every "
+                "process must measure the same step: call maybe_measure with the same global step everywhere"
+            )
+        digests = seen[1].tolist()
+        if len(set(digests)) == 1 and digests[0] != 0:
+            data = "eval_data" if base_pass(p) == "eval" else "train_data"
+            raise ValueError(
+                f"{data}: all {self.world} processes read the same first samples in the {p} pass, so the counts "
+                "would be added world times over; give each process its own shard (DistributedSampler with "
+                "shuffle=False, or nnphases.recording.distributed.UnpaddedSampler)"
             )
         return head[2:].numpy(), int(head[1]), bad
 
@@ -602,6 +627,15 @@ def _batch_statistics_size(p: Pass, wanted: Iterable[Measure]) -> int | None:
     if not asked:
         raise ValueError(f"no measure in the {p} pass says its batch size ({sorted(sizes)})")
     return asked.pop()
+
+
+def _digest(batch: Batch) -> int:
+    """A crc32 of the first samples of a batch (inputs and labels), never 0: ranks that read the same samples
+    agree on it, ranks with their own shards (almost surely) do not."""
+    k = min(batch.size, 8)
+    x = batch.x[:k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype
+    y = batch.y[:k].detach().cpu().contiguous().numpy().tobytes()
+    return zlib.crc32(y, zlib.crc32(x)) | 1 << 32
 
 
 def _pieces(batch: Batch, size: int | None) -> Iterator[Batch]:
