@@ -265,9 +265,27 @@ _RUN_EXTRA = [
 )
 def run(*, flat: dict[str, Any], preset: str, out: Path | None, resume: Path | None, figures: bool) -> None:
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
-    from .experiments import train
-
     _use_cores()
+    try:
+        _run(flat, preset, out, resume, figures)
+    except KeyboardInterrupt:
+        from .store import RunDir
+
+        where = resume or out or Path("runs") / preset
+        seeds = sorted(where.glob("seed-*")) if where.is_dir() else []
+        last = [f"{p.name} at step {max(RunDir(p).completed_steps(), default='none')}" for p in seeds]
+        typer.echo(
+            f"nnphases run: interrupted; the checkpoints written are intact ({', '.join(last) or 'none yet'}): "
+            f"nnphases run --resume {where} continues from the last one",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def _run(flat: dict[str, Any], preset: str, out: Path | None, resume: Path | None, figures: bool) -> None:
+    from .experiments import train
+    from .store import RunDir
+
     if resume is not None:
         if flat:
             raise ValueError(f"--resume continues a run with its stored options; drop {_flags(flat)}")
@@ -293,6 +311,8 @@ def run(*, flat: dict[str, Any], preset: str, out: Path | None, resume: Path | N
             typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
             return
         cfg = train.resolve(preset, flat)
+        if (out / "run.json").is_file() and all(RunDir(out / f"seed-{s}").done for s in cfg.seeds):
+            typer.echo(f"{out}: every seed is already done; nothing to train", err=True)
         # A new run is planned before anything is written or trained, and refused when it cannot fit.
         paths = train.run(cfg, out, on_plan=lambda p: typer.echo("plan: " + p.summary(), err=True) if _lead() else None)
     if not _lead():

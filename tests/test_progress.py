@@ -39,3 +39,31 @@ def test_a_run_without_a_terminal_prints_a_line_per_measurement(tmp_path):
     steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "r" / "seed-0" / "checkpoints").iterdir())
     assert [int(re.match(r"seed 0: step ([\d,]+)/", ln).group(1).replace(",", "")) for ln in lines] == steps[1:]
     assert all(" val loss " in ln and " elapsed, ETA " in ln for ln in lines)
+
+
+def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "nnphases.cli", "run", "--dataset", "synthetic", "--holdout", "600", "--depth", "2",
+            "--width", "8", "--epochs", "200", "--seeds", "0", "--per-decade", "2", "--no-figures", "--out", str(out)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("seed-0/checkpoints/step-*")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    (line,) = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert re.fullmatch(rf"nnphases run: interrupted; the checkpoints written are intact \(seed-0 at step \d+\): "
+                        rf"nnphases run --resume {re.escape(str(out))} continues from the last one", line), line
+
+
+def test_a_finished_run_run_again_says_so(tmp_path):
+    args = [sys.executable, "-m", "nnphases.cli", "run", "--dataset", "synthetic", "--holdout", "600", "--depth", "2",
+            "--width", "8", "--epochs", "0.2", "--seeds", "0", "--per-decade", "2", "--no-figures",
+            "--out", str(tmp_path / "r")]
+    assert subprocess.run(args, capture_output=True, timeout=300).returncode == 0
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and f"{tmp_path / 'r'}: every seed is already done; nothing to train" in again.stderr

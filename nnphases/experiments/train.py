@@ -136,7 +136,7 @@ def grid_configs(overrides: dict[str, Any]) -> dict[str, Config]:
 def resolve(preset: str, overrides: dict[str, Any]) -> Config:
     """The preset with flat-named ``overrides`` (None values ignored), checked."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join([*PRESETS, 'source000-grid'])}")
     return Config.from_flat(overrides, base=PRESETS[preset])
 
 
