@@ -6,6 +6,7 @@ the metric kernels' one is reading their nine-number result."""
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +27,9 @@ if not _C.has_cuda:
     raise ImportError("nnphases._C was built without CUDA (no nvcc at build time); rebuild with NNPHASES_CUDA=1")
 _why = _C.cuda_device_report()
 if _why:
+    # The CUDA runtime says "driver version is insufficient" also where no driver is installed at all.
+    if "insufficient" in _why and not os.path.exists("/proc/driver/nvidia/version"):
+        _why = "no NVIDIA driver on this machine (no GPU, or its driver is not installed)"
     raise ImportError(_why)
 
 import torch  # noqa: E402
