@@ -134,7 +134,15 @@ def _message(e: BaseException) -> str:
     if isinstance(e, MemoryError) or _out_of_memory(e):
         first = str(e).strip().splitlines()[0] if str(e).strip() else "memory could not be allocated"
         return f"out of memory ({first[:200]}); lower --eval-batch or --batch, or measure fewer sites"
-    return one_line(e, typed=False)
+    text = one_line(e, typed=False)
+    # Measures name their options as the Python API does (count_sites: ...); on the command line they are flags.
+    head, sep, rest = text.partition(": ")
+    if sep and head.isidentifier():
+        from .experiments.config import flat_options
+
+        if head in flat_options():
+            return f"--{head.replace('_', '-')}: {rest}"
+    return text
 
 
 def _report_bug(name: str) -> None:

@@ -67,3 +67,21 @@ def test_a_finished_run_run_again_says_so(tmp_path):
     assert subprocess.run(args, capture_output=True, timeout=300).returncode == 0
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and f"{tmp_path / 'r'}: every seed is already done; nothing to train" in again.stderr
+
+
+def test_a_run_with_other_options_into_a_runs_folder_names_them(tmp_path):
+    base = [sys.executable, "-m", "nnphases.cli", "run", "--dataset", "synthetic", "--holdout", "600", "--depth", "2",
+            "--width", "8", "--seeds", "0", "--per-decade", "2", "--no-figures", "--out", str(tmp_path / "r")]
+    assert subprocess.run([*base, "--epochs", "0.2"], capture_output=True, timeout=300).returncode == 0
+    again = subprocess.run([*base, "--epochs", "0.4", "--count-sites", "relu1"], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 2
+    assert (f"holds a run with other options (--epochs 0.2 there, 0.4 here; --count-sites None there, ('relu1',) "
+            f"here); continue it as it is with --resume {tmp_path / 'r'}, or choose another --out") in again.stderr
+
+
+def test_a_measures_option_is_named_by_its_flag(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nnphases.cli", "run", "--dataset", "synthetic", "--holdout", "600",
+                        "--count-sites", "nope", "--no-figures", "--out", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "nnphases run: error: --count-sites: no ReLU site named ['nope']" in r.stderr

@@ -447,8 +447,18 @@ def run(cfg: Config, out: Path, *, progress: bool = True, on_plan: Callable[[Pla
         if size > 1:  # every rank has looked before rank 0 writes: all plan (binding may be collective) or none
             torch.distributed.barrier()
         if not new:
-            if read_config(cfg_path) != cfg:
-                raise ValueError(f"{out} holds a run with another configuration; use --resume {out} or another --out")
+            stored = read_config(cfg_path)
+            if stored != cfg:
+                was, now = stored.flat(), cfg.flat()
+                diff = [
+                    f"--{k.replace('_', '-')} {was.get(k)} there, {now.get(k)} here"
+                    for k in now
+                    if was.get(k) != now.get(k)
+                ]
+                raise ValueError(
+                    f"{out} holds a run with other options ({'; '.join(diff) or 'its stored configuration differs'}); "
+                    f"continue it as it is with --resume {out}, or choose another --out"
+                )
         else:
             p = plan(cfg, out, datasets())
             if p.problems():
