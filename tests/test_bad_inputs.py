@@ -511,7 +511,7 @@ OPTION_ROWS = [
     ("probes-mode", lambda: Probes(mode="slow"), ValueError, r"mode \(--probe-mode\) must be one of .*got 'slow'"),
     ("probes-features-0", lambda: Probes(max_features=0), ValueError, r"max_features \(--probe-features\) must be >= 1, got 0"),
     ("probes-paper-layers-mode", lambda: Probes(paper_layers=("relu1",)),
-     ValueError, r"paper_layers \['relu1'\] need probe_mode 'both', got 'fast'"),
+     ValueError, r"paper_layers \['relu1'\] need fast and trained probes \(e.g. probe_mode 'fast\+code'\), got 'fast'"),
     ("probes-paper-layers-outside", lambda: Probes(mode="both", layers=("a",), paper_layers=("b",)),
      ValueError, r"paper_layers: \['b'\] are not among the probed sites \['a'\]"),
     ("probes-fast-str", lambda: Probes(fast="x"), TypeError, r"probes fast options must be a dict of keywords, got 'x'"),
