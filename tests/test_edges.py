@@ -68,3 +68,14 @@ def test_a_fresh_run_into_a_folder_with_later_checkpoints_is_refused(tmp_path: P
         again.maybe_measure(9)
         again.close()
         assert RunDir(tmp_path / "run").done
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y, n: K.class_counts(x, y, n),
+    lambda x, y, n: K.count_and_pack(x, y, n),
+    lambda x, y, n: K.packed_class_counts(K.pack_masks(x), y, n),
+], ids=["class_counts", "count_and_pack", "packed_class_counts"])
+def test_a_counts_table_larger_than_the_machine_is_refused_with_its_size(call) -> None:
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"num_classes 2147483647 x 4 nodes: the int64 counts table needs 64\.0 GiB"):
+        call(x, y, 2**31 - 1)

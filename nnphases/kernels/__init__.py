@@ -112,6 +112,8 @@ def class_counts(
     if out is not None:
         o = _arrays.describe(out, "out")
         _validate.out_for(o, n, a.shape[1], a)
+    else:
+        _validate.counts_fit(n, a.shape[1], a.device)
     check_finite = _validate.flag_value(check_finite, "check_finite")
     check_labels = _validate.flag_value(check_labels, "check_labels")
     threads = _validate.threads_value(threads)
@@ -182,6 +184,7 @@ def packed_class_counts(
     lab = _arrays.describe(labels, "labels")
     _validate.labels_for(lab, None, p)  # the labels give the sample count the packed width must match
     _validate.packed_for(p, lab.shape[0])
+    _validate.counts_fit(n, p.shape[0], p.device)
     threads = _validate.threads_value(threads)
     b, fn = select("packed_class_counts", p.device, backend)
     if not getattr(fn, "checks_labels", False):

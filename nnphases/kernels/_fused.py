@@ -37,6 +37,8 @@ def count_and_pack(
     if out is not None:
         o = _arrays.describe(out, "out")
         _validate.out_for(o, n, a.shape[1], a)
+    else:
+        _validate.counts_fit(n, a.shape[1], a.device)
     check_finite = _validate.flag_value(check_finite, "check_finite")
     threads = _validate.threads_value(threads)
     if backend is None and a.device != "cpu":

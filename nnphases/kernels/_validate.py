@@ -4,6 +4,7 @@ runs before any native code. Backends below trust what passes here."""
 from __future__ import annotations
 
 import operator
+import os
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,23 @@ def num_classes_value(num_classes: Any) -> int:
     if not 1 <= n <= INT32_MAX:
         raise ValueError(f"num_classes must be in [1, {INT32_MAX}], got {n}")
     return n
+
+
+def counts_fit(num_classes: int, nodes: int, device: str) -> None:
+    """A new int64 ``[num_classes, nodes]`` counts table on the host must fit in its memory: said here, with the
+    sizes, rather than as an allocation failure inside NumPy or a backend."""
+    if device != "cpu":
+        return
+    need = 8 * num_classes * nodes
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        raise ValueError(
+            f"num_classes {num_classes} x {nodes} nodes: the int64 counts table needs {need / 2**30:.1f} GiB, more "
+            f"than this machine's {total / 2**30:.1f} GiB of memory"
+        )
 
 
 def labels_for(lab: Array, samples: int | None, ref: Array) -> None:
