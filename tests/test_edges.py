@@ -79,3 +79,14 @@ def test_a_counts_table_larger_than_the_machine_is_refused_with_its_size(call) -
     x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
     with pytest.raises(ValueError, match=r"num_classes 2147483647 x 4 nodes: the int64 counts table needs 64\.0 GiB"):
         call(x, y, 2**31 - 1)
+
+
+def test_an_unpicklable_resume_state_is_named_and_leaves_no_checkpoint(tmp_path: Path) -> None:
+    x, y = _set()
+    rec = Recorder(_model(), (x, y), Schedule((0, 1), 10), tmp_path / "run")
+    with pytest.raises(TypeError, match=r"state: the resume state of step 0 cannot be saved \(AttributeError: "
+                       r"Can't pickle local object"):
+        rec.maybe_measure(0, state=lambda: {"f": lambda: 1})
+        rec.flush()
+    assert RunDir(tmp_path / "run").completed_steps() == []
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())

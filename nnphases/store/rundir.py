@@ -425,7 +425,13 @@ class RunDir:
                 import torch  # deferred: reading metrics should not pay for importing torch
 
                 with open(tmp / "state.pt", "wb") as f:
-                    torch.save(dict(state), f)
+                    try:
+                        torch.save(dict(state), f)
+                    except (pickle.PicklingError, AttributeError, TypeError) as e:
+                        raise TypeError(
+                            f"state: the resume state of step {step} cannot be saved ({one_line(e, limit=160)}); "
+                            "keep tensors, numbers, strings and lists or dicts of them in it"
+                        ) from None
             write_manifest(tmp, step)
             fsync_tree(tmp)
             os.rename(tmp, self.checkpoints / name)
