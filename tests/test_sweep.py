@@ -407,3 +407,16 @@ def test_slurm_needs_its_tools(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="sbatch"):
         sweep.submit([job], "slurm")
     assert not (tmp_path / "out").exists()
+
+
+def test_status_sees_a_run_written_without_a_job_file(tmp_path):
+    """A run written by nnphases run or a Recorder holds its folder's lock: status says running, not interrupted."""
+    from nnphases.store import RunDir
+
+    sweep.write_run_json(train.resolve("demo", {**TINY, "seeds": (0,)}), tmp_path)
+    run = RunDir(tmp_path / "seed-0")
+    with run.lock():
+        (row,) = sweep.status(tmp_path)
+        assert row.state == "running" and f"written by pid {os.getpid()} on " in row.detail
+    (row,) = sweep.status(tmp_path)
+    assert row.state == "pending"

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from ..kernels.cores import usable_cores
 from ..options import check, check_int, one_line, option, parse_text
-from ..store import RunDir, atomic_write_bytes
+from ..store import RunDir, atomic_write_bytes, lock_holder
 from .config import Config, flat_options, read_config
 
 __all__ = [
@@ -511,6 +511,11 @@ def _seed_status(folder: Path, cell: str, seed: int) -> SeedStatus:
             f"{progress}; pid {holder.get('pid')} on {holder.get('host')}"
             + (f", job {holder['job']}" if holder.get("job") else "")
             + f", seen {age:.0f} s ago",
+        )
+    writer = lock_holder(run.path)  # a run written without a sweep's job file (nnphases run, a Recorder)
+    if writer is not None and (writer.get("host") != socket.gethostname() or _pid_alive(writer.get("pid"))):
+        return SeedStatus(
+            cell, seed, "running", f"{progress}; written by pid {writer['pid']} on {writer.get('host')} (its lock)"
         )
     error = _read_error_file(folder / f"seed-{seed}.error")
     if error:

@@ -87,7 +87,7 @@ kill at any moment leaves every row readable, from one place or the other.
 from .atomic import atomic_write_bytes
 from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile, RunLocked
 from .layout import mask_array_name, output_folder
-from .lock import RunLock
+from .lock import RunLock, lock_holder
 from .manifest import read_compacted, read_manifest, read_verified
 from .rundir import RunDir
 from .runs import class_sizes, layer_order, read_table, run_dirs
@@ -97,6 +97,7 @@ __all__ = [
     "RunDir",
     "RunLock",
     "RunLocked",
+    "lock_holder",
     "DamagedCheckpoint",
     "MissingCheckpointFile",
     "DamagedCheckpointWarning",

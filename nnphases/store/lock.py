@@ -84,6 +84,19 @@ def _holder(fd: int) -> str:
         return "holder unknown"
 
 
+def lock_holder(folder: Path) -> dict | None:
+    """Who last took ``folder``'s writer lock and still names itself in it (``pid``, ``host``, ``since``), read
+    without taking the lock (a reader must never keep a writer out); None when the lock file is empty or absent. A
+    writer that let go emptied it; one that was killed leaves its name behind, so callers check that the pid lives."""
+    try:
+        info = json.loads((Path(folder) / LOCK_FILE).read_bytes() or b"null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return None
+    return info
+
+
 def take_lock(folder: Path) -> RunLock:
     """Take ``folder``'s writer lock (see :meth:`nnphases.store.RunDir.lock`)."""
     mkdirs(folder)
