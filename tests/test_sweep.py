@@ -420,3 +420,23 @@ def test_status_sees_a_run_written_without_a_job_file(tmp_path):
         assert row.state == "running" and f"written by pid {os.getpid()} on " in row.detail
     (row,) = sweep.status(tmp_path)
     assert row.state == "pending"
+
+
+def test_status_of_a_recorders_folder(tmp_path):
+    import torch
+    from torch import nn
+
+    from nnphases import Recorder, Schedule
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x, y = torch.randn(40, 4), torch.arange(40) % 2
+    rec = Recorder(model, (x, y), Schedule((0, 1), 10), tmp_path / "mine", seed=3)
+    rec.maybe_measure(0)
+    rec.flush()
+    (row,) = sweep.status(tmp_path / "mine")
+    assert (row.cell, row.seed, row.state) == ("", 3, "running")
+    rec.maybe_measure(1)
+    rec.close()
+    (row,) = sweep.status(tmp_path / "mine")
+    assert (row.seed, row.state) == (3, "done")

@@ -481,6 +481,8 @@ def status(out: str | os.PathLike[str]) -> list[SeedStatus]:
     if not out.is_dir():
         raise FileNotFoundError(f"out {str(out)!r} is not a folder")
     folders = [out] if (out / "run.json").is_file() else sorted(p.parent for p in out.glob("*/run.json"))
+    if not folders and ((out / "checkpoints").is_dir() or (out / "config.json").is_file()):
+        return [_recorder_status(out)]  # one Recorder's folder: no run.json, no seeds of its own
     if not folders:
         raise ValueError(f"out {str(out)!r} holds no run.json, in it or in its subfolders: not a sweep or a run")
     rows = []
@@ -490,8 +492,17 @@ def status(out: str | os.PathLike[str]) -> list[SeedStatus]:
     return rows
 
 
-def _seed_status(folder: Path, cell: str, seed: int) -> SeedStatus:
-    run = RunDir(folder / f"seed-{seed}")
+def _recorder_status(path: Path) -> SeedStatus:
+    """The state of a folder one Recorder writes (its seed from measures.json when it says)."""
+    try:
+        seed = int(json.loads((path / "measures.json").read_text()).get("seed", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        seed = 0
+    return _seed_status(path.parent, "", seed, run_path=path)
+
+
+def _seed_status(folder: Path, cell: str, seed: int, run_path: Path | None = None) -> SeedStatus:
+    run = RunDir(run_path or folder / f"seed-{seed}")
     if run.done:
         try:
             body = json.loads((run.path / "DONE").read_text())
