@@ -388,11 +388,30 @@ def _report(paths: list[Path]) -> None:
 
 @app.command()
 @_clean_errors
-def plot(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
+def plot(
+    runs: list[Path] = typer.Argument(..., help="run folders (or their parent)"),
+    out: Optional[Path] = typer.Option(None, help="folder for the figures (default: the first run's parent/figures)"),
+    format: str = typer.Option("png,svg", help="comma-separated file formats matplotlib writes (png, svg, pdf, ...)"),
+    seed: Optional[str] = typer.Option(
+        None, help="the heatmap's seed: a seed id, or 'mean' for the mean over seeds (default: the smallest seed)"
+    ),
+) -> None:
     """Draw the sample-set figures of finished or running runs."""
     from .analysis.plot import plot as draw
 
-    for p in draw(runs):
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    if not formats:
+        raise ValueError(f"--format must name at least one file format, got {format!r}")
+    chosen: int | str | None = "first"
+    if seed is not None:
+        if seed == "mean":
+            chosen = None
+        else:
+            try:
+                chosen = int(seed)
+            except ValueError:
+                raise ValueError(f"--seed must be a seed id or 'mean', got {seed!r}") from None
+    for p in draw(runs, output_folder(out, "--out") if out is not None else None, formats, seed=chosen):
         typer.echo(str(p))
 
 

@@ -85,3 +85,17 @@ def test_a_measures_option_is_named_by_its_flag(tmp_path):
                         "--count-sites", "nope", "--no-figures", "--out", str(tmp_path / "r")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "nnphases run: error: --count-sites: no ReLU site named ['nope']" in r.stderr
+
+
+def test_plot_options_out_format_seed(tmp_path):
+    base = [sys.executable, "-m", "nnphases.cli"]
+    run = [*base, "run", "--dataset", "synthetic", "--holdout", "600", "--depth", "2", "--width", "8", "--epochs",
+           "0.2", "--seeds", "0,1", "--per-decade", "2", "--no-figures", "--out", str(tmp_path / "r")]
+    assert subprocess.run(run, capture_output=True, timeout=300).returncode == 0
+    done = subprocess.run([*base, "plot", str(tmp_path / "r"), "--out", str(tmp_path / "figs"), "--format", "pdf",
+                           "--seed", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["curves.pdf", "heatmap_f.pdf", "layers_fpu.pdf"]
+    bad = subprocess.run([*base, "plot", str(tmp_path / "r"), "--seed", "x"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "--seed must be a seed id or 'mean', got 'x'" in bad.stderr

@@ -178,3 +178,19 @@ def test_class_sizes_errors(tmp_path: Path, layout: list[str], run: str, error: 
     with pytest.raises(error) as info:
         class_sizes(tmp_path / run)
     assert fragment.format(tmp=tmp_path) in str(info.value)
+
+
+def test_findings_and_plot_refuse_to_pool_two_setups(tmp_path: Path) -> None:
+    from nnphases.analysis.findings import findings
+    from nnphases.analysis.plot import plot
+    from nnphases.store.runs import one_setup
+
+    for cell, width in (("width=20", 20), ("width=40", 40)):
+        for s in (0, 1):
+            run = write_run(tmp_path / "G" / cell / f"seed-{s}", s, (0, 10, 100))
+            run.write_config({"seed": s, "seeds": [s], "model": {"width": width, "depth": 2}}, overwrite=True)
+    assert len(one_setup(tmp_path / "G" / "width=20")) == 2  # the seeds of one setup pool
+    message = r"runs: the folders hold 2 setups \(e.g. .*width=20/seed-0 and .*width=40/seed-0 differ in model.width\)"
+    for call in (findings, plot):
+        with pytest.raises(ValueError, match=message):
+            call(tmp_path / "G")

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..store.runs import PathLike, layer_order, read_table, run_dirs
+from ..store.runs import PathLike, layer_order, one_setup, read_table
 from .statistics import mean_over_seeds, spearman
 
 __all__ = ["Finding", "findings", "report", "spearman", "NAMES"]
@@ -373,7 +373,7 @@ def findings(
     names it and the file) rather than left out, which could change a
     verdict unseen; ``read_table(..., damaged="skip")`` reads the rest.
     """
-    dirs = run_dirs(runs)
+    dirs = one_setup(runs)
     layers = read_table(dirs, "layers")
     stats = read_table(dirs, "stats")
     s = _series(layers)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import DamagedCheckpoint, atomic_write_bytes
-from ..store.runs import PathLike, class_sizes, layer_order, read_table, run_dirs
+from ..store.runs import PathLike, class_sizes, layer_order, one_setup, read_table
 from .statistics import mean_over_seeds
 
 if TYPE_CHECKING:
@@ -516,7 +516,7 @@ def plot(
         isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
     ):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    dirs = run_dirs(runs)
+    dirs = one_setup(runs)
     nodes = read_table(dirs, "nodes")
     layers = read_table(dirs, "layers")
     stats = read_table(dirs, "stats")

@@ -9,6 +9,7 @@ list of any of these.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from .reader import TableReader
 from .rundir import RunDir
 from .tables import declared, empty, table_spec, unknown_table
 
-__all__ = ["PathLike", "Runs", "run_dirs", "read_table", "layer_order", "class_sizes"]
+__all__ = ["PathLike", "Runs", "run_dirs", "read_table", "layer_order", "class_sizes", "one_setup"]
 
 PathLike = str | os.PathLike[str]
 Runs = PathLike | Iterable[PathLike]
@@ -179,3 +180,46 @@ def class_sizes(run: PathLike) -> np.ndarray:
     if not steps:
         raise ValueError(f"run: {str(rd.path)!r} has no complete checkpoint to read class sizes from")
     return rd.read_counts(steps[-1])[1]
+
+
+# The keys of a run's config.json that differ between the seeds of one setup.
+_PER_SEED = ("seed", "seeds")
+
+
+def one_setup(runs: Runs) -> list[Path]:
+    """The run directories of ``runs`` (as :func:`run_dirs`), refused with ValueError when they hold more than one
+    setup: means over seeds must not pool the cells of a sweep. Runs compare by their ``config.json`` without the
+    seed; a run without one (a Recorder given no config) is a setup of its own only if it differs from another's."""
+    dirs = run_dirs(runs)
+    setups: dict[str, list[Path]] = {}
+    configs: dict[str, dict] = {}
+    for d in dirs:
+        try:
+            cfg = json.loads((d / "config.json").read_text())
+        except FileNotFoundError:
+            cfg = {}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{d / 'config.json'} is damaged ({e})") from None
+        body = {k: v for k, v in cfg.items() if k not in _PER_SEED} if isinstance(cfg, dict) else {}
+        key = json.dumps(body, sort_keys=True, default=str)
+        setups.setdefault(key, []).append(d)
+        configs[key] = body
+    if len(setups) > 1:
+        first, second = list(configs.values())[:2]
+        differ = sorted(_differences(first, second))[:4]
+        examples = [str(v[0]) for v in list(setups.values())[:2]]
+        raise ValueError(
+            f"runs: the folders hold {len(setups)} setups (e.g. {examples[0]} and {examples[1]} differ in "
+            f"{', '.join(differ) or 'their configuration'}); means over seeds would pool them: read each setup's "
+            "folder on its own"
+        )
+    return dirs
+
+
+def _differences(a: object, b: object, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
