@@ -107,6 +107,28 @@ def test_labels_changed_in_place_are_checked_again():
     assert torch.equal(out, before)
 
 
+@pytest.mark.parametrize("refill", ["numpy", "dlpack"])
+def test_labels_refilled_without_a_version_bump_are_counted_as_they_are(refill):
+    """A data source that refills one label tensor in place through NumPy or DLPack bumps no version counter: the
+    counts must follow the labels' content, not a cached earlier batch's."""
+    rng = np.random.default_rng(seed_of("refill"))
+    acts, labels = make_acts(rng, 50, 8, "float32"), make_labels(rng, 50, 3)
+    out = torch.zeros((3, 8), dtype=torch.int64)
+    counter = K.ClassCounts(out, 3)
+    first = labels.clone()
+    counter.add(acts, labels)
+    version = labels._version
+    view = labels.numpy() if refill == "numpy" else np.from_dlpack(labels)
+    view[:] = (view + 1) % 3  # every label changes, torch sees no write
+    assert labels._version == version
+    counter.add(acts, labels)
+    want = K.class_counts(acts, first, 3).numpy() + K.class_counts(acts, labels, 3).numpy()
+    np.testing.assert_array_equal(out.numpy(), want)
+    view[4] = 7  # out of range, unseen by torch: refused all the same
+    with pytest.raises(ValueError, match=r"^labels\[4\] = 7 is outside \[0, num_classes=3\)$"):
+        counter.add(acts, labels)
+
+
 BAD_BATCHES = [  # id, (acts, labels) from a good float32 batch of 40 x 8 and its int64 labels, error, message
     ("label-negative", lambda a, y: (a, torch.where(torch.arange(40) == 3, -1, y)), ValueError,
      r"^labels\[3\] = -1 is outside"),

@@ -22,9 +22,10 @@ from ._dispatch import select
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
-# The last torch labels checked, with their version, address, length and class count, and their checked int32
-# copy: every site of a batch is counted with the same labels. The tensor is held, so the entry names it alone.
-_checked_labels: tuple[Any, tuple[int, ...] | None, Any] = (None, None, None)
+# The last torch labels checked, with their version, address, length and class count, a copy of their content, and
+# their checked int32 copy: every site of a batch is counted with the same labels. The tensor is held, so the entry
+# names it alone.
+_checked_labels: tuple[Any, tuple[int, ...] | None, Any, Any] = (None, None, None, None)
 _NUMPY_TORCH: set[Any] = set()  # torch dtypes with a NumPy twin, filled on first use of torch
 
 
@@ -168,21 +169,24 @@ class ClassCounts:
         )
 
     def _host_labels(self, layout: _Layout, labels: Array) -> np.ndarray:
-        """The labels as checked int32, once per torch tensor, version and class count: the counters of a
-        batch's sites share one check (and a copy, so what native code indexes with is what was checked).
-        NumPy labels, which carry no version, are checked on every call."""
+        """The labels as checked int32, once per torch tensor, class count and content: the counters of a batch's
+        sites share one check (and a copy, so what native code indexes with is what was checked). The content is
+        compared, not only torch's version counter: a data source may refill the same tensor in place through NumPy
+        or DLPack, which no version counter sees (one comparison of the labels, far cheaper than the counting).
+        NumPy labels are checked on every call."""
         global _checked_labels
         if layout.labels_type is np.ndarray:
             _validate.label_range(labels, self.num_classes)
             return _arrays.dense_host(labels, np.int32)
         key = (labels._version, labels.data_ptr(), labels.shape[0], self.num_classes)
-        held, held_key, held_labels = _checked_labels
-        if held is labels and held_key == key:
-            return held_labels
         x = labels.detach().numpy()
+        held, held_key, held_raw, held_labels = _checked_labels
+        if held is labels and held_key == key and np.array_equal(held_raw, x):
+            return held_labels
         _validate.label_range(x, self.num_classes)
         y = np.array(x, dtype=np.int32)
-        _checked_labels = (labels, key, y)  # one assignment: another thread sees the old entry or the new one
+        # One assignment: another thread sees the old entry or the new one.
+        _checked_labels = (labels, key, x.copy(), y)
         return y
 
     def _run(self, layout: _Layout, acts: Array, labels: Array) -> None:
