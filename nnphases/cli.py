@@ -594,6 +594,33 @@ def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (o
 
 @app.command()
 @_clean_errors
+def verify(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
+    """Check every checkpoint of runs against its manifest (sizes and checksums, the compacted tables too) and say
+    which files are damaged; exit status 1 when any is."""
+    from .store import DamagedCheckpoint, RunDir
+    from .store.runs import run_dirs
+
+    damaged = 0
+    for path in run_dirs(runs):
+        run = RunDir(path)
+        steps = run.completed_steps()
+        bad = []
+        for step in steps:
+            try:
+                run.verify(step)
+            except DamagedCheckpoint as e:
+                bad.append(str(e))
+        damaged += len(bad)
+        state = "done" if run.done else "not finished"
+        typer.echo(f"{path}: {len(steps) - len(bad)} of {len(steps)} checkpoints intact ({state})")
+        for line in bad:
+            typer.echo(f"  {line}")
+    if damaged:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_clean_errors
 def bench(
     quick: bool = typer.Option(False, help="small inputs: seconds in all"),
     json_: bool = typer.Option(False, "--json", help="print the report as JSON, for machines"),

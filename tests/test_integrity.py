@@ -557,3 +557,18 @@ def test_holds_of_one_process_are_shared(tmp_path: Path) -> None:
         assert a.held and b.held and not _other_process_can_lock(run.path)
     assert not a.held and _other_process_can_lock(run.path)
     assert (run.path / ".lock").read_text() == ""  # the holder is erased on release
+
+
+def test_verify_command_names_each_damaged_file(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    ok = subprocess.run([sys.executable, "-m", "nnphases.cli", "verify", str(run.path)], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout == f"{run.path}: 3 of 3 checkpoints intact (not finished)\n"
+    garbage(run.checkpoint_path(1), "layers.parquet")
+    delete(run.checkpoint_path(2), "stats.parquet")
+    bad = subprocess.run([sys.executable, "-m", "nnphases.cli", "verify", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    lines = bad.stdout.splitlines()
+    assert bad.returncode == 1 and lines[0] == f"{run.path}: 1 of 3 checkpoints intact (not finished)"
+    assert f"step-000000000001/layers.parquet has crc32" in lines[1]
+    assert f"step-000000000002/stats.parquet is missing" in lines[2] and len(lines) == 3
