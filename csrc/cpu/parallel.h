@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <thread>
 #include <vector>
 #ifdef __linux__
@@ -33,14 +34,34 @@ inline int resolve_threads(int threads, int64_t work_items) {
 // tens of microseconds, so each one gets at least about a million elements.
 inline int64_t element_items(int64_t elements) { return elements / (1 << 20) + 1; }
 
-// Calls fn(t) for t in [0, n) on n threads (the caller's thread is thread 0).
+// Calls fn(t) for t in [0, n) on up to n threads (the caller's thread is thread 0), and returns or throws only
+// after every thread has joined: a std::thread destroyed while joinable calls std::terminate ("terminate called
+// without an active exception") and kills the interpreter. A thread that cannot be started (EAGAIN on a loaded
+// machine) leaves its pieces to the caller's thread; an exception from any piece is rethrown after the join.
 template <typename Fn>
 void run_threads(int n, Fn fn) {
+  if (n < 1) return;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  auto piece = [&](int t) {
+    try {
+      fn(t);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  };
   std::vector<std::thread> pool;
-  pool.reserve(n > 0 ? n - 1 : 0);
-  for (int t = 1; t < n; ++t) pool.emplace_back(fn, t);
-  fn(0);
+  int started = 1;
+  try {
+    pool.reserve(static_cast<size_t>(n - 1));
+    for (; started < n; ++started) pool.emplace_back(piece, started);
+  } catch (...) {
+    // No more threads: the pieces from `started` on run here.
+  }
+  piece(0);
+  for (int t = started; t < n; ++t) piece(t);
   for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 // Piece t of [0, total) split into n near-equal ranges, boundaries multiples of align.
