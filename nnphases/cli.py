@@ -135,6 +135,11 @@ def _message(e: BaseException) -> str:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "memory could not be allocated"
         return f"out of memory ({first[:200]}); lower --eval-batch or --batch, or measure fewer sites"
     text = one_line(e, typed=False)
+    from .store import DamagedCheckpoint
+
+    if isinstance(e, DamagedCheckpoint):
+        run = e.checkpoint.parent.parent if e.checkpoint.parent.name == "checkpoints" else e.checkpoint.parent
+        return f"{text}; nnphases verify {run} lists every damaged file"
     # Measures name their options as the Python API does (count_sites: ...); on the command line they are flags.
     head, sep, rest = text.partition(": ")
     if sep and head.isidentifier():
@@ -596,7 +601,7 @@ def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (o
 @_clean_errors
 def verify(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
     """Check every checkpoint of runs against its manifest (sizes and checksums, the compacted tables too) and say
-    which files are damaged; exit status 1 when any is."""
+    which files are damaged; exit status 2 when any is."""
     from .store import DamagedCheckpoint, RunDir
     from .store.runs import run_dirs
 
@@ -616,7 +621,8 @@ def verify(runs: list[Path] = typer.Argument(..., help="run folders (or their pa
         for line in bad:
             typer.echo(f"  {line}")
     if damaged:
-        raise typer.Exit(1)
+        typer.echo(f"{damaged} damaged checkpoint{'s' if damaged != 1 else ''}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -569,6 +569,7 @@ def test_verify_command_names_each_damaged_file(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "nnphases.cli", "verify", str(tmp_path)], capture_output=True,
                          text=True, timeout=120)
     lines = bad.stdout.splitlines()
-    assert bad.returncode == 1 and lines[0] == f"{run.path}: 1 of 3 checkpoints intact (not finished)"
+    assert bad.returncode == 2 and lines[0] == f"{run.path}: 1 of 3 checkpoints intact (not finished)"
+    assert bad.stderr == "2 damaged checkpoints\n"
     assert f"step-000000000001/layers.parquet has crc32" in lines[1]
     assert f"step-000000000002/stats.parquet is missing" in lines[2] and len(lines) == 3
