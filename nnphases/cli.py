@@ -159,6 +159,17 @@ def _report_bug(name: str) -> None:
         )
 
 
+_PANELS = {"data": "Data", "model": "Model", "optim": "Optimisation", "schedule": "Schedule"}
+
+
+def _panel(group: str) -> str:
+    """The --help panel of a configuration group: data, model, optimisation, schedule, or the measure's name."""
+    if group in _PANELS:
+        return _PANELS[group]
+    name = group.split(".", 1)[-1].replace("_", " ")
+    return f"Measure: {name}"
+
+
 def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
     """Give a command one typer option per configuration option (:func:`nnphases.experiments.config.flat_options`): the
     command line is derived from the typed declarations, never written again. Values arrive as a dict ``flat``
@@ -178,7 +189,13 @@ def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Call
                     name,
                     inspect.Parameter.KEYWORD_ONLY,
                     annotation=Optional[ann],
-                    default=typer.Option(None, *decls, help=(leaf.help + hint).strip(), show_default=False),
+                    default=typer.Option(
+                        None,
+                        *decls,
+                        help=(leaf.help + hint).strip(),
+                        show_default=False,
+                        rich_help_panel=_panel(leaf.group),
+                    ),
                 )
             )
         for name, help_ in (("seeds", "comma-separated seeds, e.g. 0,1,2"), ("device", "auto, cpu, cuda, cuda:1")):
@@ -187,7 +204,7 @@ def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Call
                     name,
                     inspect.Parameter.KEYWORD_ONLY,
                     annotation=Optional[str],
-                    default=typer.Option(None, help=help_, show_default=False),
+                    default=typer.Option(None, help=help_, show_default=False, rich_help_panel="Run"),
                 )
             )
 

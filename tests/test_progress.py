@@ -99,3 +99,16 @@ def test_plot_options_out_format_seed(tmp_path):
     bad = subprocess.run([*base, "plot", str(tmp_path / "r"), "--seed", "x"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "--seed must be a seed id or 'mean', got 'x'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "plan"])
+def test_help_groups_the_options_by_concern(command):
+    from typer.testing import CliRunner
+
+    from nnphases.cli import app
+
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "160"}).output
+    panels = ["Data", "Model", "Optimisation", "Schedule", "Measure: sample sets", "Measure: probes", "Run"]
+    assert [p for p in panels if f"─ {p} ─" not in out] == [], out
+    data = out[out.index("─ Data ─"):out.index("─ Model ─")]
+    assert "--holdout" in data and "--lr" not in data
