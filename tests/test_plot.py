@@ -277,3 +277,11 @@ def test_save_figure_accepts_dotted_formats(tmp_path: Path) -> None:
     fig.subplots().plot([0, 1], [1, 0])
     paths = save_figure(fig, tmp_path / "new", "fig", [".PNG", "svg"])
     assert [p.name for p in paths] == ["fig.png", "fig.svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_plot_of_one_run_folder_writes_into_it(tmp_path: Path) -> None:
+    """A Recorder's folder (the run itself, no seed subfolders): its figures go into it, not into its parent, where
+    a second run's would overwrite them."""
+    root = write_runs(tmp_path / "out")
+    paths = plot(root / "seed-0", formats=("png",))
+    assert {p.parent for p in paths} == {root / "seed-0" / "figures"}

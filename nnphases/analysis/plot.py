@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -497,7 +498,8 @@ def plot(
 
     ``runs``: run directories (one per seed) or folders of them (as for
     :func:`nnphases.store.runs.run_dirs`).
-    ``out_dir``: defaults to ``<first run's parent>/figures``. ``formats``:
+    ``out_dir``: defaults to ``<runs>/figures`` when ``runs`` is one folder (a run's own folder, or the folder of its
+    seeds), else ``<first run's parent>/figures``. ``formats``:
     file extensions matplotlib can write (``png`` at 200 dpi). ``seed``:
     the heatmap's seed: ``"first"`` (the smallest seed id), a seed id, or
     None for the mean over seeds. ``num_classes``: ``|C|`` for the ``Max``
@@ -529,7 +531,9 @@ def plot(
     if title is None:
         title = _describe(cfg)
     if out_dir is None:
-        out_dir = dirs[0].parent / "figures"
+        # Beside the runs: in the one folder given (a run's own, or its seeds' parent), else the first run's parent.
+        one = isinstance(runs, (str, os.PathLike))
+        out_dir = (Path(runs) if one else dirs[0].parent) / "figures"  # type: ignore[arg-type]
     out = Path(out_dir)
 
     written: list[Path] = []
