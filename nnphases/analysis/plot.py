@@ -252,6 +252,11 @@ def save_figure(
 # -- figures ---------------------------------------------------------------------------------
 
 
+def _seeds_text(n: int) -> str:
+    """What a figure's curves are: one seed's, or a mean over seeds with standard-error bands."""
+    return "1 seed" if n == 1 else f"mean over {n} seeds, bands: standard error"
+
+
 def _cell_edges(e: np.ndarray) -> np.ndarray:
     """Log-axis cell edges around positive sorted epochs: geometric midpoints, half a log-step outside."""
     if len(e) == 1:
@@ -269,7 +274,7 @@ def _heatmap(nodes: pd.DataFrame, seed: int | str | None, title: str) -> Figure:
     order = layer_order(nodes)
     seeds = sorted(int(s) for s in nodes["seed"].unique())
     if seed is None:
-        sel, which = nodes, f"mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+        sel, which = nodes, ("1 seed" if len(seeds) == 1 else f"mean over {len(seeds)} seeds")
     else:
         chosen = seeds[0] if seed == "first" else int(seed)
         if chosen not in seeds:
@@ -393,10 +398,7 @@ def _layers_fpu(layers: pd.DataFrame, num_classes: int, title: str) -> Figure:
         labels.append(f"Max = log 2 / log {num_classes} = {u_max:.3f}")
     ncol = min(len(labels), 6)
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
-    fig.suptitle(
-        f"Layer averages{' - ' + title if title else ''} "
-        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)"
-    )
+    fig.suptitle(f"Layer averages{' - ' + title if title else ''} ({_seeds_text(n_seeds)})")
     return fig
 
 
@@ -428,10 +430,7 @@ def _curves(stats: pd.DataFrame, title: str) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_title(label.capitalize())
         ax.grid(True, which="major", lw=0.3, alpha=0.5)
-    fig.suptitle(
-        f"Training curves{' - ' + title if title else ''} "
-        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error)"
-    )
+    fig.suptitle(f"Training curves{' - ' + title if title else ''} ({_seeds_text(n_seeds)})")
     return fig
 
 
@@ -478,10 +477,7 @@ def _probes(probes: pd.DataFrame, title: str) -> Figure:
         names += [f"{mode} mode" for mode in modes]
     fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 6), frameon=False)
     mode_text = "" if len(modes) > 1 else f", {modes[0]} mode" if modes else ""
-    fig.suptitle(
-        f"Probes{' - ' + title if title else ''} "
-        f"(mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, bands: standard error{mode_text})"
-    )
+    fig.suptitle(f"Probes{' - ' + title if title else ''} ({_seeds_text(n_seeds)}{mode_text})")
     return fig
 
 
