@@ -10,7 +10,9 @@ import importlib
 import inspect
 import os
 import re
+import signal
 import sys
+import threading
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -296,20 +298,36 @@ _RUN_EXTRA = [
 def run(*, flat: dict[str, Any], preset: str, out: Path | None, resume: Path | None, figures: bool) -> None:
     """Train with measurements at log-spaced steps; with no arguments, the demo on FashionMNIST."""
     _use_cores()
+    # SIGTERM (what Slurm and most schedulers send) ends a run as Ctrl-C does: the checkpoint being written is
+    # finished, the one being measured abandoned, and the way to continue is said.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         _run(flat, preset, out, resume, figures)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         from .store import RunDir
 
         where = resume or out or Path("runs") / preset
         seeds = sorted(where.glob("seed-*")) if where.is_dir() else []
         last = [f"{p.name} at step {max(RunDir(p).completed_steps(), default='none')}" for p in seeds]
+        how = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
         typer.echo(
-            f"nnphases run: interrupted; the checkpoints written are intact ({', '.join(last) or 'none yet'}): "
+            f"nnphases run: {how}; the checkpoints written are intact ({', '.join(last) or 'none yet'}): "
             f"nnphases run --resume {where} continues from the last one",
             err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(e, _Terminated) else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def _run(flat: dict[str, Any], preset: str, out: Path | None, resume: Path | None, figures: bool) -> None:

@@ -41,7 +41,8 @@ def test_a_run_without_a_terminal_prints_a_line_per_measurement(tmp_path):
     assert all(" val loss " in ln and " elapsed, ETA " in ln for ln in lines)
 
 
-def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig,code,how", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, r"terminated \(SIGTERM\)")])
+def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(tmp_path, sig, code, how):
     import signal
     import time
 
@@ -52,11 +53,11 @@ def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("seed-0/checkpoints/step-*")):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    (line,) = [ln for ln in err.splitlines() if "interrupted" in ln]
-    assert re.fullmatch(rf"nnphases run: interrupted; the checkpoints written are intact \(seed-0 at step \d+\): "
+    assert proc.returncode == code, err
+    (line,) = [ln for ln in err.splitlines() if "checkpoints written are intact" in ln]
+    assert re.fullmatch(rf"nnphases run: {how}; the checkpoints written are intact \(seed-0 at step \d+\): "
                         rf"nnphases run --resume {re.escape(str(out))} continues from the last one", line), line
 
 
