@@ -285,3 +285,19 @@ def test_plot_of_one_run_folder_writes_into_it(tmp_path: Path) -> None:
     root = write_runs(tmp_path / "out")
     paths = plot(root / "seed-0", formats=("png",))
     assert {p.parent for p in paths} == {root / "seed-0" / "figures"}
+
+
+def test_plot_removes_what_a_killed_plot_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    root = write_runs(tmp_path / "out")
+    figures = root / "figures"
+    figures.mkdir()
+    stale, fresh = figures / ".tmp-curves.png-0badf00d", figures / ".tmp-curves.png-5eed5eed"
+    stale.write_bytes(b"half a figure")
+    fresh.write_bytes(b"another plot's, being written")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    plot(root, formats=("png",))
+    assert not stale.exists() and fresh.exists()

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..store import DamagedCheckpoint, atomic_write_bytes
+from ..store import DamagedCheckpoint, atomic_write_bytes, remove_stale_temporaries
 from ..store.runs import PathLike, class_sizes, layer_order, one_setup, read_table
 from .statistics import mean_over_seeds
 
@@ -541,6 +541,7 @@ def plot(
         }
         if not probes.empty:
             figures["probes"] = lambda: _probes(probes, title)
+        remove_stale_temporaries(out)  # a plot killed mid-write left them
         for name, build in figures.items():
             fig = build()
             FigureCanvasAgg(fig)

@@ -84,7 +84,7 @@ them the run's tables; the per-checkpoint files are deleted after that, so a
 kill at any moment leaves every row readable, from one place or the other.
 """
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, remove_stale_temporaries
 from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpointFile, RunLocked
 from .layout import mask_array_name, output_folder
 from .lock import RunLock, lock_holder
@@ -102,6 +102,7 @@ __all__ = [
     "MissingCheckpointFile",
     "DamagedCheckpointWarning",
     "atomic_write_bytes",
+    "remove_stale_temporaries",
     "output_folder",
     "mask_array_name",
     "read_table",

@@ -73,3 +73,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than_s: float = 600.0) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write_bytes` that a killed writer left in ``folder`` (those not
+    modified for ``older_than_s`` seconds: a live writer's are seconds old); return them."""
+    import time
+
+    gone = []
+    now = time.time()
+    for p in Path(folder).glob(f"{TMP_PREFIX}*"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                gone.append(p)
+        except FileNotFoundError:
+            continue  # another process removed or renamed it meanwhile
+    return gone
