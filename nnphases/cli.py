@@ -634,6 +634,42 @@ def compact(runs: list[Path] = typer.Argument(..., help="finished run folders (o
 
 @app.command()
 @_clean_errors
+def export(
+    runs: list[Path] = typer.Argument(..., help="run folders (or their parent)"),
+    out: Path = typer.Option(..., help="folder for the files: one <table>.parquet per table"),
+    tables: Optional[str] = typer.Option(None, help="comma-separated tables (default: every table the runs hold)"),
+) -> None:
+    """Write each table of runs as one tidy Parquet file (every seed and checkpoint, verified, before or after
+    compaction), with a ``run`` column naming each row's run folder."""
+    import pandas as pd
+
+    from .recording import measures  # noqa: F401  (registers the tables measures write)
+    from .store import RunDir, atomic_write_bytes, read_table
+    from .store.reader import TableReader
+    from .store.runs import run_dirs
+
+    dirs = run_dirs(runs)
+    held = sorted({t for d in dirs for t in TableReader(RunDir(d)).tables()})
+    wanted = [t.strip() for t in tables.split(",") if t.strip()] if tables is not None else held
+    unknown = [t for t in wanted if t not in held]
+    if unknown or not wanted:
+        raise ValueError(f"--tables {tables!r}: the runs hold the tables {', '.join(held)}")
+    folder = output_folder(out, "--out")
+    base = Path(os.path.commonpath([str(d.resolve()) for d in dirs]))
+    for table in wanted:
+        parts = []
+        for d in dirs:
+            t = read_table(d, table)
+            t.insert(0, "run", str(d.resolve().relative_to(base)) if len(dirs) > 1 else d.name)
+            parts.append(t)
+        frame = pd.concat(parts, ignore_index=True)
+        path = folder / f"{table}.parquet"
+        atomic_write_bytes(path, frame.to_parquet(index=False))
+        typer.echo(f"{path}: {len(frame)} rows")
+
+
+@app.command()
+@_clean_errors
 def verify(runs: list[Path] = typer.Argument(..., help="run folders (or their parent)")) -> None:
     """Check every checkpoint of runs against its manifest (sizes and checksums, the compacted tables too) and say
     which files are damaged; exit status 2 when any is."""
