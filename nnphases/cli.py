@@ -385,6 +385,19 @@ def _lead() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+@app.command("config")
+@_clean_errors
+@_flat_signature(_RUN_EXTRA[:1])
+def config_command(*, flat: dict[str, Any], preset: str) -> None:
+    """Print the configuration a run of a preset with these options would use (JSON, every option resolved), without
+    loading data or training."""
+    from .experiments import train
+
+    if preset == "source000-grid":
+        raise ValueError("--preset source000-grid: show one cell (--preset source000 --depth ... --width ...)")
+    typer.echo(train.resolve(preset, flat).to_json().decode())
+
+
 @app.command("plan")
 @_clean_errors
 @_flat_signature(_RUN_EXTRA)

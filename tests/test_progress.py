@@ -113,3 +113,20 @@ def test_help_groups_the_options_by_concern(command):
     assert [p for p in panels if f"─ {p} ─" not in out] == [], out
     data = out[out.index("─ Data ─"):out.index("─ Model ─")]
     assert "--holdout" in data and "--lr" not in data
+
+
+def test_config_prints_the_resolved_configuration():
+    import json
+
+    from typer.testing import CliRunner
+
+    from nnphases.cli import app
+    from nnphases.experiments import train
+
+    r = CliRunner().invoke(app, ["config", "--preset", "source002-code", "--epochs", "3", "--probe-bn", "running"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert (d["optim"]["momentum"], d["optim"]["epochs"], d["measures"]["probes"]["bn"]) == (0.9, 3.0, "running")
+    assert train.Config.from_dict(d) == train.resolve("source002-code", {"epochs": 3, "probe_bn": "running"})
+    bad = CliRunner().invoke(app, ["config", "--preset", "nope"])
+    assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
