@@ -48,8 +48,11 @@ def test_ctrl_c_says_where_the_run_stands_and_how_to_resume(tmp_path, sig, code,
 
     out = tmp_path / "r"
     args = [sys.executable, "-m", "nnphases.cli", "run", "--dataset", "synthetic", "--holdout", "600", "--depth", "2",
-            "--width", "8", "--epochs", "200", "--seeds", "0", "--per-decade", "2", "--no-figures", "--out", str(out)]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+            "--width", "8", "--epochs", "5000", "--seeds", "0", "--per-decade", "2", "--no-figures", "--out", str(out)]
+    # A shell running this suite in the background ignores SIGINT, and Python keeps an ignored SIGINT ignored: the
+    # child gets the default disposition back, as a terminal's process has.
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("seed-0/checkpoints/step-*")):
         time.sleep(0.2)
