@@ -90,3 +90,19 @@ def test_an_unpicklable_resume_state_is_named_and_leaves_no_checkpoint(tmp_path:
         rec.flush()
     assert RunDir(tmp_path / "run").completed_steps() == []
     assert not list((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_a_full_disk_while_saving_the_state_names_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    x, y = _set()
+    rec = Recorder(_model(), (x, y), Schedule((0, 1), 10), tmp_path / "run")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"No space left on device") as info:
+        rec.maybe_measure(0, state=lambda: {"w": 1})
+        rec.flush()
+    assert info.value.filename == str(tmp_path / "run" / "checkpoints" / "step-000000000000")
+    assert RunDir(tmp_path / "run").completed_steps() == []

@@ -435,9 +435,12 @@ class RunDir:
             write_manifest(tmp, step)
             fsync_tree(tmp)
             os.rename(tmp, self.checkpoints / name)
-        except BaseException:
+        except BaseException as e:
             # A failed write leaves no garbage behind; a killed one leaves .tmp-*, which cleanup() removes.
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.filename is None:
+                # A full disk met inside torch.save or a writer that knows no path: name the checkpoint.
+                raise OSError(e.errno, e.strerror or str(e), str(self.checkpoints / name)) from None
             raise
         fsync_dir(self.checkpoints)
         if state is not None:
