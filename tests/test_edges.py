@@ -47,16 +47,17 @@ def test_refused_at_the_boundary(tmp_path: Path, call, error: type[Exception], m
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("states", [True, False])
 @pytest.mark.parametrize("first,refused", [(0, True), (1, True), (4, False), (9, False)])
 def test_a_fresh_run_into_a_folder_with_later_checkpoints_is_refused(tmp_path: Path, first: int,
-                                                                     refused: bool) -> None:
+                                                                     refused: bool, states: bool) -> None:
     """A Recorder over a crashed run's folder, asked first about step 0 or 1 (a model trained from scratch), is
     refused; a resume from a later step continues as before."""
     x, y = _set()
     schedule = Schedule((0, 2, 4, 8, 9), 10)
     rec = Recorder(_model(), (x, y), schedule, tmp_path / "run")
     for s in (0, 2, 4, 8):
-        rec.maybe_measure(s, state=lambda: {"w": 1})
+        rec.maybe_measure(s, state=(lambda: {"w": 1}) if states else None)
     rec.flush()  # a crash: the folder holds 0..8, no DONE
     again = Recorder(_model(), (x, y), schedule, tmp_path / "run")
     if refused:

@@ -314,7 +314,9 @@ def train_seed(
     )
     opt = _optimizer(cfg, model)
     loss_fn = loss_function(cfg, train.num_classes)
-    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, net, train, val)
+    # This loop is seeded and restores every state it resumes from: started over (every resume state lost), it
+    # measures the folder's own checkpoints again, so a restart into them is a replay, never a second run.
+    rec, schedule, steps_per_epoch = _recorder(cfg, seed, out, net, train, val, replay=True)
     total = schedule.last  # the last training step is the schedule's, never computed twice
 
     def state() -> dict:

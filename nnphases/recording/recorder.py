@@ -55,6 +55,11 @@ class RecorderOptions:
     batch_size: int = option(1000, min=1, help="evaluation batch size when the data are (x, y) tensors")
     background_writes: bool = option(True, help="write checkpoints on a background thread while training goes on")
     check_plan: bool = option(True, help="refuse a run whose counts or checkpoints cannot fit before training")
+    replay: bool = option(
+        False,
+        help="training restarts from scratch into a folder with checkpoints and reproduces them exactly (seeded, "
+        "deterministic): allow it (otherwise refused, so that two runs never mix)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -356,7 +361,7 @@ class Recorder:
         them: one run's numbers under another's. A resume from an older framework checkpoint (a later first step)
         re-trains steps the folder holds and is left to the framework's determinism, as it always was."""
         last = max(self.done_steps, default=None)
-        bad = last is not None and step <= 1 and step < last and not self._resumable(step)
+        bad = last is not None and step <= 1 and step < last and not self.options.replay and not self._resumable(step)
         if self.world > 1:
             bad = bool(broadcast_object(bad))  # rank 0 sees the files; every rank stops alike
         if bad:
@@ -368,12 +373,11 @@ class Recorder:
 
     def _resumable(self, step: int) -> bool:
         """Whether training at ``step`` continued from a resume state this folder keeps (the step itself or the one
-        before: loops ask after their optimizer step), or had none to continue from (every state lost: starting
-        over is the only way, and a seeded run replays its own measurements)."""
+        before: loops ask after their optimizer step)."""
         if self.rank != 0:
             return True
-        states = [s for s in self.done_steps if (self.run.checkpoint_path(s) / "state.pt").is_file()]
-        return not states or step in states or step - 1 in states
+        kept = [s for s in (step, step - 1) if s in self.done_steps]
+        return any((self.run.checkpoint_path(s) / "state.pt").is_file() for s in kept)
 
     def _check_open(self) -> None:
         if self._closed:

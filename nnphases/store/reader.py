@@ -17,7 +17,7 @@ from .counts import NODES, derive_nodes, read_counts
 from .errors import DamagedCheckpoint, MissingCheckpointFile
 from .layout import MANIFEST, TABLES_DIR
 from .manifest import check_file, checkpoint_id, read_compacted, read_manifest, read_verified
-from .tables import NODES_KEY, PARTIAL, conform, declared, empty, ordered, read_parquet, table_spec
+from .tables import NODES_KEY, PARTIAL, arrow_owned, conform, declared, empty, ordered, read_parquet, table_spec
 
 if TYPE_CHECKING:
     from .rundir import RunDir
@@ -115,7 +115,7 @@ class TableReader:
         entry = self.compacted["files"][name]
         if name not in self._files:
             if self.whole:
-                source: Any = pa.BufferReader(read_verified(folder, name, self.compacted["files"]))
+                source: Any = pa.BufferReader(arrow_owned(read_verified(folder, name, self.compacted["files"])))
             else:
                 check_file(folder, name, entry, checksum=False)
                 source = str(folder / name)

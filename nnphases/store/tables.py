@@ -216,12 +216,22 @@ def empty(table: str) -> pa.Table:
     return (schema if schema is not None else pa.schema(KEY)).empty_table()
 
 
+def arrow_owned(data: bytes) -> pa.Buffer:
+    """``data`` copied into memory Arrow owns. Parquet read from Python bytes keeps them through a buffer whose
+    release takes the GIL; when a failed read's last reference is dropped on one of Arrow's threads while the
+    interpreter exits, taking the GIL ends that thread by a forced unwind through a noexcept destructor: std::terminate
+    ("terminate called without an active exception") after the command's own error. Arrow's own memory needs no GIL."""
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
+
+
 def read_parquet(ckpt: Path, step: int, table: str, manifest: Mapping[str, Mapping[str, Any]] | None) -> pa.Table:
     """One checkpoint's own file of ``table``, verified and checked."""
     name = f"{table}.parquet"
     data = read_verified(ckpt, name, manifest)
     try:
-        t = pq.read_table(pa.BufferReader(data))
+        t = pq.read_table(pa.BufferReader(arrow_owned(data)))
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for bytes that are not Parquet
         raise DamagedCheckpoint(ckpt, name, f"is not a readable Parquet file ({one_line(e, limit=200)})") from None
     return conform(t, ckpt, name, table, step)
