@@ -23,7 +23,8 @@ from torch import nn
 
 from ._common import Moments, ProbeError, check_batch
 from .decoders import DECODERS, build_decoder
-from .protocols import Protocol, protocol
+from .protocols import Protocol
+from .protocols import protocol as named_protocol
 
 __all__ = ["PaperProbe", "train_paper_probes"]
 
@@ -107,7 +108,7 @@ class PaperProbe:
         device: str | torch.device = "cpu",
         warm_start: PaperProbe | dict | None = None,
     ) -> None:
-        p = _protocol(protocol).with_overrides(
+        p = named_protocol(protocol).with_overrides(
             dict(
                 classifier_epochs=classifier_epochs,
                 classifier_lr=classifier_lr,
@@ -366,10 +367,6 @@ class PaperProbe:
             "n_train": self.n_train,
             "n_test": self._test_n,
         }
-
-
-def _protocol(name: str) -> Protocol:
-    return protocol(name)
 
 
 def train_paper_probes(
