@@ -4,6 +4,7 @@ the same counts and metrics at every one."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -99,3 +100,43 @@ def test_killed_runs_resume_to_identical_results(reference_run, tmp_path):
             assert ca.keys() == cb.keys()
             for k in ca:
                 np.testing.assert_array_equal(ca[k], cb[k])
+
+
+def _drop(path: Path, group: str, key: str) -> None:
+    """Removes one option from a stored configuration, as a file written before that option existed holds it."""
+    cfg = json.loads(path.read_text())
+    del cfg[group][key]
+    path.write_text(json.dumps(cfg, indent=2))
+
+
+@pytest.mark.parametrize("stored_lr, resumes", [(None, True), (0.5, False)])
+def test_a_run_started_before_an_option_existed_resumes(reference_run, tmp_path, stored_lr, resumes):
+    """A seed folder written by an older nnphases lacks options added since; resuming it fills their defaults, as
+    run.json's reading does, and continues to the results of an uninterrupted run. A stored configuration that
+    differs in an option it does hold is still refused."""
+    out = tmp_path / "old"
+    err = open(tmp_path / "stderr.log", "wb")
+    proc = subprocess.Popen(_cmd(*ARGS, "--out", str(out)), env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    _wait_for_progress(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "run.json").exists() and not RunDir(out / "seed-0").done
+    _drop(out / "run.json", "optim", "momentum")
+    for seed_dir in out.glob("seed-*"):
+        if (seed_dir / "config.json").exists():
+            _drop(seed_dir / "config.json", "optim", "momentum")
+            if stored_lr is not None:
+                cfg = json.loads((seed_dir / "config.json").read_text())
+                cfg["optim"]["lr"] = stored_lr
+                (seed_dir / "config.json").write_text(json.dumps(cfg))
+    done = subprocess.run(_cmd("--resume", str(out), "--no-figures"), env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    err.close()
+    if not resumes:
+        assert done.returncode != 0 and "already holds a different configuration" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-2000:]
+    want, got = _tables(reference_run), _tables(out)
+    for name in want:
+        pd.testing.assert_frame_equal(got[name].reset_index(drop=True), want[name].reset_index(drop=True))
+    assert '"momentum"' in (out / "seed-0" / "config.json").read_text()

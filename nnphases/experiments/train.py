@@ -12,6 +12,7 @@ results of an uninterrupted run.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import sys
@@ -248,6 +249,8 @@ def _recorder(
     steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
     schedule = make_schedule(cfg, steps_per_epoch)
     sub = _train_subset(cfg, seed, train)
+    config = {**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch, "total_steps": schedule.last}
+    _upgrade_seed_config(out, config)
     rec = Recorder(
         model,
         (val.x, val.y),
@@ -257,10 +260,34 @@ def _recorder(
         train_data=(train.x[sub], train.y[sub]) if cfg.data.train_eval else None,
         num_classes=train.num_classes,
         seed=seed,
-        config={**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch, "total_steps": schedule.last},
+        config=config,
         options=RecorderOptions(batch_size=cfg.data.eval_batch, **extra),
     )
     return rec, schedule, steps_per_epoch
+
+
+_SEED_KEYS = ("seed", "steps_per_epoch", "total_steps")
+
+
+def _upgrade_seed_config(out: Path, config: dict[str, Any]) -> None:
+    """Rewrites a seed's ``config.json`` written by an older nnphases when it holds this configuration.
+
+    Options added since are absent from such a file; read back through :class:`Config` they take their
+    defaults (as ``run.json`` does on resume), so a file that then equals ``config`` describes the same run and is
+    brought up to date. Anything else is left for the Recorder, which refuses a different configuration."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    rundir = RunDir(out)
+    try:
+        stored = rundir.config
+        upgraded = Config.from_dict({k: v for k, v in stored.items() if k not in _SEED_KEYS}).to_dict()
+    except (ValueError, TypeError):
+        return  # damaged or foreign: the Recorder names it
+    upgraded.update({k: stored.get(k) for k in _SEED_KEYS})
+    now = json.loads(json.dumps(config))  # as the file would hold it: tuples become lists
+    if stored != now and json.loads(json.dumps(upgraded)) == now:
+        rundir.write_config(config, overwrite=True)
 
 
 Datasets = tuple[data.Dataset, data.Dataset]  # (train, validation) as load_data returns them
