@@ -521,45 +521,15 @@ def summary_md(doc: dict[str, Any]) -> str:
 
 
 def build_worker(jobs: int) -> None:
-    """Builds nnphases._C in place with setup.py, in parallel: its C++ sources `jobs` at a time (pybind11's
-    ParallelCompile) and its nvcc calls, which setup.py makes one after the other, started at once in a pool
-    and awaited before the link. Should setup.py stop linking through ``link_shared_object``, the build still
-    waits for every nvcc call at the end, and the link fails loudly rather than silently."""
-    import distutils.ccompiler  # setuptools' copy, the one setup.py's build uses
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from pybind11.setup_helpers import (
-        ParallelCompile,  # imports setuptools first, as setup.py does
-    )
-
-    ParallelCompile(default=jobs).install()
-    pool = ThreadPoolExecutor(max(1, jobs))
-    pending: list[Future[int]] = []
-    check_call = subprocess.check_call
-
-    def deferred(cmd: Any, *a: Any, **k: Any) -> int:
-        if isinstance(cmd, list) and Path(str(cmd[0])).name == "nvcc":  # setup.py has printed the command
-            pending.append(pool.submit(check_call, cmd, *a, **k))
-            return 0
-        return check_call(cmd, *a, **k)
-
-    link = distutils.ccompiler.CCompiler.link_shared_object
-
-    def link_after_nvcc(self: Any, *a: Any, **k: Any) -> Any:
-        for f in pending:
-            f.result()
-        return link(self, *a, **k)
-
-    subprocess.check_call = deferred  # type: ignore[assignment]
-    distutils.ccompiler.CCompiler.link_shared_object = link_after_nvcc  # type: ignore[method-assign]
+    """Builds nnphases._C in place with setup.py, which compiles the C++ sources and the nvcc calls `jobs` at a
+    time; ``--force`` compiles every object again, so the time is a full build's even over an old one."""
+    os.environ["NNPHASES_BUILD_JOBS"] = str(max(1, jobs))
     import runpy
 
     t = time.monotonic()
     sys.argv = ["setup.py", "build_ext", "--inplace", "--force"]  # a full build's time, even over an old one
     os.chdir(ROOT)
     runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
-    for f in pending:
-        f.result()
     print(f"built in {time.monotonic() - t:.1f} s with {jobs} jobs", flush=True)
 
 
