@@ -351,7 +351,12 @@ def _run(flat: dict[str, Any], preset: str, out: Path | None, resume: Path | Non
             paths = []
             for i, (cell, cfg) in enumerate(cells.items()):
                 # Every cell is planned before it trains and refused when it cannot fit; the first says its disk.
-                say = (lambda p, n=len(cfg.seeds): typer.echo(p.seeds_summary(n), err=True)) if i == 0 else None
+                def say(p: Any, est: Any, cell: str = cell, n: int = len(cfg.seeds), first: bool = i == 0) -> None:
+                    if first:
+                        typer.echo(p.seeds_summary(n), err=True)
+                    if est is not None:
+                        typer.echo(f"time of {cell}: {est.summary(n)}", err=True)
+
                 cell_paths = train.run(cfg, out / cell, on_plan=say)
                 if figures:
                     _report(cell_paths)
@@ -361,8 +366,15 @@ def _run(flat: dict[str, Any], preset: str, out: Path | None, resume: Path | Non
         cfg = train.resolve(preset, flat)
         if (out / "run.json").is_file() and all(RunDir(out / f"seed-{s}").done for s in cfg.seeds):
             typer.echo(f"{out}: every seed is already done; nothing to train", err=True)
+
         # A new run is planned before anything is written or trained, and refused when it cannot fit.
-        paths = train.run(cfg, out, on_plan=lambda p: typer.echo("plan: " + p.summary(), err=True) if _lead() else None)
+        def say_plan(p: Any, est: Any, n: int = len(cfg.seeds)) -> None:
+            if _lead():
+                typer.echo("plan: " + p.summary(), err=True)
+                if est is not None:
+                    typer.echo("time: " + est.summary(n), err=True)
+
+        paths = train.run(cfg, out, on_plan=say_plan)
     if not _lead():
         return  # under torchrun one process reports
     typer.echo(f"runs: {', '.join(str(p) for p in paths)}")
@@ -402,15 +414,20 @@ def config_command(*, flat: dict[str, Any], preset: str) -> None:
 @_clean_errors
 @_flat_signature(_RUN_EXTRA)
 def plan_command(*, flat: dict[str, Any], preset: str, out: Path | None) -> None:
-    """Print the memory and disk a run will take, per site and in total, without training (same options as run)."""
+    """Print the memory, disk and time a run will take, per site and in total, without training (same options as
+    run); the time comes from a short timed calibration on this machine."""
     from .experiments import train
 
     if preset == "source000-grid":
         raise ValueError("--preset source000-grid: plan one cell (--preset source000 --depth ... --width ...)")
     cfg = train.resolve(preset, flat)
     # A plan that says "fits" for an out the run could not write would mislead.
-    p = train.plan(cfg, output_folder(out or Path("runs") / preset, "--out"))
+    folder = output_folder(out or Path("runs") / preset, "--out")
+    datasets = train.load_data(cfg)
+    p = train.plan(cfg, folder, datasets)
     typer.echo(f"{p}\n{p.seeds_summary(len(cfg.seeds))}\n{p.verdict()}")
+    if not p.problems():
+        typer.echo("time: " + train.estimate(cfg, datasets).summary(len(cfg.seeds)))
 
 
 def _flags(flat: dict[str, Any]) -> str:

@@ -133,3 +133,50 @@ def test_config_prints_the_resolved_configuration():
     assert train.Config.from_dict(d) == train.resolve("source002-code", {"epochs": 3, "probe_bn": "running"})
     bad = CliRunner().invoke(app, ["config", "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
+
+
+TIME_LINE = (r"about (\d+:\d\d:\d\d) per seed( \(\d seeds one after the other: \d+:\d\d:\d\d\))? on cpu, estimated "
+             r"from a timed calibration: ([\d,]+) steps x ([\d.e+-]+) ms \(timed over (\d+) steps\) \+ (\d+) "
+             r"measurements x ([\d.e+-]+) s \(one timed on ([\d,]+) of ([\d,]+) samples, scaled\)")
+
+
+def test_plan_and_run_say_how_long_and_how_it_was_estimated(tmp_path):
+    args = ["--dataset", "synthetic", "--holdout", "600", "--depth", "2", "--width", "8", "--epochs", "0.5",
+            "--seeds", "0,1", "--per-decade", "2", "--device", "cpu", "--out", str(tmp_path / "r")]
+    plan = subprocess.run([sys.executable, "-m", "nnphases.cli", "plan", *args], capture_output=True, text=True,
+                          timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    line = plan.stdout.splitlines()[-1]
+    assert line.startswith("time: "), plan.stdout
+    m = re.fullmatch(TIME_LINE, line.removeprefix("time: "))
+    assert m, line
+    total, steps, step_ms, checkpoints, measure_s = (m.group(i) for i in (1, 3, 4, 6, 7))
+    assert m.group(2) is not None  # two seeds
+    h, mi, s = map(int, total.split(":"))
+    steps_n = int(steps.replace(",", ""))
+    assert abs(3600 * h + 60 * mi + s - (steps_n * float(step_ms) / 1e3 + int(checkpoints) * float(measure_s))) <= 1
+    assert not (tmp_path / "r").exists()
+    done = subprocess.run([sys.executable, "-m", "nnphases.cli", "run", *args, "--no-figures"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    times = [ln for ln in done.stderr.splitlines() if ln.startswith("time: ")]
+    assert len(times) == 1 and re.fullmatch(TIME_LINE, times[0].removeprefix("time: ")), done.stderr
+    taken = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "r" / "seed-0" / "checkpoints").iterdir())
+    assert (len(taken), taken[-1]) == (int(checkpoints), steps_n)  # the schedule's checkpoints and last step
+
+
+def test_the_estimate_leaves_the_random_state_as_it_was():
+    import torch
+
+    from nnphases.experiments import train
+
+    cfg = train.resolve("demo", {"dataset": "synthetic", "holdout": 600, "depth": 2, "width": 8, "epochs": 0.5,
+                                 "device": "cpu"})
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    est = train.estimate(cfg, budget_s=0.05)
+    assert torch.equal(torch.get_rng_state(), before)
+    # The synthetic set keeps 2,400 training samples: 40 batches of 60 an epoch, half an epoch trained.
+    assert (est.steps, est.samples) == (20, 600 + 2400) and est.steps_timed >= 3 and est.step_s > 0
+    assert est.measure_s > 0
+    assert est.seconds == est.steps * est.step_s + est.checkpoints * est.measure_s

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ from ..recording.stream import Stream
 from ..store import RunDir, atomic_write_bytes
 from . import data, models
 from .config import Config, read_config
+from .estimate import TimeEstimate, time_calls, time_measurement
 from .progress import ProgressLines
 
-__all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan"]
+__all__ = ["Config", "PRESETS", "GRID", "resolve", "grid_configs", "run", "resume", "train_seed", "plan", "estimate"]
 
 
 def _preset(**flat: Any) -> Config:
@@ -437,6 +439,61 @@ def plan(cfg: Config, out: Path, datasets: Datasets | None = None) -> Plan:
     )
 
 
+def estimate(cfg: Config, datasets: Datasets | None = None, *, budget_s: float = 1.0) -> TimeEstimate:
+    """One seed's time, from a short timed calibration here (:mod:`.estimate`): training steps of ``cfg``'s model,
+    optimizer and batch for about ``budget_s``, and one measurement of its measures on a slice of the evaluation
+    data, scaled. It trains a model of its own in a temporary folder and restores every random state."""
+    dev = _device(cfg)
+    train, val = datasets if datasets is not None else load_data(cfg)
+    steps_per_epoch = math.ceil(len(train) / cfg.optim.batch)
+    schedule = make_schedule(cfg, steps_per_epoch)
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    seed = cfg.seeds[0]
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        model = build_model(cfg, train).to(dev)
+        opt = _optimizer(cfg, model)
+        loss_fn = loss_function(cfg, train.num_classes)
+        order, batch = _epoch_order(seed, 0, len(train)), min(cfg.optim.batch, len(train))
+
+        def step(i: int) -> None:
+            idx = order[(i % steps_per_epoch) * batch :][:batch]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(train.x[idx].to(dev)), train.y[idx].to(dev)).backward()
+            opt.step()
+
+        model.train()
+        step_s, timed = time_calls(step, sync, budget_s=budget_s)
+        # The slice holds at least one evaluation batch, so the per-batch costs are those of the run.
+        n_val = min(len(val), max(cfg.data.eval_batch, 1000))
+        sub = _train_subset(cfg, seed, train)
+        n_train = min(len(sub), n_val) if cfg.data.train_eval else 0
+        with tempfile.TemporaryDirectory(prefix="nnphases-estimate-") as tmp:
+            rec = Recorder(
+                model,
+                (val.x[:n_val], val.y[:n_val]),
+                Schedule((0, 1), 1),
+                Path(tmp) / "run",
+                measures_for(cfg, train.num_classes),
+                train_data=(train.x[sub[:n_train]], train.y[sub[:n_train]]) if n_train else None,
+                num_classes=train.num_classes,
+                options=RecorderOptions(batch_size=cfg.data.eval_batch, check_plan=False),
+            )
+            measured = time_measurement(rec, sync)
+    samples = len(val) + (len(sub) if n_train else 0)
+    return TimeEstimate(
+        steps=schedule.last,
+        checkpoints=len(schedule.steps),
+        step_s=step_s,
+        steps_timed=timed,
+        measure_s=measured * samples / (n_val + n_train),
+        measured_samples=n_val + n_train,
+        samples=samples,
+        device=str(dev),
+    )
+
+
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
@@ -445,10 +502,17 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False)
 
 
-def run(cfg: Config, out: Path, *, progress: bool = True, on_plan: Callable[[Plan], None] | None = None) -> list[Path]:
+def run(
+    cfg: Config,
+    out: Path,
+    *,
+    progress: bool = True,
+    on_plan: Callable[[Plan, TimeEstimate | None], None] | None = None,
+) -> list[Path]:
     """All seeds of a configuration into ``out/seed-<k>``; an existing ``out`` must hold the same config. A new run
-    (no ``run.json`` yet) is planned first (:func:`plan`, given to ``on_plan``) and refused with ValueError when it
-    cannot fit, before anything is written; a continued one is checked by each seed's Recorder against the
+    (no ``run.json`` yet) is planned first (:func:`plan`) and refused with ValueError when it cannot fit, before
+    anything is written; ``on_plan`` is given the plan and the estimated time (:func:`estimate`; None under
+    torchrun); a continued one is checked by each seed's Recorder against the
     checkpoints it has left. The data are loaded once, for every seed. Under torchrun (``WORLD_SIZE`` > 1) every
     process trains data-parallel and measures its shard; rank 0 writes."""
     out = Path(out)
@@ -479,7 +543,8 @@ def run(cfg: Config, out: Path, *, progress: bool = True, on_plan: Callable[[Pla
             if p.problems():
                 raise ValueError(p.verdict())
             if on_plan is not None:
-                on_plan(p)
+                # Timing under torchrun would need every rank's measurement at once: not estimated there.
+                on_plan(p, estimate(cfg, datasets()) if size == 1 else None)
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(cfg_path, cfg.to_json())
