@@ -194,13 +194,14 @@ def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Call
                     default=typer.Option(
                         None,
                         *decls,
-                        help=(leaf.help + hint).strip(),
+                        help=(leaf.help + hint).strip() + _default_note(name, leaf.default),
                         show_default=False,
                         rich_help_panel=_panel(leaf.group),
                     ),
                 )
             )
         for name, help_ in (("seeds", "comma-separated seeds, e.g. 0,1,2"), ("device", "auto, cpu, cuda, cuda:1")):
+            help_ += _default_note(name, None)
             params.append(
                 inspect.Parameter(
                     name,
@@ -231,6 +232,36 @@ def _flat_signature(extra: list[inspect.Parameter]) -> Callable[[Callable], Call
         return wrapper
 
     return decorate
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@functools.cache
+def _preset_values() -> dict[str, dict[str, Any]]:
+    """Every flat option's value in each preset (a measure's options where the preset turns it on)."""
+    from .experiments.train import PRESETS
+
+    return {preset: cfg.flat() for preset, cfg in PRESETS.items()}
+
+
+def _default_note(name: str, default: Any) -> str:
+    """``(default: X)`` when every preset gives ``name`` the same value, else the value of each preset."""
+    by_value: dict[str, list[str]] = {}
+    for preset, flat in _preset_values().items():
+        value = flat.get(name)
+        by_value.setdefault(_shown(default if value is None else value), []).append(preset)
+    if len(by_value) == 1:
+        (value,) = by_value
+        return "" if value == "none" else f" (default: {value})"
+    return " (set by the preset: " + "; ".join(f"{v} in {', '.join(ps)}" for v, ps in by_value.items()) + ")"
 
 
 def _cli_annotation(tp: Any) -> tuple[Any, str]:

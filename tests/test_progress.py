@@ -116,6 +116,13 @@ def test_help_groups_the_options_by_concern(command):
     assert [p for p in panels if f"─ {p} ─" not in out] == [], out
     data = out[out.index("─ Data ─"):out.index("─ Model ─")]
     assert "--holdout" in data and "--lr" not in data
+    # Each option says its default, or each preset's value where the presets differ (the rows joined again).
+    text = " ".join(re.sub(r"[│╭╰─]", " ", out).split())
+    assert "epoch of the log grid's first point (default: 0.001)" in text
+    assert "(default: off)" in text and "(default: fashion-mnist)" in text
+    assert ("nodes per hidden layer (mlp, fc_bn) (set by the preset: 80 in demo, source002-vgg11, source002-resnet10; "
+            "320 in source000; 256 in source002, source002-code)") in text
+    assert "(set by the preset: none in demo, source000; 32 in source002," in text
 
 
 def test_config_prints_the_resolved_configuration():
