@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,28 @@ def test_measurement_overhead(benchmark, case, device, tmp_path):
         print(f"  {k:40s} {min(times[k]) * 1e3:8.1f} ms  ratio {best:.3f} (least times), {median:.3f} (median "
               "of the rounds' ratios)")
     assert rec.run.completed_steps(), "the measurement wrote no checkpoint"
+    if device == "cpu":
+        label_check_share(rec, y, batch, t_meas, rounds)
+
+
+def label_check_share(rec: Recorder, y: torch.Tensor, batch: int, t_meas: float, rounds: int) -> None:
+    """What checking the labels by content adds to a measurement on the CPU: per batch one copy of its labels, per
+    site and batch one comparison with that copy (the counters of a batch share one check), timed here on labels
+    of the run's size and set against the measurement's own time."""
+    sites = len(rec.run.read_counts(max(rec.run.completed_steps()))[0])
+    batches = -(-len(y) // batch)
+    labels = [y[s:s + batch].numpy() for s in range(0, len(y), batch)]
+    copies = [a.copy() for a in labels]
+    best = float("inf")
+    for _ in range(max(3, rounds)):
+        a = time.perf_counter()
+        for x, held in zip(labels, copies, strict=True):
+            x.copy()
+            for _ in range(sites):
+                assert np.array_equal(held, x)
+        best = min(best, time.perf_counter() - a)
+    print(f"  label content check: {batches} copies + {batches * sites} comparisons ({sites} sites) "
+          f"{best * 1e3:.3f} ms, {100 * best / t_meas:.3f}% of the measurement")
 
 
 _PEAK = r"""
