@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from nnphases import kernels
-
 from nnphases.experiments import models
 from nnphases.recording.measures import sample_sets
 from nnphases.recording.recorder import Recorder, RecorderOptions
@@ -85,7 +84,7 @@ def test_measurement_overhead(benchmark, case, device, tmp_path):
             times[k].append(time.perf_counter() - a)
     benchmark.pedantic(measure, rounds=1, iterations=1)
     t_plain = min(times["plain"])
-    ratios = {k: (min(v) / t_plain, statistics.median(m / p for m, p in zip(v, times["plain"])))
+    ratios = {k: (min(v) / t_plain, statistics.median(m / p for m, p in zip(v, times["plain"], strict=True)))
               for k, v in times.items() if k != "plain"}
     t_meas = min(times["measure"])
     benchmark.extra_info.update(plain_s=t_plain, measure_s=t_meas, ratio=t_meas / t_plain)
