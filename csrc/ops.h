@@ -23,6 +23,12 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
+// Two mask sets a and b of one layer, each [nodes, row_bytes]: inter[c, d] and uni[c, d] (each [num_classes,
+// nodes]) are the popcounts of row d's AND and OR under class c's segments.
+void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t nodes, int64_t row_bytes,
+                      const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
+                      const uint64_t* seg_mask, int64_t* inter, int64_t* uni, int threads);
+
 // Outputs of node_metrics_cpu: arrays of [nodes] (class_fraction [classes, nodes]).
 struct MetricsOut {
   double* class_fraction = nullptr;

@@ -25,6 +25,16 @@ def packed_class_counts(
     out: np.ndarray,
     threads: int,
 ) -> None: ...
+def mask_overlap(
+    a: np.ndarray,
+    b: np.ndarray,
+    class_offsets: np.ndarray,
+    seg_word: np.ndarray,
+    seg_mask: np.ndarray,
+    inter: np.ndarray,
+    uni: np.ndarray,
+    threads: int,
+) -> None: ...
 
 # counts: C-contiguous [C, N] of count_type 'B', 'H', 'I', 'i' or 'q'; out: field name -> float64 / bool array of
 # nnphases.kernels.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .kernels import class_counts, layer_metrics, node_metrics, pack_masks, packed_class_counts
+from .kernels import class_counts, layer_metrics, mask_overlap, node_metrics, pack_masks, packed_class_counts
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them on first use
     from .analysis.findings import findings as findings
@@ -62,7 +62,16 @@ _LAZY = {
     "plot": "analysis.plot",
 }
 
-__all__ = ["class_counts", "pack_masks", "packed_class_counts", "node_metrics", "layer_metrics", *_LAZY, "__version__"]
+__all__ = [
+    "class_counts",
+    "pack_masks",
+    "packed_class_counts",
+    "mask_overlap",
+    "node_metrics",
+    "layer_metrics",
+    *_LAZY,
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -119,6 +119,7 @@ def readonly_out() -> np.ndarray:
 
 
 CC, PM, PCC, NM, LM = K.class_counts, K.pack_masks, K.packed_class_counts, K.node_metrics, K.layer_metrics
+MO = K.mask_overlap
 
 # (id, call(bk), exception, regex). Rows whose id starts with "host-" use NumPy arrays (CPU backends only).
 KERNEL_ROWS = [
@@ -213,7 +214,7 @@ KERNEL_ROWS = [
      TypeError, r"packed has dtype float32"),
     ("pcc-packed-1d", lambda bk: PCC(packed(bk)[0], labels(bk), 4, backend=bk), ValueError, r"packed must be 2-D"),
     ("pcc-packed-width", lambda bk: PCC(packed(bk, s=70), labels(bk), 4, backend=bk),
-     ValueError, r"packed has 16 bytes per node but 12 labels need .* = 8"),
+     ValueError, r"packed has 16 bytes per node but 12 samples need .* = 8"),
     ("pcc-packed-none", lambda bk: PCC(None, labels(bk), 4, backend=bk), TypeError, r"packed must be .*NoneType"),
     ("pcc-labels-float", lambda bk: PCC(packed(bk), labels(bk).float(), 4, backend=bk),
      TypeError, r"labels has dtype float32"),
@@ -223,6 +224,34 @@ KERNEL_ROWS = [
     ("pcc-C-float", lambda bk: PCC(packed(bk), labels(bk), 2.5, backend=bk), TypeError, r"num_classes .*got 2\.5"),
     ("pcc-threads-negative", lambda bk: PCC(packed(bk), labels(bk), 4, threads=-1, backend=bk),
      ValueError, r"threads .*got -1$"),
+    # mask_overlap
+    ("mo-shapes", lambda bk: MO(packed(bk), packed(bk, n=4), 12, backend=bk),
+     ValueError, r"^a has shape \(3, 8\) but b has \(4, 8\); pass one layer's$"),
+    ("mo-width", lambda bk: MO(packed(bk), packed(bk), 70, backend=bk),
+     ValueError, r"^a has 8 bytes per node but 70 samples need ceil\(70 / 64\) \* 8 = 16$"),
+    ("mo-b-float", lambda bk: MO(packed(bk), packed(bk).float(), 12, backend=bk), TypeError, r"^b has dtype float32"),
+    ("mo-b-none", lambda bk: MO(packed(bk), None, 12, backend=bk), TypeError, r"^b must be .*NoneType"),
+    ("mo-samples-negative", lambda bk: MO(packed(bk), packed(bk), -1, backend=bk),
+     ValueError, r"^samples must be >= 0, got -1$"),
+    ("mo-samples-bool", lambda bk: MO(packed(bk), packed(bk), True, backend=bk),
+     TypeError, r"^samples must be an int, got True$"),
+    ("mo-samples-float", lambda bk: MO(packed(bk), packed(bk), 12.0, backend=bk),
+     TypeError, r"^samples must be an int, got 12\.0$"),
+    ("mo-labels-alone", lambda bk: MO(packed(bk), packed(bk), 12, labels=labels(bk), backend=bk),
+     ValueError, r"^labels are given without num_classes"),
+    ("mo-classes-alone", lambda bk: MO(packed(bk), packed(bk), 12, num_classes=4, backend=bk),
+     ValueError, r"^num_classes=4 is given without labels"),
+    ("mo-label-range", lambda bk: MO(packed(bk), packed(bk), 12, labels=with_label(bk, 3, 9), num_classes=4,
+                                     backend=bk), ValueError, r"^labels\[3\] = 9 is outside \[0, num_classes=4\)$"),
+    ("mo-labels-length", lambda bk: MO(packed(bk), packed(bk), 12, labels=labels(bk, s=11), num_classes=4,
+                                       backend=bk), ValueError, r"^labels has 11 entries but a has 12 samples"),
+    ("mo-classes-0", lambda bk: MO(packed(bk), packed(bk), 12, labels=labels(bk), num_classes=0, backend=bk),
+     ValueError, r"num_classes must be in \[1, .*got 0$"),
+    ("host-mo-libraries", lambda bk: MO(packed(bk), packed(bk).numpy(), 12, backend=bk),
+     ValueError, r"^b is a numpy array on cpu but a is a torch array on cpu"),
+    ("mo-threads-0", lambda bk: MO(packed(bk), packed(bk), 12, threads=0, backend=bk), ValueError, r"threads .*got 0$"),
+    ("mo-backend-nope", lambda bk: MO(packed(bk), packed(bk), 12, backend="nope"),
+     ValueError, r"backend must be one of .*got 'nope'"),
     # node_metrics and layer_metrics (host arithmetic: every backend runs them on the host)
     ("nm-counts-1d", lambda bk: NM(counts()[0], SIZES[:1], backend=bk), ValueError, r"counts must be 2-D.*\(3,\)"),
     ("nm-counts-float", lambda bk: NM(counts().astype(float), SIZES, backend=bk),

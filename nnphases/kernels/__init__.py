@@ -24,6 +24,7 @@ __all__ = [
     "pack_masks",
     "count_and_pack",
     "packed_class_counts",
+    "mask_overlap",
     "node_metrics",
     "layer_metrics",
     "NodeMetrics",
@@ -192,6 +193,51 @@ def packed_class_counts(
     x = _arrays.to_native(_arrays.dense(p, 8), b.native)  # every kernel reads the rows as 64-bit words
     opts = _options(b, p, threads)
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
+
+
+def mask_overlap(
+    a: Array,
+    b: Array,
+    samples: int,
+    *,
+    labels: Array | None = None,
+    num_classes: int | None = None,
+    backend: str | None = None,
+    threads: int | None = None,
+) -> Array:
+    """Per node of one layer, how many samples two mask sets hold in both and in either.
+
+    ``a``, ``b``: uint8 ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes them (one layer at two
+    checkpoints, the same samples in the same order); padding bits are ignored. Returns int64 ``[2, nodes]``:
+    row 0 is ``|A ∩ B|``, row 1 ``|A ∪ B|``; with ``labels`` (and ``num_classes``), int64
+    ``[2, num_classes, nodes]``, the same per class. A node's Jaccard churn is ``1 - |A ∩ B| / |A ∪ B|``
+    (0 when both sets are empty). GPU backends do not implement it yet: GPU inputs run on the reference.
+    """
+    pa, pb = _arrays.describe(a, "a"), _arrays.describe(b, "b")
+    n_samples = _validate.samples_value(samples)
+    _validate.packed_for(pa, n_samples)
+    _validate.packed_for(pb, n_samples)
+    _validate.same_masks(pa, pb)
+    threads = _validate.threads_value(threads)
+    host_labels = None
+    if labels is None:
+        if num_classes is not None:
+            raise ValueError(f"num_classes={num_classes!r} is given without labels; pass labels too, or neither")
+        n = 1
+    else:
+        if num_classes is None:
+            raise ValueError("labels are given without num_classes; pass num_classes too")
+        n = _validate.num_classes_value(num_classes)
+        lab = _arrays.describe(labels, "labels")
+        _validate.labels_for(lab, n_samples, pa)
+        _validate.label_range(lab.obj, n)
+        host_labels = _labels(lab, "numpy")
+    _validate.counts_fit(n, pa.shape[0], pa.device)
+    _, fn = select("mask_overlap", pa.device, backend)
+    xa = _arrays.to_numpy(_arrays.dense(pa, 8))
+    xb = _arrays.to_numpy(_arrays.dense(pb, 8))
+    out = fn(xa, xb, n_samples, host_labels, n, threads=threads)
+    return _arrays.like(out if labels is not None else out[:, 0], pa)
 
 
 from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)

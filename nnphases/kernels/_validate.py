@@ -104,15 +104,34 @@ def threads_value(threads: Any) -> int | None:
     return int(threads)
 
 
+def samples_value(samples: Any) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)):
+        raise TypeError(f"samples must be an int, got {samples!r}")
+    if samples < 0:
+        raise ValueError(f"samples must be >= 0, got {samples!r}")
+    return int(samples)
+
+
+def same_masks(a: Array, b: Array) -> None:
+    """Two mask sets of one layer: the same shape, library and device."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"{a.name} has shape {tuple(a.shape)} but {b.name} has {tuple(b.shape)}; pass one layer's")
+    if a.lib != b.lib or a.where != b.where:
+        raise ValueError(
+            f"{b.name} is a {b.lib} array on {b.where} but {a.name} is a {a.lib} array on {a.where}; pass both "
+            "from the same library and device"
+        )
+
+
 def packed_for(p: Array, samples: int) -> None:
     if len(p.shape) != 2:
-        raise ValueError(f"packed must be 2-D [nodes, bytes], got shape {p.shape}")
+        raise ValueError(f"{p.name} must be 2-D [nodes, bytes], got shape {p.shape}")
     if p.dtype != "uint8":
-        raise TypeError(f"packed has dtype {p.dtype}; expected uint8 (the output of pack_masks)")
+        raise TypeError(f"{p.name} has dtype {p.dtype}; expected uint8 (the output of pack_masks)")
     want = -(-samples // 64) * 8
     if p.shape[1] != want:
         raise ValueError(
-            f"packed has {p.shape[1]} bytes per node but {samples} labels need ceil({samples} / 64) * 8 = {want}"
+            f"{p.name} has {p.shape[1]} bytes per node but {samples} samples need ceil({samples} / 64) * 8 = {want}"
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kinds import Kind
-from .._segments import build_segments
+from .._segments import build_segments, whole_segments
 from ._cpp_metrics import _t, layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 
 try:
@@ -51,6 +51,22 @@ def packed_class_counts(
     seg = build_segments(labels, num_classes)
     out = np.zeros((num_classes, packed.shape[0]), dtype=np.int64)
     _C.packed_class_counts(np.ascontiguousarray(packed), seg.class_offsets, seg.word, seg.mask, out, _t(threads))
+    return out
+
+
+def mask_overlap(
+    a: np.ndarray,
+    b: np.ndarray,
+    samples: int,
+    labels: np.ndarray | None,
+    num_classes: int,
+    *,
+    threads: int | None = None,
+) -> np.ndarray:
+    """-> int64 [2, classes, nodes]: popcounts of A & B, then of A | B, per class (one class without labels)."""
+    seg = whole_segments(samples) if labels is None else build_segments(labels, num_classes)
+    out = np.zeros((2, num_classes, a.shape[0]), dtype=np.int64)
+    _C.mask_overlap(a, b, seg.class_offsets, seg.word, seg.mask, out[0], out[1], _t(threads))
     return out
 
 

@@ -24,7 +24,10 @@ try:
 except ImportError as e:
     raise ImportError(f"the extension nnphases._C is not built ({e})") from None
 if not _C.has_cuda:
-    raise ImportError("nnphases._C was built without CUDA (no nvcc at build time); rebuild with NNPHASES_CUDA=1")
+    raise ImportError(
+        "nnphases._C was built without its CUDA part (no nvcc, or no GPU seen at build time); reinstall with "
+        "NNPHASES_CUDA=1"
+    )
 _why = _C.cuda_device_report()
 if _why:
     # The CUDA runtime says "driver version is insufficient" also where no driver is installed at all.

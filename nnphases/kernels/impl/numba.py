@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from .._kinds import Kind
-from .._segments import build_segments
+from .._segments import build_segments, whole_segments
 from ._numba_common import _jit, _num_threads
 from ._numba_metrics import layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 
@@ -407,6 +407,25 @@ def _packed_counts(
             out[c, d] = n
 
 
+@_jit(parallel=True)
+def _overlap(
+    a: np.ndarray, b: np.ndarray, offsets: np.ndarray, seg_word: np.ndarray, seg_mask: np.ndarray, out: np.ndarray
+) -> None:
+    N = a.shape[0]
+    C = out.shape[1]
+    for d in prange(N):
+        ra, rb = a[d], b[d]
+        for c in range(C):
+            both = np.uint64(0)
+            either = np.uint64(0)
+            for k in range(offsets[c], offsets[c + 1]):
+                w, m = seg_word[k], seg_mask[k]
+                both += _popcount(ra[w] & rb[w] & m)
+                either += _popcount((ra[w] | rb[w]) & m)
+            out[0, c, d] = both
+            out[1, c, d] = either
+
+
 # ------------------------------------------------------------------------ interface
 
 
@@ -538,4 +557,23 @@ def packed_class_counts(
     words = packed.view(np.uint64)
     with _num_threads(threads):
         _packed_counts(words, segments.class_offsets, segments.word.view(np.uint64), segments.mask, out)
+    return out
+
+
+def mask_overlap(
+    a: np.ndarray,
+    b: np.ndarray,
+    samples: int,
+    labels: np.ndarray | None,
+    num_classes: int,
+    *,
+    threads: int | None = None,
+) -> np.ndarray:
+    """-> int64 [2, classes, nodes]: popcounts of A & B, then of A | B, per class (one class without labels)."""
+    seg = whole_segments(samples) if labels is None else build_segments(labels, num_classes)
+    out = np.zeros((2, num_classes, a.shape[0]), np.int64)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return out
+    with _num_threads(threads):
+        _overlap(a.view(np.uint64), b.view(np.uint64), seg.class_offsets, seg.word.view(np.uint64), seg.mask, out)
     return out

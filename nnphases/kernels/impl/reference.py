@@ -99,6 +99,30 @@ def packed_class_counts(
     return out
 
 
+def mask_overlap(
+    a: np.ndarray,
+    b: np.ndarray,
+    samples: int,
+    labels: np.ndarray | None,
+    num_classes: int,
+    *,
+    threads: int | None = None,
+) -> np.ndarray:
+    """The sets' bits unpacked: per node and class, how many samples are in both and in either."""
+    nodes = a.shape[0]
+    out = np.zeros((2, num_classes, nodes), dtype=np.int64)
+    cls = np.zeros(samples, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(samples, 1))
+    for d in range(0, nodes, step):
+        x = np.unpackbits(a[d : d + step], axis=1, bitorder="little")[:, :samples].astype(bool)
+        y = np.unpackbits(b[d : d + step], axis=1, bitorder="little")[:, :samples].astype(bool)
+        for c in range(num_classes):
+            of_c = cls == c
+            out[0, c, d : d + step] = (x & y)[:, of_c].sum(axis=1)
+            out[1, c, d : d + step] = (x | y)[:, of_c].sum(axis=1)
+    return out
+
+
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
     """nnphases.kernels.metrics' NumPy implementation, the oracle of the native metric kernels."""
     return node_metrics_np(counts, class_sizes)
