@@ -1,4 +1,4 @@
-"""mask_overlap on the CPU backends against the same run's streaming-read bandwidth over both mask sets: one
+"""mask_overlap and sample_popcounts on the CPU backends against the same run's streaming-read bandwidth: one
 layer of 4,096 nodes over 1,000,000 samples at two checkpoints (2 x 512 MB packed), in all and per class. Every
 result is checked against NumPy's popcount of the words (np.bitwise_count), computed here independently."""
 
@@ -82,3 +82,16 @@ def test_mask_overlap(benchmark, request, impl, per_class):
     np.testing.assert_array_equal(got.sum(dim=1).numpy() if per_class else got.numpy(), want)
     name = c.name + ("-per-class" if per_class else "")
     record(benchmark, Case(name, c.samples, c.nodes, c.classes, c.dtype), "mask_overlap", impl, Both(a, b), bw)
+
+
+@pytest.mark.parametrize("impl", params())
+def test_sample_popcounts(benchmark, request, impl):
+    """One mask set's per-sample popcounts against the read bandwidth of that set."""
+    c = CASE.scaled(quick(request.config))
+    a, _, _ = mask_sets(c)
+    bw = read_bandwidth(a)
+    got = run(benchmark, lambda: K.sample_popcounts(a, c.samples, backend=impl))
+    bits = np.unpackbits(a.numpy()[:, : 8 * 64], axis=1, bitorder="little")  # the first 4,096 samples, unpacked
+    np.testing.assert_array_equal(got.numpy()[: bits.shape[1]], bits.sum(axis=0))
+    assert int(got.sum()) == int(np.bitwise_count(a.numpy()).sum(dtype=np.int64))
+    record(benchmark, c, "sample_popcounts", impl, a, bw)

@@ -29,6 +29,10 @@ void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t nodes, int64_t
                       const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
                       const uint64_t* seg_mask, int64_t* inter, int64_t* uni, int threads);
 
+// packed [nodes, row_bytes]: out[s] (int64 [samples]) is how many rows have bit s set; padding is never read out.
+void sample_popcounts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
+                          int threads);
+
 // Outputs of node_metrics_cpu: arrays of [nodes] (class_fraction [classes, nodes]).
 struct MetricsOut {
   double* class_fraction = nullptr;

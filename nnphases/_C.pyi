@@ -35,6 +35,7 @@ def mask_overlap(
     uni: np.ndarray,
     threads: int,
 ) -> None: ...
+def sample_popcounts(packed: np.ndarray, samples: int, out: np.ndarray, threads: int) -> None: ...
 
 # counts: C-contiguous [C, N] of count_type 'B', 'H', 'I', 'i' or 'q'; out: field name -> float64 / bool array of
 # nnphases.kernels.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.

@@ -14,7 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .kernels import class_counts, layer_metrics, mask_overlap, node_metrics, pack_masks, packed_class_counts
+from .kernels import (
+    class_counts,
+    layer_metrics,
+    mask_overlap,
+    node_metrics,
+    pack_masks,
+    packed_class_counts,
+    sample_popcounts,
+)
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them on first use
     from .analysis.findings import findings as findings
@@ -67,6 +75,7 @@ __all__ = [
     "pack_masks",
     "packed_class_counts",
     "mask_overlap",
+    "sample_popcounts",
     "node_metrics",
     "layer_metrics",
     *_LAZY,

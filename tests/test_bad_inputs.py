@@ -119,7 +119,7 @@ def readonly_out() -> np.ndarray:
 
 
 CC, PM, PCC, NM, LM = K.class_counts, K.pack_masks, K.packed_class_counts, K.node_metrics, K.layer_metrics
-MO = K.mask_overlap
+MO, SP = K.mask_overlap, K.sample_popcounts
 
 # (id, call(bk), exception, regex). Rows whose id starts with "host-" use NumPy arrays (CPU backends only).
 KERNEL_ROWS = [
@@ -252,6 +252,14 @@ KERNEL_ROWS = [
     ("mo-threads-0", lambda bk: MO(packed(bk), packed(bk), 12, threads=0, backend=bk), ValueError, r"threads .*got 0$"),
     ("mo-backend-nope", lambda bk: MO(packed(bk), packed(bk), 12, backend="nope"),
      ValueError, r"backend must be one of .*got 'nope'"),
+    # sample_popcounts
+    ("sp-width", lambda bk: SP(packed(bk), 200, backend=bk),
+     ValueError, r"^packed has 8 bytes per node but 200 samples need ceil\(200 / 64\) \* 8 = 32$"),
+    ("sp-packed-int64", lambda bk: SP(packed(bk).long(), 12, backend=bk), TypeError, r"^packed has dtype int64"),
+    ("sp-packed-1d", lambda bk: SP(packed(bk)[0], 12, backend=bk), ValueError, r"^packed must be 2-D"),
+    ("sp-samples-negative", lambda bk: SP(packed(bk), -3, backend=bk), ValueError, r"^samples must be >= 0, got -3$"),
+    ("sp-samples-str", lambda bk: SP(packed(bk), "12", backend=bk), TypeError, r"^samples must be an int, got '12'$"),
+    ("sp-threads-0", lambda bk: SP(packed(bk), 12, threads=0, backend=bk), ValueError, r"threads .*got 0$"),
     # node_metrics and layer_metrics (host arithmetic: every backend runs them on the host)
     ("nm-counts-1d", lambda bk: NM(counts()[0], SIZES[:1], backend=bk), ValueError, r"counts must be 2-D.*\(3,\)"),
     ("nm-counts-float", lambda bk: NM(counts().astype(float), SIZES, backend=bk),

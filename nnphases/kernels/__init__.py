@@ -25,6 +25,7 @@ __all__ = [
     "count_and_pack",
     "packed_class_counts",
     "mask_overlap",
+    "sample_popcounts",
     "node_metrics",
     "layer_metrics",
     "NodeMetrics",
@@ -238,6 +239,18 @@ def mask_overlap(
     xb = _arrays.to_numpy(_arrays.dense(pb, 8))
     out = fn(xa, xb, n_samples, host_labels, n, threads=threads)
     return _arrays.like(out if labels is not None else out[:, 0], pa)
+
+
+def sample_popcounts(packed: Array, samples: int, *, backend: str | None = None, threads: int | None = None) -> Array:
+    """How many nodes of one layer each sample activates: int64 ``[samples]`` from ``packed`` uint8
+    ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. GPU backends do
+    not implement it yet: GPU inputs run on the reference."""
+    p = _arrays.describe(packed, "packed")
+    n_samples = _validate.samples_value(samples)
+    _validate.packed_for(p, n_samples)
+    threads = _validate.threads_value(threads)
+    _, fn = select("sample_popcounts", p.device, backend)
+    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
 
 
 from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)

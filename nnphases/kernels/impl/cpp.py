@@ -70,6 +70,13 @@ def mask_overlap(
     return out
 
 
+def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [samples]: the rows with each sample's bit set."""
+    out = np.zeros(samples, dtype=np.int64)
+    _C.sample_popcounts(packed, samples, out, _t(threads))
+    return out
+
+
 def count_and_pack(
     acts: np.ndarray,
     kind: Kind,

@@ -426,6 +426,28 @@ def _overlap(
             out[1, c, d] = either
 
 
+@_jit(parallel=True)
+def _sample_popcounts(words: np.ndarray, samples: int, planes: int, out: np.ndarray) -> None:
+    # Bit-sliced counters per column of 64 samples, as the C++ kernel (csrc/cpu/sample_popcounts.cpp).
+    N, W = words.shape
+    for k in prange(W):
+        plane = np.zeros(planes, np.uint64)
+        for d in range(N):
+            carry = words[d, k]
+            p = 0
+            while carry != 0:
+                nxt = plane[p] & carry
+                plane[p] ^= carry
+                carry = nxt
+                p += 1
+        s0 = k * 64
+        for b in range(min(64, samples - s0)):
+            n = 0
+            for p in range(planes):
+                n |= int((plane[p] >> np.uint64(b)) & np.uint64(1)) << p
+            out[s0 + b] = n
+
+
 # ------------------------------------------------------------------------ interface
 
 
@@ -576,4 +598,14 @@ def mask_overlap(
         return out
     with _num_threads(threads):
         _overlap(a.view(np.uint64), b.view(np.uint64), seg.class_offsets, seg.word.view(np.uint64), seg.mask, out)
+    return out
+
+
+def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [samples]: the rows with each sample's bit set."""
+    out = np.zeros(samples, np.int64)
+    if samples == 0 or packed.shape[0] == 0:
+        return out
+    with _num_threads(threads):
+        _sample_popcounts(packed.view(np.uint64), samples, max(1, int(packed.shape[0]).bit_length()), out)
     return out

@@ -123,6 +123,15 @@ def mask_overlap(
     return out
 
 
+def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """The bits unpacked and summed over the node rows."""
+    out = np.zeros(samples, dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(samples, 1))
+    for d in range(0, packed.shape[0], step):
+        out += np.unpackbits(packed[d : d + step], axis=1, bitorder="little")[:, :samples].sum(axis=0, dtype=np.int64)
+    return out
+
+
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
     """nnphases.kernels.metrics' NumPy implementation, the oracle of the native metric kernels."""
     return node_metrics_np(counts, class_sizes)
