@@ -33,6 +33,10 @@ void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t nodes, int64_t
 void sample_popcounts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
                           int threads);
 
+// packed [nodes, row_bytes]: out[i, j] (int64 [nodes, nodes]) = popcount of rows i and j ANDed over the samples.
+void coactivation_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
+                      int threads);
+
 // Outputs of node_metrics_cpu: arrays of [nodes] (class_fraction [classes, nodes]).
 struct MetricsOut {
   double* class_fraction = nullptr;

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .kernels import (
     class_counts,
+    coactivation,
     layer_metrics,
     mask_overlap,
     node_metrics,
@@ -76,6 +77,7 @@ __all__ = [
     "packed_class_counts",
     "mask_overlap",
     "sample_popcounts",
+    "coactivation",
     "node_metrics",
     "layer_metrics",
     *_LAZY,

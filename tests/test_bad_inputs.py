@@ -119,7 +119,7 @@ def readonly_out() -> np.ndarray:
 
 
 CC, PM, PCC, NM, LM = K.class_counts, K.pack_masks, K.packed_class_counts, K.node_metrics, K.layer_metrics
-MO, SP = K.mask_overlap, K.sample_popcounts
+MO, SP, CO = K.mask_overlap, K.sample_popcounts, K.coactivation
 
 # (id, call(bk), exception, regex). Rows whose id starts with "host-" use NumPy arrays (CPU backends only).
 KERNEL_ROWS = [
@@ -260,6 +260,12 @@ KERNEL_ROWS = [
     ("sp-samples-negative", lambda bk: SP(packed(bk), -3, backend=bk), ValueError, r"^samples must be >= 0, got -3$"),
     ("sp-samples-str", lambda bk: SP(packed(bk), "12", backend=bk), TypeError, r"^samples must be an int, got '12'$"),
     ("sp-threads-0", lambda bk: SP(packed(bk), 12, threads=0, backend=bk), ValueError, r"threads .*got 0$"),
+    # coactivation
+    ("co-width", lambda bk: CO(packed(bk), 65, backend=bk),
+     ValueError, r"^packed has 8 bytes per node but 65 samples need ceil\(65 / 64\) \* 8 = 16$"),
+    ("co-packed-bool", lambda bk: CO(packed(bk).bool(), 12, backend=bk), TypeError, r"^packed has dtype bool"),
+    ("co-samples-none", lambda bk: CO(packed(bk), None, backend=bk), TypeError, r"^samples must be an int, got None$"),
+    ("co-threads-str", lambda bk: CO(packed(bk), 12, threads="2", backend=bk), TypeError, r"threads .*got '2'"),
     # node_metrics and layer_metrics (host arithmetic: every backend runs them on the host)
     ("nm-counts-1d", lambda bk: NM(counts()[0], SIZES[:1], backend=bk), ValueError, r"counts must be 2-D.*\(3,\)"),
     ("nm-counts-float", lambda bk: NM(counts().astype(float), SIZES, backend=bk),

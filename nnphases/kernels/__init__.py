@@ -26,6 +26,7 @@ __all__ = [
     "packed_class_counts",
     "mask_overlap",
     "sample_popcounts",
+    "coactivation",
     "node_metrics",
     "layer_metrics",
     "NodeMetrics",
@@ -250,6 +251,20 @@ def sample_popcounts(packed: Array, samples: int, *, backend: str | None = None,
     _validate.packed_for(p, n_samples)
     threads = _validate.threads_value(threads)
     _, fn = select("sample_popcounts", p.device, backend)
+    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
+
+
+def coactivation(packed: Array, samples: int, *, backend: str | None = None, threads: int | None = None) -> Array:
+    """How many samples each pair of nodes of one layer has in common: int64 ``[nodes, nodes]``, entry
+    ``[i, j] = |S_i ∩ S_j|`` (the diagonal holds each node's sample-set size), from ``packed`` uint8
+    ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. The result
+    takes ``nodes² x 8`` bytes; the kernels need no more than that and a tile per thread. GPU backends do not
+    implement it yet: GPU inputs run on the reference."""
+    p = _arrays.describe(packed, "packed")
+    n_samples = _validate.samples_value(samples)
+    _validate.packed_for(p, n_samples)
+    threads = _validate.threads_value(threads)
+    _, fn = select("coactivation", p.device, backend)
     return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
 
 

@@ -77,6 +77,13 @@ def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = 
     return out
 
 
+def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [nodes, nodes]: the samples each pair of rows has in common."""
+    out = np.zeros((packed.shape[0], packed.shape[0]), dtype=np.int64)
+    _C.coactivation(packed, samples, out, _t(threads))
+    return out
+
+
 def count_and_pack(
     acts: np.ndarray,
     kind: Kind,

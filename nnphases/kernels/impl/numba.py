@@ -448,6 +448,19 @@ def _sample_popcounts(words: np.ndarray, samples: int, planes: int, out: np.ndar
             out[s0 + b] = n
 
 
+@_jit(parallel=True)
+def _coactivation(words: np.ndarray, last_mask: np.uint64, out: np.ndarray) -> None:
+    N, W = words.shape
+    for i in prange(N):
+        for j in range(i, N):
+            n = np.uint64(0)
+            for k in range(W - 1):
+                n += _popcount(words[i, k] & words[j, k])
+            n += _popcount(words[i, W - 1] & words[j, W - 1] & last_mask)
+            out[i, j] = n
+            out[j, i] = n
+
+
 # ------------------------------------------------------------------------ interface
 
 
@@ -608,4 +621,16 @@ def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = 
         return out
     with _num_threads(threads):
         _sample_popcounts(packed.view(np.uint64), samples, max(1, int(packed.shape[0]).bit_length()), out)
+    return out
+
+
+def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [nodes, nodes]: the samples each pair of rows has in common."""
+    N = packed.shape[0]
+    out = np.zeros((N, N), np.int64)
+    if samples == 0 or N == 0:
+        return out
+    last = np.uint64((1 << (samples % 64)) - 1 if samples % 64 else 0xFFFFFFFFFFFFFFFF)
+    with _num_threads(threads):
+        _coactivation(packed.view(np.uint64), last, out)
     return out

@@ -132,6 +132,18 @@ def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = 
     return out
 
 
+def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
+    """The bits unpacked, a block of samples at a time, as a matrix product of 0/1 integers."""
+    N = packed.shape[0]
+    out = np.zeros((N, N), dtype=np.int64)
+    step = max(64, (_CHUNK_ELEMENTS // max(N, 1)) // 64 * 64)
+    for s in range(0, samples, step):
+        block = packed[:, s // 8 : (s + step) // 8]
+        bits = np.unpackbits(block, axis=1, bitorder="little")[:, : min(step, samples - s)].astype(np.int64)
+        out += bits @ bits.T
+    return out
+
+
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
     """nnphases.kernels.metrics' NumPy implementation, the oracle of the native metric kernels."""
     return node_metrics_np(counts, class_sizes)
