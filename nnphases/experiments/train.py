@@ -252,7 +252,6 @@ def _recorder(
     schedule = make_schedule(cfg, steps_per_epoch)
     sub = _train_subset(cfg, seed, train)
     config = {**cfg.to_dict(), "seed": seed, "steps_per_epoch": steps_per_epoch, "total_steps": schedule.last}
-    _upgrade_seed_config(out, config)
     rec = Recorder(
         model,
         (val.x, val.y),
@@ -271,12 +270,13 @@ def _recorder(
 _SEED_KEYS = ("seed", "steps_per_epoch", "total_steps")
 
 
-def _upgrade_seed_config(out: Path, config: dict[str, Any]) -> None:
+def _upgrade_seed_config(out: Path, cfg: Config) -> None:
     """Rewrites a seed's ``config.json`` written by an older nnphases when it holds this configuration.
 
     Options added since are absent from such a file; read back through :class:`Config` they take their
-    defaults (as ``run.json`` does on resume), so a file that then equals ``config`` describes the same run and is
-    brought up to date. Anything else is left for the Recorder, which refuses a different configuration."""
+    defaults (as ``run.json`` does on resume), so a file that then equals ``cfg`` describes the same run and is
+    brought up to date (its seed, steps per epoch and total steps kept). Anything else is left for the Recorder,
+    which refuses a different configuration."""
     path = out / "config.json"
     if not path.is_file():
         return
@@ -286,10 +286,9 @@ def _upgrade_seed_config(out: Path, config: dict[str, Any]) -> None:
         upgraded = Config.from_dict({k: v for k, v in stored.items() if k not in _SEED_KEYS}).to_dict()
     except (ValueError, TypeError):
         return  # damaged or foreign: the Recorder names it
-    upgraded.update({k: stored.get(k) for k in _SEED_KEYS})
-    now = json.loads(json.dumps(config))  # as the file would hold it: tuples become lists
-    if stored != now and json.loads(json.dumps(upgraded)) == now:
-        rundir.write_config(config, overwrite=True)
+    now = json.loads(json.dumps(cfg.to_dict()))  # as the file would hold it: tuples become lists
+    if json.loads(json.dumps(upgraded)) == now and {k: v for k, v in stored.items() if k not in _SEED_KEYS} != now:
+        rundir.write_config({**now, **{k: stored[k] for k in _SEED_KEYS if k in stored}}, overwrite=True)
 
 
 Datasets = tuple[data.Dataset, data.Dataset]  # (train, validation) as load_data returns them
@@ -313,6 +312,7 @@ def train_seed(
     data come from when the run needs them (default: :func:`load_data`), so that the seeds of a run share one load.
     """
     run = RunDir(out)
+    _upgrade_seed_config(out, cfg)  # a finished run too: reading several runs together compares their configs
     if run.done:
         return out
     dev = _device(cfg)  # before loading data: a missing GPU is said at once

@@ -208,12 +208,25 @@ def one_setup(runs: Runs) -> list[Path]:
         first, second = list(configs.values())[:2]
         differ = sorted(_differences(first, second))[:4]
         examples = [str(v[0]) for v in list(setups.values())[:2]]
+        older = (
+            "; where one folder was written by an older nnphases that lacked an option, `nnphases run --resume` "
+            "of its run brings its config.json up to date"
+            if _missing(first, second)
+            else ""
+        )
         raise ValueError(
             f"runs: the folders hold {len(setups)} setups (e.g. {examples[0]} and {examples[1]} differ in "
             f"{', '.join(differ) or 'their configuration'}); means over seeds would pool them: read each setup's "
-            "folder on its own"
+            f"folder on its own{older}"
         )
     return dirs
+
+
+def _missing(a: object, b: object) -> bool:
+    """Whether an option one configuration holds is absent (not merely different) in the other."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) != set(b) or any(_missing(a[k], b[k]) for k in a)
+    return False
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
