@@ -140,3 +140,9 @@ def test_a_run_started_before_an_option_existed_resumes(reference_run, tmp_path,
     for name in want:
         pd.testing.assert_frame_equal(got[name].reset_index(drop=True), want[name].reset_index(drop=True))
     assert '"momentum"' in (out / "seed-0" / "config.json").read_text()
+    # A finished run too: reading several runs together compares their configurations.
+    _drop(out / "seed-1" / "config.json", "optim", "momentum")
+    again = subprocess.run(_cmd("--resume", str(out), "--no-figures"), env=_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "seed-1" / "config.json").read_text())["optim"]["momentum"] == 0.0

@@ -194,6 +194,19 @@ def test_findings_and_plot_refuse_to_pool_two_setups(tmp_path: Path) -> None:
     for call in (findings, plot):
         with pytest.raises(ValueError, match=message):
             call(tmp_path / "G")
+    with pytest.raises(ValueError) as info:  # two setups that differ in value: no word of older folders
+        one_setup(tmp_path / "G")
+    assert "--resume" not in str(info.value)
+
+
+def test_a_setup_written_before_an_option_existed_is_named_with_the_way_out(tmp_path: Path) -> None:
+    from nnphases.store.runs import one_setup
+
+    for s, optim in ((0, {"lr": 0.001}), (1, {"lr": 0.001, "momentum": 0.0})):
+        run = write_run(tmp_path / f"seed-{s}", s, (0, 10))
+        run.write_config({"seed": s, "optim": optim}, overwrite=True)
+    with pytest.raises(ValueError, match=r"differ in optim\.momentum\).*older nnphases.*`nnphases run --resume`"):
+        one_setup(tmp_path)
 
 
 def test_export_writes_one_tidy_file_per_table_before_and_after_compaction(tmp_path: Path) -> None:
