@@ -11,6 +11,7 @@ import torch
 import nnphases.kernels as K
 from bench_common import Case, quick, read_bandwidth, record, run
 from nnphases.kernels import refusal
+from nnphases.kernels.bench import popcount_rate
 
 CASE = Case("4096x1M", 1_000_000, 4096, 10, "uint8")
 
@@ -95,3 +96,38 @@ def test_sample_popcounts(benchmark, request, impl):
     np.testing.assert_array_equal(got.numpy()[: bits.shape[1]], bits.sum(axis=0))
     assert int(got.sum()) == int(np.bitwise_count(a.numpy()).sum(dtype=np.int64))
     record(benchmark, c, "sample_popcounts", impl, a, bw)
+
+
+COACT = Case("4096x100k", 100_000, 4096, 10, "uint8")
+
+
+def popcount_limit() -> float:
+    """Words per second this CPU popcounts on every core (nnphases.kernels.bench.popcount_rate: a cache-resident
+    buffer per thread, built with the kernels' flags)."""
+    rate = popcount_rate()
+    assert rate is not None, "the C++ extension is not built: no popcount probe"
+    return rate
+
+
+@pytest.mark.parametrize("impl", params())
+def test_coactivation(benchmark, request, impl):
+    """The node-by-node table of a 4,096-node layer over 100,000 samples: pair-words ANDed and popcounted per
+    second (the j >= i half) against this CPU's popcount rate, measured here; its result checked (the diagonal
+    against NumPy's popcounts, 64 random nodes' block against a product of their bits, symmetry)."""
+    c = COACT.scaled(quick(request.config))
+    a, _, _ = mask_sets(c)
+    limit = popcount_limit()
+    got = run(benchmark, lambda: K.coactivation(a, c.samples, backend=impl), rounds=1)
+    x = a.numpy()
+    np.testing.assert_array_equal(np.diag(got.numpy()), np.bitwise_count(x).sum(axis=1, dtype=np.int64))
+    rows = np.random.default_rng(1).choice(c.nodes, min(64, c.nodes), replace=False)
+    bits = np.unpackbits(x[rows], axis=1, bitorder="little")[:, : c.samples].astype(np.float64)
+    np.testing.assert_array_equal(got.numpy()[np.ix_(rows, rows)], np.rint(bits @ bits.T).astype(np.int64))
+    np.testing.assert_array_equal(got.numpy(), got.numpy().T)
+    if benchmark.disabled or benchmark.stats is None:
+        return
+    sec = benchmark.stats.stats.min
+    words = c.nodes * (c.nodes + 1) // 2 * (-(-c.samples // 64))
+    print(f"\ncoactivation {c.name} {impl}: {sec:.2f} s, {words / sec / 1e9:.2f} G pair-words/s; popcount limit "
+          f"{limit / 1e9:.2f} G words/s (every core); {words / sec / limit:.2f} of it")
+    benchmark.extra_info.update(pair_words_per_s=words / sec, popcount_limit=limit, of_limit=words / sec / limit)

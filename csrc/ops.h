@@ -24,18 +24,24 @@ void packed_class_counts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_b
                              const uint64_t* seg_mask, int64_t* out, int threads);
 
 // Two mask sets a and b of one layer, each [nodes, row_bytes]: inter[c, d] and uni[c, d] (each [num_classes,
-// nodes]) are the popcounts of row d's AND and OR under class c's segments.
+// nodes]) are the popcounts of row d's AND and OR under class c's segments; with seg_word null, one class of
+// every word, the last one under last_mask.
 void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t nodes, int64_t row_bytes,
                       const int64_t* class_offsets, int64_t num_classes, const int64_t* seg_word,
-                      const uint64_t* seg_mask, int64_t* inter, int64_t* uni, int threads);
+                      const uint64_t* seg_mask, uint64_t last_mask, int64_t* inter, int64_t* uni, int threads);
 
 // packed [nodes, row_bytes]: out[s] (int64 [samples]) is how many rows have bit s set; padding is never read out.
-void sample_popcounts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
-                          int threads);
+// strategy: 0 auto (byte counters where the CPU has AVX-512BW, else bit-sliced), 1 bit-sliced, 2 byte counters
+// (returns false, out untouched, where the CPU lacks AVX-512BW).
+bool sample_popcounts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
+                          int threads, int strategy);
 
 // packed [nodes, row_bytes]: out[i, j] (int64 [nodes, nodes]) = popcount of rows i and j ANDed over the samples.
 void coactivation_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
                       int threads);
+
+// Benchmark yardstick: each thread popcounts data (words 64-bit words, cache-resident) repeats times; returns the sum.
+uint64_t popcount_probe_cpu(const uint64_t* data, int64_t words, int64_t repeats, int threads);
 
 // Outputs of node_metrics_cpu: arrays of [nodes] (class_fraction [classes, nodes]).
 struct MetricsOut {

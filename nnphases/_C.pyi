@@ -29,14 +29,16 @@ def mask_overlap(
     a: np.ndarray,
     b: np.ndarray,
     class_offsets: np.ndarray,
-    seg_word: np.ndarray,
-    seg_mask: np.ndarray,
+    seg_word: np.ndarray | None,
+    seg_mask: np.ndarray | None,
+    last_mask: int,
     inter: np.ndarray,
     uni: np.ndarray,
     threads: int,
 ) -> None: ...
-def sample_popcounts(packed: np.ndarray, samples: int, out: np.ndarray, threads: int) -> None: ...
+def sample_popcounts(packed: np.ndarray, samples: int, out: np.ndarray, threads: int, strategy: int) -> bool: ...
 def coactivation(packed: np.ndarray, samples: int, out: np.ndarray, threads: int) -> None: ...
+def popcount_probe(data: np.ndarray, repeats: int, threads: int) -> int: ...
 
 # counts: C-contiguous [C, N] of count_type 'B', 'H', 'I', 'i' or 'q'; out: field name -> float64 / bool array of
 # nnphases.kernels.metrics.NodeMetrics, every field; returns True when a count is out of range; see csrc/ops.h.

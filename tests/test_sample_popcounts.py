@@ -50,3 +50,20 @@ def test_numpy_in_numpy_out_and_threads(backend):
         got = K.sample_popcounts(packed, 3000, backend=backend, threads=threads)
         assert isinstance(got, np.ndarray)
         np.testing.assert_array_equal(got, a.sum(axis=1))
+
+
+@pytest.mark.parametrize("strategy", ["bitsliced", "bytes"])
+@pytest.mark.parametrize("samples, nodes, density, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_both_cpp_strategies(strategy, samples, nodes, density, seed):
+    """The cpp backend's two ways, each forced: bit-sliced counters (every CPU) and byte counters (AVX-512BW; auto
+    takes them where the CPU has it), so that the one this machine does not choose is tested too."""
+    cpp = pytest.importorskip("nnphases.kernels.impl.cpp", reason="the C++ extension is not built")
+    rng = np.random.default_rng(seed)
+    a = rng.random((samples, nodes)) < density
+    packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples).numpy()
+    try:
+        got = cpp.sample_popcounts(np.ascontiguousarray(packed), samples, strategy=strategy)
+    except RuntimeError as e:
+        assert strategy == "bytes" and "AVX-512BW" in str(e)
+        pytest.skip(str(e))
+    np.testing.assert_array_equal(got, a.sum(axis=1))

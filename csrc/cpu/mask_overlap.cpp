@@ -10,8 +10,8 @@
 namespace nnp {
 
 void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t N, int64_t row_bytes, const int64_t* class_offsets,
-                      int64_t C, const int64_t* seg_word, const uint64_t* seg_mask, int64_t* inter, int64_t* uni,
-                      int threads) {
+                      int64_t C, const int64_t* seg_word, const uint64_t* seg_mask, uint64_t last_mask, int64_t* inter,
+                      int64_t* uni, int threads) {
   if (N == 0) return;
   const int nt = resolve_threads(threads, N / 64 + 1);
   run_threads(nt, [&](int t) {
@@ -20,6 +20,28 @@ void mask_overlap_cpu(const uint8_t* a, const uint8_t* b, int64_t N, int64_t row
     for (int64_t d = d0; d < d1; ++d) {
       const uint8_t* ra = a + d * row_bytes;
       const uint8_t* rb = b + d * row_bytes;
+      if (seg_word == nullptr) {  // one class of every sample: whole rows, the last word masked
+        const int64_t words = row_bytes / 8;
+        const int64_t full = words > 0 ? words - 1 : 0;
+        uint64_t both = 0, either = 0;
+        for (int64_t k = 0; k < full; ++k) {
+          uint64_t wa, wb;
+          std::memcpy(&wa, ra + k * 8, 8);
+          std::memcpy(&wb, rb + k * 8, 8);
+          both += __builtin_popcountll(wa & wb);
+          either += __builtin_popcountll(wa | wb);
+        }
+        if (words > 0) {
+          uint64_t wa, wb;
+          std::memcpy(&wa, ra + full * 8, 8);
+          std::memcpy(&wb, rb + full * 8, 8);
+          both += __builtin_popcountll(wa & wb & last_mask);
+          either += __builtin_popcountll((wa | wb) & last_mask);
+        }
+        inter[d] = static_cast<int64_t>(both);
+        uni[d] = static_cast<int64_t>(either);
+        continue;
+      }
       for (int64_t c = 0; c < C; ++c) {
         int64_t both = 0, either = 0;
         for (int64_t k = class_offsets[c]; k < class_offsets[c + 1]; ++k) {

@@ -52,6 +52,24 @@ def read_bandwidth(x: torch.Tensor | np.ndarray, threads: int | None = None) -> 
     return arr.nbytes / best
 
 
+def popcount_rate(threads: int | None = None) -> float | None:
+    """64-bit words per second this CPU popcounts on ``threads`` threads (default: every core), each over its own
+    128 KiB cache-resident buffer, best of 5: the yardstick of ``coactivation``. None without the C++ extension."""
+    try:
+        from .. import _C
+    except ImportError:
+        return None
+    n = threads or (os.cpu_count() or 1)
+    buf = np.random.default_rng(0).integers(0, 2**63, 16384, dtype=np.uint64)
+    repeats = 2000
+    best = math.inf
+    for _ in range(5):
+        a = time.perf_counter()
+        _C.popcount_probe(buf, repeats, n)
+        best = min(best, time.perf_counter() - a)
+    return n * buf.size * repeats / best
+
+
 def copy_bandwidth(nbytes: int = 1 << 30, device: str | torch.device = "cuda") -> float:
     """Bytes read plus written per second by a device-to-device copy of ``nbytes`` on a GPU (best of 10)."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).normal_()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kinds import Kind
-from .._segments import build_segments, whole_segments
+from .._segments import build_segments
 from ._cpp_metrics import _t, layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 
 try:
@@ -64,16 +64,27 @@ def mask_overlap(
     threads: int | None = None,
 ) -> np.ndarray:
     """-> int64 [2, classes, nodes]: popcounts of A & B, then of A | B, per class (one class without labels)."""
-    seg = whole_segments(samples) if labels is None else build_segments(labels, num_classes)
     out = np.zeros((2, num_classes, a.shape[0]), dtype=np.int64)
-    _C.mask_overlap(a, b, seg.class_offsets, seg.word, seg.mask, out[0], out[1], _t(threads))
+    if labels is None:  # whole rows: no segments to walk
+        last = (1 << (samples % 64)) - 1 if samples % 64 else (1 << 64) - 1
+        _C.mask_overlap(a, b, np.array([0, 0], np.int64), None, None, last, out[0], out[1], _t(threads))
+        return out
+    seg = build_segments(labels, num_classes)
+    _C.mask_overlap(a, b, seg.class_offsets, seg.word, seg.mask, 0, out[0], out[1], _t(threads))
     return out
 
 
-def sample_popcounts(packed: np.ndarray, samples: int, *, threads: int | None = None) -> np.ndarray:
-    """-> int64 [samples]: the rows with each sample's bit set."""
+_POPCOUNT_STRATEGIES = {"auto": 0, "bitsliced": 1, "bytes": 2}
+
+
+def sample_popcounts(
+    packed: np.ndarray, samples: int, *, threads: int | None = None, strategy: str = "auto"
+) -> np.ndarray:
+    """-> int64 [samples]: the rows with each sample's bit set. ``strategy``: ``auto`` (byte counters where the
+    CPU has AVX-512BW, else bit-sliced counters), ``bitsliced`` or ``bytes`` (RuntimeError without AVX-512BW)."""
     out = np.zeros(samples, dtype=np.int64)
-    _C.sample_popcounts(packed, samples, out, _t(threads))
+    if not _C.sample_popcounts(packed, samples, out, _t(threads), _POPCOUNT_STRATEGIES[strategy]):
+        raise RuntimeError("sample_popcounts: strategy 'bytes' needs a CPU with AVX-512BW")
     return out
 
 
