@@ -523,6 +523,44 @@ def findings(runs: list[Path] = typer.Argument(..., help="run folders (or their 
     typer.echo(_findings_text(runs))
 
 
+@app.command()
+@_clean_errors
+def dynamics(
+    runs: list[Path] = typer.Argument(..., help="run folders (or their parent) with stored masks (--keep-masks)"),
+    layers: Optional[str] = typer.Option(None, help="comma-separated layers (default: every layer with masks)"),
+    out: Optional[Path] = typer.Option(None, help="folder for the figure (default: as nnphases plot)"),
+    format: str = typer.Option("png,svg", help="comma-separated file formats matplotlib writes"),
+) -> None:
+    """Sample-set churn between checkpoints and node redundancy over training, read from the stored masks: a table
+    pair in each run folder and a figure."""
+    from .analysis.dynamics import dynamics as measure
+    from .analysis.dynamics import write_tables
+    from .analysis.dynamics_plot import plot_dynamics
+    from .store.runs import one_setup
+
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    if not formats:
+        raise ValueError(f"--format must name at least one file format, got {format!r}")
+    chosen = [x.strip() for x in layers.split(",") if x.strip()] if layers is not None else None
+    if chosen is not None and not chosen:
+        raise ValueError(f"--layers must name at least one layer, got {layers!r}")
+    dirs = one_setup(runs)  # the figure averages seeds: never two setups
+    d = measure(dirs, chosen)
+    if d.churn.empty and d.redundancy.empty:
+        raise ValueError(f"no checkpoint of {', '.join(map(str, runs))} holds masks; record with --keep-masks")
+    for p in write_tables(d, dirs):
+        typer.echo(str(p))
+    folder = (
+        output_folder(out, "--out")
+        if out is not None
+        else (Path(runs[0]) if len(runs) == 1 else dirs[0].parent) / "figures"
+    )
+    for p in plot_dynamics(d, folder, formats):
+        typer.echo(str(p))
+    for s in d.skipped:
+        typer.echo(f"redundancy skipped: {s}", err=True)
+
+
 @app.command("single-layer")
 @_clean_errors
 def single_layer(

@@ -1,0 +1,211 @@
+"""Sample-set dynamics read from the stored masks: which samples are in each node's sample set, over training.
+
+Two tables per run, each row one (step, layer) of one seed:
+
+- ``churn``: between consecutive checkpoints with masks, each node's Jaccard churn
+  ``1 - |A ∩ B| / |A ∪ B|`` of its sample set A (the earlier step) and B (the later one), from
+  :func:`nnphases.kernels.mask_overlap`. Columns: the later ``step`` and its ``epoch``, ``prev_step``, ``layer``,
+  ``nodes``, ``churn`` (mean over the nodes whose union is not empty), ``churn_pooled``
+  (``1 - sum |A ∩ B| / sum |A ∪ B|`` over the layer's nodes), ``moving`` (the share of nodes whose set changed at
+  all). When sample sets settle, churn falls towards 0.
+- ``redundancy``: per checkpoint, how much the layer's nodes co-activate beyond what their activation fractions
+  predict, from :func:`nnphases.kernels.coactivation`. For nodes i and j over S samples with set sizes n_i, n_j and
+  n_ij samples in common, the phi coefficient of their binary activations is
+  ``(S n_ij - n_i n_j) / sqrt(n_i (S - n_i) n_j (S - n_j))`` (0 for independent nodes, 1 for identical sets, -1 for
+  complementary ones). Columns: ``step``, ``epoch``, ``layer``, ``nodes``, ``live`` (nodes neither dead nor always
+  active, the ones phi is defined for), ``mean_abs_phi`` and ``mean_phi`` over the pairs of live nodes,
+  ``duplicates`` (the share of live nodes with another live node of phi above 0.99).
+
+Masks are read one layer at a time, in blocks of nodes for the churn, so memory holds two blocks of one layer (or,
+for the redundancy, one layer's masks and its ``nodes x nodes`` table: layers wider than ``max_nodes`` are skipped
+and named in the result's ``skipped`` list).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import kernels
+from ..store import RunDir, atomic_write_bytes, mask_array_name
+from ..store.runs import PathLike, run_dirs
+
+__all__ = ["Dynamics", "dynamics", "churn_table", "redundancy_table", "write_tables", "TABLES"]
+
+TABLES = ("dynamics_churn", "dynamics_redundancy")  # the files each run folder gets, ``<name>.parquet``
+
+_BLOCK = 1024  # nodes of one layer read at a time for the churn
+
+
+@dataclass
+class Dynamics:
+    """The tables of :func:`dynamics` over every run asked for (a ``seed`` column tells the runs apart)."""
+
+    churn: pd.DataFrame
+    redundancy: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+
+
+def _mask_steps(run: RunDir) -> list[int]:
+    return [s for s in run.completed_steps() if (run.checkpoint_path(s) / "masks.zarr").exists()]
+
+
+def _epochs(run: RunDir, steps: Sequence[int]) -> dict[int, float]:
+    return {s: float(run.read_table(s, "layers")["epoch"].iloc[0]) for s in steps}
+
+
+def _samples(run: RunDir, step: int) -> int:
+    _, sizes = run.read_counts(step)
+    return int(sizes.sum())
+
+
+def churn_table(path: PathLike, layers: Sequence[str] | None = None) -> pd.DataFrame:
+    """The churn rows of one run folder (see the module docstring)."""
+    run = RunDir(path)
+    steps = _mask_steps(run)
+    if len(steps) < 2:
+        return pd.DataFrame(
+            columns=["seed", "step", "epoch", "prev_step", "layer", "nodes", "churn", "churn_pooled", "moving"]
+        )
+    seed = int(run.read_table(steps[0], "layers")["seed"].iloc[0])
+    epochs = _epochs(run, steps)
+    samples = _samples(run, steps[0])
+    rows = []
+    for prev, step in itertools.pairwise(steps):
+        widths = _mask_widths(run, step)
+        for layer in _chosen(widths, layers, run, step):
+            width = widths[layer]
+            inter = np.zeros(width, np.int64)
+            union = np.zeros(width, np.int64)
+            for d in range(0, width, _BLOCK):
+                a = run.read_masks(prev, layer, nodes=slice(d, d + _BLOCK))
+                b = run.read_masks(step, layer, nodes=slice(d, d + _BLOCK))
+                both = kernels.mask_overlap(a, b, samples)
+                inter[d : d + _BLOCK], union[d : d + _BLOCK] = both[0], both[1]
+            some = union > 0
+            rows.append(
+                dict(
+                    seed=seed,
+                    step=step,
+                    epoch=epochs[step],
+                    prev_step=prev,
+                    layer=layer,
+                    nodes=width,
+                    churn=float(np.mean(1 - inter[some] / union[some])) if some.any() else math.nan,
+                    churn_pooled=float(1 - inter.sum() / union.sum()) if union.sum() else math.nan,
+                    moving=float(np.mean(inter != union)) if width else math.nan,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def redundancy_table(
+    path: PathLike, layers: Sequence[str] | None = None, *, max_nodes: int = 8192
+) -> tuple[pd.DataFrame, list[str]]:
+    """The redundancy rows of one run folder and the layers skipped for width (see the module docstring)."""
+    run = RunDir(path)
+    steps = _mask_steps(run)
+    rows: list[dict] = []
+    skipped: list[str] = []
+    if not steps:
+        return pd.DataFrame(rows), skipped
+    seed = int(run.read_table(steps[0], "layers")["seed"].iloc[0])
+    epochs = _epochs(run, steps)
+    samples = _samples(run, steps[0])
+    for step in steps:
+        widths = _mask_widths(run, step)
+        for layer in _chosen(widths, layers, run, step):
+            width = widths[layer]
+            if width > max_nodes:
+                if layer not in skipped:
+                    skipped.append(layer)
+                continue
+            co = kernels.coactivation(run.read_masks(step, layer), samples).astype(np.float64)
+            rows.append(dict(seed=seed, step=step, epoch=epochs[step], layer=layer, nodes=width, **_phi(co, samples)))
+    return pd.DataFrame(rows), [f"{path}: {layer} (wider than {max_nodes} nodes)" for layer in skipped]
+
+
+def _phi(co: np.ndarray, samples: int) -> dict[str, float]:
+    n = np.diag(co)
+    live = (n > 0) & (n < samples)
+    k = int(live.sum())
+    out = dict(live=k, mean_abs_phi=math.nan, mean_phi=math.nan, duplicates=math.nan)
+    if k < 2:
+        return out
+    c, m = co[np.ix_(live, live)], n[live]
+    spread = np.sqrt(m * (samples - m))
+    phi = (samples * c - np.outer(m, m)) / np.outer(spread, spread)
+    off = ~np.eye(k, dtype=bool)
+    out.update(
+        mean_abs_phi=float(np.abs(phi[off]).mean()),
+        mean_phi=float(phi[off].mean()),
+        duplicates=float(np.mean((np.where(off, phi, -np.inf) > 0.99).any(axis=1))),
+    )
+    return out
+
+
+def _chosen(widths: dict[str, int], layers: Sequence[str] | None, run: RunDir, step: int) -> list[str]:
+    if layers is None:
+        return list(widths)
+    unknown = [x for x in layers if x not in widths]
+    if unknown:
+        raise ValueError(f"layers {unknown} have no stored masks at step {step} of {run.path}; stored: {list(widths)}")
+    return list(layers)
+
+
+def _mask_widths(run: RunDir, step: int) -> dict[str, int]:
+    """Each stored layer's nodes, from the masks' metadata (the data are read, and verified, by read_masks)."""
+    import zarr
+
+    g = zarr.open_group(str(run.checkpoint_path(step) / "masks.zarr"), mode="r")
+    layers = g.attrs["layers"]
+    if not isinstance(layers, list):
+        raise ValueError(f"{run.checkpoint_path(step) / 'masks.zarr'}: its layers attribute is not a list")
+    out = {}
+    for name in map(str, layers):
+        arr = g[mask_array_name(name)]
+        if not isinstance(arr, zarr.Array):
+            raise ValueError(f"{run.checkpoint_path(step) / 'masks.zarr'}: {name} is not an array")
+        out[name] = int(arr.shape[0])
+    return out
+
+
+def dynamics(runs: PathLike | Sequence[PathLike], layers: Sequence[str] | None = None) -> Dynamics:
+    """Both tables over every run folder of ``runs`` (as :func:`nnphases.store.runs.run_dirs` finds them), with a
+    ``run`` column naming each row's folder."""
+    churn, red, skipped = [], [], []
+    for d in run_dirs(runs):
+        churn.append(churn_table(d, layers).assign(run=str(d)))
+        r, s = redundancy_table(d, layers)
+        red.append(r.assign(run=str(d)))
+        skipped += s
+    frames = [f for f in churn if len(f)]
+    reds = [f for f in red if len(f)]
+    return Dynamics(
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+        pd.concat(reds, ignore_index=True) if reds else pd.DataFrame(),
+        skipped,
+    )
+
+
+def write_tables(d: Dynamics, runs: PathLike | Sequence[PathLike]) -> list[Path]:
+    """Each run folder's rows of ``d`` as ``dynamics_churn.parquet`` and ``dynamics_redundancy.parquet`` in that
+    folder (written atomically, replacing earlier ones); the files written."""
+    import io
+
+    written = []
+    for run in run_dirs(runs):
+        for name, table in zip(TABLES, (d.churn, d.redundancy), strict=True):
+            rows = table[table["run"] == str(run)].drop(columns="run") if len(table) else table
+            buf = io.BytesIO()
+            rows.reset_index(drop=True).to_parquet(buf, index=False)
+            path = Path(run) / f"{name}.parquet"
+            atomic_write_bytes(path, buf.getvalue())
+            written.append(path)
+    return written
