@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnphases.analysis.dynamics import dynamics
-from nnphases.store import RunDir
+from nnphases.analysis.dynamics import GROUPS, dynamics
+from nnphases.store import RunDir, read_records, read_table
 
 SAMPLES = 601
 
@@ -27,7 +27,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def masked_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dyn") / "r"
     done = _cli("run", "--dataset", "synthetic", "--holdout", str(SAMPLES), "--eval-batch", "77", "--depth", "2",
-                "--width", "24", "--epochs", "1", "--seeds", "0,1", "--per-decade", "4", "--keep-masks",
+                "--width", "24", "--epochs", "1", "--seeds", "0,1", "--per-decade", "4", "--keep-masks", "--keep-records",
                 "--no-figures", "--device", "cpu", "--out", str(out))
     assert done.returncode == 0, done.stderr
     return out
@@ -81,7 +81,8 @@ def test_the_command_writes_tables_in_each_run_and_a_figure(masked_run, tmp_path
     assert (tmp_path / "figs" / "dynamics.png").stat().st_size > 0
     d = dynamics(masked_run)
     for seed in (0, 1):
-        for name, want in (("dynamics_churn", d.churn), ("dynamics_redundancy", d.redundancy)):
+        for name, want in (("dynamics_churn", d.churn), ("dynamics_redundancy", d.redundancy),
+                           ("dynamics_fitted", d.fitted), ("dynamics_late", d.late)):
             got = pd.read_parquet(masked_run / f"seed-{seed}" / f"{name}.parquet")
             mine = want[want["seed"] == seed].drop(columns="run").reset_index(drop=True)
             pd.testing.assert_frame_equal(got, mine)
@@ -108,3 +109,47 @@ def test_a_run_without_masks_says_how_to_record_them(tmp_path):
     assert done.returncode == 0, done.stderr
     done = _cli("dynamics", str(out))
     assert done.returncode != 0 and "holds masks; record with --keep-masks" in done.stderr
+
+
+def test_records_agree_with_the_stats_table(masked_run):
+    run = RunDir(masked_run / "seed-0")
+    stats = read_table(masked_run / "seed-0", "stats")
+    for step in run.completed_steps():
+        correct, loss = read_records(run.checkpoint_path(step))
+        assert correct.shape == loss.shape == (SAMPLES,) and loss.dtype == np.float32
+        val = stats[(stats["step"] == step) & (stats["split"] == "val")].iloc[0]
+        assert correct.sum() == round(val["accuracy"] * SAMPLES)  # the same predictions, counted
+        assert float(loss.astype(np.float64).mean()) == pytest.approx(val["loss"], rel=1e-6)
+
+
+def test_fitted_and_late_equal_a_direct_count(masked_run):
+    d = dynamics(masked_run)
+    for seed in (0, 1):
+        run = RunDir(masked_run / f"seed-{seed}")
+        steps = run.completed_steps()
+        correct = np.stack([read_records(run.checkpoint_path(s))[0] for s in steps])
+        fit = []
+        for i in range(SAMPLES):  # sample by sample: the first checkpoint from which it stays correct
+            k = next((k for k in range(len(steps)) if correct[k:, i].all()), None)
+            fit.append(-1 if k is None else steps[k])
+        fit = np.array(fit)
+        ends = np.sort(fit[fit >= 0])
+        settled = int(ends[int(np.ceil(0.9 * len(ends))) - 1]) if len(ends) else -1
+        fitted = d.fitted[d.fitted["seed"] == seed].reset_index(drop=True)
+        assert list(fitted["step"]) == steps and set(fitted["settled"]) == {settled}
+        for k, s in enumerate(steps):
+            assert fitted.loc[k, "fitted"] == np.mean((fit >= 0) & (fit <= s))
+            assert fitted.loc[k, "correct"] == correct[k].mean()
+        group = np.where(fit < 0, 2, np.where(fit <= settled, 0, 1))
+        late = d.late[d.late["seed"] == seed]
+        for prev, step in itertools.pairwise(steps):
+            for layer in ("relu1", "relu2"):
+                a, b = bits(run, prev, layer), bits(run, step, layer)
+                for g, name in enumerate(GROUPS):
+                    row = late[(late["step"] == step) & (late["layer"] == layer) & (late["group"] == name)].iloc[0]
+                    inter, union = (a & b)[group == g].sum(), (a | b)[group == g].sum()
+                    assert row["samples"] == (group == g).sum()
+                    if union:
+                        assert row["churn_pooled"] == pytest.approx(1 - inter / union, rel=1e-12)
+                    else:
+                        assert np.isnan(row["churn_pooled"])

@@ -16,6 +16,18 @@ Two tables per run, each row one (step, layer) of one seed:
   active, the ones phi is defined for), ``mean_abs_phi`` and ``mean_phi`` over the pairs of live nodes,
   ``duplicates`` (the share of live nodes with another live node of phi above 0.99).
 
+With per-sample records (``Records``, ``--keep-records``) two more:
+
+- ``fitted``: per checkpoint, the share of samples ``fitted`` for good by it (correct there and at every later
+  checkpoint) and the share ``correct`` there; a sample's fitting step is the first checkpoint from which it stays
+  correct (never, when it is wrong at the last one). ``t90`` (the ``settled`` column, the same on every row): the
+  first checkpoint by which 90% of the samples that end correct are fitted; the samples fitted after it are the
+  *late* ones.
+- ``late``: between consecutive checkpoints with masks, the pooled churn (as above) of three groups of samples
+  separately: ``early`` (fitted by ``t90``), ``late`` (fitted after it) and ``never`` (wrong at the end), from
+  :func:`nnphases.kernels.mask_overlap` with the groups as classes: do the late samples' memberships keep moving
+  after the majority's settle?
+
 Masks are read one layer at a time, in blocks of nodes for the churn, so memory holds two blocks of one layer (or,
 for the redundancy, one layer's masks and its ``nodes x nodes`` table: layers wider than ``max_nodes`` are skipped
 and named in the result's ``skipped`` list).
@@ -33,12 +45,23 @@ import numpy as np
 import pandas as pd
 
 from .. import kernels
-from ..store import RunDir, atomic_write_bytes, mask_array_name
+from ..store import RunDir, atomic_write_bytes, mask_array_name, read_records
+from ..store.records import RECORDS
 from ..store.runs import PathLike, run_dirs
 
-__all__ = ["Dynamics", "dynamics", "churn_table", "redundancy_table", "write_tables", "TABLES"]
+__all__ = [
+    "Dynamics",
+    "dynamics",
+    "churn_table",
+    "redundancy_table",
+    "fitted_tables",
+    "write_tables",
+    "TABLES",
+    "GROUPS",
+]
 
-TABLES = ("dynamics_churn", "dynamics_redundancy")  # the files each run folder gets, ``<name>.parquet``
+TABLES = ("dynamics_churn", "dynamics_redundancy", "dynamics_fitted", "dynamics_late")
+GROUPS = ("early", "late", "never")  # the files each run folder gets, ``<name>.parquet``
 
 _BLOCK = 1024  # nodes of one layer read at a time for the churn
 
@@ -49,6 +72,8 @@ class Dynamics:
 
     churn: pd.DataFrame
     redundancy: pd.DataFrame
+    fitted: pd.DataFrame = field(default_factory=pd.DataFrame)
+    late: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -150,6 +175,72 @@ def _phi(co: np.ndarray, samples: int) -> dict[str, float]:
     return out
 
 
+def _record_steps(run: RunDir) -> list[int]:
+    return [s for s in run.completed_steps() if (run.checkpoint_path(s) / RECORDS).exists()]
+
+
+def fitting_steps(correct: np.ndarray, steps: Sequence[int]) -> np.ndarray:
+    """Per sample, the first of ``steps`` from which it is correct at every later one (-1: wrong at the last);
+    ``correct`` is bool ``[checkpoints, samples]``."""
+    # Correct from checkpoint k on: a suffix of Trues. Counted from the end, the run of Trues' length.
+    stays = np.logical_and.accumulate(correct[::-1], axis=0)[::-1]
+    first = np.where(stays.any(axis=0), stays.argmax(axis=0), -1)
+    return np.where(first >= 0, np.asarray(steps)[np.maximum(first, 0)], -1)
+
+
+def fitted_tables(path: PathLike, layers: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fitted and late rows of one run folder (empty without records; see the module docstring)."""
+    run = RunDir(path)
+    steps = _record_steps(run)
+    if not steps:
+        return pd.DataFrame(), pd.DataFrame()
+    seed = int(run.read_table(steps[0], "layers")["seed"].iloc[0])
+    epochs = _epochs(run, steps)
+    correct = np.stack([read_records(run.checkpoint_path(s))[0] for s in steps])
+    fit = fitting_steps(correct, steps)
+    samples = correct.shape[1]
+    ends = fit[fit >= 0]
+    settled = int(np.sort(ends)[max(0, math.ceil(0.9 * len(ends)) - 1)]) if len(ends) else -1
+    fitted = pd.DataFrame(
+        dict(
+            seed=seed,
+            step=steps,
+            epoch=[epochs[s] for s in steps],
+            fitted=[float(np.mean((fit >= 0) & (fit <= s))) for s in steps],
+            correct=correct.mean(axis=1),
+            settled=settled,
+        )
+    )
+    group = np.where(fit < 0, 2, np.where(fit <= settled, 0, 1)).astype(np.int64)
+    rows = []
+    masked = [s for s in _mask_steps(run) if s in set(steps)]
+    for prev, step in itertools.pairwise(masked):
+        widths = _mask_widths(run, step)
+        for layer in _chosen(widths, layers, run, step):
+            inter = np.zeros(len(GROUPS), np.int64)
+            union = np.zeros(len(GROUPS), np.int64)
+            for d in range(0, widths[layer], _BLOCK):
+                a = run.read_masks(prev, layer, nodes=slice(d, d + _BLOCK))
+                b = run.read_masks(step, layer, nodes=slice(d, d + _BLOCK))
+                both = kernels.mask_overlap(a, b, samples, labels=group, num_classes=len(GROUPS))
+                inter += both[0].sum(axis=1)
+                union += both[1].sum(axis=1)
+            for g, name in enumerate(GROUPS):
+                rows.append(
+                    dict(
+                        seed=seed,
+                        step=step,
+                        epoch=epochs[step],
+                        prev_step=prev,
+                        layer=layer,
+                        group=name,
+                        samples=int((group == g).sum()),
+                        churn_pooled=float(1 - inter[g] / union[g]) if union[g] else math.nan,
+                    )
+                )
+    return fitted, pd.DataFrame(rows)
+
+
 def _chosen(widths: dict[str, int], layers: Sequence[str] | None, run: RunDir, step: int) -> list[str]:
     if layers is None:
         return list(widths)
@@ -179,30 +270,34 @@ def _mask_widths(run: RunDir, step: int) -> dict[str, int]:
 def dynamics(runs: PathLike | Sequence[PathLike], layers: Sequence[str] | None = None) -> Dynamics:
     """Both tables over every run folder of ``runs`` (as :func:`nnphases.store.runs.run_dirs` finds them), with a
     ``run`` column naming each row's folder."""
-    churn, red, skipped = [], [], []
+    churn, red, fitted, late, skipped = [], [], [], [], []
     for d in run_dirs(runs):
         churn.append(churn_table(d, layers).assign(run=str(d)))
         r, s = redundancy_table(d, layers)
         red.append(r.assign(run=str(d)))
         skipped += s
-    frames = [f for f in churn if len(f)]
-    reds = [f for f in red if len(f)]
-    return Dynamics(
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
-        pd.concat(reds, ignore_index=True) if reds else pd.DataFrame(),
-        skipped,
-    )
+        f, la = fitted_tables(d, layers)
+        fitted.append(f.assign(run=str(d)))
+        late.append(la.assign(run=str(d)))
+
+    def joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        kept = [f for f in frames if len(f)]
+        return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
+
+    return Dynamics(joined(churn), joined(red), joined(fitted), joined(late), skipped)
 
 
 def write_tables(d: Dynamics, runs: PathLike | Sequence[PathLike]) -> list[Path]:
-    """Each run folder's rows of ``d`` as ``dynamics_churn.parquet`` and ``dynamics_redundancy.parquet`` in that
-    folder (written atomically, replacing earlier ones); the files written."""
+    """Each run folder's rows of ``d`` as ``<table>.parquet`` in that folder (:data:`TABLES`; those without rows,
+    for want of masks or records, are not written), atomically, replacing earlier ones; the files written."""
     import io
 
     written = []
     for run in run_dirs(runs):
-        for name, table in zip(TABLES, (d.churn, d.redundancy), strict=True):
-            rows = table[table["run"] == str(run)].drop(columns="run") if len(table) else table
+        for name, table in zip(TABLES, (d.churn, d.redundancy, d.fitted, d.late), strict=True):
+            if table.empty:
+                continue  # no masks, or no records
+            rows = table[table["run"] == str(run)].drop(columns="run")
             buf = io.BytesIO()
             rows.reset_index(drop=True).to_parquet(buf, index=False)
             path = Path(run) / f"{name}.parquet"

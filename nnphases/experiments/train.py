@@ -11,6 +11,7 @@ results of an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -27,6 +28,7 @@ from torch import nn
 from ..recording.capture import find_sites
 from ..recording.distributed import shard_range, world
 from ..recording.measures import REGISTRY, EvalStats, Measure
+from ..recording.measures.eval_stats import cross_entropy_per_sample
 from ..recording.plan import Plan, bind_measures, make_plan, resume_state_bytes
 from ..recording.recorder import Recorder, RecorderOptions
 from ..recording.schedule import Schedule
@@ -199,6 +201,24 @@ def loss_function(cfg: Config, num_classes: int) -> Callable[[torch.Tensor, torc
     return _MSE(num_classes)
 
 
+def per_sample_loss(cfg: Config, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of each sample of a batch (``[batch]``), for measures that keep per-sample values."""
+    if cfg.optim.loss == "ce":
+        return cross_entropy_per_sample
+    return _MSEPerSample(num_classes)
+
+
+class _MSEPerSample:
+    """Squared error against one-hot targets, averaged over the classes of each sample (picklable)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = nn.functional.one_hot(y, self.num_classes).to(logits.dtype)
+        return nn.functional.mse_loss(logits, target, reduction="none").mean(dim=1)
+
+
 class _MSE:
     """Mean squared error against one-hot targets (picklable, named in the run's measures.json)."""
 
@@ -236,6 +256,8 @@ def measures_for(cfg: Config, num_classes: int) -> list[Measure]:
             continue
         if name == EvalStats.name:
             opts = EvalStats.Options(loss_fn=loss_function(cfg, num_classes))
+        elif "loss_fn" in {f.name for f in dataclasses.fields(opts)}:  # per-sample values of the training loss
+            opts = dataclasses.replace(opts, loss_fn=per_sample_loss(cfg, num_classes))
         out.append(REGISTRY[name](opts))
     return out
 

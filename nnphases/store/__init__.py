@@ -89,6 +89,7 @@ from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpoi
 from .layout import mask_array_name, output_folder
 from .lock import RunLock, lock_holder
 from .manifest import read_compacted, read_manifest, read_verified
+from .records import read_records, write_records
 from .rundir import RunDir
 from .runs import class_sizes, layer_order, read_table, run_dirs
 from .tables import SCHEMAS, TableLike, TableSpec, declared, forget_table, register_table, table_spec
@@ -105,6 +106,8 @@ __all__ = [
     "remove_stale_temporaries",
     "output_folder",
     "mask_array_name",
+    "read_records",
+    "write_records",
     "read_table",
     "run_dirs",
     "class_sizes",

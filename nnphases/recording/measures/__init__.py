@@ -2,7 +2,8 @@
 
 Built in: :class:`SampleSets` (per-class counts, node and layer metrics),
 :class:`EvalStats` (loss and accuracy), :class:`Masks` (bit-packed masks
-streamed to storage) and :class:`Probes` (class read-out and input decoder). A
+streamed to storage), :class:`Records` (each sample's correctness and loss)
+and :class:`Probes` (class read-out and input decoder). A
 new kind of measurement is a new module in this package defining a
 :class:`Measure` subclass and ``MEASURE = ThatClass``: it is found here
 (:data:`REGISTRY`), and its options reach ``nnphases run``'s configuration and
@@ -18,6 +19,7 @@ from ._base import PASSES, Binding, Measure, Output, Pass, PlanRow, base_pass, b
 from .eval_stats import EvalStats, EvalStatsOptions
 from .masks import Masks, MasksOptions
 from .probes import Probes, ProbesOptions
+from .records import Records, RecordsOptions
 from .sample_sets import SampleSets, SampleSetsOptions
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "MasksOptions",
     "Probes",
     "ProbesOptions",
+    "Records",
+    "RecordsOptions",
     "default_measures",
 ]
 
