@@ -71,4 +71,18 @@ def test_plan_command(tmp_path):
     # The demo's 5x80 MLP on 600 samples: int32 counts of 10 classes, 80 nodes per site; masks of 10 words a row.
     assert lines[1].split() == ["sample_sets", "relu1", "80", "3.1", "KiB", "5.3", "KiB"]
     assert lines[6].split() == ["masks", "relu1", "80", "0", "B", "6.2", "KiB"]  # 10 words of bits a row
-    assert lines[-1] == "fits" and not (tmp_path / "o").exists()
+    assert lines[-2] == "fits" and lines[-1].startswith("time: about ") and not (tmp_path / "o").exists()
+
+
+def test_a_configuration_stored_before_a_measure_existed_reads_as_today_s():
+    """A run.json written before a measure was added lacks its key: that measure was not measured (off), and the
+    configuration equals today's with it off, so that the same options continue the run."""
+    from nnphases.experiments.config import Config
+
+    cfg = train.resolve("demo", {})
+    assert cfg.measures["records"] is None
+    old = cfg.to_dict()
+    del old["measures"]["records"]
+    assert Config.from_dict(old) == cfg
+    on = train.resolve("demo", {"keep_records": True})
+    assert on.measures["records"] is not None and Config.from_dict(on.to_dict()) == on

@@ -276,6 +276,8 @@ class Config:
             if name not in REGISTRY:
                 raise ValueError(f"measures: unknown {name!r}; known: {sorted(REGISTRY)}")
             measures[name] = None if opts is None else _group(REGISTRY[name].Options, opts, f"measures.{name}")
+        if "measures" in d:  # a measure added since the file was written was not measured: off
+            measures.update({name: None for name in REGISTRY if name not in measures})
         return cls(**groups, measures=measures, seeds=tuple(d.get("seeds", (0, 1, 2))), device=d.get("device", "auto"))
 
 
