@@ -214,7 +214,7 @@ KERNEL_ROWS = [
      TypeError, r"packed has dtype float32"),
     ("pcc-packed-1d", lambda bk: PCC(packed(bk)[0], labels(bk), 4, backend=bk), ValueError, r"packed must be 2-D"),
     ("pcc-packed-width", lambda bk: PCC(packed(bk, s=70), labels(bk), 4, backend=bk),
-     ValueError, r"packed has 16 bytes per node but 12 samples need .* = 8"),
+     ValueError, r"packed has 16 bytes per node but 12 labels need .* = 8"),
     ("pcc-packed-none", lambda bk: PCC(None, labels(bk), 4, backend=bk), TypeError, r"packed must be .*NoneType"),
     ("pcc-labels-float", lambda bk: PCC(packed(bk), labels(bk).float(), 4, backend=bk),
      TypeError, r"labels has dtype float32"),

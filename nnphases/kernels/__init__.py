@@ -186,7 +186,7 @@ def packed_class_counts(
     n = _validate.num_classes_value(num_classes)
     lab = _arrays.describe(labels, "labels")
     _validate.labels_for(lab, None, p)  # the labels give the sample count the packed width must match
-    _validate.packed_for(p, lab.shape[0])
+    _validate.packed_for(p, lab.shape[0], "labels")
     _validate.counts_fit(n, p.shape[0], p.device)
     threads = _validate.threads_value(threads)
     b, fn = select("packed_class_counts", p.device, backend)

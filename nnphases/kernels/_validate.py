@@ -123,7 +123,8 @@ def same_masks(a: Array, b: Array) -> None:
         )
 
 
-def packed_for(p: Array, samples: int) -> None:
+def packed_for(p: Array, samples: int, given_by: str = "samples") -> None:
+    """Packed masks of ``samples`` samples (their number told by ``given_by``: the labels, or samples itself)."""
     if len(p.shape) != 2:
         raise ValueError(f"{p.name} must be 2-D [nodes, bytes], got shape {p.shape}")
     if p.dtype != "uint8":
@@ -131,7 +132,7 @@ def packed_for(p: Array, samples: int) -> None:
     want = -(-samples // 64) * 8
     if p.shape[1] != want:
         raise ValueError(
-            f"{p.name} has {p.shape[1]} bytes per node but {samples} samples need ceil({samples} / 64) * 8 = {want}"
+            f"{p.name} has {p.shape[1]} bytes per node but {samples} {given_by} need ceil({samples} / 64) * 8 = {want}"
         )
 
 
