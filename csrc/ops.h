@@ -40,6 +40,11 @@ bool sample_popcounts_cpu(const uint8_t* packed, int64_t nodes, int64_t row_byte
 void coactivation_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, int64_t samples, int64_t* out,
                       int threads);
 
+// packed [nodes, row_bytes], idx [m] sample indices (in range): out [m, m] int64 Hamming distances between the
+// chosen samples' codes across the nodes.
+void sample_agreement_cpu(const uint8_t* packed, int64_t nodes, int64_t row_bytes, const int64_t* idx, int64_t m,
+                          int64_t* out, int threads);
+
 // Benchmark yardstick: each thread popcounts data (words 64-bit words, cache-resident) repeats times; returns the sum.
 uint64_t popcount_probe_cpu(const uint64_t* data, int64_t words, int64_t repeats, int threads);
 

@@ -73,6 +73,16 @@ def test_churn_and_redundancy_equal_numpy_on_the_unpacked_masks(masked_run):
                 assert row["mean_abs_phi"] == pytest.approx(np.abs(phi[off]).mean(), rel=1e-9)
                 assert row["mean_phi"] == pytest.approx(phi[off].mean(), rel=1e-9, abs=1e-12)
                 assert row["duplicates"] == np.mean((np.where(off, phi, -np.inf) > 0.99).any(axis=1))
+        for step in steps:  # the binary-code score of 24 // 4 = 6 samples spread over the set
+            for layer in ("relu1", "relu2"):
+                x = bits(run, step, layer)
+                chosen = np.unique(np.linspace(0, SAMPLES - 1, 6).astype(np.int64))
+                agree = (x[chosen][:, None, :] == x[chosen][None, :, :]).sum(axis=2).astype(np.float64)
+                row = red[(red["step"] == step) & (red["layer"] == layer)].iloc[0]
+                if np.linalg.matrix_rank(agree) < len(chosen):
+                    assert row["code_score"] == -np.inf
+                else:
+                    assert row["code_score"] == pytest.approx(np.linalg.slogdet(agree)[1], rel=1e-12)
 
 
 def test_the_command_writes_tables_in_each_run_and_a_figure(masked_run, tmp_path):

@@ -14,7 +14,12 @@ Two tables per run, each row one (step, layer) of one seed:
   ``(S n_ij - n_i n_j) / sqrt(n_i (S - n_i) n_j (S - n_j))`` (0 for independent nodes, 1 for identical sets, -1 for
   complementary ones). Columns: ``step``, ``epoch``, ``layer``, ``nodes``, ``live`` (nodes neither dead nor always
   active, the ones phi is defined for), ``mean_abs_phi`` and ``mean_phi`` over the pairs of live nodes,
-  ``duplicates`` (the share of live nodes with another live node of phi above 0.99).
+  ``duplicates`` (the share of live nodes with another live node of phi above 0.99), and ``code_score``: for
+  ``min(CODE_SAMPLES, nodes // 4)`` samples spread evenly over the evaluation set, ``log |det K|`` of their binary
+  codes' agreement matrix ``K[a, b] = nodes - hamming(code_a, code_b)`` (:func:`code_score`, from
+  :func:`nnphases.kernels.sample_agreement`: the score that ranks untrained networks by how differently they code
+  different inputs). K has rank at most the live nodes + 3, so more samples would make it singular whatever the
+  codes; -inf when K is singular, e.g. when two chosen samples share a code.
 
 With per-sample records (``Records``, ``--keep-records``) two more:
 
@@ -64,6 +69,7 @@ TABLES = ("dynamics_churn", "dynamics_redundancy", "dynamics_fitted", "dynamics_
 GROUPS = ("early", "late", "never")  # the files each run folder gets, ``<name>.parquet``
 
 _BLOCK = 1024  # nodes of one layer read at a time for the churn
+CODE_SAMPLES = 128  # samples of the binary-code score, as the minibatch the score was defined with
 
 
 @dataclass
@@ -151,9 +157,37 @@ def redundancy_table(
                 if layer not in skipped:
                     skipped.append(layer)
                 continue
-            co = kernels.coactivation(run.read_masks(step, layer), samples).astype(np.float64)
-            rows.append(dict(seed=seed, step=step, epoch=epochs[step], layer=layer, nodes=width, **_phi(co, samples)))
+            masks = run.read_masks(step, layer)
+            co = kernels.coactivation(masks, samples).astype(np.float64)
+            # K has rank at most rank(C) + 3 (it is 2 C C^T plus rank-3 terms, C the chosen samples' 0/1 codes), and
+            # rank(C) is at most the live nodes: samples well below the width keep K regular unless codes coincide.
+            m = min(CODE_SAMPLES, samples, width // 4)
+            chosen = np.unique(np.linspace(0, samples - 1, m).astype(np.int64)) if m else np.zeros(0, np.int64)
+            score = code_score(kernels.sample_agreement(masks, samples, chosen), width)
+            rows.append(
+                dict(
+                    seed=seed,
+                    step=step,
+                    epoch=epochs[step],
+                    layer=layer,
+                    nodes=width,
+                    **_phi(co, samples),
+                    code_score=score,
+                )
+            )
     return pd.DataFrame(rows), [f"{path}: {layer} (wider than {max_nodes} nodes)" for layer in skipped]
+
+
+def code_score(distances: np.ndarray, nodes: int) -> float:
+    """``log |det K|`` of the agreement matrix ``K = nodes - distances`` of binary codes (``distances``: Hamming,
+    ``[m, m]``, as :func:`nnphases.kernels.sample_agreement` gives them); -inf when K is singular."""
+    k = nodes - np.asarray(distances, dtype=np.float64)
+    if k.shape[0] == 0:
+        return math.nan
+    if np.linalg.matrix_rank(k) < k.shape[0]:  # singular up to rounding: slogdet would return rounding noise
+        return -math.inf
+    sign, logdet = np.linalg.slogdet(k)
+    return float(logdet) if sign != 0 else -math.inf
 
 
 def _phi(co: np.ndarray, samples: int) -> dict[str, float]:

@@ -27,6 +27,7 @@ __all__ = [
     "mask_overlap",
     "sample_popcounts",
     "coactivation",
+    "sample_agreement",
     "node_metrics",
     "layer_metrics",
     "NodeMetrics",
@@ -266,6 +267,34 @@ def coactivation(packed: Array, samples: int, *, backend: str | None = None, thr
     threads = _validate.threads_value(threads)
     _, fn = select("coactivation", p.device, backend)
     return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
+
+
+def sample_agreement(
+    packed: Array, samples: int, chosen: Array, *, backend: str | None = None, threads: int | None = None
+) -> Array:
+    """Hamming distances between chosen samples' binary codes across one layer's nodes: int64 ``[m, m]``, entry
+    ``[i, j]`` the number of nodes active for exactly one of samples ``chosen[i]`` and ``chosen[j]``. ``packed``:
+    uint8 ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; ``chosen``: ``m`` sample indices
+    in ``[0, samples)`` (int32 or int64, 1-D). The codes are gathered from the stored layout, never unpacked to
+    bytes. Its agreement matrix ``nodes - distance`` is the binary-code kernel whose log-determinant scores a
+    network at initialisation (``nnphases.analysis.dynamics.code_score``). GPU inputs run on the reference."""
+    import numpy as np
+
+    p = _arrays.describe(packed, "packed")
+    n_samples = _validate.samples_value(samples)
+    _validate.packed_for(p, n_samples)
+    c = _arrays.describe(chosen, "chosen")
+    if len(c.shape) != 1:
+        raise ValueError(f"chosen must be 1-D [m] sample indices, got shape {tuple(c.shape)}")
+    if c.dtype not in ("int32", "int64"):
+        raise TypeError(f"chosen has dtype {c.dtype}; supported: int32, int64")
+    idx = np.ascontiguousarray(_arrays.to_numpy(c.obj), dtype=np.int64)
+    bad = np.flatnonzero((idx < 0) | (idx >= n_samples))
+    if bad.size:
+        raise ValueError(f"chosen[{int(bad[0])}] = {int(idx[bad[0]])} is outside [0, samples={n_samples})")
+    threads = _validate.threads_value(threads)
+    _, fn = select("sample_agreement", p.device, backend)
+    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), idx, threads=threads), p)
 
 
 from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)

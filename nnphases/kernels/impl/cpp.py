@@ -95,6 +95,13 @@ def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None
     return out
 
 
+def sample_agreement(packed: np.ndarray, idx: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [m, m]: Hamming distances between the chosen samples' codes across the rows."""
+    out = np.zeros((idx.shape[0], idx.shape[0]), dtype=np.int64)
+    _C.sample_agreement(packed, idx, out, _t(threads))
+    return out
+
+
 def count_and_pack(
     acts: np.ndarray,
     kind: Kind,

@@ -461,6 +461,26 @@ def _coactivation(words: np.ndarray, last_mask: np.uint64, out: np.ndarray) -> N
             out[j, i] = n
 
 
+@_jit(parallel=True)
+def _sample_agreement(packed: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    N = packed.shape[0]
+    m = idx.shape[0]
+    W = (N + 63) // 64
+    codes = np.zeros((m, W), np.uint64)
+    for j in prange(m):  # the chosen samples' bits, gathered into codes of a bit per node
+        s = idx[j]
+        for d in range(N):
+            if (packed[d, s >> 3] >> (s & 7)) & 1:
+                codes[j, d >> 6] |= np.uint64(1) << np.uint64(d & 63)
+    for i in prange(m):
+        for j in range(i + 1, m):
+            h = np.uint64(0)
+            for w in range(W):
+                h += _popcount(codes[i, w] ^ codes[j, w])
+            out[i, j] = h
+            out[j, i] = h
+
+
 # ------------------------------------------------------------------------ interface
 
 
@@ -633,4 +653,14 @@ def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None
     last = np.uint64((1 << (samples % 64)) - 1 if samples % 64 else 0xFFFFFFFFFFFFFFFF)
     with _num_threads(threads):
         _coactivation(packed.view(np.uint64), last, out)
+    return out
+
+
+def sample_agreement(packed: np.ndarray, idx: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """-> int64 [m, m]: Hamming distances between the chosen samples' codes across the rows."""
+    out = np.zeros((idx.shape[0], idx.shape[0]), np.int64)
+    if idx.shape[0] == 0 or packed.shape[0] == 0:
+        return out
+    with _num_threads(threads):
+        _sample_agreement(packed, idx, out)
     return out

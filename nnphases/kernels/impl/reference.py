@@ -144,6 +144,14 @@ def coactivation(packed: np.ndarray, samples: int, *, threads: int | None = None
     return out
 
 
+def sample_agreement(packed: np.ndarray, idx: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """The chosen samples' bits unpacked into 0/1 codes; distances as counts of disagreeing nodes."""
+    bits = (packed[:, idx >> 3] >> (idx & 7).astype(np.uint8)) & 1  # [nodes, m]
+    x = bits.T.astype(np.int64)
+    ones = x.sum(axis=1)
+    return ones[:, None] + ones[None, :] - 2 * (x @ x.T)
+
+
 def node_metrics(counts: np.ndarray, class_sizes: np.ndarray, *, threads: int | None = None) -> NodeMetrics:
     """nnphases.kernels.metrics' NumPy implementation, the oracle of the native metric kernels."""
     return node_metrics_np(counts, class_sizes)

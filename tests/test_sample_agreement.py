@@ -1,0 +1,65 @@
+"""sample_agreement: Hamming distances between chosen samples' codes across a layer's nodes, on every backend,
+exactly equal to the count of disagreeing nodes in the boolean activations the masks were packed from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nnphases.kernels as K
+from kernel_tables import backend_params, device_of
+from test_mask_overlap import with_padding_set
+
+# (id, samples, nodes, chosen: "all", "first", "spread", "repeat" or "one", density, seed)
+CASES = [
+    ("no-nodes", 70, 0, "all", 0.5, 0),
+    ("one-node", 65, 1, "all", 0.5, 1),
+    ("63-nodes", 200, 63, "spread", 0.5, 2),
+    ("64-nodes", 200, 64, "spread", 0.5, 3),
+    ("65-nodes", 129, 65, "all", 0.3, 4),
+    ("one-chosen", 300, 40, "one", 0.5, 5),
+    ("repeated", 300, 40, "repeat", 0.5, 6),
+    ("last-sample", 1001, 130, "first-and-last", 0.5, 7),
+    ("all-active", 100, 70, "all", 1.0, 8),
+    ("wide", 640, 1000, "spread", 0.2, 9),
+]
+
+
+def chosen_of(kind: str, samples: int, rng: np.random.Generator) -> np.ndarray:
+    return {
+        "all": np.arange(samples),
+        "spread": rng.choice(samples, min(50, samples), replace=False),
+        "one": np.array([samples // 2]),
+        "repeat": np.array([3, 3, 7, 3]),
+        "first-and-last": np.array([0, samples - 1, 64, 63]),
+    }[kind]
+
+
+@pytest.mark.parametrize("backend", backend_params("sample_agreement"))
+@pytest.mark.parametrize("samples, nodes, kind, density, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_exact_against_the_activations(backend, samples, nodes, kind, density, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.random((samples, nodes)) < density
+    chosen = chosen_of(kind, samples, rng)
+    packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples).to(device_of(backend))
+    got = K.sample_agreement(packed, samples, torch.from_numpy(chosen).to(device_of(backend)), backend=backend)
+    codes = a[chosen]
+    want = (codes[:, None, :] != codes[None, :, :]).sum(axis=2)
+    assert got.dtype == torch.int64 and tuple(got.shape) == (len(chosen), len(chosen))
+    np.testing.assert_array_equal(got.cpu().numpy(), want)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda p: K.sample_agreement(p, 100, np.array([0, 100])), ValueError,
+     r"^chosen\[1\] = 100 is outside \[0, samples=100\)$"),
+    (lambda p: K.sample_agreement(p, 100, np.array([-1])), ValueError, r"^chosen\[0\] = -1 is outside"),
+    (lambda p: K.sample_agreement(p, 100, np.array([[1]])), ValueError, r"^chosen must be 1-D \[m\]"),
+    (lambda p: K.sample_agreement(p, 100, np.array([1.0])), TypeError, r"^chosen has dtype float64"),
+    (lambda p: K.sample_agreement(p, 200, np.array([1])), ValueError, r"^packed has 16 bytes per node but 200"),
+    (lambda p: K.sample_agreement(p, 100, None), TypeError, r"^chosen must be"),
+], ids=["past-the-end", "negative", "2-d", "float", "width", "none"])
+def test_bad_inputs_are_named(call, error, message):
+    packed = K.pack_masks(np.zeros((100, 4), np.float32))
+    with pytest.raises(error, match=message):
+        call(packed)
