@@ -41,12 +41,3 @@ def build_segments(labels: np.ndarray, num_classes: int) -> Segments:
     class_offsets = np.zeros(num_classes + 1, dtype=np.int64)
     np.cumsum(np.bincount(seg_class, minlength=num_classes), out=class_offsets[1:])
     return Segments(class_offsets, (seg_keys % max(num_words, 1)).astype(np.int64), mask.astype(np.uint64))
-
-
-def whole_segments(samples: int) -> Segments:
-    """One class holding every sample: each word once, the last one's padding bits masked out."""
-    words = -(-samples // 64)
-    mask = np.full(words, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
-    if samples % 64:
-        mask[-1] = np.uint64((1 << (samples % 64)) - 1)
-    return Segments(np.array([0, words], dtype=np.int64), np.arange(words, dtype=np.int64), mask)

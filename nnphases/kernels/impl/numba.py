@@ -19,7 +19,7 @@ import numpy as np
 from numba import prange
 
 from .._kinds import Kind
-from .._segments import build_segments, whole_segments
+from .._segments import build_segments
 from ._numba_common import _jit, _num_threads
 from ._numba_metrics import layer_metrics, node_metrics  # noqa: F401  (the backend's metric kernels)
 
@@ -481,6 +481,22 @@ def _sample_agreement(packed: np.ndarray, idx: np.ndarray, out: np.ndarray) -> N
             out[j, i] = h
 
 
+@_jit(parallel=True)
+def _overlap_rows(a: np.ndarray, b: np.ndarray, last_mask: np.uint64, out: np.ndarray) -> None:
+    # No classes: whole rows, no segments to walk; the last word masked to the samples.
+    N, W = a.shape
+    for d in prange(N):
+        both = np.uint64(0)
+        either = np.uint64(0)
+        for k in range(W - 1):
+            both += _popcount(a[d, k] & b[d, k])
+            either += _popcount(a[d, k] | b[d, k])
+        both += _popcount(a[d, W - 1] & b[d, W - 1] & last_mask)
+        either += _popcount((a[d, W - 1] | b[d, W - 1]) & last_mask)
+        out[0, 0, d] = both
+        out[1, 0, d] = either
+
+
 # ------------------------------------------------------------------------ interface
 
 
@@ -625,10 +641,15 @@ def mask_overlap(
     threads: int | None = None,
 ) -> np.ndarray:
     """-> int64 [2, classes, nodes]: popcounts of A & B, then of A | B, per class (one class without labels)."""
-    seg = whole_segments(samples) if labels is None else build_segments(labels, num_classes)
     out = np.zeros((2, num_classes, a.shape[0]), np.int64)
     if a.shape[0] == 0 or a.shape[1] == 0:
         return out
+    if labels is None:
+        last = np.uint64((1 << (samples % 64)) - 1 if samples % 64 else 0xFFFFFFFFFFFFFFFF)
+        with _num_threads(threads):
+            _overlap_rows(a.view(np.uint64), b.view(np.uint64), last, out)
+        return out
+    seg = build_segments(labels, num_classes)
     with _num_threads(threads):
         _overlap(a.view(np.uint64), b.view(np.uint64), seg.class_offsets, seg.word.view(np.uint64), seg.mask, out)
     return out
