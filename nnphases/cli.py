@@ -536,6 +536,7 @@ def dynamics(
     from .analysis.dynamics import dynamics as measure
     from .analysis.dynamics import write_tables
     from .analysis.dynamics_plot import plot_dynamics
+    from .analysis.plot import figures_folder
     from .store.runs import one_setup
 
     formats = [f.strip() for f in format.split(",") if f.strip()]
@@ -550,11 +551,7 @@ def dynamics(
         raise ValueError(f"no checkpoint of {', '.join(map(str, runs))} holds masks; record with --keep-masks")
     for p in write_tables(d, dirs):
         typer.echo(str(p))
-    folder = (
-        output_folder(out, "--out")
-        if out is not None
-        else (Path(runs[0]) if len(runs) == 1 else dirs[0].parent) / "figures"
-    )
+    folder = output_folder(out, "--out") if out is not None else figures_folder(runs, dirs)  # where plot's go
     for p in plot_dynamics(d, folder, formats):
         typer.echo(str(p))
     for s in d.skipped:

@@ -95,6 +95,7 @@ def test_round_trip(tmp_path: Path, class_sizes: list[int], layers: dict[str, in
 
     got_masks = run.read_masks(12)
     assert list(got_masks) == (list(masks) if masks else [])
+    assert run.mask_nodes(12) == ({name: m.shape[0] for name, m in masks.items()} if masks else {})
     for name in got_masks:
         assert got_masks[name].dtype == np.uint8
         np.testing.assert_array_equal(got_masks[name], masks[name])

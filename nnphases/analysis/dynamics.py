@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .. import kernels
-from ..store import RunDir, atomic_write_bytes, mask_array_name, read_records
+from ..store import RunDir, atomic_write_bytes, read_records
 from ..store.records import RECORDS
 from ..store.runs import PathLike, run_dirs
 
@@ -65,8 +65,8 @@ __all__ = [
     "GROUPS",
 ]
 
-TABLES = ("dynamics_churn", "dynamics_redundancy", "dynamics_fitted", "dynamics_late")
-GROUPS = ("early", "late", "never")  # the files each run folder gets, ``<name>.parquet``
+TABLES = ("dynamics_churn", "dynamics_redundancy", "dynamics_fitted", "dynamics_late")  # ``<name>.parquet`` each
+GROUPS = ("early", "late", "never")  # the samples of the late table, by when they are fitted
 
 _BLOCK = 1024  # nodes of one layer read at a time for the churn
 CODE_SAMPLES = 128  # samples of the binary-code score, as the minibatch the score was defined with
@@ -84,7 +84,7 @@ class Dynamics:
 
 
 def _mask_steps(run: RunDir) -> list[int]:
-    return [s for s in run.completed_steps() if (run.checkpoint_path(s) / "masks.zarr").exists()]
+    return [s for s in run.completed_steps() if run.mask_nodes(s)]
 
 
 def _epochs(run: RunDir, steps: Sequence[int]) -> dict[int, float]:
@@ -109,16 +109,10 @@ def churn_table(path: PathLike, layers: Sequence[str] | None = None) -> pd.DataF
     samples = _samples(run, steps[0])
     rows = []
     for prev, step in itertools.pairwise(steps):
-        widths = _mask_widths(run, step)
+        widths = run.mask_nodes(step)
         for layer in _chosen(widths, layers, run, step):
             width = widths[layer]
-            inter = np.zeros(width, np.int64)
-            union = np.zeros(width, np.int64)
-            for d in range(0, width, _BLOCK):
-                a = run.read_masks(prev, layer, nodes=slice(d, d + _BLOCK))
-                b = run.read_masks(step, layer, nodes=slice(d, d + _BLOCK))
-                both = kernels.mask_overlap(a, b, samples)
-                inter[d : d + _BLOCK], union[d : d + _BLOCK] = both[0], both[1]
+            inter, union = _overlap(run, prev, step, layer, width, samples)
             some = union > 0
             rows.append(
                 dict(
@@ -150,7 +144,7 @@ def redundancy_table(
     epochs = _epochs(run, steps)
     samples = _samples(run, steps[0])
     for step in steps:
-        widths = _mask_widths(run, step)
+        widths = run.mask_nodes(step)
         for layer in _chosen(widths, layers, run, step):
             width = widths[layer]
             if width > max_nodes:
@@ -249,16 +243,10 @@ def fitted_tables(path: PathLike, layers: Sequence[str] | None = None) -> tuple[
     rows = []
     masked = [s for s in _mask_steps(run) if s in set(steps)]
     for prev, step in itertools.pairwise(masked):
-        widths = _mask_widths(run, step)
+        widths = run.mask_nodes(step)
         for layer in _chosen(widths, layers, run, step):
-            inter = np.zeros(len(GROUPS), np.int64)
-            union = np.zeros(len(GROUPS), np.int64)
-            for d in range(0, widths[layer], _BLOCK):
-                a = run.read_masks(prev, layer, nodes=slice(d, d + _BLOCK))
-                b = run.read_masks(step, layer, nodes=slice(d, d + _BLOCK))
-                both = kernels.mask_overlap(a, b, samples, labels=group, num_classes=len(GROUPS))
-                inter += both[0].sum(axis=1)
-                union += both[1].sum(axis=1)
+            per_node = _overlap(run, prev, step, layer, widths[layer], samples, group, len(GROUPS))
+            inter, union = (x.sum(axis=1) for x in per_node)
             for g, name in enumerate(GROUPS):
                 rows.append(
                     dict(
@@ -275,6 +263,28 @@ def fitted_tables(path: PathLike, layers: Sequence[str] | None = None) -> tuple[
     return fitted, pd.DataFrame(rows)
 
 
+def _overlap(
+    run: RunDir,
+    prev: int,
+    step: int,
+    layer: str,
+    width: int,
+    samples: int,
+    labels: np.ndarray | None = None,
+    classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """|A ∩ B| and |A ∪ B| of each node of ``layer`` between steps ``prev`` and ``step`` (``[nodes]`` each, or
+    ``[classes, nodes]`` with ``labels``), the masks read ``_BLOCK`` nodes at a time."""
+    shape = (width,) if labels is None else (classes or 1, width)
+    inter, union = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    for d in range(0, width, _BLOCK):
+        a = run.read_masks(prev, layer, nodes=slice(d, d + _BLOCK))
+        b = run.read_masks(step, layer, nodes=slice(d, d + _BLOCK))
+        both = kernels.mask_overlap(a, b, samples, labels=labels, num_classes=classes)
+        inter[..., d : d + _BLOCK], union[..., d : d + _BLOCK] = both[0], both[1]
+    return inter, union
+
+
 def _chosen(widths: dict[str, int], layers: Sequence[str] | None, run: RunDir, step: int) -> list[str]:
     if layers is None:
         return list(widths)
@@ -282,23 +292,6 @@ def _chosen(widths: dict[str, int], layers: Sequence[str] | None, run: RunDir, s
     if unknown:
         raise ValueError(f"layers {unknown} have no stored masks at step {step} of {run.path}; stored: {list(widths)}")
     return list(layers)
-
-
-def _mask_widths(run: RunDir, step: int) -> dict[str, int]:
-    """Each stored layer's nodes, from the masks' metadata (the data are read, and verified, by read_masks)."""
-    import zarr
-
-    g = zarr.open_group(str(run.checkpoint_path(step) / "masks.zarr"), mode="r")
-    layers = g.attrs["layers"]
-    if not isinstance(layers, list):
-        raise ValueError(f"{run.checkpoint_path(step) / 'masks.zarr'}: its layers attribute is not a list")
-    out = {}
-    for name in map(str, layers):
-        arr = g[mask_array_name(name)]
-        if not isinstance(arr, zarr.Array):
-            raise ValueError(f"{run.checkpoint_path(step) / 'masks.zarr'}: {name} is not an array")
-        out[name] = int(arr.shape[0])
-    return out
 
 
 def dynamics(runs: PathLike | Sequence[PathLike], layers: Sequence[str] | None = None) -> Dynamics:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.typing import RcKeyType
 
-__all__ = ["plot", "save_figure", "FIGURES"]
+__all__ = ["plot", "save_figure", "figures_folder", "FIGURES"]
 
 FIGURES = ("heatmap_f", "layers_fpu", "curves")
 
@@ -481,6 +481,14 @@ def _probes(probes: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def figures_folder(runs: PathLike | Sequence[PathLike], dirs: Sequence[Path]) -> Path:
+    """Where the figures of ``runs`` (whose run folders are ``dirs``) go by default: beside the runs, in the one
+    folder given (a run's own, or its seeds' parent), else in the first run's parent."""
+    if isinstance(runs, (str, os.PathLike)):
+        return Path(runs) / "figures"
+    return Path(dirs[0]).parent / "figures"
+
+
 def plot(
     runs: PathLike | Sequence[PathLike],
     out_dir: PathLike | None = None,
@@ -526,11 +534,7 @@ def plot(
         num_classes = _stored_classes(dirs)
     if title is None:
         title = _describe(cfg)
-    if out_dir is None:
-        # Beside the runs: in the one folder given (a run's own, or its seeds' parent), else the first run's parent.
-        one = isinstance(runs, (str, os.PathLike))
-        out_dir = (Path(runs) if one else dirs[0].parent) / "figures"  # type: ignore[arg-type]
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else figures_folder(runs, dirs)
 
     written: list[Path] = []
     with matplotlib.rc_context(_RC):

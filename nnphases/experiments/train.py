@@ -229,6 +229,24 @@ class _MSE:
         return nn.functional.mse_loss(logits, nn.functional.one_hot(y, self.num_classes).to(logits.dtype))
 
 
+def _train_step(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    check: Callable[[torch.Tensor], None] | None = None,
+) -> None:
+    """One optimizer step on a batch (the run's, and the one :func:`estimate` times); ``check`` sees the loss
+    before the step changes anything (and may raise)."""
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(net(xb), yb)
+    if check is not None:
+        check(loss)
+    loss.backward()
+    opt.step()
+
+
 def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optim.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -384,6 +402,14 @@ def train_seed(
     stats = next((m for m in rec.measures if isinstance(m, EvalStats)), None)
     model.train()
     batch = cfg.optim.batch
+
+    def finite(loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
+                f"diverged. Checkpoints up to the last measurement in {out} are intact"
+            )
+
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -391,16 +417,7 @@ def train_seed(
             idx = order[offset * batch : (offset + 1) * batch]
             if size > 1:
                 idx = idx[slice(*shard_range(len(idx), rank, size))]
-            xb, yb = train.x[idx].to(dev), train.y[idx].to(dev)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xb), yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {float(loss)} at step {step + 1} (seed {seed}); the run "
-                    f"diverged. Checkpoints up to the last measurement in {out} are intact"
-                )
-            loss.backward()
-            opt.step()
+            _train_step(net, opt, loss_fn, train.x[idx].to(dev), train.y[idx].to(dev), finite)
             step += 1
             if rec.maybe_measure(step, state) and lines is not None:
                 lines.measured(step, schedule.epoch(step), stats.latest if stats is not None else {})
@@ -481,9 +498,7 @@ def estimate(cfg: Config, datasets: Datasets | None = None, *, budget_s: float =
 
         def step(i: int) -> None:
             idx = order[(i % steps_per_epoch) * batch :][:batch]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(train.x[idx].to(dev)), train.y[idx].to(dev)).backward()
-            opt.step()
+            _train_step(model, opt, loss_fn, train.x[idx].to(dev), train.y[idx].to(dev))
 
         model.train()
         step_s, timed = time_calls(step, sync, budget_s=budget_s)

@@ -198,6 +198,22 @@ def packed_class_counts(
     return _arrays.like(fn(x, _labels(lab, b.native), n, **opts), p)
 
 
+def _packed_rows(packed: Array, samples: int, name: str = "packed") -> tuple[_arrays.Array, int]:
+    """One layer's packed masks of ``samples`` samples (as :func:`pack_masks` makes them), described and checked."""
+    p = _arrays.describe(packed, name)
+    n_samples = _validate.samples_value(samples)
+    _validate.packed_for(p, n_samples)
+    return p, n_samples
+
+
+def _on_host_rows(kernel: str, p: _arrays.Array, backend: str | None, threads: Any, *args: Any) -> Array:
+    """``kernel`` on the host copy of ``p``'s rows (read as 64-bit words), its result as the caller's array: the
+    popcount kernels have CPU backends only, so GPU inputs run on the reference."""
+    threads = _validate.threads_value(threads)
+    _, fn = select(kernel, p.device, backend)
+    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), *args, threads=threads), p)
+
+
 def mask_overlap(
     a: Array,
     b: Array,
@@ -216,10 +232,8 @@ def mask_overlap(
     ``[2, num_classes, nodes]``, the same per class. A node's Jaccard churn is ``1 - |A ∩ B| / |A ∪ B|``
     (0 when both sets are empty). GPU backends do not implement it yet: GPU inputs run on the reference.
     """
-    pa, pb = _arrays.describe(a, "a"), _arrays.describe(b, "b")
-    n_samples = _validate.samples_value(samples)
-    _validate.packed_for(pa, n_samples)
-    _validate.packed_for(pb, n_samples)
+    pa, n_samples = _packed_rows(a, samples, "a")
+    pb, _ = _packed_rows(b, samples, "b")
     _validate.same_masks(pa, pb)
     threads = _validate.threads_value(threads)
     host_labels = None
@@ -247,12 +261,8 @@ def sample_popcounts(packed: Array, samples: int, *, backend: str | None = None,
     """How many nodes of one layer each sample activates: int64 ``[samples]`` from ``packed`` uint8
     ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. GPU backends do
     not implement it yet: GPU inputs run on the reference."""
-    p = _arrays.describe(packed, "packed")
-    n_samples = _validate.samples_value(samples)
-    _validate.packed_for(p, n_samples)
-    threads = _validate.threads_value(threads)
-    _, fn = select("sample_popcounts", p.device, backend)
-    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
+    p, n_samples = _packed_rows(packed, samples)
+    return _on_host_rows("sample_popcounts", p, backend, threads, n_samples)
 
 
 def coactivation(packed: Array, samples: int, *, backend: str | None = None, threads: int | None = None) -> Array:
@@ -261,12 +271,8 @@ def coactivation(packed: Array, samples: int, *, backend: str | None = None, thr
     ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. The result
     takes ``nodes² x 8`` bytes; the kernels need no more than that and a tile per thread. GPU backends do not
     implement it yet: GPU inputs run on the reference."""
-    p = _arrays.describe(packed, "packed")
-    n_samples = _validate.samples_value(samples)
-    _validate.packed_for(p, n_samples)
-    threads = _validate.threads_value(threads)
-    _, fn = select("coactivation", p.device, backend)
-    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), n_samples, threads=threads), p)
+    p, n_samples = _packed_rows(packed, samples)
+    return _on_host_rows("coactivation", p, backend, threads, n_samples)
 
 
 def sample_agreement(
@@ -280,9 +286,7 @@ def sample_agreement(
     network at initialisation (``nnphases.analysis.dynamics.code_score``). GPU inputs run on the reference."""
     import numpy as np
 
-    p = _arrays.describe(packed, "packed")
-    n_samples = _validate.samples_value(samples)
-    _validate.packed_for(p, n_samples)
+    p, n_samples = _packed_rows(packed, samples)
     c = _arrays.describe(chosen, "chosen")
     if len(c.shape) != 1:
         raise ValueError(f"chosen must be 1-D [m] sample indices, got shape {tuple(c.shape)}")
@@ -292,9 +296,7 @@ def sample_agreement(
     bad = np.flatnonzero((idx < 0) | (idx >= n_samples))
     if bad.size:
         raise ValueError(f"chosen[{int(bad[0])}] = {int(idx[bad[0]])} is outside [0, samples={n_samples})")
-    threads = _validate.threads_value(threads)
-    _, fn = select("sample_agreement", p.device, backend)
-    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), idx, threads=threads), p)
+    return _on_host_rows("sample_agreement", p, backend, threads, idx)
 
 
 from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)

@@ -27,7 +27,7 @@ from .errors import DamagedCheckpoint, MissingCheckpointFile
 from .layout import MANIFEST, mask_array_name
 from .manifest import read_manifest, read_verified, verify_tree
 
-__all__ = ["MaskWriter", "read_masks", "shift_words", "take_samples"]
+__all__ = ["MaskWriter", "read_masks", "mask_nodes", "shift_words", "take_samples"]
 
 _CHUNK_BYTES = 1 << 20
 
@@ -146,20 +146,15 @@ class MaskWriter:
             raise AssertionError(f"masks: wrote {self.written} bytes per row for {self.samples} samples")
 
 
-def read_masks(
-    ckpt: Path, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None, where: str | None = None
-) -> Any:
-    """The packed masks of the checkpoint folder ``ckpt``, verified against its manifest (see
-    :meth:`nnphases.store.RunDir.read_masks`); ``where`` names the checkpoint in messages (default: its folder)."""
-    where = where or repr(str(ckpt))
+def _open(ckpt: Path) -> tuple[Any, list[str], Any] | None:
+    """(the masks' zarr group, its layers, the checkpoint's manifest), or None when the checkpoint kept no masks;
+    the group's metadata verified against the manifest."""
     path = ckpt / "masks.zarr"
     manifest = read_manifest(ckpt)
     if not path.exists():
         if manifest is not None and any(n.startswith("masks.zarr/") for n in manifest):
             raise MissingCheckpointFile(ckpt, "masks.zarr", f"is missing ({MANIFEST} lists it)")
-        if layer is not None:
-            raise ValueError(f"{where} has no stored masks")
-        return {}
+        return None
     import zarr
 
     if manifest is not None:
@@ -172,25 +167,57 @@ def read_masks(
         layers = [str(x) for x in stored]
     except Exception as e:  # zarr raises many kinds for a damaged store
         raise DamagedCheckpoint(ckpt, "masks.zarr/zarr.json", f"cannot be read ({one_line(e, limit=200)})") from None
+    return g, layers, manifest
+
+
+def _array(ckpt: Path, g: Any, name: str, manifest: Any, whole: bool) -> Any:
+    """Layer ``name``'s array, its files checked against the manifest (the chunks' checksums too when ``whole``)."""
+    import zarr
+
+    key = mask_array_name(name)
+    if manifest is not None:
+        verify_tree(ckpt, f"masks.zarr/{key}/", manifest, lambda n: whole or n.endswith("zarr.json"))
+    try:
+        arr = g[key]
+    except Exception as e:
+        raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", f"cannot be read ({one_line(e, limit=200)})") from None
+    if not isinstance(arr, zarr.Array):
+        raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", "is a group, not an array")
+    if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
+        raise DamagedCheckpoint(
+            ckpt, f"masks.zarr/{key}", f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}"
+        )
+    return arr
+
+
+def mask_nodes(ckpt: Path) -> dict[str, int]:
+    """Each layer with stored masks in the checkpoint folder ``ckpt`` and its number of nodes (rows), in model
+    order, from the arrays' metadata (verified; no chunk is read); {} when it kept no masks."""
+    opened = _open(ckpt)
+    if opened is None:
+        return {}
+    g, layers, manifest = opened
+    return {name: int(_array(ckpt, g, name, manifest, whole=False).shape[0]) for name in layers}
+
+
+def read_masks(
+    ckpt: Path, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None, where: str | None = None
+) -> Any:
+    """The packed masks of the checkpoint folder ``ckpt``, verified against its manifest (see
+    :meth:`nnphases.store.RunDir.read_masks`); ``where`` names the checkpoint in messages (default: its folder)."""
+    where = where or repr(str(ckpt))
+    opened = _open(ckpt)
+    if opened is None:
+        if layer is not None:
+            raise ValueError(f"{where} has no stored masks")
+        return {}
+    g, layers, manifest = opened
     if layer is not None and layer not in layers:
         raise ValueError(f"layer {layer!r} has no stored masks at {where}; stored: {layers}")
     whole = nodes is None and samples is None
 
     def array(name: str) -> Any:
-        key = mask_array_name(name)
-        if manifest is not None:
-            verify_tree(ckpt, f"masks.zarr/{key}/", manifest, lambda n: whole or n.endswith("zarr.json"))
-        try:
-            arr = g[key]
-        except Exception as e:
-            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", f"cannot be read ({one_line(e, limit=200)})") from None
-        if not isinstance(arr, zarr.Array):
-            raise DamagedCheckpoint(ckpt, f"masks.zarr/{key}", "is a group, not an array")
-        if arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] % 8:
-            raise DamagedCheckpoint(
-                ckpt, f"masks.zarr/{key}", f"must be uint8 [N, 8k], got dtype {arr.dtype} shape {arr.shape}"
-            )
-        return arr
+        return _array(ckpt, g, name, manifest, whole)
 
     def get(name: str, arr: Any, index: Any) -> np.ndarray:
         try:

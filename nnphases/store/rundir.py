@@ -27,7 +27,7 @@ from .errors import DamagedCheckpoint, DamagedCheckpointWarning, MissingCheckpoi
 from .layout import DAMAGED_PREFIX, MANIFEST, TABLES_DIR, TMP_PREFIX, step_dir_name, step_of
 from .lock import RunLock, take_lock
 from .manifest import check_file, checkpoint_id, read_compacted, read_manifest, unlisted, write_manifest
-from .masks import read_masks
+from .masks import mask_nodes, read_masks
 from .reader import TableReader
 from .tables import (
     TableLike,
@@ -507,6 +507,11 @@ class RunDir:
         count outside 0..its class size, or arrays of the wrong shape, raise DamagedCheckpoint.
         """
         return read_counts(self.checkpoint_path(step))
+
+    def mask_nodes(self, step: int) -> dict[str, int]:
+        """Each layer with stored masks at ``step`` and its number of nodes, in model order ({} when none were
+        kept); from the arrays' metadata, verified against the manifest, without reading their chunks."""
+        return mask_nodes(self.checkpoint_path(step))
 
     def read_masks(
         self, step: int, layer: str | None = None, *, nodes: Any = None, samples: slice | None = None

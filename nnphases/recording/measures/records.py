@@ -74,7 +74,7 @@ class Records(Measure):
         assert self._checkpoint is not None  # bind() refuses a world of several processes: this one writes
         loss = np.concatenate(self._loss) if self._loss else np.zeros(0, np.float32)
         correct = torch.cat(self._correct) if self._correct else torch.zeros(0, dtype=torch.bool)
-        packed = kernels.pack_masks(correct.reshape(-1, 1), backend="reference" if correct.numel() == 0 else None)
+        packed = kernels.pack_masks(correct.reshape(-1, 1))
         write_records(self._checkpoint, np.asarray(packed).reshape(-1), loss)
         self._loss, self._correct = [], []
         return Output()
