@@ -76,8 +76,25 @@ class _OneLineGroup(typer.core.TyperGroup):
             sys.exit(getattr(e, "exit_code", 2))
         except typer.Abort:
             typer.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
+            _exit(1)
+        _exit(code if isinstance(code, int) else 0)
+
+
+def _exit(code: int) -> None:
+    """Ends the command with ``code``. A process of a torchrun world ends without the interpreter's finalization:
+    a DistributedDataParallel model keeps torch's gloo process group alive past ``destroy_process_group``, and its
+    worker threads, torn down while the interpreter finalizes, can abort the process ("terminate called without an
+    active exception") after the run has completed and every file is written, which torchrun reports as a failed
+    rank. Nothing is left to finalize by then: the run's files are closed and the output streams flushed here."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1 and "torch.distributed" in sys.modules:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _given(param: Any, argv: list[str]) -> str | None:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,14 @@ ARGS = ["--dataset", "synthetic", "--holdout", "600", "--depth", "2", "--width",
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A rank that aborts prints every thread's Python stack, so that a failure says where it stopped.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+
+def _failed(r: subprocess.CompletedProcess) -> str:
+    """The output of a failed world: the ranks' own lines (an abort's message comes before torchrun's report)."""
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith(("seed ", "plan:", "time:"))]
+    return "\n".join(lines)[-6000:]
 
 
 def _torchrun(*extra: str) -> list[str]:
@@ -34,7 +40,7 @@ def test_torchrun_matches_one_process_and_resumes_after_a_kill(tmp_path):
     subprocess.run([sys.executable, "-m", "nnphases", "run", *ARGS, "--out", str(one)], check=True, env=_env(),
                    timeout=600, capture_output=True)
     r = subprocess.run(_torchrun(*ARGS, "--out", str(two)), env=_env(), timeout=600, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _failed(r)
     a, b = RunDir(one / "seed-0"), RunDir(two / "seed-0")
     assert b.done and a.completed_steps() == b.completed_steps()  # every scheduled step, once
     (ca, sa), (cb, sb) = a.read_counts(0), b.read_counts(0)
@@ -57,5 +63,5 @@ def test_torchrun_matches_one_process_and_resumes_after_a_kill(tmp_path):
     assert not run.done, "the world finished before it was killed; lengthen the run"
     r = subprocess.run(_torchrun("--resume", str(killed), "--no-figures"), env=_env(), timeout=600,
                        capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, _failed(r)
     assert run.done and run.completed_steps() == a.completed_steps()
