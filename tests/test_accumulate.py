@@ -79,7 +79,7 @@ def test_batches_accumulate(backend, dtype, out_dtype, shape):
 
 
 @pytest.mark.parametrize("backend", NATIVE_CPU)
-@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("strategy", ["direct", "wide", "sorted"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("out_dtype", OUT_DTYPES)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -122,7 +122,7 @@ def test_empty_batch_leaves_out_unchanged(backend):
     assert got is out and out.tolist() == np.arange(12).reshape(3, 4).tolist()
 
 
-@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("strategy", ["direct", "wide", "sorted"])
 @pytest.mark.parametrize("out_dtype", OUT_DTYPES)
 def test_cpp_adds_in_place_without_a_table(out_dtype, strategy):
     """The C++ path allocates no [classes, nodes] array per call (its per-thread counters live in C++):

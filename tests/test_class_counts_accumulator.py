@@ -175,7 +175,7 @@ def test_bad_counters_are_refused_when_made(make, exc, rx):
     ({"backend": "fortran"}, ValueError, r"^backend must be one of"),
     ({"check_finite": "no"}, TypeError, r"^check_finite must be True or False, got 'no'$"),
     ({"threads": 0}, ValueError, r"^threads must be a positive int or None, got 0$"),
-    ({"strategy": "fast"}, ValueError, r"^strategy must be 'auto', 'direct' or 'sorted', got 'fast'$"),
+    ({"strategy": "fast"}, ValueError, r"^strategy must be 'auto', 'direct', 'wide' or 'sorted', got 'fast'$"),
 ])
 def test_bad_options_are_refused_when_made(kwargs, exc, rx):
     with pytest.raises(exc, match=rx):
@@ -218,3 +218,61 @@ def test_counters_share_a_label_check_only_for_the_same_class_count():
     wide.add(acts, labels)
     with pytest.raises(ValueError, match=r"^labels\[11\] = 4 is outside \[0, num_classes=3\)$"):
         narrow.add(acts, labels)
+
+
+# Labels checked once per batch (CheckedLabels) for every site of the batch: the same counts as plain labels, on
+# every CPU backend, through the counter's short path and its public one, and through count_and_pack.
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("name, sizes", [("same-size", [100, 100, 100]), ("sizes-change", [64, 65, 1, 0, 130])])
+def test_checked_labels_count_as_plain_labels(backend, name, sizes):
+    rng = np.random.default_rng(seed_of("checked", backend, name))
+    classes, nodes = 5, 37
+    out = torch.zeros((classes, nodes), dtype=torch.int32)
+    plain = torch.zeros((classes, nodes), dtype=torch.int32)
+    counter = K.ClassCounts(out, classes, backend=backend)
+    for i, n in enumerate(sizes):
+        acts = make_acts(rng, n, nodes, "float32")
+        labels = make_labels(rng, n, classes, torch.int64)
+        checked = K.CheckedLabels(labels, classes)
+        for _ in range(2):  # two sites of one batch share the check
+            counter.add(acts, checked)
+            K.class_counts(acts, labels, classes, out=plain, backend="reference")
+        fused = torch.zeros((classes, nodes), dtype=torch.int64)
+        _, packed = K.count_and_pack(acts, checked, classes, out=fused, backend=backend)
+        want = K.class_counts(acts, labels, classes, backend="reference")
+        np.testing.assert_array_equal(fused.numpy(), np.asarray(want), err_msg=f"count_and_pack, batch {i}")
+        np.testing.assert_array_equal(np.asarray(packed), np.asarray(K.pack_masks(acts, backend="reference")))
+    np.testing.assert_array_equal(out.numpy(), plain.numpy())
+
+
+BAD_CHECKED = [
+    ("out-of-range", lambda: K.CheckedLabels(torch.tensor([0, 3, 9]), 5), ValueError,
+     r"^labels\[2\] = 9 is outside \[0, num_classes=5\)$"),
+    ("negative", lambda: K.CheckedLabels(np.array([-1, 0]), 5), ValueError,
+     r"^labels\[0\] = -1 is outside \[0, num_classes=5\)$"),
+    ("2-d", lambda: K.CheckedLabels(torch.zeros((2, 2), dtype=torch.int64), 5), ValueError,
+     r"^labels must be 1-D \[samples\], got shape \(2, 2\)$"),
+    ("float", lambda: K.CheckedLabels(torch.zeros(3), 5), TypeError, r"^labels has dtype float32; supported"),
+    ("classes", lambda: K.CheckedLabels(torch.zeros(3, dtype=torch.int64), 0), ValueError, r"num_classes"),
+    ("other-classes", lambda: K.ClassCounts(torch.zeros((4, 3), dtype=torch.int32), 4).add(
+        torch.ones((2, 3)), K.CheckedLabels(torch.tensor([0, 1]), 5)), ValueError,
+     r"^labels were checked for num_classes=5, these counts have num_classes=4$"),
+    ("length", lambda: K.ClassCounts(torch.zeros((5, 3), dtype=torch.int32), 5).add(
+        torch.ones((2, 3)), K.CheckedLabels(torch.tensor([0, 1, 2]), 5)), ValueError,
+     r"^labels has 3 entries but acts has 2 samples \(rows\)$"),
+    ("fused-classes", lambda: K.count_and_pack(torch.ones((2, 3)), K.CheckedLabels(torch.tensor([0, 1]), 5), 4),
+     ValueError, r"^labels were checked for num_classes=5, got num_classes=4$"),
+]
+
+
+@pytest.mark.parametrize("make, exc, rx", [pytest.param(*r[1:], id=r[0]) for r in BAD_CHECKED])
+def test_bad_checked_labels_are_refused(make, exc, rx):
+    with pytest.raises(exc, match=rx):
+        make()
+
+
+def test_checked_labels_keep_their_own_copy():
+    labels = torch.tensor([0, 1, 2])
+    checked = K.CheckedLabels(labels, 3)
+    labels[0] = 7  # the caller's tensor changes; what was checked does not
+    assert checked.values.tolist() == [0, 1, 2] and not checked.values.flags.writeable

@@ -38,7 +38,7 @@ ROWS = 200_000  # more than 3 * 65535: every 16-bit counter must be flushed seve
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("strategy", ["direct", "wide", "sorted"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("classes", [1, 2], ids=["one-class", "two-classes"])
 @pytest.mark.parametrize("dtype", ["bool", "float16", "bfloat16"])
@@ -51,7 +51,7 @@ def test_narrow_counters_flush(dtype, classes, threads, strategy, backend):
 
 
 @pytest.mark.parametrize("backend", CPU)
-@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("strategy", ["direct", "wide", "sorted"])
 @pytest.mark.parametrize("dtype", ["bool", "float16"])
 def test_narrow_counters_flush_mixed(dtype, strategy, backend):
     """Partly active columns (densities 0, 0.3, 0.9, 0.999, 1) in three classes, one thread,

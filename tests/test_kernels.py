@@ -80,7 +80,7 @@ def test_class_counts_layouts(backend, how, dtype):
 
 
 @pytest.mark.parametrize("backend", [p for p in backend_params("class_counts") if p.values[0] in ("cpp", "numba")])
-@pytest.mark.parametrize("strategy", ["direct", "sorted"])
+@pytest.mark.parametrize("strategy", ["direct", "wide", "sorted"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_strategies_and_threads(backend, strategy, threads, dtype):

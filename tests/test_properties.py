@@ -66,7 +66,7 @@ def active(a: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", CPU)
 @SETTINGS
-@given(p=problems(), strategy=st.sampled_from(["auto", "direct", "sorted"]), threads=st.sampled_from([None, 1, 2]))
+@given(p=problems(), strategy=st.sampled_from(["auto", "direct", "wide", "sorted"]), threads=st.sampled_from([None, 1, 2]))
 def test_backend_equals_reference(backend, p, strategy, threads):
     a, lab, c, nonfinite = p
     want = reference(a, lab, c)

@@ -19,6 +19,7 @@ from nnphases.experiments import data, train
 
 from nnphases import kernels
 from nnphases.recording.measures import EvalStats, Masks, Probes, SampleSets
+from nnphases.recording.measures import eval_stats
 from nnphases.recording.recorder import Recorder, RecorderOptions
 from nnphases.recording.schedule import Schedule
 from nnphases.store import RunDir, read_table
@@ -379,3 +380,34 @@ def test_a_setup_stored_before_an_option_existed_is_the_same_setup(tmp_path):
     Recorder(_mlp(), (x, y), Schedule((0, 1), 1), out)
     with pytest.raises(ValueError, match="another setup"):
         Recorder(_mlp(), (x, y), Schedule((0, 1), 1), out, [SampleSets(node_tables="never"), EvalStats()])
+
+
+# -- loss and accuracy --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("buffer", [7, 64, 1 << 16])
+@pytest.mark.parametrize("batch, mean_loss", [(64, False), (37, False), (5000, False), (37, True)])
+def test_loss_sums_do_not_depend_on_how_losses_are_buffered(tmp_path, monkeypatch, buffer, batch, mean_loss):
+    """The stats table's loss is the fixed-point sum of the per-sample losses (or of batch means x size), the
+    same bits whether they are summed a batch at a time or held in a buffer of any size (smaller than a batch
+    too), and the accuracy is the share of correct samples."""
+    monkeypatch.setattr(eval_stats, "_BUFFER", buffer)
+    x, y = _set()
+    model = _conv()
+    per_sample = eval_stats.cross_entropy_per_sample
+    loss_fn = (lambda z, t: per_sample(z, t).mean()) if mean_loss else None
+    rec = Recorder(model, (x, y), Schedule((0,), 1), tmp_path / "run", [SampleSets(), EvalStats(loss_fn=loss_fn)],
+                   options=RecorderOptions(batch_size=batch, background_writes=False))
+    rec.measure(0)
+    rec.close()
+    with torch.no_grad():
+        logits = torch.cat([model(x[s:s + batch]) for s in range(0, len(y), batch)])
+    if mean_loss:
+        values = torch.stack([per_sample(logits[s:s + batch], y[s:s + batch]).mean().double() * len(y[s:s + batch])
+                              for s in range(0, len(y), batch)])
+    else:
+        values = per_sample(logits, y).double()
+    units = torch.floor(values)
+    fixed = int(units.sum()) * 2**32 + int(torch.floor((values - units) * 2**32).to(torch.int64).sum())
+    row = read_table(tmp_path / "run", "stats").query("split == 'val'").iloc[0]
+    assert row["loss"] == fixed / 2**32 / len(y)
+    assert row["accuracy"] == int((logits.argmax(1) == y).sum()) / len(y)

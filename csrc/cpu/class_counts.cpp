@@ -1,11 +1,18 @@
 // class_counts on the CPU: one pass over the activations, exact counts added into
-// the caller's int32 or int64 table (O). Direct strategy: each thread adds every
-// row's 0/1 vector into its own narrow counter table [classes, nodes] (the row's
-// label picks the table row); narrow counters are flushed into O before they can
-// overflow (thread 0 flushes straight into the output, the others into tables of
-// O summed into it at the end). Sorted strategy, for
-// tables that do not fit in cache: samples are grouped by class once and threads
-// split the node axis, summing one class's rows into a small row buffer.
+// the caller's int32 or int64 table (O). Direct strategies keep one counter row per
+// class that the call's labels name (a class seen for the first time gets its row
+// then), so a call costs its rows plus its classes' rows, never the whole table:
+// with 1,000 classes a batch of 1,000 samples names about 630 of them, and zeroing
+// and flushing all 1,000 rows of a 320-node table cost twice the counting.
+//   direct: each thread adds every row's 0/1 vector into narrow 16-bit counters of
+//     its label's row, flushed into O before they can overflow (thread 0 into the
+//     output, the others into rows of their own summed into it at the end);
+//   wide: rows are added straight into O-typed rows (thread 0: the output's), with
+//     no narrow counters to zero and flush: cheaper when the classes named have few
+//     rows each, as with many classes and small batches.
+// Sorted strategy, for tables that do not fit in cache: samples are grouped by class
+// once and threads split the node axis, summing one class's rows into a small row
+// buffer.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -13,6 +20,7 @@
 
 #include "../dispatch.h"
 #include "../ops.h"
+#include "class_rows.h"
 #include "parallel.h"
 #include "prefetch.h"
 
@@ -25,8 +33,8 @@ namespace {
 template <typename K>
 using Counter = uint16_t;
 
-template <typename K, bool Check>
-inline typename K::Bits add_row(const typename K::Bits* __restrict row, Counter<K>* __restrict acc, int64_t n) {
+template <typename K, bool Check, typename A>
+inline typename K::Bits add_row(const typename K::Bits* __restrict row, A* __restrict acc, int64_t n) {
   using U = typename K::Bits;
   constexpr int64_t block = 64 / sizeof(U) * 4;  // four cache lines
   // The non-finite test keeps one vector of lanes (the largest |bits| seen) across
@@ -37,13 +45,13 @@ inline typename K::Bits add_row(const typename K::Bits* __restrict row, Counter<
     prefetch_ahead(row + d0);
     for (int64_t i = 0; i < block; ++i) {
       const U b = row[d0 + i];
-      acc[d0 + i] += static_cast<Counter<K>>(K::active(b));
+      acc[d0 + i] += static_cast<A>(K::active(b));
       if (Check) big[i] = std::max(big[i], static_cast<U>(b & K::abs));
     }
   }
   for (int64_t d = d0; d < n; ++d) {
     const U b = row[d];
-    acc[d] += static_cast<Counter<K>>(K::active(b));
+    acc[d] += static_cast<A>(K::active(b));
     if (Check) big[0] = std::max(big[0], static_cast<U>(b & K::abs));
   }
   if (!Check) return 0;
@@ -58,37 +66,60 @@ void flush(C* narrow, O* wide, int64_t n) {
   std::memset(narrow, 0, n * sizeof(C));
 }
 
+// Rows per named class below which the wide strategy beats the narrow counters
+// (auto): measured crossover in benchmarks/bench_class_counts.py.
+constexpr int64_t kWideRowsPerClass = 8;
+
 template <typename K, bool Check, typename O>
 bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const int32_t* labels, int64_t C,
-            O* out, int threads) {
+            O* out, int threads, bool wide) {
   using Cnt = Counter<K>;
   const int64_t limit = std::numeric_limits<Cnt>::max();
   const int nt = resolve_threads(threads, std::min(S / 64 + 1, element_items(S * N)));
-  std::vector<std::vector<O>> wide(nt);
+  std::vector<ClassRows<O>*> own(nt, nullptr);  // rows of threads past the first, summed into out at the end
+  std::vector<ClassRows<O>> keep;
+  keep.reserve(nt);
+  for (int t = 1; t < nt; ++t) {
+    int64_t s0, s1;
+    split_range(S, nt, t, 64, s0, s1);
+    keep.emplace_back(C, std::min(C, std::max<int64_t>(s1 - s0, 1)), N);
+    own[t] = &keep.back();
+  }
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t s0, s1;
     split_range(S, nt, t, 64, s0, s1);
-    O* total = out;
-    if (t > 0) {
-      wide[t].assign(C * N, 0);
-      total = wide[t].data();
-    }
-    std::vector<Cnt> narrow(C * N, 0);
+    const int64_t most = std::min(C, std::max<int64_t>(s1 - s0, 1));
+    auto target = [&](int32_t c) { return t == 0 ? out + static_cast<int64_t>(c) * N : own[t]->row(c, N); };
     typename K::Bits any = 0;
-    for (int64_t s = s0; s < s1; s += limit) {
-      const int64_t e = std::min(s1, s + limit);
-      for (int64_t r = s; r < e; ++r)
-        any |= add_row<K, Check>(acts + r * rs, narrow.data() + labels[r] * N, N);
-      flush(narrow.data(), total, C * N);
+    if (wide) {
+      for (int64_t r = s0; r < s1; ++r) any |= add_row<K, Check>(acts + r * rs, target(labels[r]), N);
+    } else {
+      ClassRows<Cnt> narrow(C, most, N);
+      for (int64_t s = s0; s < s1; s += limit) {
+        const int64_t e = std::min(s1, s + limit);
+        for (int64_t r = s; r < e; ++r) any |= add_row<K, Check>(acts + r * rs, narrow.row(labels[r], N), N);
+        for (size_t k = 0; k < narrow.cls.size(); ++k)
+          flush(narrow.rows.get() + k * N, target(narrow.cls[k]), N);
+      }
     }
     bad[t] = any != 0;
   });
-  for (int t = 1; t < nt; ++t)
-    for (int64_t i = 0; i < C * N; ++i) out[i] += wide[t][i];
+  for (int t = 1; t < nt; ++t) own[t]->add_into(out, N);
   for (int b : bad)
     if (b) return true;
   return false;
+}
+
+// The labels' classes named at least once.
+inline int64_t classes_named(const int32_t* labels, int64_t S, int64_t C) {
+  std::vector<uint8_t> seen(C, 0);
+  int64_t named = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    named += seen[labels[s]] == 0;
+    seen[labels[s]] = 1;
+  }
+  return named;
 }
 
 template <typename K, bool Check, typename O>
@@ -140,13 +171,15 @@ bool count(const void* acts, int kind, int64_t S, int64_t N, int64_t rs, const i
     using K = decltype(k);
     using U = typename K::Bits;
     const U* a = static_cast<const U*>(acts);
+    // strategy: 0 auto, 1 direct, 2 sorted, 3 wide.
     const bool use_sorted =
         strategy == 2 || (strategy == 0 && C * N * static_cast<int64_t>(sizeof(Counter<K>)) > kDirectTableBytes);
     if (use_sorted)
       return check_finite ? sorted<K, true>(a, S, N, rs, labels, C, out, threads)
                           : sorted<K, false>(a, S, N, rs, labels, C, out, threads);
-    return check_finite ? direct<K, true>(a, S, N, rs, labels, C, out, threads)
-                        : direct<K, false>(a, S, N, rs, labels, C, out, threads);
+    const bool wide = strategy == 3 || (strategy == 0 && S < kWideRowsPerClass * classes_named(labels, S, C));
+    return check_finite ? direct<K, true>(a, S, N, rs, labels, C, out, threads, wide)
+                        : direct<K, false>(a, S, N, rs, labels, C, out, threads, wide);
   });
 }
 

@@ -23,6 +23,7 @@
 
 #include "../dispatch.h"
 #include "../ops.h"
+#include "class_rows.h"
 #include "parallel.h"
 #include "prefetch.h"
 
@@ -126,23 +127,32 @@ bool run(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const i
   const bool stream = Pack && reinterpret_cast<uintptr_t>(packed) % 8 == 0 && row_bytes % 8 == 0;
   const int64_t w = Pack ? std::min(N, kTile) : N;
   const bool whole = stream && w == N;  // one tile: the previous window's lines are still in the other buffer
-  std::vector<std::vector<O>> wide(nt);
+  // Counter rows of the classes each thread sees (class_rows.h); threads past the first flush into rows of
+  // their own, summed into out at the end.
+  const auto most = [&](int t) {
+    int64_t s0, s1;
+    split_range(S, nt, t, kLineSamples, s0, s1);
+    return Count ? std::min(C, std::max<int64_t>(s1 - s0, 1)) : 0;
+  };
+  std::vector<ClassRows<O>> own;
+  own.reserve(nt);
+  for (int t = 0; t < nt; ++t) own.emplace_back(Count && t > 0 ? C : 0, t > 0 ? most(t) : 0, N);
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t s0, s1;
     split_range(S, nt, t, kLineSamples, s0, s1);
     std::vector<U> acc_buf(Pack ? w : 0);
     std::vector<uint64_t> line_buf(Pack ? w * 8 : 0), prev_buf(whole ? w * 8 : 0);
-    std::vector<Counter> cnt_buf(Count ? C * N : 0, 0);
-    O* total = out;
-    if (Count && t > 0) {
-      wide[t].assign(C * N, 0);
-      total = wide[t].data();
-    }
+    ClassRows<Counter> cnt(Count ? C : 0, most(t), N);
+    auto flush_all = [&] {
+      for (size_t k = 0; k < cnt.cls.size(); ++k) {
+        const int32_t c = cnt.cls[k];
+        flush(cnt.rows.get() + static_cast<int64_t>(k) * N, N, t == 0 ? out + static_cast<int64_t>(c) * N : own[t].row(c, N));
+      }
+    };
     U* __restrict acc = acc_buf.data();
     uint64_t* line = line_buf.data();
     uint64_t* prev = prev_buf.data();
-    Counter* cnt = cnt_buf.data();
     U any = 0;
     int64_t since_flush = 0;
     for (int64_t sb = s0; sb < s1; sb += kLineSamples) {
@@ -156,7 +166,7 @@ bool run(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const i
                                       : std::max<int64_t>(1, (kPrefetchBytes + seg - 1) / seg) * rs *
                                             static_cast<int64_t>(sizeof(U));
         const U* base = acts + a;
-        auto counters = [&](int64_t r) { return Count ? cnt + labels[r] * N + a : nullptr; };
+        auto counters = [&](int64_t r) { return Count ? cnt.row(labels[r], N) + a : nullptr; };
         if (Pack) {
           const int words = static_cast<int>((rows + 63) / 64);
           for (int k = 0; k < words; ++k) {
@@ -190,17 +200,16 @@ bool run(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, const i
         }
       }
       if (Count && (since_flush += rows) + kLineSamples > kFlushRows) {
-        flush(cnt, C * N, total);
+        flush_all();
         since_flush = 0;
       }
     }
-    if (Count && since_flush) flush(cnt, C * N, total);
+    if (Count && since_flush) flush_all();
     if (stream) _mm_sfence();  // streaming stores are weakly ordered: drain them before the join
     bad[t] = any != 0;
   });
   if (Count)
-    for (int t = 1; t < nt; ++t)
-      for (int64_t i = 0; i < C * N; ++i) out[i] += wide[t][i];
+    for (int t = 1; t < nt; ++t) own[t].add_into(out, N);
   for (int b : bad)
     if (b) return true;
   return false;

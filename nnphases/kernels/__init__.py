@@ -21,6 +21,7 @@ from .metrics import LayerMetrics, NodeMetrics
 __all__ = [
     "class_counts",
     "ClassCounts",
+    "CheckedLabels",
     "pack_masks",
     "count_and_pack",
     "packed_class_counts",
@@ -105,7 +106,9 @@ def class_counts(
     validated once, e.g. a fixed evaluation set): samples with out-of-range labels are then left out, never
     used as an index; on the CPU labels are always checked. ``threads`` (CPU backends) defaults to one per
     core this process may use (:func:`nnphases.kernels.cores.usable_cores`); ``strategy`` ('auto', 'direct',
-    'sorted') picks the CPU counting layout and exists for tests and benchmarks.
+    'wide', 'sorted') picks the CPU counting layout and exists for tests and benchmarks: 'auto' takes 'sorted' when
+    a thread's 16-bit table would not fit in cache, else 'wide' (rows added straight into the output) when the
+    call has fewer than 8 rows per class its labels name, else 'direct' (16-bit counters per class, flushed).
     """
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)
@@ -299,7 +302,7 @@ def sample_agreement(
     return _on_host_rows("sample_agreement", p, backend, threads, idx)
 
 
-from ._accumulator import ClassCounts  # noqa: E402  (after class_counts, which it calls)
+from ._accumulator import CheckedLabels, ClassCounts  # noqa: E402  (after class_counts, which it calls)
 from ._fused import count_and_pack  # noqa: E402  (after the helpers it calls)
 
 

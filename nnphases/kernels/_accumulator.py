@@ -19,8 +19,15 @@ import numpy as np
 from . import _arrays, _validate
 from ._arrays import _SIGNED_OF_SIZE
 from ._dispatch import select
+from .cores import usable_cores
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
+
+
+def _lib_of(x: Array) -> str:
+    """numpy, torch or another library's name, by type alone (no checks)."""
+    return "numpy" if isinstance(x, np.ndarray) else type(x).__module__.split(".")[0]
+
 
 # The last torch labels checked, with their version, address, length and class count, a copy of their content, and
 # their checked int32 copy: every site of a batch is counted with the same labels. The tensor is held, so the entry
@@ -53,6 +60,43 @@ class _Layout:
     kind: Any
     fn: Callable[..., Any]
     out: np.ndarray  # the table as the backend writes it (a view of the caller's)
+    threads: int  # resolved once: finding the usable cores costs a system call
+
+
+class CheckedLabels:
+    """Host labels checked once for ``num_classes`` (1-D int32 or int64, every value in ``[0, num_classes)``) and
+    kept as the read-only int32 copy that native code indexes with. Hand the same object to
+    :meth:`ClassCounts.add` for every site of a batch: the labels are then checked and converted once per batch
+    rather than once per site (a copy cannot change under the check, so none is compared again)."""
+
+    __slots__ = ("num_classes", "values")
+
+    def __init__(self, labels: Array, num_classes: int) -> None:
+        self.num_classes = _validate.num_classes_value(num_classes)
+        lab = _arrays.describe(labels, "labels")
+        if lab.device != "cpu":
+            raise ValueError(f"labels must be on the host for CheckedLabels, got a {lab.lib} array on {lab.where}")
+        _validate.labels_for(lab, None, lab)
+        x = _arrays.to_numpy(labels)
+        _validate.label_range(x, self.num_classes)
+        values = np.array(x, dtype=np.int32)
+        values.flags.writeable = False
+        self.values = values
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def of_library(self, lib: str) -> Array:
+        """The values as an array of ``lib`` ("torch" or "numpy"), sharing their memory."""
+        if lib != "torch":
+            return self.values
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memory: the kernels only read labels
+            return torch.from_numpy(self.values)
 
 
 class ClassCounts:
@@ -98,7 +142,17 @@ class ClassCounts:
         from . import class_counts
 
         layout = self._layout
-        if layout is not None and self._fits(layout, acts, labels):
+        if type(labels) is CheckedLabels:
+            if labels.num_classes != self.num_classes:
+                raise ValueError(
+                    f"labels were checked for num_classes={labels.num_classes}, these counts have "
+                    f"num_classes={self.num_classes}"
+                )
+            if layout is not None and self._acts_fit(layout, acts) and len(labels) == acts.shape[0]:
+                self._kernel(layout, acts, labels.values)
+                return self.out
+            labels = labels.of_library(_lib_of(acts))
+        elif layout is not None and self._fits(layout, acts, labels):
             self._run(layout, acts, labels)
             return self.out
         class_counts(
@@ -147,26 +201,31 @@ class ClassCounts:
             kind,
             fn,
             _arrays.to_numpy(self.out),
+            self.threads if self.threads is not None else usable_cores(),
         )
 
     @staticmethod
-    def _fits(layout: _Layout, acts: Array, labels: Array) -> bool:
-        """The checks that keep native code safe: the accepted dtypes and width, dense aligned rows, one label
-        per sample, all on the host."""
+    def _acts_fit(layout: _Layout, acts: Array) -> bool:
+        """The checks on the activations that keep native code safe: the accepted dtype and width, dense
+        aligned rows on the host."""
         if type(acts) is not layout.acts_type or acts.dtype != layout.acts_dtype or acts.ndim != 2:
             return False
-        if acts.shape[1] != layout.nodes or type(labels) is not layout.labels_type:
-            return False
-        if labels.dtype != layout.labels_dtype or labels.ndim != 1 or labels.shape[0] != acts.shape[0]:
+        if acts.shape[1] != layout.nodes:
             return False
         if layout.acts_type is np.ndarray:
             return bool(acts.flags.c_contiguous and acts.flags.aligned)
-        return (
-            acts.device.type == "cpu"
-            and labels.device.type == "cpu"
-            and acts.is_contiguous()
-            and acts.data_ptr() % layout.itemsize == 0
-        )
+        return acts.device.type == "cpu" and acts.is_contiguous() and acts.data_ptr() % layout.itemsize == 0
+
+    @classmethod
+    def _fits(cls, layout: _Layout, acts: Array, labels: Array) -> bool:
+        """:meth:`_acts_fit`, and labels of the accepted type and dtype, one per sample, on the host."""
+        if type(labels) is not layout.labels_type or labels.dtype != layout.labels_dtype or labels.ndim != 1:
+            return False
+        if labels.shape[0] != acts.shape[0]:
+            return False
+        if layout.labels_type is not np.ndarray and labels.device.type != "cpu":
+            return False
+        return cls._acts_fit(layout, acts)
 
     def _host_labels(self, layout: _Layout, labels: Array) -> np.ndarray:
         """The labels as checked int32, once per torch tensor, class count and content: the counters of a batch's
@@ -190,7 +249,9 @@ class ClassCounts:
         return y
 
     def _run(self, layout: _Layout, acts: Array, labels: Array) -> None:
-        lab = self._host_labels(layout, labels)
+        self._kernel(layout, acts, self._host_labels(layout, labels))
+
+    def _kernel(self, layout: _Layout, acts: Array, lab: np.ndarray) -> None:
         if layout.acts_type is np.ndarray:
             x = acts.view(layout.storage)
         elif layout.signed is None:  # a dtype NumPy has: one conversion
@@ -204,7 +265,7 @@ class ClassCounts:
             self.num_classes,
             check_finite=self.check_finite,
             out=layout.out,
-            threads=self.threads,
+            threads=layout.threads,
             strategy=self.strategy,
         )
         if bad:

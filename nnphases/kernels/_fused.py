@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _arrays, _validate
+from ._accumulator import CheckedLabels
 from ._dispatch import select
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
@@ -25,12 +26,18 @@ def count_and_pack(
     by the CPU backends: the same arguments, checks, errors and results as those two calls (``out``, when
     given, receives the counts in place and is the first item returned). On a GPU, where no backend fuses the
     two, ``backend=None`` makes the two calls; a named backend that does not implement the kernel is refused.
+    ``labels`` may be a :class:`CheckedLabels` of the same ``num_classes``, whose values are not checked again.
     """
     from . import _labels, _nonfinite, _options, class_counts, pack_masks
 
     a = _arrays.describe(acts, "acts")
     kind = _validate.acts_kind(a)
     n = _validate.num_classes_value(num_classes)
+    checked = type(labels) is CheckedLabels
+    if checked:
+        if labels.num_classes != n:
+            raise ValueError(f"labels were checked for num_classes={labels.num_classes}, got num_classes={n}")
+        labels = labels.of_library(a.lib)
     lab = _arrays.describe(labels, "labels")
     _validate.labels_for(lab, a.shape[0], a)
     o = None
@@ -45,7 +52,8 @@ def count_and_pack(
         counts = class_counts(acts, labels, n, out=out, check_finite=check_finite, threads=threads)
         return counts, pack_masks(acts, check_finite=check_finite, threads=threads)
     b, fn = select("count_and_pack", a.device, backend)
-    _validate.label_range(lab.obj, n)
+    if not checked:
+        _validate.label_range(lab.obj, n)
     x = _arrays.to_native(_arrays.bits(a), b.native)
     if b.native == "numpy":
         x = x.view(kind.storage)

@@ -159,6 +159,6 @@ def out_for(o: Array, num_classes: int, nodes: int, ref: Array) -> None:
 
 
 def check_strategy(strategy: str) -> str:
-    if strategy not in ("auto", "direct", "sorted"):
-        raise ValueError(f"strategy must be 'auto', 'direct' or 'sorted', got {strategy!r}")
+    if strategy not in ("auto", "direct", "wide", "sorted"):
+        raise ValueError(f"strategy must be 'auto', 'direct', 'wide' or 'sorted', got {strategy!r}")
     return strategy

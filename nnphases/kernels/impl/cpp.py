@@ -16,7 +16,7 @@ except ImportError as e:  # the text is the reason shown by `nnphases backends`
         f"the C++ extension nnphases._C is not built ({e}); reinstall with a C++ compiler: pip install ."
     ) from None
 
-_STRATEGIES = {"auto": 0, "direct": 1, "sorted": 2}
+_STRATEGIES = {"auto": 0, "direct": 1, "sorted": 2, "wide": 3}
 
 
 def class_counts(

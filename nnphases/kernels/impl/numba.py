@@ -32,6 +32,9 @@ PACK_TILE = 16384
 # Nodes per tile in the sorted strategy: a row buffer of at most 128 KiB stays in
 # L2 while one class's rows stream through it.
 SORTED_TILE = 32768
+# Rows per class named in a call below which "auto" adds rows straight into the output ("wide") instead of
+# narrow counters that are zeroed and flushed per class; the C++ kernel's threshold (class_counts.cpp).
+WIDE_ROWS_PER_CLASS = 8
 
 
 def _counter_dtype(kind: Kind) -> np.dtype:
@@ -72,6 +75,40 @@ def _bits(kind: Kind) -> tuple[np.generic, np.generic, np.generic]:
 # --------------------------------------------------------------------------- kernels
 # Each factory closes over ``check`` so the non-finite test is compiled out of the
 # hot loop when not requested; Numba hashes closure cells into its cache key.
+
+
+def _make_wide(check: bool) -> Callable:
+    @_jit(parallel=True)
+    def wide(
+        flat: np.ndarray,
+        rs: int,
+        S: int,
+        N: int,
+        labels: np.ndarray,
+        zero: np.unsignedinteger,
+        inf: np.unsignedinteger,
+        absm: np.unsignedinteger,
+        nt: int,
+        out: np.ndarray,
+    ) -> bool:
+        # Threads split the nodes, so each adds into its own columns of the output and needs no table of its own.
+        bad = np.zeros(nt, np.bool_)
+        for t in prange(nt):
+            d0 = N * t // nt // 16 * 16
+            d1 = N if t == nt - 1 else N * (t + 1) // nt // 16 * 16
+            seen = False
+            for s in range(S):
+                row = flat[s * rs + d0 : s * rs + d1]
+                acc = out[labels[s], d0:d1]
+                for d in range(d1 - d0):
+                    b = row[d]
+                    acc[d] += (b != zero) & (b <= inf)
+                    if check:
+                        seen |= (b & absm) >= inf
+            bad[t] = seen
+        return bool(bad.any())
+
+    return wide
 
 
 def _make_direct(check: bool) -> Callable:
@@ -365,6 +402,7 @@ def _make_count_pack(check: bool) -> Callable:
 
 
 _DIRECT = {c: _make_direct(c) for c in (False, True)}
+_WIDE = {c: _make_wide(c) for c in (False, True)}
 _SORTED = {c: _make_sorted(c) for c in (False, True)}
 _PACK = {c: _make_pack(c) for c in (False, True)}
 _COUNT_PACK = {c: _make_count_pack(c) for c in (False, True)}
@@ -526,8 +564,13 @@ def class_counts(
     limit = int(np.iinfo(cdt).max)
     if strategy == "auto":
         strategy = "direct" if C * N * cdt.itemsize <= DIRECT_TABLE_BYTES else "sorted"
+        if strategy == "direct" and S < WIDE_ROWS_PER_CLASS * int(np.count_nonzero(np.bincount(labels, minlength=C))):
+            strategy = "wide"
     with _num_threads(threads) as nthreads:
-        if strategy == "direct":
+        if strategy == "wide":
+            # Threads on node ranges of at least 1024: fewer leave each too little of a row.
+            bad = _WIDE[check](flat, rs, S, N, labels, zero, inf, absm, max(1, min(nthreads, N // 1024)), out)
+        elif strategy == "direct":
             # Tiny inputs do not pay for a second table and thread.
             nt = max(1, min(nthreads, S // 64))
             narrow = np.zeros((nt, C, N), cdt)

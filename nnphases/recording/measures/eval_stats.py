@@ -22,6 +22,7 @@ _SPLIT = {"train": "train", "eval": "val"}
 # Losses are summed in fixed point, as whole units and 2^-32 fractions in two int64 counters, so that the sum is
 # exact, independent of batching and of how samples are split across processes (float sums are not).
 _SCALE = 2**32
+_BUFFER = 1 << 16  # per-sample losses held before they are summed
 _LIMIT = 2**30  # a per-sample loss this large is a diverged run; it also keeps the int64 sums from overflowing
 
 
@@ -77,6 +78,11 @@ class EvalStats(Measure):
         # units, 2^-32s, correct, and samples whose loss is not finite or beyond the limit (summed like the rest,
         # so every process of a world sees a divergence anywhere)
         self._sums = {p: torch.zeros(4, dtype=torch.int64, device=dev) for p in _SPLIT}
+        # Per-sample losses wait here and are summed in fixed point a buffer at a time: per batch, one copy and
+        # the accuracy's three small ops instead of a dozen (on a 9x320 MLP's batches of 1,000 those cost 0.05x
+        # of a plain pass).
+        self._buffer = torch.empty(_BUFFER, dtype=torch.float64, device=dev)
+        self._filled = 0
         self._rows = []
 
     def update_batch(self, p: Pass, batch: Batch, logits: torch.Tensor) -> None:
@@ -85,21 +91,39 @@ class EvalStats(Measure):
         loss = self.loss_fn(logits, batch.y)
         if not isinstance(loss, torch.Tensor) or loss.shape not in ((), (batch.size,)):
             raise TypeError(f"loss_fn must return per-sample losses [{batch.size}] or their mean, got {loss!r:.80}")
-        values = loss.detach().double().reshape(-1)
+        values = loss.detach().reshape(-1)
         if values.numel() == 1 and batch.size != 1:
-            values = values * batch.size  # the batch mean: its sum, exact per batch
+            values = values.double() * batch.size  # the batch mean: its sum, exact per batch
         s = self._sums[p]
+        s[2] += (logits.argmax(dim=1) == batch.y).sum()
+        k = values.numel()
+        if self._filled + k > _BUFFER:
+            self._fold(p)
+        if k > _BUFFER:
+            self._add(s, values.double())
+            return
+        self._buffer[self._filled : self._filled + k].copy_(values)
+        self._filled += k
+
+    def _fold(self, p: Pass) -> None:
+        """Adds the buffered losses into the sums of pass ``p``."""
+        if self._filled:
+            self._add(self._sums[p], self._buffer[: self._filled])
+            self._filled = 0
+
+    @staticmethod
+    def _add(s: torch.Tensor, values: torch.Tensor) -> None:
         bad = ~(values.abs() < _LIMIT)  # NaN too
         s[3] += bad.sum()
         values = torch.where(bad, 0.0, values)  # the pass fails at its end; the sums must not overflow meanwhile
         units = torch.floor(values)
         s[0] += units.to(torch.int64).sum()
         s[1] += torch.floor((values - units) * _SCALE).to(torch.int64).sum()
-        s[2] += (logits.argmax(dim=1) == batch.y).sum()
 
     def end_pass(self, p: Pass, class_sizes: np.ndarray, samples: int) -> None:
         if p not in _SPLIT:
             return
+        self._fold(p)
         units, fraction, correct, bad = (int(v) for v in self._sums[p].tolist())
         if bad:
             raise FloatingPointError(
@@ -109,7 +133,10 @@ class EvalStats(Measure):
         self._rows.append({"split": _SPLIT[p], "loss": loss, "accuracy": correct / max(1, samples)})
 
     def sums(self, p: Pass) -> dict[str, torch.Tensor]:
-        return {f"loss_correct:{p}": self._sums[p]} if p in _SPLIT else {}
+        if p not in _SPLIT:
+            return {}
+        self._fold(p)
+        return {f"loss_correct:{p}": self._sums[p]}
 
     def compute(self) -> Output:
         rows = sorted(self._rows, key=lambda r: r["split"] != "val")  # val first, as runs always stored them

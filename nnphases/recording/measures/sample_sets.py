@@ -67,6 +67,8 @@ def nodes_of(shape: tuple[int, ...], per_channel: bool) -> int:
 def node_view(z: torch.Tensor, per_channel: bool) -> torch.Tensor:
     """``[batch, nodes]`` activations of a site's output: flattened, or per channel the maximum over positions
     (> 0 exactly when the channel is active somewhere, as a ReLU output is >= 0)."""
+    if z.dim() == 2:
+        return z
     b = z.shape[0]
     if per_channel and z.dim() > 2:
         return z.reshape(b, z.shape[1], math.prod(z.shape[2:])).amax(dim=2)
@@ -153,6 +155,8 @@ class SampleSets(Measure):
         self.nodes = {s: nodes_of(binding.sites[s], self.options.per_channel) for s in self.sites}
         self._acc: dict[str, torch.Tensor] = {}
         self._counters: dict[str, kernels.ClassCounts] = {}
+        self._labels_of: Batch | None = None
+        self._checked: kernels.CheckedLabels | torch.Tensor | None = None
 
     def passes(self) -> dict[Pass, Collection[str]]:
         return {"eval": self.sites}
@@ -172,8 +176,17 @@ class SampleSets(Measure):
             for s, a in self._acc.items()
         }
 
+    def _labels(self, batch: Batch) -> kernels.CheckedLabels | torch.Tensor:
+        """The batch's labels, on the host checked once for all the sites that count them."""
+        if self._labels_of is not batch or self._checked is None:
+            assert self.binding is not None
+            y = batch.y
+            self._labels_of = batch
+            self._checked = kernels.CheckedLabels(y, self.binding.num_classes) if y.device.type == "cpu" else y
+        return self._checked
+
     def update(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> None:
-        self._counters[site].add(node_view(z, self.options.per_channel), batch.y)
+        self._counters[site].add(node_view(z, self.options.per_channel), self._labels(batch))
 
     def update_and_pack(self, p: Pass, site: str, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """:meth:`update` that also returns the site's packed masks (``pack_masks`` of the same nodes) from the
@@ -182,7 +195,7 @@ class SampleSets(Measure):
         assert self.binding is not None
         _, packed = kernels.count_and_pack(
             node_view(z, self.options.per_channel),
-            batch.y,
+            self._labels(batch),
             self.binding.num_classes,
             out=self._acc[site],
             backend=self.options.backend,
@@ -199,6 +212,7 @@ class SampleSets(Measure):
     def compute(self) -> Output:
         counts = {s: a.cpu().numpy() for s, a in self._acc.items()}  # int32 or int64, as accumulated
         self._acc, self._counters = {}, {}
+        self._labels_of = self._checked = None
         o = self.options
         return Output(
             tables=sample_set_tables(
