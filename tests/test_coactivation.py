@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from kernel_tables import CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc, to_backend
+from kernel_tables import (CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc,
+                           to_backend)
 from nnphases.kernels._dispatch import refusal
 from test_mask_overlap import with_padding_set
 
@@ -111,6 +112,7 @@ def test_device_code_compiles_as_cupy_compiles_it(tmp_path):
 
 def test_tile_geometry_agrees_across_layers():
     cuh = (CSRC / "cuda" / "coactivation.cuh").read_text()
-    tile, threads = (int(re.search(rf"constexpr int {n} = (\d+);", cuh).group(1)) for n in ("kGramTile", "kGramThreads"))
+    tile, threads = (int(re.search(rf"constexpr int {n} = (\d+);", cuh).group(1))
+                     for n in ("kGramTile", "kGramThreads"))
     cupy_src = (CSRC.parent / "nnphases" / "kernels" / "impl" / "cupy.py").read_text()
     assert f"_GRAM_TILE, _GRAM_THREADS = {tile}, {threads}" in cupy_src

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from kernel_tables import CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc, to_backend
+from kernel_tables import (CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc,
+                           to_backend)
 from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, density, seed): node counts at and around the powers of two where the counters gain a bit
