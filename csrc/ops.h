@@ -118,6 +118,20 @@ const char* pack_masks_cuda(uintptr_t acts, int kind, int64_t samples, int64_t n
 const char* packed_class_counts_cuda(uintptr_t packed, int64_t nodes, int64_t row_bytes, uintptr_t class_offsets,
                                      int64_t num_classes, uintptr_t seg_word, uintptr_t seg_mask, uintptr_t out,
                                      int device, uintptr_t stream);
+// The popcount kernels on packed masks [nodes, row_bytes] (row_bytes = ceil(samples / 64) * 8), with the
+// CPU kernels' semantics; padding bits are never counted. mask_overlap: out int64 [2, num_classes, nodes] (the
+// AND counts, then the OR counts), per class under the segments, or with seg_word 0 whole rows, the last word
+// under last_mask. sample_popcounts: out int64 [samples], zeroed here. coactivation: out int64 [nodes, nodes].
+// sample_agreement: idx int64 [m] (in range), codes scratch of m * ceil(nodes / 64) uint64, out int64 [m, m].
+const char* mask_overlap_cuda(uintptr_t a, uintptr_t b, int64_t nodes, int64_t row_bytes, uintptr_t class_offsets,
+                              int64_t num_classes, uintptr_t seg_word, uintptr_t seg_mask, uint64_t last_mask,
+                              uintptr_t out, int device, uintptr_t stream);
+const char* sample_popcounts_cuda(uintptr_t packed, int64_t nodes, int64_t row_bytes, int64_t samples, uintptr_t out,
+                                  int device, uintptr_t stream);
+const char* coactivation_cuda(uintptr_t packed, int64_t nodes, int64_t row_bytes, int64_t samples, uintptr_t out,
+                              int device, uintptr_t stream);
+const char* sample_agreement_cuda(uintptr_t packed, int64_t nodes, int64_t row_bytes, uintptr_t idx, int64_t m,
+                                  uintptr_t codes, uintptr_t out, int device, uintptr_t stream);
 const char* cuda_device_report();
 #endif
 

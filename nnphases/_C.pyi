@@ -128,6 +128,32 @@ def packed_class_counts_cuda(
     device: int,
     stream: int,
 ) -> None: ...
+
+# The popcount kernels' launchers (csrc/cuda/): device pointers of packed masks read as 64-bit words; see csrc/ops.h.
+# mask_overlap_cuda: seg_word 0 means whole rows (one class, the last word under last_mask).
+def mask_overlap_cuda(
+    a: int,
+    b: int,
+    nodes: int,
+    row_bytes: int,
+    class_offsets: int,
+    num_classes: int,
+    seg_word: int,
+    seg_mask: int,
+    last_mask: int,
+    out: int,
+    device: int,
+    stream: int,
+) -> None: ...
+def sample_popcounts_cuda(
+    packed: int, nodes: int, row_bytes: int, samples: int, out: int, device: int, stream: int
+) -> None: ...
+def coactivation_cuda(
+    packed: int, nodes: int, row_bytes: int, samples: int, out: int, device: int, stream: int
+) -> None: ...
+def sample_agreement_cuda(
+    packed: int, nodes: int, row_bytes: int, idx: int, m: int, codes: int, out: int, device: int, stream: int
+) -> None: ...
 def node_metrics_cuda_blocks(nodes: int) -> int: ...
 def node_metrics_cuda(
     counts: int,

@@ -570,23 +570,43 @@ def kernels_worker(opts: argparse.Namespace) -> None:
                 check(f"its check_metrics passes on {b}", True)
             except K.BackendError as e:
                 skip(f"gpu_report's metric check on {b}", str(e))
+        tables = gr.popcount_tables(300, 1000, 10, "cpu")
+        want = gr.popcount_truth(tables, "reference")
+        for b in ("cpp", "numba"):
+            try:
+                gr.check_popcounts(tables, b, want)
+                check(f"its check_popcounts passes on {b}", True)
+            except K.BackendError as e:
+                skip(f"gpu_report's popcount check on {b}", str(e))
+            except AssertionError as e:
+                check(f"its check_popcounts passes on {b}", False, str(e))
         return
     bw = gr.copy_bandwidth(1 << 30)
     figure("kernels: device copy bandwidth (read + write, 1 GiB)", bw / 1e9, "GB/s")
+    read_bw = gr.read_bandwidth(1 << 30)
+    figure("kernels: device read bandwidth (torch.sum of 1 GiB)", read_bw / 1e9, "GB/s")
+    peak, how = gr.popcount_peak()
+    if peak:
+        figure("kernels: integer popcount peak (estimate)", peak / 1e9, "G pair-words/s", how=how)
+    else:
+        skip("kernels: integer popcount peak", how)
     f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
     jobs: list[tuple[str, tuple[Any, ...]]] = [
-        ("counts", (60000, 4096, 10, f32)), ("metrics", (10, 524_288, 5000)), ("counts", (60000, 4096, 100, f32)),
+        ("counts", (60000, 4096, 10, f32)), ("metrics", (10, 524_288, 5000)), ("popcount", (4096, 100_000, 10)),
+        ("counts", (60000, 4096, 100, f32)), ("popcount", (300_000, 1000, 10)),
         ("counts", (60000, 4096, 10, f16)), ("counts", (60000, 4096, 10, bf16)), ("counts", (12000, 2880, 10, f32)),
         ("counts", (1000, 300_000, 10, f32)), ("metrics", (100, 131_072, 500)), ("counts", (1000, 300_000, 100, f16)),
     ]
     for kind, a in jobs:
-        what = f"{kind} {'x'.join(map(str, a[:2]))} " + (f"{str(a[3]).replace('torch.', '')} C={a[2]}"
-                                                         if kind == "counts" else f"C={a[0]}")
+        classes = a[0] if kind == "metrics" else a[2]
+        what = f"{kind} {'x'.join(map(str, a[:2]))} " + (f"{str(a[3]).replace('torch.', '')} C={classes}"
+                                                         if kind == "counts" else f"C={classes}")
         if time.monotonic() > stop - 25:  # leave nnphases bench its turn
             skip(f"kernels: {what}", "the stage's deadline is near")
             continue
         try:
             rows = (gr.case(*a, bw, ["cuda", "cupy"]) if kind == "counts"
+                    else gr.popcount_case(*a, read_bw, peak, ["cuda", "cupy"]) if kind == "popcount"
                     else gr.metrics_case(*a, bw, ["cuda", "cupy"]))
             check(f"{what}: every backend matches the reference", True)
         except AssertionError as e:
@@ -626,9 +646,11 @@ def report_rows(kind: str, rows: list[Any]) -> None:
             what = what if "_kernel" in what else f"{' '.join(main.split()[:2])}: {what}"
         else:
             main, timing = what, "back to back" if "async" in what else "whole call"
-        if r.seconds is not None:
-            figure(f"kernels: {r.case}: {what}", r.of_copy, "of copy", timing=timing, seconds=r.seconds,
-                   gb_per_s=r.nbytes / r.seconds / 1e9, target=kernel_target(kind, r))
+        if r.seconds is not None and r.of_copy is None:  # no yardstick: its time only
+            figure(f"kernels: {r.case}: {what}", r.seconds * 1e3, "ms", timing=timing, seconds=r.seconds)
+        elif r.seconds is not None:
+            figure(f"kernels: {r.case}: {what}", r.of_copy, f"of {r.yardstick}", timing=timing, seconds=r.seconds,
+                   gb_per_s=r.nbytes / r.seconds / 1e9, rate_unit=f"G{r.work}/s", target=kernel_target(kind, r))
         else:
             skip(f"kernels: {r.case}: {what}", r.note)
 

@@ -3,6 +3,10 @@ dtypes, and random inputs with the values that trip sign tests."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +29,11 @@ def backend_params(kernel: str) -> list:
             marks.append(pytest.mark.cuda)
         params.append(pytest.param(name, id=name, marks=marks))
     return params
+
+
+def gpu_params(kernel: str) -> list:
+    """The GPU rows of :func:`backend_params`: marked ``cuda``, skipped with the reason where unavailable."""
+    return [p for p in backend_params(kernel) if device_of(p.values[0]) == "cuda"]
 
 
 def device_of(backend: str) -> str:
@@ -101,3 +110,22 @@ def case_seed(*parts: object) -> int:
     import zlib
 
     return zlib.crc32(repr(parts).encode())
+
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+
+
+def device_code_compiles(header: str, kernels: list[str], tmp_path: Path) -> None:
+    """csrc/cuda/<header> alone, as CuPy's NVRTC gets it (included by a file with nothing else: NVRTC has no
+    standard headers), every kernel in ``kernels`` (the names the cupy backend launches) taken by address so that
+    each template is instantiated, compiled by nvcc with setup.py's flags for one architecture (sm_90)."""
+    text = (CSRC / "cuda" / header).read_text()
+    assert not any(line.lstrip().startswith("#include <") for line in text.splitlines()), "NVRTC has no std headers"
+    src = tmp_path / "rtc.cu"
+    src.write_text(f'#include "cuda/{header}"\n\nvoid* kernels[] = {{\n'
+                   + "".join(f"    (void*)&{k},\n" for k in kernels) + "};\n")
+    cmd = [shutil.which("nvcc") or "nvcc", "-c", str(src), "-o", str(tmp_path / "rtc.o"), "-O3", "-std=c++17",
+           f"-I{CSRC}", "-gencode=arch=compute_90,code=sm_90"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"

@@ -1,15 +1,22 @@
 """coactivation: |S_i ∩ S_j| for every pair of nodes of a layer, on every backend, exactly equal to the 0/1
 matrix product of the boolean activations the masks were packed from, whatever the padding bits hold; node counts
-around the kernels' 4-row and 64-row tiles and sample counts around the words and word chunks."""
+around the kernels' 4-row and 64-row tiles and sample counts around the words and word chunks (256 words on the
+CPU, 32 on the GPU); the GPU backends, on their callers' own arrays, exactly equal to the reference on the same
+tables and to the cpp backend on a 4,096-node layer over 100,000 samples, in no more device memory than the
+result; and, without a GPU, that the device code compiles as CuPy compiles it."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import nnphases.kernels as K
-from kernel_tables import backend_params, device_of
+from kernel_tables import (CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc,
+                           to_backend)
+from nnphases.kernels._dispatch import refusal
 from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, density, seed)
@@ -59,3 +66,53 @@ def test_numpy_in_numpy_out_and_threads(backend):
         got = K.coactivation(packed, 2000, backend=backend, threads=threads)
         assert isinstance(got, np.ndarray)
         np.testing.assert_array_equal(got, product(a))
+
+
+# ----------------------------------------------------------------- the GPU backends against the reference
+@pytest.mark.parametrize("backend", gpu_params("coactivation"))
+@pytest.mark.parametrize("samples, nodes, density, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_gpu_matches_the_reference(backend, samples, nodes, density, seed):
+    """The CPU rows' tables in the GPU caller's own arrays: the reference's integers, in the caller's kind of array
+    on its device, named and automatic."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((samples, nodes)) < density
+    packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
+    want = K.coactivation(packed, samples, backend="reference").numpy()
+    x = to_backend(packed, backend)
+    for bk in (backend, None):
+        got = K.coactivation(x, samples, backend=bk)
+        assert type(got) is type(x) and host(got).dtype == np.int64
+        np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", gpu_params("coactivation"))
+def test_gpu_a_4096_node_layer_over_100k_samples(backend):
+    """The size the tiles are for: exact against the cpp backend (the reference would unpack 400 M bits), and on
+    cuda the call's device memory is the result's, no more (the tiles live in shared memory)."""
+    if refusal("cpp", "coactivation", "cpu"):
+        pytest.skip(f"cpp: {refusal('cpp', 'coactivation', 'cpu')}")
+    samples, nodes = 100_000, 4096
+    g = torch.Generator(device="cuda").manual_seed(17)
+    packed = torch.randint(0, 256, (nodes, -(-samples // 64) * 8), dtype=torch.uint8, device="cuda", generator=g)
+    x = to_backend(packed, backend)  # every padding bit random: 0 or 1
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    got = K.coactivation(x, samples, backend=backend)
+    if backend == "cuda":
+        assert torch.cuda.max_memory_allocated() - base <= nodes * nodes * 8 + (2 << 20)
+    want = K.coactivation(packed.cpu().numpy(), samples, backend="cpp")
+    np.testing.assert_array_equal(host(got), want)
+
+
+@needs_nvcc
+def test_device_code_compiles_as_cupy_compiles_it(tmp_path):
+    device_code_compiles("coactivation.cuh", ["nnp::popcount_gram_kernel<false>"], tmp_path)
+
+
+def test_tile_geometry_agrees_across_layers():
+    cuh = (CSRC / "cuda" / "coactivation.cuh").read_text()
+    tile, threads = (int(re.search(rf"constexpr int {n} = (\d+);", cuh).group(1))
+                     for n in ("kGramTile", "kGramThreads"))
+    cupy_src = (CSRC.parent / "nnphases" / "kernels" / "impl" / "cupy.py").read_text()
+    assert f"_GRAM_TILE, _GRAM_THREADS = {tile}, {threads}" in cupy_src

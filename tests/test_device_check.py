@@ -96,6 +96,27 @@ def test_gpu_report_rows_become_named_figures_with_the_issue_targets(capsys):
     assert [t["met"] for t in verdicts] == [1e9 / 4e-4 / bw >= 0.92] * 2 + [True]
 
 
+def test_popcount_rows_become_figures_against_their_own_yardsticks(capsys):
+    """mask_overlap against the read bandwidth, coactivation against the popcount peak, sample_agreement in
+    milliseconds only (no yardstick); none of them carries a target."""
+    dc = _script()
+    gr = dc.load_gpu_report()
+    case = "4096x100000 masks"
+    rows = [gr.Row(case, "mask_overlap cuda", 1e-4, 10, 10**8, 2e12, "bit", yardstick="read"),
+            gr.Row(case, "  nnp_mask_overlap_rows only", 5e-5, 10, 10**8, 2e12, "bit", yardstick="read"),
+            gr.Row(case, "coactivation cuda", 1e-2, 10, 10**10, 2e12, "pair", yardstick="popcount peak", work="pw"),
+            gr.Row(case, "sample_agreement cuda", 2e-4, 10, 10**6, 0.0, "pair", work="bit")]
+    assert "0.50 of read" in rows[0].text() and "of" not in rows[3].text().split("Gbit/s")[1]
+    dc.report_rows("popcount", rows)
+    names = {f["name"]: f for f in dc.parse_results(capsys.readouterr().out)["figure"]}
+    assert names[f"kernels: {case}: mask_overlap cuda"]["unit"] == "of read"
+    assert names[f"kernels: {case}: mask_overlap cuda: nnp_mask_overlap_rows only"]["value"] == 1.0
+    assert names[f"kernels: {case}: coactivation cuda"]["unit"] == "of popcount peak"
+    assert names[f"kernels: {case}: coactivation cuda"]["value"] == 0.5
+    assert names[f"kernels: {case}: sample_agreement cuda"]["unit"] == "ms"
+    assert not any(f.get("target") for f in names.values())
+
+
 def test_pytest_counts_from_the_summary_line_or_from_the_lines_of_a_killed_run():
     dc = _script()
     assert dc.pytest_counts("x\n==== 3 failed, 1940 passed, 3 skipped, 8 deselected in 75.20s (0:01:15) ====\n") == {

@@ -4,6 +4,7 @@ the backend report and CLI, and results in the caller's kind of array."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -113,6 +114,41 @@ def test_gpu_backend_with_cpu_input(name, kernel):
         call(kernel, a, lab, backend=name)
     with pytest.raises(K.BackendError, match=rf"{name}: runs on cuda"):
         call(kernel, a.numpy(), lab.numpy(), backend=name)
+
+
+# The popcount kernels on packed masks: each call on the masks of small_inputs (100 samples, 7 nodes).
+POPCOUNT_CALLS = {
+    "mask_overlap": lambda p, **kw: K.mask_overlap(p, p, 100, **kw),
+    "sample_popcounts": lambda p, **kw: K.sample_popcounts(p, 100, **kw),
+    "coactivation": lambda p, **kw: K.coactivation(p, 100, **kw),
+    "sample_agreement": lambda p, **kw: K.sample_agreement(p, 100, np.array([0, 99]), **kw),
+}
+
+
+@pytest.mark.parametrize("kernel", list(POPCOUNT_CALLS))
+@pytest.mark.parametrize("name", ["cuda", "cupy"])
+def test_gpu_backend_with_cpu_masks(name, kernel):
+    packed = K.pack_masks(small_inputs()[0], backend="reference")
+    with pytest.raises(K.BackendError, match=rf"^no backend can run {kernel} on cpu: {name}: runs on cuda, the input"):
+        POPCOUNT_CALLS[kernel](packed, backend=name)
+
+
+@pytest.mark.parametrize("kernel", KERNELS + list(POPCOUNT_CALLS))
+@pytest.mark.parametrize("name", ["cuda", "cupy"])
+def test_gpu_backends_define_every_gpu_kernel(name, kernel):
+    """Read from the module's source, so that it holds where the backend cannot be imported: GPU input never falls
+    to the reference for want of a kernel, only for want of a GPU backend (whose refusal says why)."""
+    tree = ast.parse((ROOT / "nnphases" / "kernels" / "impl" / f"{name}.py").read_text())
+    assert kernel in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    why = refusal(name, kernel, "cuda")
+    assert why is None or "does not implement" not in why
+
+
+@pytest.mark.parametrize("kernel", list(POPCOUNT_CALLS))
+def test_auto_on_gpu_takes_the_first_gpu_backend_that_runs(kernel):
+    """cuda, then cupy, then the reference (here, without either, the reference)."""
+    want = next(n for n in AUTO_ORDER["cuda"] if refusal(n, kernel, "cuda") is None)
+    assert _dispatch.select(kernel, "cuda", None)[0].name == want
 
 
 def test_auto_refusal_lists_every_candidate(monkeypatch):

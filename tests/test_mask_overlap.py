@@ -1,6 +1,8 @@
 """mask_overlap: per node, |A ∩ B| and |A ∪ B| of two mask sets of one layer, in all and per class, on every
 backend, exactly equal to the counts taken from the boolean activations the masks were packed from (never from
-the packed bits themselves), whatever the padding bits hold."""
+the packed bits themselves), whatever the padding bits hold; the GPU backends, on their callers' own arrays (torch
+for cuda, CuPy for cupy), exactly equal to the reference on the same tables; and, without a GPU, that the device
+code compiles as CuPy compiles it."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from kernel_tables import backend_params, device_of
+from kernel_tables import backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc, to_backend
 
 # (id, samples, nodes, classes (0: no labels), density of A, density of B, seed)
 CASES = [
@@ -45,9 +47,8 @@ def with_padding_set(packed: torch.Tensor, samples: int) -> torch.Tensor:
     return torch.from_numpy(np.packbits(bits, axis=1, bitorder="little"))
 
 
-@pytest.mark.parametrize("backend", backend_params("mask_overlap"))
-@pytest.mark.parametrize("samples, nodes, classes, da, db, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_exact_against_the_activations(backend, samples, nodes, classes, da, db, seed):
+def table(samples: int, nodes: int, classes: int, da: float, db: float, seed: int):
+    """A case's activations a, b (bool [samples, nodes]), labels (or None) and masks (torch, padding bits set)."""
     rng = np.random.default_rng(seed)
     # A is the second mask set's samples partly kept, so that overlaps are neither empty nor total.
     a = rng.random((samples, nodes)) < da
@@ -57,6 +58,13 @@ def test_exact_against_the_activations(backend, samples, nodes, classes, da, db,
     labels = rng.integers(0, max(1, classes - (2 if classes > 5 else 0)), samples) if classes else None
     pa = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
     pb = with_padding_set(K.pack_masks(torch.from_numpy(b)), samples)
+    return a, b, labels, pa, pb
+
+
+@pytest.mark.parametrize("backend", backend_params("mask_overlap"))
+@pytest.mark.parametrize("samples, nodes, classes, da, db, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_exact_against_the_activations(backend, samples, nodes, classes, da, db, seed):
+    a, b, labels, pa, pb = table(samples, nodes, classes, da, db, seed)
     dev = device_of(backend)
     pa, pb = pa.to(dev), pb.to(dev)
     want = truth(a, b, labels, classes)
@@ -92,3 +100,43 @@ def test_a_set_against_itself_is_its_own_size():
     got = K.mask_overlap(pa, pa, 200).numpy()
     np.testing.assert_array_equal(got[0], a.sum(axis=0))
     np.testing.assert_array_equal(got[1], a.sum(axis=0))
+
+
+# ----------------------------------------------------------------- the GPU backends against the reference
+@pytest.mark.parametrize("backend", gpu_params("mask_overlap"))
+@pytest.mark.parametrize("samples, nodes, classes, da, db, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_gpu_matches_the_reference(backend, samples, nodes, classes, da, db, seed):
+    """The CPU rows' tables in the GPU caller's own arrays: the reference's integers, in the caller's kind of array
+    on its device, named and automatic (which takes the first GPU backend that runs)."""
+    _, _, labels, pa, pb = table(samples, nodes, classes, da, db, seed)
+    xa, xb = to_backend(pa, backend), to_backend(pb, backend)
+    want = K.mask_overlap(pa, pb, samples, backend="reference").numpy()
+    for bk in (backend, None):
+        got = K.mask_overlap(xa, xb, samples, backend=bk)
+        assert type(got) is type(xa) and host(got).dtype == np.int64
+        np.testing.assert_array_equal(host(got), want)
+    if classes:
+        lab = torch.from_numpy(labels)
+        want = K.mask_overlap(pa, pb, samples, labels=lab, num_classes=classes, backend="reference").numpy()
+        got = K.mask_overlap(xa, xb, samples, labels=to_backend(lab, backend), num_classes=classes, backend=backend)
+        assert type(got) is type(xa) and tuple(got.shape) == (2, classes, nodes)
+        np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", gpu_params("mask_overlap"))
+def test_gpu_strided_masks_and_many_nodes(backend):
+    """Masks that are a view (every other row: copied once on the device) and a layer of many short rows, where
+    several rows share a warp."""
+    rng = np.random.default_rng(15)
+    for samples, nodes in ((700, 20_001), (100, 3)):
+        a, b = rng.random((samples, 2 * nodes)) < 0.4, rng.random((samples, 2 * nodes)) < 0.6
+        pa = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
+        pb = with_padding_set(K.pack_masks(torch.from_numpy(b)), samples)
+        want = K.mask_overlap(pa[::2], pb[::2], samples, backend="reference").numpy()
+        got = K.mask_overlap(to_backend(pa, backend)[::2], to_backend(pb, backend)[::2], samples, backend=backend)
+        np.testing.assert_array_equal(host(got), want)
+
+
+@needs_nvcc
+def test_device_code_compiles_as_cupy_compiles_it(tmp_path):
+    device_code_compiles("mask_overlap.cuh", ["nnp_mask_overlap_rows", "nnp_mask_overlap_classes"], tmp_path)

@@ -1,5 +1,7 @@
 """sample_agreement: Hamming distances between chosen samples' codes across a layer's nodes, on every backend,
-exactly equal to the count of disagreeing nodes in the boolean activations the masks were packed from."""
+exactly equal to the count of disagreeing nodes in the boolean activations the masks were packed from; the GPU
+backends, on their callers' own arrays, exactly equal to the reference on the same tables; and, without a GPU,
+that the device code compiles as CuPy compiles it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 import nnphases.kernels as K
-from kernel_tables import backend_params, device_of
+from kernel_tables import backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc, to_backend
 from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, chosen: "all", "first", "spread", "repeat" or "one", density, seed)
@@ -63,3 +65,40 @@ def test_bad_inputs_are_named(call, error, message):
     packed = K.pack_masks(np.zeros((100, 4), np.float32))
     with pytest.raises(error, match=message):
         call(packed)
+
+
+# ----------------------------------------------------------------- the GPU backends against the reference
+@pytest.mark.parametrize("backend", gpu_params("sample_agreement"))
+@pytest.mark.parametrize("samples, nodes, kind, density, seed", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_gpu_matches_the_reference(backend, samples, nodes, kind, density, seed):
+    """The CPU rows' tables in the GPU caller's own arrays (masks and chosen indices): the reference's integers, in
+    the caller's kind of array on its device, named and automatic."""
+    rng = np.random.default_rng(seed)
+    a = rng.random((samples, nodes)) < density
+    chosen = torch.from_numpy(chosen_of(kind, samples, rng))
+    packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
+    want = K.sample_agreement(packed, samples, chosen, backend="reference").numpy()
+    x, c = to_backend(packed, backend), to_backend(chosen, backend)
+    for bk in (backend, None):
+        got = K.sample_agreement(x, samples, c, backend=bk)
+        assert type(got) is type(x) and host(got).dtype == np.int64
+        np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("backend", gpu_params("sample_agreement"))
+def test_gpu_many_chosen_over_a_wide_layer(backend):
+    """Several 64-row tiles of chosen samples (int32 indices, some repeated) over a layer of 2,000 nodes."""
+    rng = np.random.default_rng(18)
+    samples, nodes = 5000, 2000
+    a = rng.random((samples, nodes)) < 0.3
+    chosen = torch.from_numpy(np.r_[rng.choice(samples, 200, replace=False), [7, 7, samples - 1]].astype(np.int32))
+    packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
+    got = K.sample_agreement(to_backend(packed, backend), samples, to_backend(chosen, backend), backend=backend)
+    codes = a[chosen.numpy()].astype(np.int64)
+    want = codes.sum(1)[:, None] + codes.sum(1)[None, :] - 2 * codes @ codes.T
+    np.testing.assert_array_equal(host(got), want)
+
+
+@needs_nvcc
+def test_device_code_compiles_as_cupy_compiles_it(tmp_path):
+    device_code_compiles("sample_agreement.cuh", ["nnp_gather_codes", "nnp::popcount_gram_kernel<true>"], tmp_path)

@@ -54,4 +54,23 @@ inline int64_t rows_per_warp(int64_t samples, int64_t warps_per_segment) {
   return r > 32 ? r : 32;
 }
 
+// Lanes per node row of mask_overlap without labels: a power of two as wide as the row has words, at most a
+// warp, so short rows do not leave most of a warp idle.
+inline int overlap_lanes(int64_t words) {
+  int lanes = 1;
+  while (lanes < 32 && lanes < words) lanes *= 2;
+  return lanes;
+}
+
+// Rows per chunk of sample_popcounts: enough chunks for about two full waves of warps over the word columns,
+// each at least 128 rows (the counters' read-out and atomics stay a small part of a chunk's work) and at most
+// kPopChunkMax (255, what eight counter planes hold).
+inline int64_t popcount_chunk_rows(int64_t nodes, int64_t words) {
+  const int64_t columns = words > 32 ? (words + 31) / 32 : 1;
+  const int64_t warps = static_cast<int64_t>(sm_count()) * 64 * 2;
+  const int64_t chunks = (warps + columns - 1) / columns;
+  const int64_t r = (nodes + chunks - 1) / chunks;
+  return r < 128 ? 128 : (r > 255 ? 255 : r);
+}
+
 }  // namespace nnp

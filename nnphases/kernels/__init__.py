@@ -209,12 +209,14 @@ def _packed_rows(packed: Array, samples: int, name: str = "packed") -> tuple[_ar
     return p, n_samples
 
 
-def _on_host_rows(kernel: str, p: _arrays.Array, backend: str | None, threads: Any, *args: Any) -> Array:
-    """``kernel`` on the host copy of ``p``'s rows (read as 64-bit words), its result as the caller's array: the
-    popcount kernels have CPU backends only, so GPU inputs run on the reference."""
+def _on_rows(kernel: str, p: _arrays.Array, backend: str | None, threads: Any, *args: Any) -> Array:
+    """``kernel`` on ``p``'s rows read as 64-bit words, its result as the caller's array: GPU backends on the
+    caller's device and stream, host backends on a host copy (the reference also for GPU inputs, when it is named
+    or no GPU backend runs here)."""
     threads = _validate.threads_value(threads)
-    _, fn = select(kernel, p.device, backend)
-    return _arrays.like(fn(_arrays.to_numpy(_arrays.dense(p, 8)), *args, threads=threads), p)
+    b, fn = select(kernel, p.device, backend)
+    x = _arrays.to_native(_arrays.dense(p, 8), b.native)
+    return _arrays.like(fn(x, *args, **_options(b, p, threads)), p)
 
 
 def mask_overlap(
@@ -233,7 +235,7 @@ def mask_overlap(
     checkpoints, the same samples in the same order); padding bits are ignored. Returns int64 ``[2, nodes]``:
     row 0 is ``|A ∩ B|``, row 1 ``|A ∪ B|``; with ``labels`` (and ``num_classes``), int64
     ``[2, num_classes, nodes]``, the same per class. A node's Jaccard churn is ``1 - |A ∩ B| / |A ∪ B|``
-    (0 when both sets are empty). GPU backends do not implement it yet: GPU inputs run on the reference.
+    (0 when both sets are empty). GPU backends read the labels on the host once to build the class segments.
     """
     pa, n_samples = _packed_rows(a, samples, "a")
     pb, _ = _packed_rows(b, samples, "b")
@@ -253,29 +255,28 @@ def mask_overlap(
         _validate.label_range(lab.obj, n)
         host_labels = _labels(lab, "numpy")
     _validate.counts_fit(n, pa.shape[0], pa.device)
-    _, fn = select("mask_overlap", pa.device, backend)
-    xa = _arrays.to_numpy(_arrays.dense(pa, 8))
-    xb = _arrays.to_numpy(_arrays.dense(pb, 8))
-    out = fn(xa, xb, n_samples, host_labels, n, threads=threads)
+    bk, fn = select("mask_overlap", pa.device, backend)
+    xa = _arrays.to_native(_arrays.dense(pa, 8), bk.native)
+    xb = _arrays.to_native(_arrays.dense(pb, 8), bk.native)
+    out = fn(xa, xb, n_samples, host_labels, n, **_options(bk, pa, threads))
     return _arrays.like(out if labels is not None else out[:, 0], pa)
 
 
 def sample_popcounts(packed: Array, samples: int, *, backend: str | None = None, threads: int | None = None) -> Array:
     """How many nodes of one layer each sample activates: int64 ``[samples]`` from ``packed`` uint8
-    ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. GPU backends do
-    not implement it yet: GPU inputs run on the reference."""
+    ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored."""
     p, n_samples = _packed_rows(packed, samples)
-    return _on_host_rows("sample_popcounts", p, backend, threads, n_samples)
+    return _on_rows("sample_popcounts", p, backend, threads, n_samples)
 
 
 def coactivation(packed: Array, samples: int, *, backend: str | None = None, threads: int | None = None) -> Array:
     """How many samples each pair of nodes of one layer has in common: int64 ``[nodes, nodes]``, entry
     ``[i, j] = |S_i ∩ S_j|`` (the diagonal holds each node's sample-set size), from ``packed`` uint8
     ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; padding bits are ignored. The result
-    takes ``nodes² x 8`` bytes; the kernels need no more than that and a tile per thread. GPU backends do not
-    implement it yet: GPU inputs run on the reference."""
+    takes ``nodes² x 8`` bytes; the kernels need no more than that and a tile per thread (per block of 256
+    threads on the GPU, in shared memory)."""
     p, n_samples = _packed_rows(packed, samples)
-    return _on_host_rows("coactivation", p, backend, threads, n_samples)
+    return _on_rows("coactivation", p, backend, threads, n_samples)
 
 
 def sample_agreement(
@@ -286,7 +287,8 @@ def sample_agreement(
     uint8 ``[nodes, ceil(samples / 64) * 8]`` as :func:`pack_masks` makes it; ``chosen``: ``m`` sample indices
     in ``[0, samples)`` (int32 or int64, 1-D). The codes are gathered from the stored layout, never unpacked to
     bytes. Its agreement matrix ``nodes - distance`` is the binary-code kernel whose log-determinant scores a
-    network at initialisation (``nnphases.analysis.dynamics.code_score``). GPU inputs run on the reference."""
+    network at initialisation (``nnphases.analysis.dynamics.code_score``). ``chosen`` is read on the host once,
+    to check its range; GPU backends gather the codes on the device (``m x ceil(nodes / 64)`` words)."""
     import numpy as np
 
     p, n_samples = _packed_rows(packed, samples)
@@ -299,7 +301,7 @@ def sample_agreement(
     bad = np.flatnonzero((idx < 0) | (idx >= n_samples))
     if bad.size:
         raise ValueError(f"chosen[{int(bad[0])}] = {int(idx[bad[0]])} is outside [0, samples={n_samples})")
-    return _on_host_rows("sample_agreement", p, backend, threads, idx)
+    return _on_rows("sample_agreement", p, backend, threads, idx)
 
 
 from ._accumulator import CheckedLabels, ClassCounts  # noqa: E402  (after class_counts, which it calls)

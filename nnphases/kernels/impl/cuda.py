@@ -163,6 +163,105 @@ def _on_stream(stream: int, device: torch.device):
     return torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device))
 
 
+def _last_mask(samples: int) -> int:
+    """The bits of a row's last word that hold samples (all of them when the samples fill it)."""
+    return (1 << (samples % 64)) - 1 if samples % 64 else (1 << 64) - 1
+
+
+def mask_overlap(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    samples: int,
+    labels: np.ndarray | None,
+    num_classes: int,
+    *,
+    stream: int,
+    device: int,
+) -> torch.Tensor:
+    """-> int64 [2, classes, nodes] on the masks' device: popcounts of A & B, then of A | B, per class (one class
+    without labels). The labels are host labels (checked by the caller); their segments are built on the host
+    and uploaded, as packed_class_counts does."""
+    nodes, row_bytes = a.shape
+    with _on_stream(stream, a.device):
+        out = torch.empty((2, num_classes, nodes), dtype=torch.int64, device=a.device)
+        if labels is None:
+            whole_rows = 0  # no segments: one class of every sample, the last word masked
+            _C.mask_overlap_cuda(
+                a.data_ptr(),
+                b.data_ptr(),
+                nodes,
+                row_bytes,
+                whole_rows,
+                1,
+                whole_rows,
+                whole_rows,
+                _last_mask(samples),
+                out.data_ptr(),
+                device,
+                stream,
+            )
+            return out
+        seg = build_segments(labels, num_classes)
+        offsets, word = (torch.from_numpy(x).to(a.device) for x in (seg.class_offsets, seg.word))
+        mask = torch.from_numpy(seg.mask.view(np.int64)).to(a.device)
+        _C.mask_overlap_cuda(
+            a.data_ptr(),
+            b.data_ptr(),
+            nodes,
+            row_bytes,
+            offsets.data_ptr(),
+            num_classes,
+            word.data_ptr(),
+            mask.data_ptr(),
+            0,
+            out.data_ptr(),
+            device,
+            stream,
+        )
+    return out
+
+
+def sample_popcounts(packed: torch.Tensor, samples: int, *, stream: int, device: int) -> torch.Tensor:
+    """-> int64 [samples]: the rows with each sample's bit set (the launcher zeroes it on the stream first)."""
+    with _on_stream(stream, packed.device):
+        out = torch.empty(samples, dtype=torch.int64, device=packed.device)
+        _C.sample_popcounts_cuda(
+            packed.data_ptr(), packed.shape[0], packed.shape[1], samples, out.data_ptr(), device, stream
+        )
+    return out
+
+
+def coactivation(packed: torch.Tensor, samples: int, *, stream: int, device: int) -> torch.Tensor:
+    """-> int64 [nodes, nodes]: the samples each pair of rows has in common."""
+    nodes = packed.shape[0]
+    with _on_stream(stream, packed.device):
+        out = torch.empty((nodes, nodes), dtype=torch.int64, device=packed.device)
+        _C.coactivation_cuda(packed.data_ptr(), nodes, packed.shape[1], samples, out.data_ptr(), device, stream)
+    return out
+
+
+def sample_agreement(packed: torch.Tensor, idx: np.ndarray, *, stream: int, device: int) -> torch.Tensor:
+    """-> int64 [m, m]: Hamming distances between the chosen samples' codes across the rows; ``idx`` are host
+    indices, checked by the caller."""
+    nodes, m = packed.shape[0], idx.shape[0]
+    with _on_stream(stream, packed.device):
+        chosen = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(packed.device)
+        codes = torch.empty(m * (-(-nodes // 64)), dtype=torch.int64, device=packed.device)
+        out = torch.empty((m, m), dtype=torch.int64, device=packed.device)
+        _C.sample_agreement_cuda(
+            packed.data_ptr(),
+            nodes,
+            packed.shape[1],
+            chosen.data_ptr(),
+            m,
+            codes.data_ptr(),
+            out.data_ptr(),
+            device,
+            stream,
+        )
+    return out
+
+
 def _metrics(
     counts: torch.Tensor, plan: DevicePlan, out: dict[str, torch.Tensor], stream: int, device: int, dev: torch.device
 ) -> np.ndarray:

@@ -188,6 +188,121 @@ def packed_class_counts(
     return out
 
 
+# coactivation's tiles (csrc/cuda/coactivation.cuh): kGramTile rows a side, kGramThreads threads a block.
+_GRAM_TILE, _GRAM_THREADS = 64, 256
+
+
+def _last_mask(samples: int) -> np.uint64:
+    """The bits of a row's last word that hold samples (all of them when the samples fill it)."""
+    return np.uint64((1 << (samples % 64)) - 1 if samples % 64 else (1 << 64) - 1)
+
+
+def _overlap_lanes(words: int) -> int:
+    """Mirrors overlap_lanes in csrc/cuda/launch.h: a power of two as wide as a row has words, at most a warp."""
+    lanes = 1
+    while lanes < 32 and lanes < words:
+        lanes *= 2
+    return lanes
+
+
+def _popcount_chunk_rows(nodes: int, words: int, device: int) -> int:
+    """Mirrors popcount_chunk_rows in csrc/cuda/launch.h: about two waves of warps, 128 to 255 rows a chunk."""
+    columns = -(-words // 32) if words > 32 else 1
+    chunks = -(-(_sm_count(device) * 64 * 2) // columns)
+    return min(255, max(128, -(-nodes // chunks)))
+
+
+def _gram(rows: cupy.ndarray, n: int, words: int, last_mask: np.uint64, xor: bool, out: cupy.ndarray) -> None:
+    tiles = -(-n // _GRAM_TILE)
+    name = f"nnp::popcount_gram_kernel<{str(xor).lower()}>"
+    header = "sample_agreement.cuh" if xor else "coactivation.cuh"
+    _kernel(header, name)((tiles, tiles), (_GRAM_THREADS,), (rows, np.int64(n), np.int64(words), last_mask, out))
+
+
+def mask_overlap(
+    a: cupy.ndarray,
+    b: cupy.ndarray,
+    samples: int,
+    labels: np.ndarray | None,
+    num_classes: int,
+    *,
+    stream: int,
+    device: int,
+) -> cupy.ndarray:
+    """-> int64 [2, classes, nodes]: popcounts of A & B, then of A | B, per class (one class without labels); the
+    host labels' segments are built on the host and uploaded."""
+    nodes, row_bytes = a.shape
+    words = row_bytes // 8
+    with cupy.cuda.Device(device), _stream(stream, device):
+        out = cupy.empty((2, num_classes, nodes), dtype=cupy.int64)
+        if not nodes:
+            return out
+        if labels is None:
+            lanes = _overlap_lanes(words)
+            rows = (a, b, np.int64(nodes), np.int64(words), _last_mask(samples), np.int32(lanes), out)
+            _kernel("mask_overlap.cuh", "nnp_mask_overlap_rows")((-(-(nodes * lanes) // _BLOCK),), (_BLOCK,), rows)
+            return out
+        seg = build_segments(labels, num_classes)
+        args = (
+            a,
+            b,
+            np.int64(nodes),
+            np.int64(words),
+            cupy.asarray(seg.class_offsets),
+            np.int64(num_classes),
+            cupy.asarray(seg.word),
+            cupy.asarray(seg.mask),
+            out,
+        )
+        _kernel("mask_overlap.cuh", "nnp_mask_overlap_classes")((-(-nodes // 8),), (_BLOCK,), args)
+    return out
+
+
+def sample_popcounts(packed: cupy.ndarray, samples: int, *, stream: int, device: int) -> cupy.ndarray:
+    """-> int64 [samples]: the rows with each sample's bit set."""
+    nodes, row_bytes = packed.shape
+    words = row_bytes // 8
+    with cupy.cuda.Device(device), _stream(stream, device):
+        out = cupy.zeros(samples, dtype=cupy.int64)  # the kernel adds each chunk's counts into it
+        if nodes and samples:
+            rows = _popcount_chunk_rows(nodes, words, device)
+            chunks = -(-nodes // rows)  # a warp each, eight to a block
+            grid = (-(-words // 32), -(-chunks // 8))
+            args = (packed, np.int64(nodes), np.int64(words), np.int64(samples), np.int64(rows), out)
+            _kernel("sample_popcounts.cuh", "nnp_sample_popcounts")(grid, (_BLOCK,), args)
+    return out
+
+
+def coactivation(packed: cupy.ndarray, samples: int, *, stream: int, device: int) -> cupy.ndarray:
+    """-> int64 [nodes, nodes]: the samples each pair of rows has in common."""
+    nodes, row_bytes = packed.shape
+    with cupy.cuda.Device(device), _stream(stream, device):
+        out = cupy.empty((nodes, nodes), dtype=cupy.int64)
+        if nodes:
+            _gram(packed, nodes, row_bytes // 8, _last_mask(samples), False, out)
+    return out
+
+
+def sample_agreement(packed: cupy.ndarray, idx: np.ndarray, *, stream: int, device: int) -> cupy.ndarray:
+    """-> int64 [m, m]: Hamming distances between the chosen samples' codes (host indices, checked by the
+    caller) across the rows."""
+    nodes, row_bytes = packed.shape
+    m = idx.shape[0]
+    code_words = -(-nodes // 64)
+    with cupy.cuda.Device(device), _stream(stream, device):
+        out = cupy.empty((m, m), dtype=cupy.int64)
+        if not m:
+            return out
+        codes = cupy.empty(m * code_words, dtype=cupy.uint64)
+        if code_words:
+            chosen = cupy.asarray(np.ascontiguousarray(idx, dtype=np.int64))
+            blocks = min(-(-m * code_words // 8), _sm_count(device) * 32)
+            args = (packed, np.int64(nodes), np.int64(row_bytes), chosen, np.int64(m), np.int64(code_words), codes)
+            _kernel("sample_agreement.cuh", "nnp_gather_codes")((blocks,), (_BLOCK,), args)
+        _gram(codes, m, code_words, np.uint64(2**64 - 1), True, out)  # codes are zero past the last node
+    return out
+
+
 # The metric kernels (csrc/cuda/node_metrics.cuh): kMetricsBlock nodes per block, kMetricsPartial doubles of
 # partials per block, kMetricsCombine threads in the combining block.
 _METRICS_BLOCK, _METRICS_PARTIAL, _METRICS_COMBINE = 256, 9, 1024
