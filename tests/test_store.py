@@ -553,3 +553,27 @@ def test_a_damaged_config_is_named_when_a_run_writes_it_again(tmp_path: Path, da
     (tmp_path / "config.json").write_bytes(damage)
     with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'} is damaged"):
         run.write_config({"lr": 0.1, "seed": 0})
+
+
+# The writer lays batches of any size end to end, whatever their padding bits: the stored rows are pack_masks of
+# the whole set. Columns of 8 and 16 bytes make batches straddle shard columns; dirty padding must not leak.
+@pytest.mark.parametrize("cols", [8, 16, 4096])
+@pytest.mark.parametrize("sizes, dirty", [([77, 64, 1, 130, 5], False), ([64, 64, 128], False),
+                                          ([77, 3, 200, 63], True), ([0, 65, 0, 7], True)])
+def test_mask_writer_lays_batches_end_to_end(tmp_path, cols, sizes, dirty):
+    import zarr
+
+    rng = np.random.default_rng(sum(sizes) * cols + dirty)
+    nodes = 5
+    acts = torch.from_numpy(rng.standard_normal((sum(sizes), nodes)).astype(np.float32))
+    group = zarr.open_group(str(tmp_path / "m.zarr"), mode="w", zarr_format=3)
+    w = MaskWriter(group, "layer", nodes, cols, {"layer": "layer"})
+    start = 0
+    for n in sizes:
+        packed = kernels.pack_masks(acts[start:start + n]).numpy().copy()
+        if dirty and n % 64:
+            packed.view(np.uint64)[:, -1] |= ~np.uint64((1 << (n % 64)) - 1)  # every padding bit set
+        w.append(packed, n)
+        start += n
+    w.close()
+    np.testing.assert_array_equal(group["layer"][:, :], kernels.pack_masks(acts).numpy())

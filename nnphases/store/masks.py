@@ -27,22 +27,9 @@ from .errors import DamagedCheckpoint, MissingCheckpointFile
 from .layout import MANIFEST, mask_array_name
 from .manifest import read_manifest, read_verified, verify_tree
 
-__all__ = ["MaskWriter", "read_masks", "mask_nodes", "shift_words", "take_samples"]
+__all__ = ["MaskWriter", "read_masks", "mask_nodes", "take_samples"]
 
 _CHUNK_BYTES = 1 << 20
-
-
-def shift_words(words: np.ndarray, r: int) -> np.ndarray:
-    """``words`` (uint64 ``[N, k]``, little-endian bit order) shifted up by ``r`` bits (0 <= r < 64):
-    ``[N, k + 1]`` where bit ``i`` of the input is bit ``i + r`` of the output."""
-    n, k = words.shape
-    out = np.zeros((n, k + 1), dtype=np.uint64)
-    if r == 0:
-        out[:, :k] = words
-        return out
-    out[:, :k] = words << np.uint64(r)
-    out[:, 1:] |= words >> np.uint64(64 - r)
-    return out
 
 
 def take_samples(packed: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -89,6 +76,7 @@ class MaskWriter:
         self.nodes, self.cols = nodes, cols
         self._words = cols // 8
         self._buf = np.zeros((nodes, self._words + 1), dtype=np.uint64)
+        self._scratch = np.empty_like(self._buf)
         self._bits = 0  # valid bits in the buffer
         self.written = 0  # bytes per row handed to the array
         self.samples = 0
@@ -102,18 +90,38 @@ class MaskWriter:
         if packed.shape != (self.nodes, -(-samples // 64) * 8):
             raise ValueError(f"packed masks must be [{self.nodes}, {-(-samples // 64) * 8}], got {packed.shape}")
         pos = 0  # samples of this batch already buffered
+        words = np.ascontiguousarray(packed).view(np.uint64)
+        tail = samples % 64
+        clean = not tail or not (words[:, -1] >> np.uint64(tail)).any()  # padding bits zero, as pack_masks leaves them
         while pos < samples:
             n = min(self._words * 64 - self._bits, samples - pos)
-            part = take_samples(packed, pos, pos + n).view(np.uint64)
-            w0, r = divmod(self._bits, 64)
-            shifted = shift_words(part, r)
-            span = min(shifted.shape[1], self._buf.shape[1] - w0)
-            self._buf[:, w0 : w0 + span] |= shifted[:, :span]
+            # A batch starts on a word of its own with its padding bits zero (pack_masks' layout), so unless it
+            # is split across two buffers its words are ORed into place as they are, shifted by the buffer's
+            # bit offset: no copy of the batch and no zeroed temporary.
+            part = words if pos == 0 and n == samples and clean else take_samples(packed, pos, pos + n).view(np.uint64)
+            self._or_into(part, self._bits)
             self._bits += n
             pos += n
             if self._bits == self._words * 64:
                 self._flush(self._words)
         self.samples += samples
+
+    def _or_into(self, part: np.ndarray, bit: int) -> None:
+        """ORs ``part`` (uint64 ``[nodes, k]``) into the buffer from bit ``bit`` on, in two passes through one
+        reused scratch array: the low bits of each word shifted up, the high bits into the next word."""
+        w0, r = divmod(bit, 64)
+        k = min(part.shape[1], self._buf.shape[1] - w0)
+        if k <= 0:
+            return
+        scratch = self._scratch[:, :k]
+        np.left_shift(part[:, :k], np.uint64(r), out=scratch)
+        np.bitwise_or(self._buf[:, w0 : w0 + k], scratch, out=self._buf[:, w0 : w0 + k])
+        if r:
+            k1 = min(part.shape[1], self._buf.shape[1] - w0 - 1)
+            if k1 > 0:
+                scratch = self._scratch[:, :k1]
+                np.right_shift(part[:, :k1], np.uint64(64 - r), out=scratch)
+                np.bitwise_or(self._buf[:, w0 + 1 : w0 + 1 + k1], scratch, out=self._buf[:, w0 + 1 : w0 + 1 + k1])
 
     def _flush(self, nwords: int) -> None:
         start, end = self.written, self.written + nwords * 8
