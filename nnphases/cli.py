@@ -91,8 +91,11 @@ def _exit(code: int) -> None:
         import logging
 
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said there
+                pass
         os._exit(code)
     sys.exit(code)
 
