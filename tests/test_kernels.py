@@ -92,6 +92,27 @@ def test_cpu_strategies_and_threads(backend, strategy, threads, dtype):
     np.testing.assert_array_equal(got.numpy(), want)
 
 
+# Inputs past the C++ kernels' one-thread size (about a million elements a thread), so that threads past the
+# first count into rows of their own that are summed at the end: few classes (direct), many (wide under auto),
+# and classes absent from one thread's rows.
+@pytest.mark.parametrize("backend", [p for p in backend_params("class_counts") if p.values[0] in ("cpp", "numba")])
+@pytest.mark.parametrize("strategy", ["auto", "direct", "wide", "sorted"])
+@pytest.mark.parametrize("classes, ordered", [(7, False), (1000, False), (50, True)])
+def test_cpu_strategies_on_several_threads(backend, strategy, classes, ordered):
+    rng = np.random.default_rng(classes + 13 * ordered)
+    acts = make_acts(rng, 9001, 240, "float32")
+    labels = make_labels(rng, 9001, classes)
+    if ordered:  # each thread's rows name only some of the classes
+        labels = torch.sort(labels).values
+    want = reference_counts(acts, labels, classes)
+    got = K.class_counts(acts, labels, classes, backend=backend, strategy=strategy, threads=2)
+    np.testing.assert_array_equal(got.numpy(), want)
+    out = torch.zeros((classes, 240), dtype=torch.int32)
+    _, packed = K.count_and_pack(acts, labels, classes, out=out, backend=backend, threads=2)
+    np.testing.assert_array_equal(out.numpy(), want)
+    np.testing.assert_array_equal(packed.numpy(), K.pack_masks(acts, backend="reference").numpy())
+
+
 @pytest.mark.parametrize("backend", backend_params("pack_masks"))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES[:12], ids=SHAPE_IDS[:12])
