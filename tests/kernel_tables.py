@@ -129,3 +129,22 @@ def device_code_compiles(header: str, kernels: list[str], tmp_path: Path) -> Non
            f"-I{CSRC}", "-gencode=arch=compute_90,code=sm_90"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+
+def with_padding_set(packed: torch.Tensor, samples: int) -> torch.Tensor:
+    """The masks with every padding bit set, as a stored mask set may hold them: the kernel must ignore them."""
+    bits = np.unpackbits(packed.numpy(), axis=1, bitorder="little")
+    bits[:, samples:] = 1
+    return torch.from_numpy(np.packbits(bits, axis=1, bitorder="little"))
+
+
+def gpu_matches_reference(kernel, backend: str, first: torch.Tensor, *rest: object) -> None:
+    """``kernel(first, *rest)`` on ``backend``'s arrays (tensors moved there), named and chosen automatically: the
+    reference's int64 result, in the caller's kind of array."""
+    want = host(kernel(first, *rest, backend="reference"))
+    x = to_backend(first, backend)
+    args = [to_backend(a, backend) if isinstance(a, torch.Tensor) else a for a in rest]
+    for bk in (backend, None):
+        got = kernel(x, *args, backend=bk)
+        assert type(got) is type(x) and host(got).dtype == np.int64
+        np.testing.assert_array_equal(host(got), want)

@@ -12,12 +12,21 @@ import re
 import numpy as np
 import pytest
 import torch
+from kernel_tables import (
+    CSRC,
+    backend_params,
+    device_code_compiles,
+    device_of,
+    gpu_matches_reference,
+    gpu_params,
+    host,
+    needs_nvcc,
+    to_backend,
+    with_padding_set,
+)
 
 import nnphases.kernels as K
-from kernel_tables import (CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc,
-                           to_backend)
 from nnphases.kernels._dispatch import refusal
-from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, density, seed)
 CASES = [
@@ -77,12 +86,7 @@ def test_gpu_matches_the_reference(backend, samples, nodes, density, seed):
     rng = np.random.default_rng(seed)
     a = rng.random((samples, nodes)) < density
     packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
-    want = K.coactivation(packed, samples, backend="reference").numpy()
-    x = to_backend(packed, backend)
-    for bk in (backend, None):
-        got = K.coactivation(x, samples, backend=bk)
-        assert type(got) is type(x) and host(got).dtype == np.int64
-        np.testing.assert_array_equal(host(got), want)
+    gpu_matches_reference(K.coactivation, backend, packed, samples)
 
 
 @pytest.mark.parametrize("backend", gpu_params("coactivation"))

@@ -8,10 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from kernel_tables import (
+    backend_params,
+    device_code_compiles,
+    device_of,
+    gpu_matches_reference,
+    gpu_params,
+    host,
+    needs_nvcc,
+    to_backend,
+    with_padding_set,
+)
 
 import nnphases.kernels as K
-from kernel_tables import backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc, to_backend
-from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, chosen: "all", "first", "spread", "repeat" or "one", density, seed)
 CASES = [
@@ -77,12 +86,7 @@ def test_gpu_matches_the_reference(backend, samples, nodes, kind, density, seed)
     a = rng.random((samples, nodes)) < density
     chosen = torch.from_numpy(chosen_of(kind, samples, rng))
     packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
-    want = K.sample_agreement(packed, samples, chosen, backend="reference").numpy()
-    x, c = to_backend(packed, backend), to_backend(chosen, backend)
-    for bk in (backend, None):
-        got = K.sample_agreement(x, samples, c, backend=bk)
-        assert type(got) is type(x) and host(got).dtype == np.int64
-        np.testing.assert_array_equal(host(got), want)
+    gpu_matches_reference(K.sample_agreement, backend, packed, samples, chosen)
 
 
 @pytest.mark.parametrize("backend", gpu_params("sample_agreement"))

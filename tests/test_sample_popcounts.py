@@ -10,11 +10,20 @@ import re
 import numpy as np
 import pytest
 import torch
+from kernel_tables import (
+    CSRC,
+    backend_params,
+    device_code_compiles,
+    device_of,
+    gpu_matches_reference,
+    gpu_params,
+    host,
+    needs_nvcc,
+    to_backend,
+    with_padding_set,
+)
 
 import nnphases.kernels as K
-from kernel_tables import (CSRC, backend_params, device_code_compiles, device_of, gpu_params, host, needs_nvcc,
-                           to_backend)
-from test_mask_overlap import with_padding_set
 
 # (id, samples, nodes, density, seed): node counts at and around the powers of two where the counters gain a bit
 CASES = [
@@ -83,12 +92,7 @@ def test_gpu_matches_the_reference(backend, samples, nodes, density, seed):
     rng = np.random.default_rng(seed)
     a = rng.random((samples, nodes)) < density
     packed = with_padding_set(K.pack_masks(torch.from_numpy(a)), samples)
-    want = K.sample_popcounts(packed, samples, backend="reference").numpy()
-    x = to_backend(packed, backend)
-    for bk in (backend, None):
-        got = K.sample_popcounts(x, samples, backend=bk)
-        assert type(got) is type(x) and host(got).dtype == np.int64
-        np.testing.assert_array_equal(host(got), want)
+    gpu_matches_reference(K.sample_popcounts, backend, packed, samples)
 
 
 @pytest.mark.parametrize("backend", gpu_params("sample_popcounts"))

@@ -76,26 +76,25 @@ bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
   using Cnt = Counter<K>;
   const int64_t limit = std::numeric_limits<Cnt>::max();
   const int nt = resolve_threads(threads, std::min(S / 64 + 1, element_items(S * N)));
-  std::vector<ClassRows<O>*> own(nt, nullptr);  // rows of threads past the first, summed into out at the end
-  std::vector<ClassRows<O>> keep;
-  keep.reserve(nt);
-  for (int t = 1; t < nt; ++t) {
+  const auto most = [&](int t) {  // the classes thread t can see: at most one per row
     int64_t s0, s1;
     split_range(S, nt, t, 64, s0, s1);
-    keep.emplace_back(C, std::min(C, std::max<int64_t>(s1 - s0, 1)), N);
-    own[t] = &keep.back();
-  }
+    return std::min(C, std::max<int64_t>(s1 - s0, 1));
+  };
+  // Rows of the threads past the first, summed into out at the end (thread 0 counts into out itself).
+  std::vector<ClassRows<O>> own;
+  own.reserve(nt);
+  for (int t = 0; t < nt; ++t) own.emplace_back(t > 0 ? C : 0, t > 0 ? most(t) : 0, N);
   std::vector<int> bad(nt, 0);
   run_threads(nt, [&](int t) {
     int64_t s0, s1;
     split_range(S, nt, t, 64, s0, s1);
-    const int64_t most = std::min(C, std::max<int64_t>(s1 - s0, 1));
-    auto target = [&](int32_t c) { return t == 0 ? out + static_cast<int64_t>(c) * N : own[t]->row(c, N); };
+    auto target = [&](int32_t c) { return t == 0 ? out + static_cast<int64_t>(c) * N : own[t].row(c, N); };
     typename K::Bits any = 0;
     if (wide) {
       for (int64_t r = s0; r < s1; ++r) any |= add_row<K, Check>(acts + r * rs, target(labels[r]), N);
     } else {
-      ClassRows<Cnt> narrow(C, most, N);
+      ClassRows<Cnt> narrow(C, most(t), N);
       for (int64_t s = s0; s < s1; s += limit) {
         const int64_t e = std::min(s1, s + limit);
         for (int64_t r = s; r < e; ++r) any |= add_row<K, Check>(acts + r * rs, narrow.row(labels[r], N), N);
@@ -105,7 +104,7 @@ bool direct(const typename K::Bits* acts, int64_t S, int64_t N, int64_t rs, cons
     }
     bad[t] = any != 0;
   });
-  for (int t = 1; t < nt; ++t) own[t]->add_into(out, N);
+  for (int t = 1; t < nt; ++t) own[t].add_into(out, N);
   for (int b : bad)
     if (b) return true;
   return false;

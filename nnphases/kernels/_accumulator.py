@@ -24,11 +24,6 @@ from .cores import usable_cores
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
 
-def _lib_of(x: Array) -> str:
-    """numpy, torch or another library's name, by type alone (no checks)."""
-    return "numpy" if isinstance(x, np.ndarray) else type(x).__module__.split(".")[0]
-
-
 # The last torch labels checked, with their version, address, length and class count, a copy of their content, and
 # their checked int32 copy: every site of a batch is counted with the same labels. The tensor is held, so the entry
 # names it alone.
@@ -151,7 +146,7 @@ class ClassCounts:
             if layout is not None and self._acts_fit(layout, acts) and len(labels) == acts.shape[0]:
                 self._kernel(layout, acts, labels.values)
                 return self.out
-            labels = labels.of_library(_lib_of(acts))
+            labels = labels.of_library("torch" if _arrays._is_torch(acts) else "numpy")
         elif layout is not None and self._fits(layout, acts, labels):
             self._run(layout, acts, labels)
             return self.out

@@ -123,13 +123,19 @@ def pack_masks(
     return out, bool(flags.item()) if check_finite else False
 
 
+def _segments_on(labels: np.ndarray, num_classes: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The class segments of host ``labels`` (built on the host) on ``device``: class offsets, word indices, and
+    the word masks' bits as int64."""
+    seg = build_segments(labels, num_classes)
+    offsets, word = (torch.from_numpy(x).to(device) for x in (seg.class_offsets, seg.word))
+    return offsets, word, torch.from_numpy(seg.mask.view(np.int64)).to(device)
+
+
 def packed_class_counts(
     packed: torch.Tensor, labels: torch.Tensor, num_classes: int, *, stream: int, device: int
 ) -> torch.Tensor:
-    seg = build_segments(labels.cpu().numpy(), num_classes)
     dev = packed.device
-    offsets, word = (torch.from_numpy(a).to(dev) for a in (seg.class_offsets, seg.word))
-    mask = torch.from_numpy(seg.mask.view(np.int64)).to(dev)
+    offsets, word, mask = _segments_on(labels.cpu().numpy(), num_classes, dev)
     packed = packed.contiguous()
     out = torch.empty((num_classes, packed.shape[0]), dtype=torch.int64, device=dev)
     if stream != torch.cuda.current_stream(dev).cuda_stream:
@@ -201,9 +207,7 @@ def mask_overlap(
                 stream,
             )
             return out
-        seg = build_segments(labels, num_classes)
-        offsets, word = (torch.from_numpy(x).to(a.device) for x in (seg.class_offsets, seg.word))
-        mask = torch.from_numpy(seg.mask.view(np.int64)).to(a.device)
+        offsets, word, mask = _segments_on(labels, num_classes, a.device)
         _C.mask_overlap_cuda(
             a.data_ptr(),
             b.data_ptr(),
