@@ -16,8 +16,8 @@ result checked exactly against the host's CPU backend first. ``mask_overlap`` an
 measured as a share of the device's read bandwidth (a 1 GiB ``torch.sum``, reading only, in the same run);
 ``coactivation`` as a share of the integer popcount peak, in pairs of 64-bit words ANDed and popcounted per second
 (the useful half, ``nodes (nodes + 1) / 2 x words``), the peak estimated from the device as SMs x the highest SM
-clock x 8: 16 32-bit POPC per clock per SM (the CUDA C++ Programming Guide's arithmetic-instruction throughput
-table, compute capability 5.0 to 9.0), two of them per 64-bit word. ``sample_agreement`` (128 chosen samples) is
+clock x 8: 16 32-bit POPC per clock per SM (the rate assumed for compute capability 5.0 to 9.0; an estimate, not
+a measurement, and the report says so), two of them per 64-bit word. ``sample_agreement`` (128 chosen samples) is
 small enough to be latency: its milliseconds only.
 
 ``case``, ``metrics_case`` and ``popcount_case`` return :class:`Row` records (``scripts/device_check.py`` stores them
@@ -382,7 +382,7 @@ def main() -> None:
     if "popcount" in kernels:
         read_bw = read_bandwidth(1 << 30)
         peak, how = popcount_peak()
-        print(f"read bandwidth: {read_bw / 1e9:.0f} GB/s; popcount peak: "
+        print(f"read bandwidth: {read_bw / 1e9:.0f} GB/s; popcount peak (estimated, not measured): "
               + (f"{peak / 1e9:.0f} G pair-words/s, {how}" if peak else f"unknown ({how})"))
         layers = [(4096, 100_000, 10), (300_000, 1000, 10)]
         for n, s, c in layers[:1] if args.quick else layers:
